@@ -1,0 +1,1 @@
+"""The ``tenure`` command line: one module per subcommand, each exposing ``register``."""
