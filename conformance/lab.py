@@ -1,0 +1,55 @@
+"""Local store clusters for tests, the conformance suite and ``tenure lab``.
+
+Example::
+
+    from tenure.conformance.lab import start_cluster
+
+    with start_cluster("etcd", nodes=3) as cluster:
+        cluster.url                    # "etcd://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3"
+        cluster.nodes[0].kill()        # also pause(), resume(), stop(), restart(wipe=False)
+        proxy = cluster.proxy(node=1)  # proxy.url goes through a TCP proxy: cut(), heal(),
+        proxy.cut()                    # latency(ms)
+        cluster.isolate(2)             # cut node 2 from its peers (etcd, ZooKeeper)
+
+Backends: ``etcd``, ``zookeeper``, ``consul``, ``redis`` with 1 or 3 nodes; Redis takes
+``persistence=True`` (AOF). Everything listens on 127.0.0.1 on ports chosen at run time,
+with data in a temporary dir removed on exit (set ``TENURE_LAB_KEEP=1`` to keep it).
+A store that cannot start raises :class:`LabError` with the reason and the logs: tests
+that need a store fail, they never skip. Store processes die with the Python process
+that started them, however it ends (see :mod:`tenure.conformance.processes`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenure.conformance.cluster import ClientProxy, Cluster, LabError, Node
+from tenure.conformance.lab_consul import ConsulCluster
+from tenure.conformance.lab_etcd import EtcdCluster
+from tenure.conformance.lab_redis import RedisCluster
+from tenure.conformance.lab_zookeeper import ZooKeeperCluster
+
+BACKENDS: dict[str, type[Cluster]] = {
+    "etcd": EtcdCluster,
+    "zookeeper": ZooKeeperCluster,
+    "consul": ConsulCluster,
+    "redis": RedisCluster,
+}
+
+__all__ = ["BACKENDS", "ClientProxy", "Cluster", "LabError", "Node", "start_cluster"]
+
+
+def start_cluster(backend: str, nodes: int = 1, timeout: float = 90.0,
+                  **options: Any) -> Cluster:
+    """Starts ``nodes`` (1 or 3) servers of ``backend`` and returns the cluster once it
+    serves; use it as a context manager so it stops. Raises ``ValueError`` for an
+    unknown backend or node count and :class:`LabError` when the store cannot start."""
+    try:
+        cls = BACKENDS[backend]
+    except KeyError:
+        raise ValueError(
+            f"unknown lab backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+        ) from None
+    cluster = cls(nodes, **options)
+    cluster.start(timeout)
+    return cluster
