@@ -1,0 +1,355 @@
+"""The embedded backend: ``sqlite:///path/to/file.db``, for many processes on one host.
+
+Mapping of the contract:
+
+* session: a row in ``sessions`` with ``expires_at`` on the host's monotonic clock
+  (``CLOCK_MONOTONIC`` is one clock for every process of a host) and the kernel's
+  ``boot_id``: rows written before the host restarted are dead, whatever their time;
+* candidates: rows of ``candidates`` in arrival order; the leader is the live row with
+  the lowest ``seq`` (``AUTOINCREMENT``, so never reused -- it is the fencing token, and
+  it never goes back, also after any process or the host restarts);
+* wake-ups: a bell file per election, rung by every change and waited on with inotify;
+  a waiter also wakes when the session of a candidate ahead of it expires. No polling;
+* guarded writes and proclaims: ``BEGIN IMMEDIATE`` transactions that first check the
+  writer is the live leader; commits are ``synchronous=FULL``.
+
+Limits: one host only (the file must not be on a network filesystem); a process
+stopped inside a write transaction (microseconds long) would block other writers until
+it resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+from tenure.adapters.filebell import Listener, ring
+from tenure.config import BackendURL
+from tenure.errors import (
+    CampaignCancelled,
+    CampaignTimeout,
+    ConfigError,
+    NotLeader,
+    SessionExpired,
+    StoreUnavailable,
+)
+from tenure.store import WAIT_SLICE, LeaderInfo, Store, StoreLimits, Ticket
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, boot_id TEXT NOT NULL, expires_at REAL NOT NULL, ttl REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS candidates (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, election TEXT NOT NULL,
+    candidate_id TEXT NOT NULL, session_id TEXT NOT NULL, value BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS candidates_by_election ON candidates (election, seq);
+CREATE INDEX IF NOT EXISTS candidates_by_session ON candidates (session_id);
+CREATE TABLE IF NOT EXISTS data (key TEXT PRIMARY KEY, value BLOB NOT NULL, token INTEGER NOT NULL);
+"""
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_LIVE = "s.boot_id = :boot AND s.expires_at > :now"
+_LEADER = f"""SELECT c.seq, c.candidate_id, c.value, s.expires_at FROM candidates c
+    JOIN sessions s ON s.id = c.session_id
+    WHERE c.election = :election AND {_LIVE} ORDER BY c.seq LIMIT 1"""
+
+
+def boot_id() -> str:
+    """The kernel's id of this boot; monotonic times are comparable only within one."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return f"boot@{round(time.time() - time.monotonic())}"
+
+
+class SQLiteStore(Store):
+    """The contract over one SQLite file shared by processes of one host."""
+
+    limits = StoreLimits(min_ttl=0.5, max_ttl=86400.0)
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self._bells = path.with_name(path.name + ".bells")
+        self._boot = boot_id()
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._session_id = ""
+        self._ttl = 0.0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._bells.mkdir(exist_ok=True)
+            db = self._db()
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            self.close()
+            raise ConfigError(
+                f"cannot open the SQLite store {str(path)!r}: {exc}; check that the directory "
+                "is writable and the file is a tenure database"
+            ) from None
+
+    @classmethod
+    def from_url(cls, url: BackendURL) -> SQLiteStore:
+        if url.options:
+            raise ConfigError(
+                f"unknown option(s) {', '.join(sorted(url.options))} for the sqlite backend; "
+                "it takes only ttl and drift"
+            )
+        return cls(Path(url.path).expanduser())
+
+    @property
+    def description(self) -> str:
+        return f"sqlite://{self.path}"
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+            with self._connections_lock:
+                self._connections.append(db)
+        return db
+
+    def _bell(self, election: str) -> Path:
+        return self._bells / hashlib.sha1(election.encode()).hexdigest()[:20]
+
+    def _params(self, **extra: object) -> dict[str, object]:
+        return {"boot": self._boot, "now": time.monotonic(), **extra}
+
+    def _write(self) -> _WriteTransaction:
+        return _WriteTransaction(self._db())
+
+    # -- session ------------------------------------------------------------------
+
+    def open_session(self, ttl: float) -> None:
+        self._ttl = ttl
+        session_id = uuid.uuid4().hex
+        with self._write() as db:
+            self._collect_garbage(db)
+            db.execute(
+                "INSERT INTO sessions (id, boot_id, expires_at, ttl) VALUES (?, ?, ?, ?)",
+                (session_id, self._boot, time.monotonic() + ttl, ttl),
+            )
+        self._session_id = session_id
+
+    def renew_session(self, held: frozenset[Ticket]) -> frozenset[Ticket]:
+        with self._write() as db:
+            now = time.monotonic()
+            renewed = db.execute(
+                "UPDATE sessions SET expires_at = ? WHERE id = ? AND boot_id = ? "
+                "AND expires_at > ?",
+                (now + self._ttl, self._session_id, self._boot, now),
+            ).rowcount
+            if not renewed:
+                raise SessionExpired(f"session {self._session_id} expired in {self.path}")
+            if not held:
+                return frozenset()
+            alive = {
+                row[0]
+                for row in db.execute(
+                    "SELECT seq FROM candidates WHERE session_id = ?", (self._session_id,)
+                )
+            }
+        return frozenset(t for t in held if t.order not in alive)
+
+    def close_session(self) -> None:
+        if not self._session_id:
+            return
+        with self._write() as db:
+            elections = [
+                row[0]
+                for row in db.execute(
+                    "SELECT DISTINCT election FROM candidates WHERE session_id = ?",
+                    (self._session_id,),
+                )
+            ]
+            db.execute("DELETE FROM candidates WHERE session_id = ?", (self._session_id,))
+            db.execute("DELETE FROM sessions WHERE id = ?", (self._session_id,))
+        self._session_id = ""
+        for election in elections:
+            ring(self._bell(election))
+
+    def _collect_garbage(self, db: sqlite3.Connection) -> None:
+        dead = "SELECT id FROM sessions WHERE boot_id != :boot OR expires_at <= :now"
+        params = self._params()
+        db.execute(f"DELETE FROM candidates WHERE session_id IN ({dead})", params)
+        db.execute(f"DELETE FROM sessions WHERE id IN ({dead})", params)
+
+    # -- candidates -----------------------------------------------------------------
+
+    def enqueue(self, election: str, candidate_id: str, value: bytes) -> Ticket:
+        with self._write() as db:
+            self._collect_garbage(db)
+            alive = db.execute(
+                "SELECT 1 FROM sessions WHERE id = ? AND boot_id = ? AND expires_at > ?",
+                (self._session_id, self._boot, time.monotonic()),
+            ).fetchone()
+            if alive is None:
+                raise SessionExpired(f"session {self._session_id} expired in {self.path}")
+            cursor = db.execute(
+                "INSERT INTO candidates (election, candidate_id, session_id, value) "
+                "VALUES (?, ?, ?, ?)",
+                (election, candidate_id, self._session_id, value),
+            )
+            seq = cursor.lastrowid
+        assert seq is not None
+        ring(self._bell(election))
+        return Ticket(election, candidate_id, str(seq), seq)
+
+    def withdraw(self, ticket: Ticket) -> None:
+        with self._write() as db:
+            deleted = db.execute(
+                "DELETE FROM candidates WHERE seq = ?", (ticket.order,)
+            ).rowcount
+        if deleted:
+            ring(self._bell(ticket.election))
+
+    def _turn(self, ticket: Ticket) -> float | None:
+        """None if ``ticket`` leads now, else the time at which the earliest session
+        ahead of it expires. Raises SessionExpired if the ticket's session is dead."""
+        db = self._db()
+        db.execute("BEGIN")
+        try:
+            params = self._params(election=ticket.election, seq=ticket.order)
+            mine = db.execute(
+                f"SELECT 1 FROM candidates c JOIN sessions s ON s.id = c.session_id "
+                f"WHERE c.seq = :seq AND {_LIVE}",
+                params,
+            ).fetchone()
+            if mine is None:
+                raise SessionExpired(
+                    f"the entry of {ticket.candidate_id} in {ticket.election!r} died with its session"
+                )
+            ahead = db.execute(
+                f"SELECT MIN(s.expires_at) FROM candidates c JOIN sessions s "
+                f"ON s.id = c.session_id WHERE c.election = :election AND c.seq < :seq "
+                f"AND {_LIVE}",
+                params,
+            ).fetchone()[0]
+        finally:
+            db.execute("COMMIT")
+        return None if ahead is None else float(ahead)
+
+    def await_turn(
+        self, ticket: Ticket, deadline: float | None, cancelled: threading.Event
+    ) -> int:
+        with Listener(self._bell(ticket.election)) as bell:
+            while True:
+                wake_at = self._guard(self._turn, ticket)
+                if wake_at is None:
+                    return ticket.order
+                until = min(wake_at, math.inf if deadline is None else deadline)
+                while not bell.wait(min(WAIT_SLICE, until - time.monotonic())):
+                    if cancelled.is_set():
+                        raise CampaignCancelled(f"campaign in {ticket.election!r} cancelled")
+                    if time.monotonic() >= until:
+                        break
+                if cancelled.is_set():
+                    raise CampaignCancelled(f"campaign in {ticket.election!r} cancelled")
+                if deadline is not None and time.monotonic() >= deadline:
+                    if self._guard(self._turn, ticket) is None:
+                        return ticket.order
+                    raise CampaignTimeout(f"campaign in {ticket.election!r} timed out")
+
+    def proclaim(self, ticket: Ticket, value: bytes) -> None:
+        with self._write() as db:
+            self._require_leader(db, ticket, "proclaim")
+            db.execute("UPDATE candidates SET value = ? WHERE seq = ?", (value, ticket.order))
+        ring(self._bell(ticket.election))
+
+    def guarded_write(self, ticket: Ticket, key: str, value: bytes) -> None:
+        with self._write() as db:
+            self._require_leader(db, ticket, "guarded write")
+            db.execute(
+                "INSERT INTO data (key, value, token) VALUES (?, ?, ?) ON CONFLICT(key) "
+                "DO UPDATE SET value = excluded.value, token = excluded.token",
+                (key, value, ticket.order),
+            )
+
+    def _require_leader(self, db: sqlite3.Connection, ticket: Ticket, action: str) -> None:
+        row = db.execute(_LEADER, self._params(election=ticket.election)).fetchone()
+        if row is None or row[0] != ticket.order:
+            raise NotLeader(
+                f"{action} refused by the store: {ticket.candidate_id} does not lead "
+                f"election {ticket.election!r}"
+            )
+
+    def read(self, key: str) -> bytes | None:
+        row = self._guard(
+            lambda: self._db().execute("SELECT value FROM data WHERE key = ?", (key,)).fetchone()
+        )
+        return None if row is None else bytes(row[0])
+
+    # -- observing ------------------------------------------------------------------
+
+    def _leader_row(self, election: str) -> tuple[LeaderInfo | None, float]:
+        row = self._db().execute(_LEADER, self._params(election=election)).fetchone()
+        if row is None:
+            return None, math.inf
+        return LeaderInfo(election, row[1], bytes(row[2]), int(row[0])), float(row[3])
+
+    def leader(self, election: str) -> LeaderInfo | None:
+        return self._guard(self._leader_row, election)[0]
+
+    def await_change(
+        self, election: str, known: LeaderInfo | None, deadline: float
+    ) -> LeaderInfo | None:
+        with Listener(self._bell(election)) as bell:
+            while True:
+                current, expires_at = self._guard(self._leader_row, election)
+                now = time.monotonic()
+                if current != known or now >= deadline:
+                    return current
+                bell.wait(min(deadline, expires_at) - now)
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _guard(self, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return call(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {str(self.path)!r}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for db in connections:
+            db.close()
+
+
+class _WriteTransaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error); sqlite3 errors become
+    StoreUnavailable."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store busy or unreadable: {exc}") from exc
+        return self.db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        except sqlite3.Error as error:
+            if exc_type is None:
+                raise StoreUnavailable(f"SQLite commit failed: {error}") from error
+        if isinstance(exc, sqlite3.Error):
+            raise StoreUnavailable(f"SQLite store error: {exc}") from exc

@@ -1,0 +1,51 @@
+"""tenure: one leader-election contract over etcd, ZooKeeper, Consul, Redis and SQLite.
+
+    import tenure
+    with tenure.connect("sqlite:///tmp/demo.db") as client:
+        with client.election("jobs/nightly").campaign() as lead:
+            run_job(fencing_token=lead.token)
+
+See :mod:`tenure.client` for the contract and its guarantees.
+"""
+
+from tenure.client import Client, Election, Leadership, Observer, connect
+from tenure.errors import (
+    CampaignCancelled,
+    CampaignTimeout,
+    ConfigError,
+    InvalidNameError,
+    InvalidValueError,
+    LeadershipLost,
+    NotLeader,
+    SessionExpired,
+    StaleToken,
+    StoreUnavailable,
+    TenureError,
+    UsageError,
+)
+from tenure.fencing import FencingGuard
+from tenure.store import LeaderInfo
+
+__all__ = [
+    "CampaignCancelled",
+    "CampaignTimeout",
+    "Client",
+    "ConfigError",
+    "Election",
+    "FencingGuard",
+    "InvalidNameError",
+    "InvalidValueError",
+    "LeaderInfo",
+    "Leadership",
+    "LeadershipLost",
+    "NotLeader",
+    "Observer",
+    "SessionExpired",
+    "StaleToken",
+    "StoreUnavailable",
+    "TenureError",
+    "UsageError",
+    "connect",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,239 @@
+"""Backend URLs, ``tenure.toml`` and ``TENURE_*`` environment variables.
+
+Which store serves an election is configuration, never code. The backend URL is found,
+first match wins, in: the ``url`` argument (``--backend``), ``TENURE_BACKEND``, the
+``backend`` key of the config file (``config_file`` argument, else ``TENURE_CONFIG``,
+else ``./tenure.toml`` if present), else the embedded default
+``sqlite:///$XDG_STATE_HOME/tenure/default.db``.
+
+URL forms: ``scheme://[user[:password]@]host[:port][,host[:port]...][/path][?k=v&...]``
+for etcd, zookeeper, consul and redis; ``sqlite:///absolute/path.db`` or
+``sqlite://relative/path.db`` for SQLite. Query options ``ttl`` and ``drift`` are
+understood by every backend; the others belong to the adapter, which rejects any it
+does not know.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from tenure.errors import ConfigError
+from tenure.names import DEFAULT_MAX_VALUE_BYTES, check_candidate_id
+
+DEFAULT_TTL = 10.0
+DEFAULT_DRIFT = 0.01
+MAX_DRIFT = 0.5
+DEFAULT_PORTS = {"etcd": 2379, "zookeeper": 2181, "consul": 8500, "redis": 6379, "rediss": 6379}
+CONFIG_KEYS = frozenset({"backend", "ttl", "drift", "candidate_id", "max_value_bytes", "options"})
+
+
+@dataclass(frozen=True)
+class BackendURL:
+    """A parsed backend URL. ``options`` holds the query, minus ``ttl`` and ``drift``."""
+
+    scheme: str
+    hosts: tuple[tuple[str, int], ...]
+    path: str
+    options: dict[str, str] = field(default_factory=dict)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def redacted(self) -> str:
+        """The URL with any password replaced by ``***``, for messages and logs."""
+        auth = ""
+        if self.username is not None:
+            auth = self.username + (":***" if self.password is not None else "") + "@"
+        hosts = ",".join(_format_host(host, port) for host, port in self.hosts)
+        query = "&".join(f"{k}={v}" for k, v in self.options.items())
+        return f"{self.scheme}://{auth}{hosts}{self.path}" + (f"?{query}" if query else "")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything needed to connect: the backend, session TTL and drift allowance."""
+
+    url: BackendURL
+    ttl: float = DEFAULT_TTL
+    drift: float = DEFAULT_DRIFT
+    candidate_id: str | None = None
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+
+
+def _format_host(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def default_backend_url() -> str:
+    """The embedded default store, under the user's state directory."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return f"sqlite://{Path(state) / 'tenure' / 'default.db'}"
+
+
+def parse_backend_url(url: str) -> tuple[BackendURL, dict[str, str]]:
+    """Parses ``url``; returns it and the core options (``ttl``, ``drift``) found in it.
+
+    Raises ConfigError naming the problem and the expected form.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(
+            "backend URL is empty; give one like etcd://127.0.0.1:2379 or sqlite:///path/to.db"
+        )
+    if "://" not in url:
+        raise ConfigError(
+            f"backend URL {url!r} has no scheme; write it as SCHEME://HOST:PORT, e.g. "
+            "etcd://127.0.0.1:2379, zookeeper://..., consul://..., redis://..., sqlite:///path.db"
+        )
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if parts.fragment:
+        raise ConfigError(f"backend URL {url!r} has a '#' fragment; remove it")
+    options: dict[str, str] = {}
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError as exc:
+        raise ConfigError(f"backend URL {url!r} has a malformed query: {exc}") from None
+    for key, value in pairs:
+        if key in options:
+            raise ConfigError(f"backend URL option {key!r} is given twice; give it once")
+        options[key] = value
+    core = {k: options.pop(k) for k in ("ttl", "drift") if k in options}
+    if scheme == "sqlite":
+        path = parts.netloc + parts.path
+        if not path or path.endswith("/"):
+            raise ConfigError(
+                f"backend URL {url!r} names no database file; use sqlite:///absolute/path.db"
+            )
+        return BackendURL(scheme, (), unquote(path), options), core
+    netloc = parts.netloc
+    username = password = None
+    if "@" in netloc:
+        auth, netloc = netloc.rsplit("@", 1)
+        user, _, secret = auth.partition(":")
+        username = unquote(user)
+        password = unquote(secret) if ":" in auth else None
+    hosts = tuple(_parse_host(item, scheme, url) for item in netloc.split(",")) if netloc else ()
+    if not hosts:
+        raise ConfigError(f"backend URL {url!r} names no host; add HOST:PORT after '://'")
+    return BackendURL(scheme, hosts, parts.path, options, username, password), core
+
+
+def _parse_host(item: str, scheme: str, url: str) -> tuple[str, int]:
+    if item.startswith("["):
+        host, sep, rest = item[1:].partition("]")
+        if not sep:
+            raise ConfigError(f"backend URL {url!r}: unclosed '[' in host {item!r}")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port_text = item.partition(":")
+    if not host:
+        raise ConfigError(f"backend URL {url!r} has an empty host in {item!r}; write HOST:PORT")
+    if not port_text:
+        default = DEFAULT_PORTS.get(scheme)
+        if default is None:
+            raise ConfigError(f"backend URL {url!r}: host {item!r} needs a port, as HOST:PORT")
+        return host, default
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(
+            f"backend URL {url!r} has the invalid port {port_text!r} in {item!r}; "
+            "use a number from 1 to 65535"
+        )
+    return host, int(port_text)
+
+
+def parse_ttl(value: object, source: str) -> float:
+    """A positive, finite TTL in seconds, or ConfigError naming ``source``."""
+    try:
+        ttl = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{source} {value!r} is not a number; give the TTL in seconds, e.g. 10"
+        ) from None
+    if not math.isfinite(ttl) or ttl <= 0:
+        raise ConfigError(f"{source} {value!r} must be a positive number of seconds, e.g. 10")
+    return ttl
+
+
+def parse_drift(value: object, source: str) -> float:
+    """A clock-drift allowance in [0, 0.5), or ConfigError naming ``source``."""
+    try:
+        drift = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source} {value!r} is not a number; e.g. 0.01 for 1 %") from None
+    if not math.isfinite(drift) or not 0 <= drift < MAX_DRIFT:
+        raise ConfigError(f"{source} {value!r} must be in [0, {MAX_DRIFT}); e.g. 0.01 for 1 %")
+    return drift
+
+
+def load_config_file(path: str | os.PathLike[str] | None = None) -> tuple[dict[str, Any], str]:
+    """Reads the config file; returns its table and its path ({} and "" when none)."""
+    explicit = path if path is not None else os.environ.get("TENURE_CONFIG")
+    candidate = Path(explicit) if explicit else Path("tenure.toml")
+    if not candidate.exists():
+        if explicit:
+            raise ConfigError(f"config file {str(candidate)!r} does not exist; check the path")
+        return {}, ""
+    try:
+        table = tomllib.loads(candidate.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {str(candidate)!r} cannot be read: {exc}") from None
+    unknown = sorted(set(table) - CONFIG_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"config file {str(candidate)!r} has unknown key(s) {', '.join(unknown)}; "
+            f"known keys are {', '.join(sorted(CONFIG_KEYS))}"
+        )
+    return table, str(candidate)
+
+
+def load_settings(
+    url: str | None = None,
+    *,
+    ttl: float | None = None,
+    drift: float | None = None,
+    candidate_id: str | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+) -> Settings:
+    """Resolves the settings from arguments, environment and config file."""
+    table, table_path = load_config_file(config_file)
+    where = f"config file {table_path!r}" if table_path else "config"
+    raw_url = url or os.environ.get("TENURE_BACKEND") or table.get("backend")
+    if raw_url is None:
+        raw_url = default_backend_url()
+    if not isinstance(raw_url, str):
+        raise ConfigError(f"'backend' in {where} must be a URL string")
+    backend, core = parse_backend_url(raw_url)
+    extra = table.get("options", {})
+    if not isinstance(extra, dict):
+        raise ConfigError(f"'options' in {where} must be a table of backend options")
+    for key, value in extra.items():
+        backend.options.setdefault(str(key), str(value))
+    if ttl is not None:
+        resolved_ttl = parse_ttl(ttl, "ttl")
+    elif "ttl" in core:
+        resolved_ttl = parse_ttl(core["ttl"], "backend URL option ttl")
+    elif "ttl" in table:
+        resolved_ttl = parse_ttl(table["ttl"], f"'ttl' in {where}")
+    else:
+        resolved_ttl = DEFAULT_TTL
+    if drift is not None:
+        resolved_drift = parse_drift(drift, "drift")
+    elif "drift" in core:
+        resolved_drift = parse_drift(core["drift"], "backend URL option drift")
+    elif "drift" in table:
+        resolved_drift = parse_drift(table["drift"], f"'drift' in {where}")
+    else:
+        resolved_drift = DEFAULT_DRIFT
+    chosen_id = candidate_id or table.get("candidate_id")
+    if chosen_id is not None:
+        chosen_id = check_candidate_id(chosen_id)
+    max_value = table.get("max_value_bytes", DEFAULT_MAX_VALUE_BYTES)
+    if not isinstance(max_value, int) or isinstance(max_value, bool) or max_value < 0:
+        raise ConfigError(f"'max_value_bytes' in {where} must be a non-negative integer")
+    return Settings(backend, resolved_ttl, resolved_drift, chosen_id, max_value)

@@ -1,0 +1,214 @@
+"""The session keeper: renews a client's one store session and ends leaderships at
+their validity deadline.
+
+Clock reasoning. All times are ``time.monotonic()`` of this host. A renewal *sent* at
+``t_sent`` that succeeds proves the store keeps the session (and every entry bound to
+it) alive until at least ``t_sent + ttl`` on the store's side. We therefore consider
+ourselves valid only until ``t_sent + ttl * (1 - drift)``: ``drift`` absorbs the
+difference in clock *rate* between this host and the store's (it does not absorb clock
+steps or unbounded skew rates -- nothing can). The send time is used, never the reply
+time, so a slow reply never lengthens validity. A leadership whose deadline has passed
+is lost for good, even if a later renewal succeeds: the store may have expired it and
+elected someone else in between.
+
+Two threads per client: the *renewer* does store I/O (renew every ``ttl / 3``, retry
+quickly on failure); the *watchdog* does no I/O and fires losses when the deadline
+passes, so a renewal that hangs in the network cannot delay the loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from tenure.errors import SessionExpired, TenureError
+from tenure.store import Store, Ticket
+
+log = logging.getLogger("tenure.session")
+
+LossHandler = Callable[[Ticket, str], None]
+
+
+class SessionKeeper:
+    """Owns the store session of one client: opens it lazily, renews it, and calls
+    ``on_loss(ticket, reason)`` once for each held ticket that stops being valid."""
+
+    def __init__(self, store: Store, ttl: float, drift: float, on_loss: LossHandler) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.drift = drift
+        self._on_loss = on_loss
+        self._lock = threading.Condition()
+        self._held: set[Ticket] = set()
+        self._open = False
+        self._closed = False
+        self._valid_until = 0.0
+        self._generation = 0
+        self._last_error: str = ""
+        self._renewer: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
+        self.renewals = 0
+        self.renewal_failures = 0
+
+    @property
+    def renew_interval(self) -> float:
+        """Seconds between renewals: a third of the TTL."""
+        return self.ttl / 3
+
+    @property
+    def valid_until(self) -> float:
+        """Monotonic time until which the session is known alive (with drift margin)."""
+        with self._lock:
+            return self._valid_until
+
+    @property
+    def generation(self) -> int:
+        """Incremented each time a new session replaces an expired one."""
+        with self._lock:
+            return self._generation
+
+    def ensure_open(self) -> int:
+        """Opens the session if needed (blocking) and returns its generation."""
+        with self._lock:
+            if self._closed:
+                raise TenureError("this tenure client is closed; connect() a new one")
+            if self._open:
+                return self._generation
+        t_sent = time.monotonic()
+        self.store.open_session(self.ttl)
+        with self._lock:
+            self._open = True
+            self._generation += 1
+            self._valid_until = t_sent + self.ttl * (1 - self.drift)
+            self._lock.notify_all()
+            if self._renewer is None:
+                self._renewer = threading.Thread(
+                    target=self._renew_loop, name="tenure-renewer", daemon=True
+                )
+                self._watchdog = threading.Thread(
+                    target=self._watch_loop, name="tenure-watchdog", daemon=True
+                )
+                self._renewer.start()
+                self._watchdog.start()
+            return self._generation
+
+    def adopt(self, ticket: Ticket, generation: int) -> float | None:
+        """Starts guarding a ticket that just won; returns its validity deadline, or
+        None if the session it was won on is already past its deadline or replaced."""
+        with self._lock:
+            if generation != self._generation or time.monotonic() >= self._valid_until:
+                return None
+            self._held.add(ticket)
+            self._lock.notify_all()
+            return self._valid_until
+
+    def release(self, ticket: Ticket) -> None:
+        """Stops guarding a ticket (it was resigned or already reported lost)."""
+        with self._lock:
+            self._held.discard(ticket)
+
+    def close(self) -> None:
+        """Stops both threads and ends the session in the store (best effort)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            was_open = self._open
+            self._open = False
+            self._held.clear()
+            self._lock.notify_all()
+        for thread in (self._renewer, self._watchdog):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=self.ttl)
+        if was_open:
+            try:
+                self.store.close_session()
+            except TenureError as exc:
+                log.warning("closing the session failed (it will expire by itself): %s", exc)
+
+    def _lose(self, tickets: set[Ticket], reason: str) -> None:
+        for ticket in tickets:
+            self._on_loss(ticket, reason)
+
+    def _renew_loop(self) -> None:
+        next_at = time.monotonic() + self.renew_interval
+        while True:
+            with self._lock:
+                while not self._closed and time.monotonic() < next_at:
+                    self._lock.wait(max(0.0, next_at - time.monotonic()))
+                if self._closed:
+                    return
+                held = frozenset(self._held)
+                open_ = self._open
+            if not open_:
+                next_at = self._reopen()
+                continue
+            t_sent = time.monotonic()
+            try:
+                lost = self.store.renew_session(held)
+            except SessionExpired as exc:
+                self._session_expired(str(exc))
+                next_at = time.monotonic()
+                continue
+            except Exception as exc:  # noqa: BLE001 - any failure is a failed renewal
+                self.renewal_failures += 1
+                self._last_error = str(exc)
+                log.warning("session renewal failed (will retry): %s", exc)
+                next_at = time.monotonic() + min(self.renew_interval, max(0.05, self.ttl / 10))
+                continue
+            self.renewals += 1
+            with self._lock:
+                overdue = set(self._held) if time.monotonic() >= self._valid_until else set()
+                self._held -= overdue
+                self._valid_until = t_sent + self.ttl * (1 - self.drift)
+                self._lock.notify_all()
+            if overdue:
+                self._lose(overdue, self._deadline_reason())
+            if lost:
+                with self._lock:
+                    self._held -= lost
+                self._lose(set(lost), "the store no longer has this candidate as leader")
+            next_at = t_sent + self.renew_interval
+
+    def _session_expired(self, detail: str) -> None:
+        with self._lock:
+            held = set(self._held)
+            self._held.clear()
+            self._open = False
+            self._valid_until = 0.0
+            self._lock.notify_all()
+        log.warning("session expired: %s", detail)
+        self._lose(held, f"the store ended this client's session ({detail})")
+
+    def _reopen(self) -> float:
+        try:
+            self.ensure_open()
+        except Exception as exc:  # noqa: BLE001 - retried until the client is closed
+            log.warning("could not open a new session (will retry): %s", exc)
+            return time.monotonic() + min(1.0, self.renew_interval)
+        return time.monotonic() + self.renew_interval
+
+    def _deadline_reason(self) -> str:
+        reason = f"validity deadline passed (no successful renewal within {self.ttl:g} s TTL"
+        if self._last_error:
+            reason += f"; last error: {self._last_error}"
+        return reason + ")"
+
+    def _watch_loop(self) -> None:
+        with self._lock:
+            while not self._closed:
+                now = time.monotonic()
+                if self._held and now >= self._valid_until:
+                    overdue = set(self._held)
+                    self._held.clear()
+                    reason = self._deadline_reason()
+                    self._lock.release()
+                    try:
+                        self._lose(overdue, reason)
+                    finally:
+                        self._lock.acquire()
+                    continue
+                timeout = self._valid_until - now if self._held else None
+                self._lock.wait(timeout)
