@@ -23,12 +23,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from tenure.conformance.processes import StoreProcess, spawn
 from tenure.conformance.proxy import Proxy
 
 HOST = "127.0.0.1"
+T = TypeVar("T")
 
 
 class LabError(RuntimeError):
@@ -92,6 +93,22 @@ def wait_until(
             last_error = f" (last error: {exc!r})"
         if time.monotonic() >= deadline:
             raise LabError(f"timed out after {timeout:.0f} s waiting for {what}{last_error}")
+        time.sleep(interval)
+
+
+def eventually(action: Callable[[], T], timeout: float, what: str,
+               interval: float = 0.1) -> T:
+    """Calls ``action`` until it returns without raising and returns its result; after
+    ``timeout`` seconds raises :class:`LabError` naming ``what`` and the last error.
+    For waiting on a store to serve again after a fault (no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return action()
+        except Exception as exc:
+            if time.monotonic() >= deadline:
+                raise LabError(f"timed out after {timeout:.0f} s waiting for {what}: "
+                               f"{exc!r}") from exc
         time.sleep(interval)
 
 

@@ -20,7 +20,15 @@ import json
 import urllib.request
 from typing import Any
 
-from tenure.conformance.cluster import HOST, Cluster, LabError, Node, find_binary, free_port
+from tenure.conformance.cluster import (
+    HOST,
+    Cluster,
+    LabError,
+    Node,
+    eventually,
+    find_binary,
+    free_port,
+)
 from tenure.conformance.proxy import Proxy
 
 
@@ -94,11 +102,23 @@ class EtcdNode(Node):
             super().wipe()
             return
         api = others[0].http
-        members = http_json(f"{api}/v3/cluster/member/list", {})["members"]
-        for member in members:
-            if member.get("name") == self.name or self.peer_url in member.get("peerURLs", []):
-                http_json(f"{api}/v3/cluster/member/remove", {"ID": member["ID"]}, timeout=10)
-        http_json(f"{api}/v3/cluster/member/add", {"peerURLs": [self.peer_url]}, timeout=10)
+
+        def members() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = http_json(f"{api}/v3/cluster/member/list", {})["members"]
+            return found
+
+        def remove() -> None:
+            # A reconfiguration soon after a restart can stall; retry until it is done.
+            for member in members():
+                if member.get("name") == self.name or self.peer_url in member.get("peerURLs", []):
+                    http_json(f"{api}/v3/cluster/member/remove", {"ID": member["ID"]}, timeout=3)
+
+        def add() -> None:
+            if not any(self.peer_url in m.get("peerURLs", []) for m in members()):
+                http_json(f"{api}/v3/cluster/member/add", {"peerURLs": [self.peer_url]}, timeout=3)
+
+        eventually(remove, 60, f"etcd to remove member {self.name}")
+        eventually(add, 60, f"etcd to add member {self.name} back")
         super().wipe()
         self.initial_state = "existing"
 
