@@ -379,6 +379,12 @@ class Leadership:
         return f"<Leadership {self.election!r} token={self.token} {state}>"
 
     @property
+    def ticket(self) -> Ticket:
+        """The store entry behind this leadership (for adapters and the conformance
+        suite, which writes through the store directly to prove its guards)."""
+        return self._ticket
+
+    @property
     def deadline(self) -> float:
         """Monotonic time (``time.monotonic()``) after which this leadership is void."""
         if self._lost_event.is_set():

@@ -1,0 +1,90 @@
+"""A candidate as a separate OS process, for the conformance suite and the tests.
+
+    python -m tenure.conformance.candidate --backend URL --election NAME \
+        --history FILE [--ttl S] [--hold S] [--rounds N] [--fence FILE] [--id ID]
+
+Campaigns; while leader, every ``--tick`` seconds records ``valid`` (with its deadline)
+if the deadline has not passed, then does a fenced write (if ``--fence``) and a store
+guarded write -- deliberately checking for loss only AFTER acting, so a leader paused
+in its sleep acts once on resuming, and the history shows whether the fence and the
+store refused it. Resigns after ``--hold``
+seconds (default: never), campaigns again, until ``--rounds`` leaderships are done.
+Every event also goes to stdout as a JSON line, for test harnesses to wait on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import tenure
+from tenure.conformance.history import record
+from tenure.errors import NotLeader, StoreUnavailable
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tenure.conformance.candidate")
+    parser.add_argument("--backend", required=True)
+    parser.add_argument("--election", required=True)
+    parser.add_argument("--history", required=True)
+    parser.add_argument("--ttl", type=float)
+    parser.add_argument("--id")
+    parser.add_argument("--hold", type=float, default=None)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--tick", type=float, default=0.05)
+    parser.add_argument("--fence")
+    args = parser.parse_args(argv)
+
+    def emit(kind: str, **fields: Any) -> None:
+        event = {"kind": kind, "cid": client.candidate_id, "election": args.election,
+                 "t": time.monotonic(), **fields}
+        record(args.history, **event)
+        print(json.dumps(event), flush=True)
+
+    client = tenure.connect(args.backend, ttl=args.ttl, candidate_id=args.id)
+    guard = tenure.FencingGuard(args.fence) if args.fence else None
+    election = client.election(args.election)
+    emit("started")
+    for _ in range(args.rounds):
+        lead = election.campaign(
+            value=client.candidate_id,
+            on_lost=lambda lost, reason: emit("lost", token=lost.token, reason=reason),
+        )
+        emit("elected", token=lead.token, deadline=lead.deadline)
+        held_until = None if args.hold is None else time.monotonic() + args.hold
+        while held_until is None or time.monotonic() < held_until:
+            if time.monotonic() < lead.deadline:
+                emit("valid", token=lead.token, deadline=lead.deadline)
+            if guard is not None:
+                accepted = guard.accept(args.election, lead.token)
+                emit("fenced", token=lead.token, accepted=accepted, resource=args.election)
+            sent = time.monotonic()
+            try:
+                # Straight to the store, past the client's own deadline check: this
+                # proves the store's transaction refuses a superseded leader.
+                client.store.guarded_write(
+                    lead.ticket, f"conformance/{args.election}", str(lead.token).encode()
+                )
+                ok = True
+            except (NotLeader, StoreUnavailable):
+                ok = False
+            emit("guarded", token=lead.token, ok=ok, t=sent)
+            if lead.lost:
+                break
+            time.sleep(args.tick)
+        if lead.lost:
+            emit("lost", token=lead.token, reason=lead.lost_reason)
+        else:
+            emit("resign", token=lead.token)
+            lead.resign()
+            emit("resigned", token=lead.token)
+    client.close()
+    emit("exit")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
