@@ -98,13 +98,13 @@ class Report:
 
 def intervals(events: Iterable[Event]) -> list[Interval]:
     """Builds the validity interval of every leadership in the history."""
-    found: dict[tuple[str, int], Interval] = {}
-    closed: dict[tuple[str, int], float] = {}
+    found: dict[tuple[str, str, int], Interval] = {}
+    closed: dict[tuple[str, str, int], float] = {}
     for event in events:
-        key = (event.get("election", ""), event.get("token", -1))
+        key = (event.get("election", ""), event.get("cid", ""), event.get("token", -1))
         kind = event["kind"]
         if kind == "elected":
-            found[key] = Interval(key[0], event["cid"], key[1], event["t"], event["deadline"])
+            found[key] = Interval(key[0], key[1], key[2], event["t"], event["deadline"])
         elif kind == "valid" and key in found:
             found[key].end = max(found[key].end, event["deadline"])
         elif kind in ("lost", "resign"):
@@ -171,7 +171,9 @@ def _check_fenced(events: list[Event], report: Report) -> None:
 
 
 def _check_guarded(events: list[Event], report: Report) -> None:
-    starts = {(i.election, i.token): i.start for i in report.intervals}
+    starts: dict[tuple[str, int], float] = {}
+    for i in report.intervals:
+        starts[(i.election, i.token)] = min(i.start, starts.get((i.election, i.token), i.start))
     for event in events:
         if event["kind"] != "guarded":
             continue
