@@ -203,7 +203,7 @@ def load_settings(
     """Resolves the settings from arguments, environment and config file."""
     table, table_path = load_config_file(config_file)
     where = f"config file {table_path!r}" if table_path else "config"
-    raw_url = url or os.environ.get("TENURE_BACKEND") or table.get("backend")
+    raw_url = url if url is not None else os.environ.get("TENURE_BACKEND") or table.get("backend")
     if raw_url is None:
         raw_url = default_backend_url()
     if not isinstance(raw_url, str):

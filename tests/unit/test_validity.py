@@ -1,0 +1,127 @@
+"""The validity deadline: renewal failures are not a loss until the deadline, which is
+computed from the SEND time of the last successful renewal; on_lost fires once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import tenure
+from tenure.adapters.sqlite import SQLiteStore
+from tenure.client import Client
+from tenure.config import load_settings
+from tenure.errors import StoreUnavailable
+from tenure.store import Ticket
+
+pytestmark = [pytest.mark.unit, pytest.mark.sqlite]
+
+
+class FlakyStore(SQLiteStore):
+    """The real SQLite store whose renewals can be made to fail or to be slow."""
+
+    fail = False
+    delay = 0.0
+    sent: list[float]
+
+    def renew_session(self, held: frozenset[Ticket]) -> frozenset[Ticket]:
+        self.sent.append(time.monotonic())
+        if self.fail:
+            raise StoreUnavailable("injected: store unreachable")
+        time.sleep(self.delay)
+        return super().renew_session(held)
+
+
+def flaky_client(tmp_path: Path, ttl: float) -> tuple[Client, FlakyStore]:
+    store = FlakyStore(tmp_path / "s.db")
+    store.sent = []
+    return Client(store, load_settings(f"sqlite://{tmp_path}/s.db", ttl=ttl, drift=0.0)), store
+
+
+def test_a_failing_store_is_not_a_loss_until_the_deadline(tmp_path: Path) -> None:
+    client, store = flaky_client(tmp_path, ttl=1.0)
+    calls: list[tuple[float, str]] = []
+    with client:
+        lead = client.election("e").campaign(
+            on_lost=lambda _l, reason: calls.append((time.monotonic(), reason))
+        )
+        store.fail = True
+        failed_from = time.monotonic()
+        deadline = lead.deadline
+        assert deadline - failed_from <= 1.0
+        time.sleep(0.3)
+        lead.ensure()  # still valid: a failing store alone is not a loss
+        assert lead.wait_lost(timeout=5.0)
+        assert len(calls) == 1
+        fired_at, reason = calls[0]
+        assert deadline <= fired_at < deadline + 0.5
+        assert "validity deadline passed" in reason and "injected" in reason
+        with pytest.raises(tenure.LeadershipLost):
+            lead.ensure()
+        store.fail = False
+        time.sleep(0.5)
+        assert len(calls) == 1  # once, even though renewals succeed again
+
+
+def test_the_deadline_counts_from_the_send_time_not_the_reply(tmp_path: Path) -> None:
+    client, store = flaky_client(tmp_path, ttl=1.5)
+    with client:
+        lead = client.election("e").campaign()
+        store.delay = 0.3
+        before = len(store.sent)
+        while len(store.sent) < before + 2:
+            time.sleep(0.05)
+        time.sleep(0.35)  # let the slow renewal complete
+        sent = store.sent[-1]
+        assert lead.deadline == pytest.approx(sent + 1.5, abs=0.02)
+
+
+def test_close_releases_leadership_at_once_for_others(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path}/s.db"
+    a = tenure.connect(url, ttl=30)
+    b = tenure.connect(url, ttl=30)
+    a.election("e").campaign()
+    won = threading.Event()
+    threading.Thread(target=lambda: (b.election("e").campaign(), won.set()), daemon=True).start()
+    time.sleep(0.2)
+    assert not won.is_set()
+    a.close()
+    assert won.wait(5.0)  # well before the 30 s TTL
+    b.close()
+
+
+def test_cancel_stops_a_waiting_campaign_and_removes_its_entry(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path}/s.db"
+    with tenure.connect(url) as a, tenure.connect(url) as b:
+        a.election("e").campaign()
+        cancel = threading.Event()
+        errors: list[BaseException] = []
+
+        def campaign() -> None:
+            try:
+                b.election("e").campaign(cancel=cancel)
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=campaign)
+        thread.start()
+        time.sleep(0.2)
+        cancel.set()
+        thread.join(timeout=2.0)
+        assert not thread.is_alive()
+        assert isinstance(errors[0], tenure.CampaignCancelled)
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "s.db") as db:
+            assert db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0] == 1
+
+
+def test_a_leadership_is_a_context_manager_that_resigns(tmp_path: Path) -> None:
+    with tenure.connect(f"sqlite://{tmp_path}/s.db") as client:
+        election = client.election("e")
+        with election.campaign(value="v") as lead:
+            assert election.leader() == tenure.LeaderInfo("e", client.candidate_id, b"v", lead.token)
+        assert election.leader() is None
+        assert lead.lost and lead.lost_reason == "resigned"
