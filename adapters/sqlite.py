@@ -30,7 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from tenure.adapters.filebell import Listener, ring
+from tenacity import retry, retry_if_exception_message, stop_after_delay, wait_random
+
+from tenure.adapters.filebell import BellBoard, ring
 from tenure.config import BackendURL
 from tenure.errors import (
     CampaignCancelled,
@@ -81,6 +83,7 @@ class SQLiteStore(Store):
         self._bells = path.with_name(path.name + ".bells")
         self._boot = boot_id()
         self._local = threading.local()
+        self._board = BellBoard()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._session_id = ""
@@ -88,15 +91,27 @@ class SQLiteStore(Store):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._bells.mkdir(exist_ok=True)
-            db = self._db()
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+            self._initialise()
         except (OSError, sqlite3.Error) as exc:
             self.close()
             raise ConfigError(
                 f"cannot open the SQLite store {str(path)!r}: {exc}; check that the directory "
                 "is writable and the file is a tenure database"
             ) from None
+
+    @retry(
+        retry=retry_if_exception_message(match=".*locked.*"),
+        wait=wait_random(0.01, 0.1),
+        stop=stop_after_delay(30),
+        reraise=True,
+    )
+    def _initialise(self) -> None:
+        # Switching to WAL takes an exclusive lock without waiting on the busy handler,
+        # so processes opening a new file at once retry here.
+        db = self._db()
+        if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA)
 
     @classmethod
     def from_url(cls, url: BackendURL) -> SQLiteStore:
@@ -247,7 +262,7 @@ class SQLiteStore(Store):
     def await_turn(
         self, ticket: Ticket, deadline: float | None, cancelled: threading.Event
     ) -> int:
-        with Listener(self._bell(ticket.election)) as bell:
+        with self._board.listen(self._bell(ticket.election)) as bell:
             while True:
                 wake_at = self._guard(self._turn, ticket)
                 if wake_at is None:
@@ -308,7 +323,7 @@ class SQLiteStore(Store):
     def await_change(
         self, election: str, known: LeaderInfo | None, deadline: float
     ) -> LeaderInfo | None:
-        with Listener(self._bell(election)) as bell:
+        with self._board.listen(self._bell(election)) as bell:
             while True:
                 current, expires_at = self._guard(self._leader_row, election)
                 now = time.monotonic()
@@ -329,6 +344,7 @@ class SQLiteStore(Store):
             connections, self._connections = self._connections, []
         for db in connections:
             db.close()
+        self._board.close()
 
 
 class _WriteTransaction:

@@ -28,18 +28,21 @@ class FencingGuard:
         self._lock = threading.Lock()
         self._memory: dict[str, int] = {}
         self._path = str(path) if path is not None else None
+        self._db: sqlite3.Connection | None = None
         if self._path is not None:
-            with self._connect() as db:
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS fences (resource TEXT PRIMARY KEY, "
-                    "token INTEGER NOT NULL)"
-                )
+            self._db = sqlite3.connect(
+                self._path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS fences (resource TEXT PRIMARY KEY, "
+                "token INTEGER NOT NULL)"
+            )
 
-    def _connect(self) -> sqlite3.Connection:
-        assert self._path is not None
-        db = sqlite3.connect(self._path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+    def close(self) -> None:
+        """Closes the file (a no-op in memory)."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def check(self, resource: str, token: int) -> None:
         """Records ``token`` for ``resource`` if it is >= the highest seen; otherwise
@@ -56,31 +59,35 @@ class FencingGuard:
             raise InvalidValueError(f"fencing resource must be a non-empty str, got {resource!r}")
         if not isinstance(token, int) or isinstance(token, bool):
             raise InvalidValueError(f"fencing token must be an int, got {token!r}")
-        if self._path is None:
-            with self._lock:
+        with self._lock:
+            db = self._db
+            if db is None:
                 if token < self._memory.get(resource, token):
                     return False
                 self._memory[resource] = token
                 return True
-        with self._lock, self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
-            row = db.execute("SELECT token FROM fences WHERE resource = ?", (resource,)).fetchone()
-            if row is not None and token < row[0]:
-                db.execute("ROLLBACK")
-                return False
-            db.execute(
-                "INSERT INTO fences (resource, token) VALUES (?, ?) "
-                "ON CONFLICT(resource) DO UPDATE SET token = excluded.token",
-                (resource, token),
-            )
-            db.execute("COMMIT")
-            return True
+            try:
+                row = db.execute(
+                    "SELECT token FROM fences WHERE resource = ?", (resource,)
+                ).fetchone()
+                if row is not None and token < row[0]:
+                    return False
+                db.execute(
+                    "INSERT INTO fences (resource, token) VALUES (?, ?) "
+                    "ON CONFLICT(resource) DO UPDATE SET token = excluded.token",
+                    (resource, token),
+                )
+                return True
+            finally:
+                db.execute("COMMIT")
 
     def highest(self, resource: str) -> int | None:
         """The highest token accepted for ``resource``, or None."""
-        if self._path is None:
-            with self._lock:
+        with self._lock:
+            if self._db is None:
                 return self._memory.get(resource)
-        with self._connect() as db:
-            row = db.execute("SELECT token FROM fences WHERE resource = ?", (resource,)).fetchone()
+            row = self._db.execute(
+                "SELECT token FROM fences WHERE resource = ?", (resource,)
+            ).fetchone()
             return None if row is None else int(row[0])
