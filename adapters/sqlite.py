@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from tenacity import retry, retry_if_exception_message, stop_after_delay, wait_random
-
 from tenure.adapters.filebell import BellBoard, ring
 from tenure.config import BackendURL
 from tenure.errors import (
@@ -247,7 +246,8 @@ class SQLiteStore(Store):
             ).fetchone()
             if mine is None:
                 raise SessionExpired(
-                    f"the entry of {ticket.candidate_id} in {ticket.election!r} died with its session"
+                    f"the entry of {ticket.candidate_id} in {ticket.election!r} died with "
+                    "its session"
                 )
             ahead = db.execute(
                 f"SELECT MIN(s.expires_at) FROM candidates c JOIN sessions s "

@@ -14,6 +14,7 @@ Prints medians and p90; the machine is shared, so quote medians and ratios.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -39,7 +40,7 @@ def handovers(backend: str, workdir: Path, count: int) -> list[float]:
         events = sorted((e for m in members for e in m.events if e["kind"] in
                          ("resigned", "elected")), key=lambda e: e["t"])
     gaps = []
-    for before, after in zip(events, events[1:], strict=False):
+    for before, after in itertools.pairwise(events):
         if before["kind"] == "resigned" and after["kind"] == "elected":
             gaps.append(after["t"] - before["t"])
     return gaps[:count]
@@ -76,11 +77,17 @@ def main(argv: list[str] | None = None) -> int:
         gaps = handovers(backend, workdir / "h", args.handovers) if args.handovers else []
         fails = failovers(backend, workdir / "f", args.kills, args.ttl) if args.kills else []
     if gaps:
-        print(f"sqlite resign handover: n={len(gaps)} median={statistics.median(gaps) * 1e3:.2f} ms "
-              f"p90={percentile(gaps, 0.9) * 1e3:.2f} ms p99={percentile(gaps, 0.99) * 1e3:.2f} ms")
+        print(
+            f"sqlite resign handover: n={len(gaps)} "
+            f"median={statistics.median(gaps) * 1e3:.2f} ms "
+            f"p90={percentile(gaps, 0.9) * 1e3:.2f} ms p99={percentile(gaps, 0.99) * 1e3:.2f} ms"
+        )
     if fails:
-        print(f"sqlite crash failover (TTL {args.ttl:g} s): n={len(fails)} "
-              f"median={statistics.median(fails) * 1e3:.0f} ms p90={percentile(fails, 0.9) * 1e3:.0f} ms")
+        print(
+            f"sqlite crash failover (TTL {args.ttl:g} s): n={len(fails)} "
+            f"median={statistics.median(fails) * 1e3:.0f} ms "
+            f"p90={percentile(fails, 0.9) * 1e3:.0f} ms"
+        )
     return 0
 
 

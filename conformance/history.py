@@ -26,6 +26,7 @@ have believed in more). The checker reports:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterable
@@ -143,7 +144,7 @@ def _check_exclusion(election: str, group: list[Interval], report: Report) -> No
 
 
 def _check_tokens(election: str, group: list[Interval], report: Report) -> None:
-    for before, after in zip(group, group[1:], strict=False):
+    for before, after in itertools.pairwise(group):
         if after.token <= before.token:
             report.violations.append(
                 f"S2 {election}: token went from {before.token} ({before.cid}) to "
@@ -155,7 +156,7 @@ def _check_fenced(events: list[Event], report: Report) -> None:
     highest: dict[str, tuple[int, str]] = {}
     writes = sorted((e for e in events if e["kind"] == "fenced"), key=lambda e: e["t"])
     for event in writes:
-        resource = event.get("resource", event.get("election", ""))
+        resource = str(event.get("resource", event.get("election", "")))
         if not event["accepted"]:
             report.fenced_rejected += 1
             continue

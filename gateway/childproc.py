@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -34,7 +35,5 @@ def spawn_guarded(
 
 def signal_group(pid: int, signum: int) -> None:
     """Sends ``signum`` to the process group led by ``pid``; ignores a vanished group."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -103,7 +103,7 @@ def parse_backend_url(url: str) -> tuple[BackendURL, dict[str, str]]:
         if key in options:
             raise ConfigError(f"backend URL option {key!r} is given twice; give it once")
         options[key] = value
-    core = {k: options.pop(k) for k in ("ttl", "drift") if k in options}
+    core: dict[str, str] = {k: options.pop(k) for k in ("ttl", "drift") if k in options}
     if scheme == "sqlite":
         path = parts.netloc + parts.path
         if not path or path.endswith("/"):

@@ -152,7 +152,7 @@ class SessionKeeper:
                 self._session_expired(str(exc))
                 next_at = time.monotonic()
                 continue
-            except Exception as exc:  # noqa: BLE001 - any failure is a failed renewal
+            except Exception as exc:
                 self.renewal_failures += 1
                 self._last_error = str(exc)
                 log.warning("session renewal failed (will retry): %s", exc)
@@ -185,7 +185,7 @@ class SessionKeeper:
     def _reopen(self) -> float:
         try:
             self.ensure_open()
-        except Exception as exc:  # noqa: BLE001 - retried until the client is closed
+        except Exception as exc:
             log.warning("could not open a new session (will retry): %s", exc)
             return time.monotonic() + min(1.0, self.renew_interval)
         return time.monotonic() + self.renew_interval

@@ -26,7 +26,6 @@ from subprocess import DEVNULL, PIPE, Popen
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
-
 from tenure.childproc import signal_group, spawn_guarded
 from tenure.cli.common import election_name, ttl_seconds
 
@@ -39,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "demo", help="watch an election fail over and fence a stale leader",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--backend", metavar="URL", help="store URL (default: a temporary SQLite file)")
+    parser.add_argument(
+        "--backend", metavar="URL", help="store URL (default: a temporary SQLite file)"
+    )
     parser.add_argument("--ttl", type=ttl_seconds, default=2.0, help="session TTL (default 2)")
     parser.add_argument("--election", type=election_name, default="demo/primary")
     parser.set_defaults(handler=run)

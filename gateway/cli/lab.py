@@ -54,6 +54,9 @@ def register(subparsers: Any) -> None:
     up.add_argument("--detach", action="store_true",
                     help="leave the cluster running; stop it with `tenure lab down`")
     up.add_argument("--name", help="name of a detached lab (default: the backend)")
+    up.add_argument("--fixed-ports", action="store_true",
+                    help="use the client ports of compose/BACKEND-N.yml (e.g. etcd 2379) "
+                    "instead of free ones, so URLs match the compose files")
     up.set_defaults(handler=_up)
 
     status = sub.add_parser("status", help="list detached labs")
@@ -78,6 +81,17 @@ def _print_cluster(info: dict[str, Any], as_json: bool) -> None:
               f"  data {node['data_dir']}", file=sys.stderr)
 
 
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.persistence:
+        options["persistence"] = True
+    if args.fixed_ports:
+        from tenure.conformance.compose import FIXED_PORTS
+
+        options["client_ports"] = FIXED_PORTS[args.backend][args.nodes]
+    return options
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -90,7 +104,7 @@ def _up(args: argparse.Namespace) -> int:
         return _up_detached(args)
     from tenure.conformance.lab import LabError, start_cluster
 
-    options = {"persistence": True} if args.persistence else {}
+    options = _options(args)
     try:
         cluster = start_cluster(args.backend, args.nodes, **options)
     except LabError as exc:
@@ -125,6 +139,8 @@ def _up_detached(args: argparse.Namespace) -> int:
             str(args.nodes), str(directory)]
     if args.persistence:
         argv.append("--persistence")
+    if args.fixed_ports:
+        argv.append("--fixed-ports")
     with open(log, "wb") as err:
         supervisor = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.DEVNULL, stderr=err,

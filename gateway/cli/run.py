@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        return fail("run", "no command given; write it after '--', e.g. tenure run ... -- ./job.sh", 2)
+        return fail(
+            "run", "no command given; write it after '--', e.g. tenure run ... -- ./job.sh", 2
+        )
     events: queue.Queue[tuple[str, object]] = queue.Queue()
     cancel = threading.Event()
 

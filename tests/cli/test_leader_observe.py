@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import tenure
 
 pytestmark = [pytest.mark.cli, pytest.mark.sqlite]

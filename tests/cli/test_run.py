@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tenure.childproc import spawn_guarded
 
 pytestmark = [pytest.mark.cli, pytest.mark.sqlite]
@@ -78,7 +77,7 @@ def test_only_one_runs_and_a_killed_leaders_job_is_replaced_with_a_larger_token(
     try:
         _, token1, job1, election, _candidate = line.split()
         assert election == "cron/nightly"
-        leader_proc, waiting_proc = first, second
+        leader_proc = first
         time.sleep(1.5)  # the waiting one must NOT start during this window (> TTL)
         assert len(log.read_text().splitlines()) == 1
         leader_proc.send_signal(signal.SIGKILL)

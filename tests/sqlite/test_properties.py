@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tenure.conformance.harness import CandidateGroup
 
 pytestmark = [pytest.mark.sqlite, pytest.mark.conformance]

@@ -8,10 +8,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import tenure
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import tenure
 from tenure.config import load_settings, parse_backend_url
 from tenure.names import check_candidate_id, check_election_name, check_value
 
@@ -114,7 +113,7 @@ def test_config_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
     settings = load_settings(config_file=str(config))
     assert settings.url.path == f"{tmp_path}/env.db" and settings.ttl == 4
     config.write_text('backend = "sqlite:///x.db"\ncolour = "red"\n')
-    with pytest.raises(tenure.ConfigError, match="unknown key.*colour"):
+    with pytest.raises(tenure.ConfigError, match=r"unknown key.*colour"):
         load_settings(config_file=str(config))
     config.write_text("backend = [")
     with pytest.raises(tenure.ConfigError, match="cannot be read"):

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 import tenure
 from tenure.adapters.sqlite import SQLiteStore
 from tenure.client import Client
@@ -122,6 +121,7 @@ def test_a_leadership_is_a_context_manager_that_resigns(tmp_path: Path) -> None:
     with tenure.connect(f"sqlite://{tmp_path}/s.db") as client:
         election = client.election("e")
         with election.campaign(value="v") as lead:
-            assert election.leader() == tenure.LeaderInfo("e", client.candidate_id, b"v", lead.token)
+            expected = tenure.LeaderInfo("e", client.candidate_id, b"v", lead.token)
+            assert election.leader() == expected
         assert election.leader() is None
         assert lead.lost and lead.lost_reason == "resigned"
