@@ -129,7 +129,8 @@ class Node:
         self.dir = cluster.base_dir / self.name
         self.data_dir = self.dir / "data"
         self.log_path = self.dir / "server.log"
-        self.client_port = free_port()
+        fixed = cluster.client_ports
+        self.client_port = fixed[index] if fixed else free_port()
         self.process: StoreProcess | None = None
 
     # -- to implement --------------------------------------------------------------
@@ -279,9 +280,15 @@ class Cluster:
     scheme: ClassVar[str] = ""
     node_class: ClassVar[type[Node]] = Node
 
-    def __init__(self, nodes: int = 1, base_dir: Path | None = None, **options: Any) -> None:
+    def __init__(self, nodes: int = 1, base_dir: Path | None = None,
+                 client_ports: list[int] | None = None, **options: Any) -> None:
+        """``client_ports``: fixed client ports, one per node (default: free ports chosen
+        now); ``tenure lab up --fixed-ports`` uses the ports of the compose files."""
         if nodes not in (1, 3):
             raise ValueError(f"nodes must be 1 or 3, got {nodes!r}")
+        if client_ports is not None and len(client_ports) != nodes:
+            raise ValueError(f"client_ports needs {nodes} ports, got {client_ports!r}")
+        self.client_ports = client_ports
         self.options = options
         self._own_dir = base_dir is None
         self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix=f"tenure-lab-{self.backend}-"))
@@ -290,7 +297,7 @@ class Cluster:
         self.nodes: list[Node] = [self.node_class(self, i) for i in range(nodes)]
         self.start_time = 0.0
         self.isolated: set[int] = set()
-        self.closed = False
+        self.closed: bool = False
 
     # -- to implement --------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Consul 1.14 in the lab: 1 server, or 3 servers, all on 127.0.0.1 with their own ports.
 
 Every server runs with ``session_ttl_min = "1s"`` (sessions of 1 s are allowed; the
-server still invalidates a session only after 2 × TTL) and ``raft_multiplier = 1``.
+server still invalidates a session only after 2 x TTL) and ``raft_multiplier = 1``.
 Each node has a fixed node id, so ``restart(wipe=True)`` rejoins as the same server.
 Readiness: ``/v1/status/leader`` names a leader on every running server and a KV write
 followed by a read succeeds.

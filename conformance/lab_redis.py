@@ -51,7 +51,7 @@ class RedisCluster(Cluster):
     node_class = RedisNode
 
     def __init__(self, nodes: int = 1, **options: Any) -> None:
-        unknown = set(options) - {"persistence", "base_dir"}
+        unknown = set(options) - {"persistence", "base_dir", "client_ports"}
         if unknown:
             raise ValueError(f"unknown redis lab option(s) {sorted(unknown)}; "
                              "the only one is persistence=True")

@@ -133,10 +133,8 @@ class StoreProcess:
         if self.alive():
             self.signal(signal.SIGCONT)
             self.signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill()
 
     def log_tail(self, lines: int = 40) -> str:

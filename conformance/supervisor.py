@@ -1,11 +1,11 @@
 """The process behind ``tenure lab up --detach``: owns one lab cluster until SIGTERM.
 
 Run as ``python -m tenure.conformance.supervisor NAME BACKEND NODES STATE_DIR
-[--persistence]``. It starts the cluster, writes ``STATE_DIR/NAME.json`` (the cluster's
-description plus ``name`` and ``supervisor_pid``) atomically once the store serves, and
-stops the cluster and removes the file on SIGTERM or SIGINT. The store processes carry a
-parent-death signal, so they die with this process even if it is SIGKILLed. Errors go
-to stderr (``tenure lab up`` points it at ``STATE_DIR/NAME.log``) and exit status 1.
+[--persistence] [--fixed-ports]``. It starts the cluster, writes
+``STATE_DIR/NAME.json`` (the cluster's description plus ``name`` and
+``supervisor_pid``) atomically once the store serves, and stops the cluster and
+removes the file on SIGTERM or SIGINT. The store processes carry a parent-death signal,
+so they die with this process even if it is SIGKILLed. Errors go to stderr (``tenure lab up`` points it at ``STATE_DIR/NAME.log``) and exit status 1.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from tenure.conformance.cluster import LabError
+from tenure.conformance.compose import FIXED_PORTS
 from tenure.conformance.lab import start_cluster
 
 
@@ -28,7 +30,9 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str]) -> int:
     name, backend, nodes, state_dir = argv[0], argv[1], int(argv[2]), Path(argv[3])
-    options = {"persistence": True} if "--persistence" in argv[4:] else {}
+    options: dict[str, Any] = {"persistence": True} if "--persistence" in argv[4:] else {}
+    if "--fixed-ports" in argv[4:]:
+        options["client_ports"] = FIXED_PORTS[backend][nodes]
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     state = state_dir / f"{name}.json"

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from tenure.conformance.cluster import wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.cli, pytest.mark.redis]
@@ -27,7 +26,9 @@ sys.exit(args.handler(args))
 """
 
 
-def tenure(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def tenure(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", RUNNER, *args], capture_output=True,
                           text=True, env=env, timeout=timeout)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import consul
 import pytest
 import requests
-
 from tenure.conformance.cluster import Cluster, eventually
 from tenure.conformance.fixtures import LabFactory
 
