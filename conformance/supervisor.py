@@ -5,7 +5,8 @@ Run as ``python -m tenure.conformance.supervisor NAME BACKEND NODES STATE_DIR
 ``STATE_DIR/NAME.json`` (the cluster's description plus ``name`` and
 ``supervisor_pid``) atomically once the store serves, and stops the cluster and
 removes the file on SIGTERM or SIGINT. The store processes carry a parent-death signal,
-so they die with this process even if it is SIGKILLed. Errors go to stderr (``tenure lab up`` points it at ``STATE_DIR/NAME.log``) and exit status 1.
+so they die with this process even if it is SIGKILLed. Errors go to stderr
+(``tenure lab up`` points it at ``STATE_DIR/NAME.log``) and exit status 1.
 """
 
 from __future__ import annotations
