@@ -24,7 +24,6 @@ from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
-
 from tenure.conformance.cluster import Cluster
 from tenure.conformance.lab import start_cluster
 
