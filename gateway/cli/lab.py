@@ -110,7 +110,10 @@ def _up(args: argparse.Namespace) -> int:
     except LabError as exc:
         print(f"tenure lab up: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    # Also SIGINT: a shell starts background jobs with SIGINT ignored, and Python then
+    # keeps it ignored; `kill -INT` must still stop the lab.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     with cluster:
         _print_cluster(cluster.describe(), args.json)
         print(f"tenure lab: {args.backend} x{args.nodes} up in {cluster.start_time:.2f} s; "
