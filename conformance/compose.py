@@ -147,14 +147,19 @@ def _compose_cluster_class(base: type[Cluster], project: _Project) -> type[Clust
     return ComposeCluster
 
 
-def start_compose_cluster(backend: str, nodes: int = 1, **options: Any) -> Cluster:
-    """Brings ``compose/BACKEND-NODES.yml`` up and returns the cluster once it serves."""
+def compose_cluster(backend: str, nodes: int = 1, **options: Any) -> Cluster:
+    """The cluster of ``compose/BACKEND-NODES.yml``, not started yet."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown lab backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if options.pop("persistence", False):
         raise LabError("--stores=docker: set TENURE_REDIS_AOF=yes for Redis persistence")
     project = _Project(backend, nodes)
     cls = _compose_cluster_class(BACKENDS[backend], project)
-    cluster = cls(nodes, client_ports=FIXED_PORTS[backend][nodes], **options)
+    return cls(nodes, client_ports=FIXED_PORTS[backend][nodes], **options)
+
+
+def start_compose_cluster(backend: str, nodes: int = 1, **options: Any) -> Cluster:
+    """Brings ``compose/BACKEND-NODES.yml`` up and returns the cluster once it serves."""
+    cluster = compose_cluster(backend, nodes, **options)
     cluster.start()
     return cluster

@@ -7,7 +7,8 @@ import shutil
 import subprocess
 
 import pytest
-from tenure.conformance.compose import FIXED_PORTS, compose_file
+from tenure.conformance.cluster import LabError
+from tenure.conformance.compose import FIXED_PORTS, compose_cluster, compose_file
 
 pytestmark = [pytest.mark.lab]
 
@@ -31,3 +32,23 @@ def test_compose_file_is_valid_and_publishes_the_lab_ports(backend: str, nodes: 
     assert "healthcheck:" in config
     expected = f"{backend}://" + ",".join(f"127.0.0.1:{p}" for p in FIXED_PORTS[backend][nodes])
     assert expected in path.read_text(), "the file's header names the URL lab prints"
+
+
+@pytest.mark.parametrize(("backend", "nodes"), CASES)
+def test_docker_mode_cluster_has_the_compose_url_and_service_names(
+    backend: str, nodes: int
+) -> None:
+    """--stores=docker builds clusters whose URL and node names are the compose file's
+    (this machine has no Docker engine, so the cluster is built but not started)."""
+    cluster = compose_cluster(backend, nodes)
+    try:
+        assert cluster.url in compose_file(backend, nodes).read_text()
+        for node in cluster.nodes:
+            assert f"  {node.name}:" in compose_file(backend, nodes).read_text()
+        if nodes == 3:
+            with pytest.raises(LabError, match="not offered"):
+                cluster.isolate(1)
+    finally:
+        cluster.closed = True  # never started: nothing to bring down
+        for proxy in cluster.proxies:
+            proxy.close()
