@@ -24,6 +24,17 @@ def read(address: str, key: str, consistency: str = "consistent") -> bytes | Non
     return None if item is None else item["Value"]  # type: ignore[no-any-return]
 
 
+def read_until(address: str, key: str, want: bytes, what: str) -> None:
+    """Polls this server's own copy (a stale read) until it holds ``want``."""
+
+    def check() -> None:
+        got = read(address, key, "stale")
+        if got != want:
+            raise AssertionError(f"{key} is {got!r} on {address}, want {want!r}")
+
+    eventually(check, 30, what)
+
+
 def put(address: str, key: str, value: bytes, timeout: float = 3.0) -> None:
     assert client(address, timeout).kv.put(key, value) is True
 
@@ -70,8 +81,8 @@ def test_killed_server_leaves_a_serving_cluster_and_rejoins_on_restart(consul3: 
                "the two remaining servers to elect a leader and accept a write")
     victim.restart()
     consul3.wait_serving()
-    assert eventually(lambda: read(victim.client_address, "after-kill", "stale"), 30,
-                      "the restarted server to serve the write it missed") == b"1"
+    read_until(victim.client_address, "after-kill", b"1",
+               "the restarted server to serve the write it missed")
 
 
 @pytest.mark.slow
@@ -79,8 +90,8 @@ def test_wiped_server_rejoins_and_catches_up(consul3: Cluster) -> None:
     put(consul3.nodes[0].client_address, "before-wipe", b"kept")
     consul3.nodes[2].restart(wipe=True)
     consul3.wait_serving()
-    assert eventually(lambda: read(consul3.nodes[2].client_address, "before-wipe", "stale"), 30,
-                      "the wiped server to catch up") == b"kept"
+    read_until(consul3.nodes[2].client_address, "before-wipe", b"kept",
+               "the wiped server to catch up")
 
 
 def test_paused_server_answers_nothing_until_resumed(consul3: Cluster) -> None:
