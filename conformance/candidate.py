@@ -59,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             if time.monotonic() < lead.deadline:
                 emit("valid", token=lead.token, deadline=lead.deadline)
             if guard is not None:
+                sent = time.monotonic()
                 accepted = guard.accept(args.election, lead.token)
-                emit("fenced", token=lead.token, accepted=accepted, resource=args.election)
+                emit("fenced", token=lead.token, accepted=accepted, resource=args.election,
+                     t=sent, t_done=time.monotonic())
             sent = time.monotonic()
             try:
                 # Straight to the store, past the client's own deadline check: this

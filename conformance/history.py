@@ -9,7 +9,8 @@ Event kinds:
 * ``valid``     -- the leader is about to act: ``token``, ``t``, ``deadline``;
 * ``lost``      -- ``on_lost`` fired or ``ensure()`` raised: ``token``, ``t``;
 * ``resign``    -- about to resign (acting stopped): ``token``, ``t``;
-* ``fenced``    -- a write through the fencing check: ``token``, ``t``, ``accepted``;
+* ``fenced``    -- a write through the fencing check: ``token``, ``t`` (sent),
+  ``t_done`` (answered), ``accepted``;
 * ``guarded``   -- a store guarded write: ``token``, ``t`` (sent), ``ok``.
 
 A leadership's validity interval runs from its ``elected`` time to the earliest of its
@@ -153,22 +154,38 @@ def _check_tokens(election: str, group: list[Interval], report: Report) -> None:
 
 
 def _check_fenced(events: list[Event], report: Report) -> None:
-    highest: dict[str, tuple[int, str]] = {}
-    writes = sorted((e for e in events if e["kind"] == "fenced"), key=lambda e: e["t"])
-    for event in writes:
-        resource = str(event.get("resource", event.get("election", "")))
+    """A write accepted with a lower token than one accepted entirely before it was
+    sent (``t_done`` < ``t``) is a violation; overlapping writes may go either way."""
+    accepted: dict[str, list[Event]] = {}
+    for event in events:
+        if event["kind"] != "fenced":
+            continue
         if not event["accepted"]:
             report.fenced_rejected += 1
             continue
         report.fenced_accepted += 1
-        seen = highest.get(resource)
-        if seen is not None and event["token"] < seen[0]:
-            report.violations.append(
-                f"S2 {resource}: write with token {event['token']} by {event['cid']} accepted "
-                f"after token {seen[0]} by {seen[1]} was"
-            )
-        if seen is None or event["token"] > seen[0]:
-            highest[resource] = (event["token"], event["cid"])
+        resource = str(event.get("resource", event.get("election", "")))
+        accepted.setdefault(resource, []).append(event)
+    for resource, writes in accepted.items():
+        by_end = sorted(writes, key=_done_time)
+        highest: Event | None = None
+        position = 0
+        for write in sorted(writes, key=lambda e: e["t"]):
+            while position < len(by_end) and _done_time(by_end[position]) < write["t"]:
+                done = by_end[position]
+                if highest is None or done["token"] > highest["token"]:
+                    highest = done
+                position += 1
+            if highest is not None and write["token"] < highest["token"]:
+                report.violations.append(
+                    f"S2 {resource}: write with token {write['token']} by {write['cid']} "
+                    f"accepted after token {highest['token']} by {highest['cid']} was"
+                )
+
+
+def _done_time(event: Event) -> float:
+    done: float = event.get("t_done", event["t"])
+    return done
 
 
 def _check_guarded(events: list[Event], report: Report) -> None:

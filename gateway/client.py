@@ -106,6 +106,7 @@ class Client:
         self._lock = threading.Lock()
         self._active: dict[str, Leadership | None] = {}
         self._by_ticket: dict[Ticket, Leadership] = {}
+        self._withdrawals: list[threading.Thread] = []
         store.set_loss_reporter(self._lost_from_store)
 
     @property
@@ -133,6 +134,10 @@ class Client:
         for leadership in leaderships:
             leadership._mark_released("the client was closed")
         self.keeper.close()
+        with self._lock:
+            pending, self._withdrawals = self._withdrawals, []
+        for thread in pending:
+            thread.join(timeout=self.ttl)
         self.store.close()
 
     def __enter__(self) -> Client:
@@ -180,6 +185,18 @@ class Client:
             leadership = self._by_ticket.get(ticket)
         if leadership is not None:
             leadership._mark_lost(reason)
+
+    def _withdraw_in_background(self, ticket: Ticket) -> None:
+        """Gives a lost entry back without blocking the caller (a watchdog or adapter
+        thread); :meth:`close` waits for these before closing the store."""
+        thread = threading.Thread(
+            target=_withdraw_quietly, args=(self.store, ticket), name="tenure-withdraw",
+            daemon=True,
+        )
+        with self._lock:
+            self._withdrawals = [t for t in self._withdrawals if t.is_alive()]
+            self._withdrawals.append(thread)
+        thread.start()
 
     def _lost_from_store(self, ticket: Ticket, reason: str) -> None:
         self.keeper.release(ticket)
@@ -505,9 +522,7 @@ class Leadership:
             _call(callback, self, reason)
         # The entry may still exist (e.g. we were paused but the store kept it): give it
         # back so the next candidate does not wait for the session to expire.
-        threading.Thread(
-            target=_withdraw_quietly, args=(self._client.store, self._ticket), daemon=True
-        ).start()
+        self._client._withdraw_in_background(self._ticket)
 
 
 def _call(callback: LostCallback, leadership: Leadership, reason: str) -> None:

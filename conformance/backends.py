@@ -1,0 +1,70 @@
+"""The backends the conformance suite runs against, and their per-store timing.
+
+Every backend whose adapter module exists is tested; a backend is never skipped. The
+TTL is the smallest each store honours exactly in the lab (etcd: whole seconds, >= 2;
+ZooKeeper: within 2-20 x tickTime of the lab's 200 ms; Consul: the lab's
+``session_ttl_min = 1s``); ``expiry_factor`` says how many TTLs the store may take to
+expire a dead session (Consul invalidates after 2 x TTL), so liveness bounds are
+``expiry_factor x TTL + slack``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tenure.conformance.cluster import Cluster
+
+ADAPTERS_DIR = Path(__file__).resolve().parent.parent / "adapters"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How the conformance suite drives one backend."""
+
+    name: str
+    ttl: float
+    expiry_factor: float = 1.0
+    slack: float = 3.0
+    needs_cluster: bool = True
+
+    @property
+    def failover_bound(self) -> float:
+        """Longest acceptable time from a leader's crash to the next leader."""
+        return self.ttl * self.expiry_factor + self.slack
+
+
+PROFILES: dict[str, Profile] = {
+    "sqlite": Profile("sqlite", ttl=1.0, needs_cluster=False),
+    "etcd": Profile("etcd", ttl=2.0),
+    "zookeeper": Profile("zookeeper", ttl=2.0),
+    "consul": Profile("consul", ttl=1.0, expiry_factor=2.0),
+    "redis": Profile("redis", ttl=1.0),
+}
+
+
+def implemented() -> list[str]:
+    """Backends whose adapter module exists, in a fixed order."""
+    return [name for name in PROFILES if (ADAPTERS_DIR / f"{name}.py").exists()]
+
+
+def clustered() -> list[str]:
+    """Implemented backends served by a store cluster (all but SQLite)."""
+    return [name for name in implemented() if PROFILES[name].needs_cluster]
+
+
+@dataclass
+class Target:
+    """A backend under test: its URL, timing profile and (for stores) its cluster."""
+
+    profile: Profile
+    url: str
+    cluster: Cluster | None
+    workdir: Path
+
+    def election(self, label: str) -> str:
+        """A fresh election name, so tests sharing a store never interfere."""
+        return f"conformance/{label}/{uuid.uuid4().hex[:8]}"
