@@ -184,8 +184,7 @@ def _check_fenced(events: list[Event], report: Report) -> None:
 
 
 def _done_time(event: Event) -> float:
-    done: float = event.get("t_done", event["t"])
-    return done
+    return float(event["t_done"] if "t_done" in event else event["t"])
 
 
 def _check_guarded(events: list[Event], report: Report) -> None:
