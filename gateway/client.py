@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
 
+from tenure import events
 from tenure.config import Settings, load_settings
 from tenure.errors import (
     CampaignCancelled,
@@ -232,6 +233,7 @@ class Election:
         deadline = None if timeout is None else time.monotonic() + timeout
         cancelled = cancel or threading.Event()
         client._reserve(self.name)
+        started = time.monotonic()
         try:
             leadership = self._win(data, deadline, cancelled, timeout)
         except BaseException:
@@ -246,6 +248,8 @@ class Election:
             "leadership won: election=%s candidate=%s token=%d",
             self.name, client.candidate_id, leadership.token,
         )
+        events.publish("campaign_won", election=self.name, candidate_id=client.candidate_id,
+                       token=leadership.token, waited=time.monotonic() - started)
         return leadership
 
     def _win(
@@ -509,6 +513,8 @@ class Leadership:
     def _mark_released(self, reason: str) -> None:
         if self._end(reason, released=True):
             _withdraw_quietly(self._client.store, self._ticket)
+            events.publish("leadership_released", election=self.election,
+                           candidate_id=self.candidate_id, token=self.token, reason=reason)
             log.info("leadership released: election=%s token=%d (%s)",
                      self.election, self.token, reason)
 
@@ -516,6 +522,9 @@ class Leadership:
         if not self._end(reason, released=False):
             return
         log.warning("leadership lost: election=%s token=%d: %s", self.election, self.token, reason)
+        late = max(0.0, (self.lost_at or 0.0) - self._client.keeper.valid_until)
+        events.publish("leadership_lost", election=self.election, candidate_id=self.candidate_id,
+                       token=self.token, reason=reason, late=late)
         with self._lock:
             callbacks = list(self._callbacks)
         for callback in callbacks:

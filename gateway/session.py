@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from tenure import events
 from tenure.errors import SessionExpired, TenureError
 from tenure.store import Store, Ticket
 
@@ -149,16 +150,22 @@ class SessionKeeper:
             try:
                 lost = self.store.renew_session(held)
             except SessionExpired as exc:
+                events.publish("renewal", backend=self.store.description, ok=False,
+                               latency=time.monotonic() - t_sent, error=str(exc))
                 self._session_expired(str(exc))
                 next_at = time.monotonic()
                 continue
             except Exception as exc:
                 self.renewal_failures += 1
                 self._last_error = str(exc)
+                events.publish("renewal", backend=self.store.description, ok=False,
+                               latency=time.monotonic() - t_sent, error=str(exc))
                 log.warning("session renewal failed (will retry): %s", exc)
                 next_at = time.monotonic() + min(self.renew_interval, max(0.05, self.ttl / 10))
                 continue
             self.renewals += 1
+            events.publish("renewal", backend=self.store.description, ok=True,
+                           latency=time.monotonic() - t_sent, error="")
             with self._lock:
                 overdue = set(self._held) if time.monotonic() >= self._valid_until else set()
                 self._held -= overdue
@@ -180,6 +187,7 @@ class SessionKeeper:
             self._valid_until = 0.0
             self._lock.notify_all()
         log.warning("session expired: %s", detail)
+        events.publish("session_expired", backend=self.store.description, detail=detail)
         self._lose(held, f"the store ended this client's session ({detail})")
 
     def _reopen(self) -> float:
