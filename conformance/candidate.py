@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import tenure
+from tenure.conformance.broken import BROKEN_MODES, break_client
 from tenure.conformance.history import record
 from tenure.errors import NotLeader, StoreUnavailable
 
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--tick", type=float, default=0.05)
     parser.add_argument("--fence")
+    parser.add_argument("--broken", choices=BROKEN_MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     def emit(kind: str, **fields: Any) -> None:
@@ -45,19 +47,24 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(event), flush=True)
 
     client = tenure.connect(args.backend, ttl=args.ttl, candidate_id=args.id)
+    oblivious = args.broken == "ignore-deadline"
+    believed_deadline = (
+        break_client(client, args.broken) if args.broken else lambda lead: lead.deadline
+    )
     guard = tenure.FencingGuard(args.fence) if args.fence else None
     election = client.election(args.election)
     emit("started")
+    def on_lost(lost: tenure.Leadership, reason: str) -> None:
+        if not oblivious:
+            emit("lost", token=lost.token, reason=reason)
+
     for _ in range(args.rounds):
-        lead = election.campaign(
-            value=client.candidate_id,
-            on_lost=lambda lost, reason: emit("lost", token=lost.token, reason=reason),
-        )
-        emit("elected", token=lead.token, deadline=lead.deadline)
+        lead = election.campaign(value=client.candidate_id, on_lost=on_lost)
+        emit("elected", token=lead.token, deadline=believed_deadline(lead))
         held_until = None if args.hold is None else time.monotonic() + args.hold
         while held_until is None or time.monotonic() < held_until:
-            if time.monotonic() < lead.deadline:
-                emit("valid", token=lead.token, deadline=lead.deadline)
+            if time.monotonic() < believed_deadline(lead):
+                emit("valid", token=lead.token, deadline=believed_deadline(lead))
             if guard is not None:
                 sent = time.monotonic()
                 accepted = guard.accept(args.election, lead.token)
@@ -74,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             except (NotLeader, StoreUnavailable):
                 ok = False
             emit("guarded", token=lead.token, ok=ok, t=sent)
-            if lead.lost:
+            if lead.lost and not oblivious:
                 break
             time.sleep(args.tick)
-        if lead.lost:
+        if lead.lost and not oblivious:
             emit("lost", token=lead.token, reason=lead.lost_reason)
         else:
             emit("resign", token=lead.token)

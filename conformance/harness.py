@@ -136,7 +136,7 @@ class CandidateGroup:
 
     def spawn(
         self, *, ttl: float | None = None, hold: float | None = None, rounds: int = 1,
-        tick: float = 0.05, name: str | None = None,
+        tick: float = 0.05, name: str | None = None, broken: str | None = None,
     ) -> CandidateProcess:
         """Starts one candidate process."""
         name = name or f"c{len(self.members) + 1}"
@@ -150,14 +150,17 @@ class CandidateGroup:
             command += ["--ttl", str(ttl)]
         if hold is not None:
             command += ["--hold", str(hold)]
+        if broken is not None:
+            command += ["--broken", broken]
         member = CandidateProcess(command, name)
         self.members.append(member)
         return member
 
-    def check(self) -> history.Report:
-        """Runs the checker over the history; saves a failing one for replay."""
+    def check(self, save: bool = True) -> history.Report:
+        """Runs the checker over the history; saves a failing one for replay (unless
+        ``save`` is False: tests that expect a violation)."""
         report = history.check(history.load(self.history_path))
-        if not report.ok:
+        if save and not report.ok:
             saved = Path("artifacts") / "failing-histories"
             saved.mkdir(parents=True, exist_ok=True)
             target = saved / f"{self.election.replace('/', '_')}-{time.time_ns()}.jsonl"

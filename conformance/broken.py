@@ -1,0 +1,42 @@
+"""Deliberately broken candidates, to prove the checker catches what it must.
+
+Test-only; never use these elsewhere. ``break_client(client, how)`` makes a real client
+misbehave in one of these ways:
+
+* ``ignore-deadline``: the candidate believes it leads forever -- its recorded
+  deadlines are far in the future, as if it never checked its lease (the Jepsen
+  finding about etcd's lock recipe). A pause past the TTL then yields two leaders in
+  the history (S1).
+* ``token-reuse``: the store wrapper hands out the same fencing token for every
+  leadership (like a "token" taken from a value that does not increase): S2.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from tenure.client import Client, Leadership
+from tenure.store import Ticket
+
+BROKEN_MODES = ("ignore-deadline", "token-reuse")
+FOREVER = 3600.0
+
+
+def break_client(client: Client, how: str) -> Callable[[Leadership], float]:
+    """Applies the breakage to ``client``; returns the deadline function the candidate
+    must record (the honest one is ``lambda lead: lead.deadline``)."""
+    if how == "ignore-deadline":
+        return lambda lead: time.monotonic() + FOREVER
+    if how == "token-reuse":
+        store = client.store
+        honest = store.await_turn
+
+        def reused_token(ticket: Ticket, deadline: float | None, cancelled: threading.Event) -> int:
+            honest(ticket, deadline, cancelled)
+            return 1
+
+        store.await_turn = reused_token  # type: ignore[method-assign]
+        return lambda lead: lead.deadline
+    raise ValueError(f"unknown breakage {how!r}; choose one of {', '.join(BROKEN_MODES)}")

@@ -1,0 +1,202 @@
+"""Chaos runs: a seeded, randomized schedule of faults against one election, checked.
+
+    report = run_chaos(target, ChaosConfig(seed=7, duration=30), workdir)
+    assert report.ok, report.summary()
+
+Candidates (separate processes) campaign, hold for a random time, resign and campaign
+again, while a schedule drawn from ``random.Random(seed)`` injects: SIGKILL of a
+candidate (a fresh one replaces it), SIGSTOP/SIGCONT of a candidate for up to 2.5 TTL,
+and on store backends with a lab cluster: kill/restart of a store node, cutting the
+candidates that reach the store through a proxy (refused or blackholed), and latency on
+that path. The same seed gives the same schedule (the system's answers differ run to
+run, as timing does). At the end every fault is healed, the history is checked for
+S1/S2/S3, and a failing run saves its history and schedule for replay
+(``python -m tenure.conformance.replay FILE``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tenure.conformance import history
+from tenure.conformance.backends import Target
+from tenure.conformance.cluster import ClientProxy
+from tenure.conformance.harness import CandidateGroup, CandidateProcess
+
+PROCESS_FAULTS = ("kill", "pause")
+STORE_FAULTS = ("node-kill", "cut", "latency")
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    """One chaos run: seed, duration (s), number of candidates, fault kinds."""
+
+    seed: int
+    duration: float = 20.0
+    candidates: int = 4
+    faults: tuple[str, ...] = PROCESS_FAULTS + STORE_FAULTS
+
+
+@dataclass
+class ChaosReport:
+    """What a run did and what the checker found."""
+
+    seed: int
+    backend: str
+    faults: Counter[str] = field(default_factory=Counter)
+    schedule: list[dict[str, Any]] = field(default_factory=list)
+    check: history.Report | None = None
+    saved: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the history has no violation and someone led."""
+        return self.check is not None and self.check.ok and bool(self.check.intervals)
+
+    def summary(self) -> str:
+        """One paragraph: seed, faults injected, the checker's verdict."""
+        faults = ", ".join(f"{n} {kind}" for kind, n in sorted(self.faults.items())) or "none"
+        verdict = self.check.summary() if self.check else "not checked"
+        saved = f"\nsaved for replay: {self.saved}" if self.saved else ""
+        return f"chaos {self.backend} seed={self.seed}: faults: {faults}; {verdict}{saved}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary."""
+        check = self.check
+        return {
+            "seed": self.seed, "backend": self.backend, "faults": dict(self.faults),
+            "leaderships": len(check.intervals) if check else 0,
+            "violations": check.violations if check else [], "ok": self.ok,
+        }
+
+
+class _Run:
+    """The mutable state of one run: members, pending repairs, the schedule log."""
+
+    def __init__(self, target: Target, config: ChaosConfig, workdir: Path) -> None:
+        self.target = target
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.started = time.monotonic()
+        cluster = target.cluster
+        store_faults = cluster is not None and any(f in STORE_FAULTS for f in config.faults)
+        self.proxy: ClientProxy | None = cluster.proxy() if store_faults and cluster else None
+        self.group = CandidateGroup(target.url, target.election("chaos"), workdir)
+        self.repairs: list[tuple[float, str, Any]] = []
+        self.report = ChaosReport(config.seed, target.profile.name)
+        self.kinds = [k for k in config.faults if k in PROCESS_FAULTS or self.proxy is not None]
+
+    def log(self, kind: str, **detail: Any) -> None:
+        self.report.faults[kind] += 1
+        self.report.schedule.append({"t": time.monotonic() - self.started, "fault": kind,
+                                     **detail})
+
+    def spawn(self) -> CandidateProcess:
+        via_proxy = self.proxy is not None and len(self.group.members) % 2 == 1
+        self.group.backend = self.proxy.url if via_proxy and self.proxy else self.target.url
+        hold = round(self.rng.uniform(0.2, 2.0), 2)
+        return self.group.spawn(ttl=self.target.profile.ttl, hold=hold, rounds=10**6,
+                                tick=0.05)
+
+    def running(self) -> list[CandidateProcess]:
+        return [m for m in self.group.members if m.process.poll() is None]
+
+    def inject(self) -> None:
+        kind = self.rng.choice(self.kinds)
+        ttl = self.target.profile.ttl
+        now = time.monotonic()
+        members = self.running()
+        if kind == "kill" and members:
+            victim = self.rng.choice(members)
+            victim.kill()
+            self.log(kind, candidate=victim.name)
+            self.spawn()
+        elif kind == "pause" and members:
+            victim = self.rng.choice(members)
+            if any(r[1] == "resume" and r[2] is victim for r in self.repairs):
+                return
+            victim.pause()
+            self.repairs.append((now + self.rng.uniform(0.2, 2.5) * ttl, "resume", victim))
+            self.log(kind, candidate=victim.name)
+        elif kind == "node-kill" and self.target.cluster is not None:
+            nodes = [n for n in self.target.cluster.nodes if n.running]
+            if len(nodes) < len(self.target.cluster.nodes):
+                return  # one node down at a time keeps a majority
+            node = self.rng.choice(nodes)
+            node.kill()
+            self.repairs.append((now + self.rng.uniform(1.0, 3.0), "restart", node))
+            self.log(kind, node=node.name)
+        elif kind == "cut" and self.proxy is not None:
+            if any(r[1] == "heal" for r in self.repairs):
+                return
+            blackhole = self.rng.random() < 0.5
+            self.proxy.cut(blackhole=blackhole)
+            self.repairs.append((now + self.rng.uniform(0.5, 2.5) * ttl, "heal", None))
+            self.log(kind, blackhole=blackhole)
+        elif kind == "latency" and self.proxy is not None:
+            ms = self.rng.choice((20, 100, 300))
+            self.proxy.latency(ms)
+            self.repairs.append((now + self.rng.uniform(0.5, 2.0) * ttl, "no-latency", None))
+            self.log(kind, ms=ms)
+
+    def repair_due(self, everything: bool = False) -> None:
+        now = time.monotonic()
+        due = [r for r in self.repairs if everything or r[0] <= now]
+        self.repairs = [r for r in self.repairs if r not in due]
+        for _, action, subject in due:
+            if action == "resume":
+                subject.resume()
+            elif action == "restart":
+                subject.restart()
+            elif action == "heal" and self.proxy is not None:
+                self.proxy.heal()
+            elif action == "no-latency" and self.proxy is not None:
+                self.proxy.latency(0)
+
+
+def run_chaos(target: Target, config: ChaosConfig, workdir: Path) -> ChaosReport:
+    """Runs one seeded chaos schedule against ``target`` and checks the history."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    run = _Run(target, config, workdir)
+    try:
+        for _ in range(config.candidates):
+            run.spawn()
+        run.group.members[0].wait_for("started", timeout=60)
+        end = run.started + config.duration
+        while time.monotonic() < end:
+            # The pace of the schedule, not synchronisation: faults land at random times.
+            time.sleep(run.rng.uniform(0.2, 1.2) * target.profile.ttl)
+            run.repair_due()
+            run.inject()
+        run.repair_due(everything=True)
+        if target.cluster is not None:
+            target.cluster.wait_serving()
+    finally:
+        run.group.close()
+        if run.proxy is not None:
+            run.proxy.close()
+    events = history.load(run.group.history_path) if run.group.history_path.exists() else []
+    run.report.check = history.check(events)
+    if not run.report.ok:
+        run.report.saved = str(save(run.report, run.group.history_path))
+    return run.report
+
+
+def save(report: ChaosReport, history_path: Path) -> Path:
+    """Copies a failing run's history and schedule under ``artifacts/failing-histories``."""
+    folder = Path("artifacts") / "failing-histories"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"chaos-{report.backend}-seed{report.seed}-{time.time_ns()}"
+    target = stem.with_suffix(".jsonl")
+    target.write_bytes(history_path.read_bytes() if history_path.exists() else b"")
+    stem.with_suffix(".schedule.json").write_text(
+        json.dumps({"seed": report.seed, "backend": report.backend,
+                    "schedule": report.schedule}, indent=1)
+    )
+    return target
