@@ -1,0 +1,86 @@
+"""The Lua scripts of the Redis backend (see :mod:`tenure.adapters.redis`).
+
+Each script runs atomically on ONE instance; the adapter sends the same script to every
+instance in parallel and decides by majority. Key layout (``P`` = the ``prefix`` option,
+default ``tenure:``):
+
+* ``P session:<sid>`` -- a string with PX = TTL; the session is alive on an instance
+  while this key exists there;
+* ``P leader:<election>`` -- a hash ``sid, ticket, token, cid, value, vseq``; it counts
+  only while its holder's session key exists on the same instance;
+* ``P counter:<election>`` -- the highest token ever accepted on this instance (no
+  expiry; it must survive restarts for the token guarantee);
+* ``P data:<key>`` -- a hash ``value, token, seq`` written by guarded writes;
+* channel ``P changed:<election>`` -- published on every acquire, release and proclaim.
+
+Scripts look up the holder's session key by a name read inside the script; that is
+fine on standalone instances (the backend does not support Redis Cluster).
+"""
+
+from __future__ import annotations
+
+STATE = """
+-- KEYS: leader, counter, own session key (or a key that never exists)
+-- ARGV: session key prefix
+-- -> {counter, own_pttl} or {counter, own_pttl, holder_pttl, sid, ticket, token, cid,
+--     value, vseq}
+local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
+local own = redis.call('PTTL', KEYS[3])
+local h = redis.call('HMGET', KEYS[1], 'sid', 'ticket', 'token', 'cid', 'value', 'vseq')
+if not h[1] then return {counter, own} end
+local holder = redis.call('PTTL', ARGV[1] .. h[1])
+return {counter, own, holder, h[1], h[2], h[3], h[4], h[5], h[6]}
+"""
+
+ACQUIRE = """
+-- KEYS: leader, counter, own session key
+-- ARGV: sid, ticket, proposal, cid, value, vseq, ttl_ms, session key prefix, channel
+-- -> {-1, counter} our session is gone here (never recreated: PEXPIRE on a missing
+--    key is a no-op); {0, counter} a live session of another client holds the key;
+--    {2, counter} the proposal is not above this instance's counter; {1, proposal} won.
+if redis.call('PEXPIRE', KEYS[3], ARGV[7]) == 0 then
+  return {-1, tonumber(redis.call('GET', KEYS[2]) or '0')}
+end
+local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
+local holder = redis.call('HGET', KEYS[1], 'sid')
+if holder and holder ~= ARGV[1] and redis.call('EXISTS', ARGV[8] .. holder) == 1 then
+  return {0, counter}
+end
+local proposal = tonumber(ARGV[3])
+if counter >= proposal then return {2, counter} end
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'sid', ARGV[1], 'ticket', ARGV[2], 'token', ARGV[3],
+           'cid', ARGV[4], 'value', ARGV[5], 'vseq', ARGV[6])
+redis.call('PUBLISH', ARGV[9], 'acquired')
+return {1, proposal}
+"""
+
+RELEASE = """
+-- KEYS: leader; ARGV: ticket, channel -> 1 if it was ours and is deleted, else 0
+if redis.call('HGET', KEYS[1], 'ticket') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], 'released')
+  return 1
+end
+return 0
+"""
+
+PROCLAIM = """
+-- KEYS: leader, own session key; ARGV: ticket, token, value, vseq, channel -> 1 or 0
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+local h = redis.call('HMGET', KEYS[1], 'ticket', 'token')
+if h[1] ~= ARGV[1] or h[2] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'value', ARGV[3], 'vseq', ARGV[4])
+redis.call('PUBLISH', ARGV[5], 'proclaimed')
+return 1
+"""
+
+GUARDED_WRITE = """
+-- KEYS: leader, own session key, data; ARGV: ticket, token, value, seq -> 1 or 0
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+local h = redis.call('HMGET', KEYS[1], 'ticket', 'token')
+if h[1] ~= ARGV[1] or h[2] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[3], 'value', ARGV[3], 'token', ARGV[2], 'seq', ARGV[4])
+return 1
+"""
