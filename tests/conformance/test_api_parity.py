@@ -113,27 +113,3 @@ def test_on_lost_is_not_called_on_resign_and_a_cancelled_campaign_leaves_no_entr
         assert third.candidate_id == c.candidate_id
         third.resign()
     assert calls == []
-
-
-def test_l4_observers_converge_on_the_current_leader(target: Target) -> None:
-    name = target.election("observe")
-    seen: list[list[tenure.LeaderInfo | None]] = [[], []]
-    with connect(target) as watcher, connect(target) as a, connect(target) as b:
-        observers = [watcher.election(name).on_change(seen[i].append) for i in range(2)]
-        try:
-            tokens = []
-            for client in (a, b, a):
-                lead = client.election(name).campaign(timeout=30)
-                tokens.append(lead.token)
-                deadline = time.monotonic() + 10
-                while not all(s and s[-1] and s[-1].token == lead.token for s in seen):
-                    assert time.monotonic() < deadline, f"observers saw {seen}"
-                    time.sleep(0.01)
-                lead.resign()
-        finally:
-            for observer in observers:
-                observer.stop()
-    for history in seen:
-        observed = [info.token for info in history if info is not None]
-        assert observed == sorted(observed)
-        assert set(tokens) <= set(observed)
