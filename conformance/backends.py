@@ -30,6 +30,8 @@ class Profile:
     expiry_factor: float = 1.0
     slack: float = 3.0
     needs_cluster: bool = True
+    max_ttl: float = float("inf")
+    """Largest TTL the lab's store grants (ZooKeeper: 20 x tickTime = 4 s)."""
 
     @property
     def failover_bound(self) -> float:
@@ -40,7 +42,7 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "sqlite": Profile("sqlite", ttl=1.0, needs_cluster=False),
     "etcd": Profile("etcd", ttl=2.0),
-    "zookeeper": Profile("zookeeper", ttl=2.0),
+    "zookeeper": Profile("zookeeper", ttl=2.0, max_ttl=4.0),
     "consul": Profile("consul", ttl=1.0, expiry_factor=2.0),
     "redis": Profile("redis", ttl=1.0),
 }
