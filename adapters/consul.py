@@ -54,7 +54,7 @@ import ssl
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -93,7 +93,7 @@ class _Options:
     prefix: str = "tenure"
     lock_delay: float = 0.0
     timeout: float = DEFAULT_TIMEOUT
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
 
 
 def _seconds(name: str, text: str, low: float, high: float) -> float:

@@ -1,0 +1,276 @@
+"""What only the Consul backend has to prove (the shared properties are in
+tests/conformance): its URL options, the server's TTL floor, sessions without health
+checks, ModifyIndex tokens, lock-delay, arrival order and losses it learns by itself.
+Real Consul servers from the lab only."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import tenure
+from tenure.adapters.consul import ConsulStore
+from tenure.config import parse_backend_url
+from tenure.conformance.cluster import Cluster
+from tenure.conformance.lab_consul import ConsulCluster, ConsulNode
+
+pytestmark = [pytest.mark.consul]
+
+
+def api(cluster: Cluster) -> str:
+    return f"http://{cluster.nodes[0].client_address}"
+
+
+def session_of(client: tenure.Client) -> str:
+    store = client.store
+    assert isinstance(store, ConsulStore)
+    return store._session
+
+
+def raw_leader_key(cluster: Cluster, client: tenure.Client, election: str) -> dict[str, Any]:
+    store = client.store
+    assert isinstance(store, ConsulStore)
+    got = requests.get(f"{api(cluster)}/v1/kv/{store._leader_key(election)}?consistent",
+                       timeout=5)
+    assert got.status_code == 200, got.text
+    entry: dict[str, Any] = got.json()[0]
+    return entry
+
+
+# -- URL options (no server needed: options are checked before connecting) -----------
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("colour=red", r"unknown option\(s\) colour .*known options are ttl, drift, lock_delay"),
+        ("token=s3cret", r"'token' is not accepted.*token_file"),
+        ("lock_delay=61", r"lock_delay='61' is out of range; use 0 to 60 s"),
+        ("lock_delay=soon", r"lock_delay='soon' is not a duration"),
+        ("timeout=0", r"timeout='0' is out of range"),
+        ("prefix=/abs", r"prefix='/abs' must be a key path"),
+        ("prefix=a/../b", r"prefix='a/../b' must be a key path"),
+        ("scheme=gopher", r"scheme='gopher' must be http or https"),
+        ("ca=/etc/hostname", r"ca= needs scheme=https"),
+        ("scheme=https&ca=/no/such/ca.pem", r"ca='/no/such/ca.pem': no such file"),
+        ("dc=bad%20dc", r"dc='bad dc' must be a datacenter name"),
+        ("token_file=/no/such/token", r"token_file='/no/such/token' cannot be read"),
+    ],
+)
+def test_bad_url_options_are_config_errors_naming_the_option(query: str, message: str) -> None:
+    with pytest.raises(tenure.ConfigError, match=message):
+        tenure.connect(f"consul://127.0.0.1:1?{query}")
+
+
+def test_credentials_and_paths_in_the_url_are_refused() -> None:
+    with pytest.raises(tenure.ConfigError, match="token_file=PATH"):
+        tenure.connect("consul://user:pw@127.0.0.1:1")
+    with pytest.raises(tenure.ConfigError, match=r"prefix=NAME"):
+        tenure.connect("consul://127.0.0.1:1/some/path")
+
+
+def test_the_acl_token_comes_from_a_file_or_the_environment_and_is_never_shown(
+    consul_cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", "from-consul-env")
+    monkeypatch.setenv("TENURE_CONSUL_TOKEN", "from-tenure-env")
+    secret = tmp_path / "token"
+    secret.write_text("from-file\n")
+    with tenure.connect(f"{consul_cluster.url}?token_file={secret}", ttl=1) as client:
+        store = client.store
+        assert isinstance(store, ConsulStore)
+        assert store._headers == {"X-Consul-Token": "from-file"}
+        assert "from-file" not in client.backend and "from-file" not in repr(store.__dict__
+                                                                              ["_options"])
+    with tenure.connect(consul_cluster.url, ttl=1) as client:
+        assert isinstance(client.store, ConsulStore)
+        assert client.store._headers == {"X-Consul-Token": "from-tenure-env"}
+    monkeypatch.delenv("TENURE_CONSUL_TOKEN")
+    with tenure.connect(consul_cluster.url, ttl=1) as client:
+        assert isinstance(client.store, ConsulStore)
+        assert client.store._headers == {"X-Consul-Token": "from-consul-env"}
+    secret.write_text("")
+    with pytest.raises(tenure.ConfigError, match="is empty") as error:
+        tenure.connect(f"{consul_cluster.url}?token_file={secret}")
+    assert "from-" not in str(error.value)
+
+
+def test_ttl_outside_the_declared_range_is_refused_at_connect(consul_cluster: Cluster) -> None:
+    url, _ = parse_backend_url(consul_cluster.url)
+    assert ConsulStore.limits.min_ttl == 1.0 and ConsulStore.limits.max_ttl == 86400.0
+    with pytest.raises(tenure.ConfigError, match=r"TTL 0.5 s is outside .* \(1 to 86400 s\)"):
+        tenure.connect(consul_cluster.url, ttl=0.5)
+    with pytest.raises(tenure.ConfigError, match="TTL 86401 s is outside"):
+        tenure.connect(consul_cluster.url, ttl=86401)
+    assert url.scheme == "consul"
+
+
+class DefaultFloorNode(ConsulNode):
+    """A server with Consul's default session_ttl_min (10 s), unlike the lab's 1 s."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        path = self.dir / "consul.json"
+        config = json.loads(path.read_text())
+        config.pop("session_ttl_min")
+        path.write_text(json.dumps(config))
+
+
+class DefaultFloorCluster(ConsulCluster):
+    node_class = DefaultFloorNode
+
+
+def test_a_ttl_under_the_servers_floor_fails_with_the_servers_message_and_the_fix() -> None:
+    with DefaultFloorCluster(1) as cluster:
+        cluster.start()
+        with tenure.connect(cluster.url, ttl=2) as client:
+            with pytest.raises(tenure.ConfigError) as error:
+                client.election("floor").campaign(timeout=10)
+            assert "must be between [10s=24h0m0s]" in str(error.value)
+            assert "session_ttl_min" in str(error.value)
+        with tenure.connect(cluster.url, ttl=10) as client:
+            client.election("floor").campaign(timeout=10).resign()
+
+
+# -- sessions, tokens, lock-delay ------------------------------------------------------
+
+
+def test_sessions_carry_no_health_check_only_their_ttl(consul_cluster: Cluster) -> None:
+    with tenure.connect(consul_cluster.url, ttl=1.5) as client:
+        client.election("checks").campaign(timeout=10).resign()
+        info = requests.get(f"{api(consul_cluster)}/v1/session/info/{session_of(client)}",
+                            timeout=5).json()[0]
+    assert info["NodeChecks"] == [] and not info["ServiceChecks"]
+    assert info["Behavior"] == "delete"
+    assert info["TTL"] == "1500ms"
+    assert info["LockDelay"] == 0
+
+
+def test_the_token_is_the_modify_index_at_acquisition_and_rises_when_the_key_is_recreated(
+    consul_cluster: Cluster,
+) -> None:
+    name = f"tokens/{time.monotonic_ns()}"
+    with tenure.connect(consul_cluster.url, ttl=1) as a, \
+            tenure.connect(consul_cluster.url, ttl=1) as b:
+        first = a.election(name).campaign(timeout=10)
+        key = raw_leader_key(consul_cluster, a, name)
+        assert first.token == key["ModifyIndex"]
+        first.proclaim(b"moved")
+        assert raw_leader_key(consul_cluster, a, name)["ModifyIndex"] > first.token
+        assert b.election(name).leader() == tenure.LeaderInfo(
+            name, a.candidate_id, b"moved", first.token)
+        first.resign()  # deletes the key
+        second = b.election(name).campaign(timeout=10)
+        recreated = raw_leader_key(consul_cluster, b, name)
+        # LockIndex starts again at 1 for the recreated key; the token does not.
+        assert key["LockIndex"] == recreated["LockIndex"] == 1
+        assert second.token == recreated["ModifyIndex"] > first.token
+        second.resign()
+
+
+def crash_then_measure_successor(cluster: Cluster, lock_delay: float) -> float:
+    """Seconds from the leader's session being invalidated (destroyed server-side, as
+    its expiry would) to the waiting candidate leading."""
+    url = f"{cluster.url}?lock_delay={lock_delay:g}"
+    name = f"lock-delay/{time.monotonic_ns()}"
+    with tenure.connect(url, ttl=5) as leader_client, tenure.connect(url, ttl=5) as waiter:
+        lost = threading.Event()
+        leader_client.election(name).campaign(timeout=10, on_lost=lambda *_: lost.set())
+        won: list[float] = []
+        thread = threading.Thread(
+            target=lambda: (waiter.election(name).campaign(timeout=30),
+                            won.append(time.monotonic())))
+        thread.start()
+        deadline = time.monotonic() + 10
+        while waiter.store._session == "" or len(  # type: ignore[attr-defined]
+                requests.get(f"{api(cluster)}/v1/kv/tenure/{name}/~queue/?recurse",
+                             timeout=5).json()) < 2:
+            assert time.monotonic() < deadline, "the waiter never queued"
+            time.sleep(0.02)
+        invalidated = time.monotonic()
+        requests.put(f"{api(cluster)}/v1/session/destroy/{session_of(leader_client)}",
+                     timeout=5).raise_for_status()
+        thread.join(timeout=40)
+        assert won, "the waiter never led"
+        assert lost.wait(10), "the old leader never learned it lost its session"
+        return won[0] - invalidated
+
+
+@pytest.mark.slow
+def test_lock_delay_is_honoured_after_a_leaders_session_is_invalidated(
+    consul_cluster: Cluster,
+) -> None:
+    assert 1.8 <= crash_then_measure_successor(consul_cluster, 2.0) <= 6.0
+    assert crash_then_measure_successor(consul_cluster, 0.0) < 1.5
+
+
+# -- queue and losses ------------------------------------------------------------------
+
+
+def test_waiting_candidates_are_served_in_arrival_order(consul_cluster: Cluster) -> None:
+    name = f"order/{time.monotonic_ns()}"
+    clients = [tenure.connect(consul_cluster.url, ttl=2, candidate_id=f"c{i}")
+               for i in range(4)]
+    order: list[str] = []
+    try:
+        first = clients[0].election(name).campaign(timeout=10)
+        threads = []
+        for client in clients[1:]:
+            def run(c: tenure.Client = client) -> None:
+                with c.election(name).campaign(timeout=30):
+                    order.append(c.candidate_id)
+            thread = threading.Thread(target=run)
+            thread.start()
+            threads.append(thread)
+            # the next one arrives only once this one is queued
+            prefix = clients[0].store._queue_prefix(name)  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 10
+            while len(requests.get(f"{api(consul_cluster)}/v1/kv/{prefix}?recurse",
+                                   timeout=5).json()) < len(threads) + 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        first.resign()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        for client in clients:
+            client.close()
+    assert order == ["c1", "c2", "c3"]
+
+
+def test_a_leader_whose_key_is_deleted_behind_its_back_reports_the_loss(
+    consul_cluster: Cluster,
+) -> None:
+    name = f"taken/{time.monotonic_ns()}"
+    with tenure.connect(consul_cluster.url, ttl=5) as client:
+        reasons: list[str] = []
+        lost = threading.Event()
+        lead = client.election(name).campaign(
+            timeout=10, on_lost=lambda _l, r: (reasons.append(r), lost.set()))
+        store = client.store
+        assert isinstance(store, ConsulStore)
+        requests.delete(f"{api(consul_cluster)}/v1/kv/{store._leader_key(name)}",
+                        timeout=5).raise_for_status()
+        assert lost.wait(5)
+        assert "no longer held" in reasons[0]
+        with pytest.raises(tenure.LeadershipLost):
+            lead.ensure()
+
+
+def test_a_value_round_trips_as_bytes(consul_cluster: Cluster) -> None:
+    name = f"bytes/{time.monotonic_ns()}"
+    value = bytes(range(256)) * 16
+    with tenure.connect(consul_cluster.url, ttl=1) as client, \
+            client.election(name).campaign(value, timeout=10) as lead:
+        info = client.election(name).leader()
+        assert info is not None and info.value == value
+        lead.guarded_write(f"{name}/blob", value)
+        assert client.read(f"{name}/blob") == value
+        raw = raw_leader_key(consul_cluster, client, name)
+        assert json.loads(base64.b64decode(raw["Value"]))["id"] == client.candidate_id
