@@ -293,6 +293,8 @@ class EtcdStore(Store):
         """Keepalive requests sent (one per renewal, whatever the number of elections)."""
         self.watch_notifications = 0
         """Watch responses carrying events delivered to this store's watches."""
+        self.watches_created = 0
+        """Watches this store created (a waiter creates one per predecessor it waits on)."""
         endpoints = [
             pyetcd.Endpoint(
                 host, port, secure=config.credentials is not None, creds=config.credentials,
@@ -317,6 +319,12 @@ class EtcdStore(Store):
     @property
     def description(self) -> str:
         return self.config.description
+
+    @property
+    def member(self) -> str:
+        """``host:port`` of the member this store currently talks to."""
+        with self._lock:
+            return str(self._client.endpoint_in_use.netloc)
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -439,6 +447,8 @@ class EtcdStore(Store):
             raise StoreUnavailable(
                 f"etcd {self.description}: watch failed ({exc.__class__.__name__})"
             ) from None
+        with self._lock:
+            self.watches_created += 1
         try:
             while True:
                 remaining = WAIT_SLICE if until is None else until - time.monotonic()
