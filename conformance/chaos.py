@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tenure.conformance import history
-from tenure.conformance.backends import Target
-from tenure.conformance.cluster import ClientProxy
+from tenure.conformance.backends import ProxiedPath, Target
 from tenure.conformance.harness import CandidateGroup, CandidateProcess
 
 PROCESS_FAULTS = ("kill", "pause")
@@ -85,12 +84,17 @@ class _Run:
         self.rng = random.Random(config.seed)
         self.started = time.monotonic()
         cluster = target.cluster
-        store_faults = cluster is not None and any(f in STORE_FAULTS for f in config.faults)
-        self.proxy: ClientProxy | None = cluster.proxy() if store_faults and cluster else None
+        path_faults = {"cut", "latency"} & set(config.faults)
+        networked = target.profile.needs_cluster
+        self.proxy: ProxiedPath | None = target.proxy() if path_faults and networked else None
         self.group = CandidateGroup(target.url, target.election("chaos"), workdir)
         self.repairs: list[tuple[float, str, Any]] = []
         self.report = ChaosReport(config.seed, target.profile.name)
-        self.kinds = [k for k in config.faults if k in PROCESS_FAULTS or self.proxy is not None]
+        self.kinds = [
+            k for k in config.faults
+            if k in PROCESS_FAULTS or (k == "node-kill" and cluster is not None)
+            or (k in path_faults and self.proxy is not None)
+        ]
 
     def log(self, kind: str, **detail: Any) -> None:
         self.report.faults[kind] += 1

@@ -130,8 +130,9 @@ class CandidateGroup:
         self.backend = backend
         self.election = election
         self.workdir = workdir
-        self.history_path = workdir / "history.jsonl"
-        self.fence_path = workdir / "fence.db"
+        stem = election.replace("/", "_")
+        self.history_path = workdir / f"history-{stem}.jsonl"
+        self.fence_path = workdir / f"fence-{stem}.db"
         self.members: list[CandidateProcess] = []
 
     def spawn(

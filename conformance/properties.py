@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import tenure
 from tenure.conformance import history
@@ -38,6 +39,22 @@ class Outcome:
     report: history.Report | None = None
 
 
+F = TypeVar("F", bound=Callable[..., Outcome])
+
+
+def labelled(label: str) -> Callable[[F], F]:
+    """Gives a property function the short ``label`` reports show."""
+    def mark(function: F) -> F:
+        function.label = label  # type: ignore[attr-defined]
+        return function
+    return mark
+
+
+def label_of(function: Callable[..., Outcome]) -> str:
+    """The short label of a property function."""
+    return str(getattr(function, "label", function.__name__))
+
+
 def require(condition: bool, message: str) -> None:
     """Raises PropertyFailed(message) unless ``condition``."""
     if not condition:
@@ -51,6 +68,7 @@ def checked(group: CandidateGroup) -> history.Report:
     return report
 
 
+@labelled("S1/S2 turns")
 def s1_s2_turns(target: Target) -> Outcome:
     """S1/S2: five candidates taking turns never overlap, and tokens strictly rise."""
     ttl = target.profile.ttl
@@ -64,6 +82,7 @@ def s1_s2_turns(target: Target) -> Outcome:
     return Outcome("S1/S2 turns", {"leaderships": len(report.intervals)}, report)
 
 
+@labelled("S2 restarts")
 def s2_restarts(target: Target) -> Outcome:
     """S2: tokens keep rising after every candidate process is killed and restarted."""
     ttl = target.profile.ttl
@@ -82,6 +101,7 @@ def s2_restarts(target: Target) -> Outcome:
     return Outcome("S2 restarts", {"leaderships": len(tokens)}, report)
 
 
+@labelled("S3 paused leader")
 def s3_paused_leader(target: Target) -> Outcome:
     """S3: a leader SIGSTOPped past its TTL and resumed reports the loss, and every
     write it then attempts is refused by the fence and by the store."""
@@ -112,9 +132,10 @@ def s3_paused_leader(target: Target) -> Outcome:
     return Outcome("S3 paused leader", {"takeover": successor["t"] - paused_at}, report)
 
 
+@labelled("L1 resign handover")
 def l1_resign_handover(target: Target, rounds: int = 5) -> Outcome:
     """L1: after a resign the next candidate leads promptly (< 2 s; median reported)."""
-    ttl = max(5.0, target.profile.ttl)
+    ttl = min(max(5.0, target.profile.ttl), target.profile.max_ttl)
     gaps = []
     with CandidateGroup(target.url, target.election("resign"), target.workdir) as group:
         members = [group.spawn(ttl=ttl, hold=0.2, rounds=rounds) for _ in range(2)]
@@ -132,6 +153,7 @@ def l1_resign_handover(target: Target, rounds: int = 5) -> Outcome:
     return Outcome("L1 resign handover", {"handover_median": statistics.median(gaps)}, report)
 
 
+@labelled("L2 crash failover")
 def l2_crash_failover(target: Target) -> Outcome:
     """L2: a SIGKILLed leader is replaced within expiry_factor x TTL + slack."""
     ttl = target.profile.ttl
@@ -150,6 +172,7 @@ def l2_crash_failover(target: Target) -> Outcome:
     return Outcome("L2 crash failover", {"failover": took, "ttl": ttl}, report)
 
 
+@labelled("L4 observers converge")
 def l4_observers_converge(target: Target, changes: int = 3) -> Outcome:
     """L4: observers converge on each new leader, in token order (worst lag reported)."""
     name = target.election("observe")
@@ -192,11 +215,8 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
 def s4_cut_from_store(target: Target, blackhole: bool) -> Outcome:
     """S4: a leader cut off its store (refused or blackholed) steps down by its own
     deadline, and the other side elects someone only after it (checked by S1)."""
-    cluster = target.cluster
-    require(cluster is not None, "needs a lab cluster")
-    assert cluster is not None
     ttl = target.profile.ttl
-    proxy = cluster.proxy()
+    proxy = target.proxy()
     try:
         with CandidateGroup(target.url, target.election("cut"), target.workdir) as group:
             group.backend = proxy.url
@@ -222,6 +242,7 @@ def s4_cut_from_store(target: Target, blackhole: bool) -> Outcome:
                    report)
 
 
+@labelled("L3 node kill")
 def l3_node_kill(target: Target) -> Outcome:
     """L3: with one of three store nodes killed (each in turn), an election keeps or
     regains a leader within a bound (store failover may stretch expiry: PITFALLS)."""
@@ -251,6 +272,7 @@ def _acting_after(members: list[CandidateProcess], moment: float) -> bool:
     return any(e["kind"] == "valid" and e["t"] > moment for m in members for e in list(m.events))
 
 
+@labelled("S4 no quorum")
 def s4_no_quorum(target: Target) -> Outcome:
     """S4: with two of three store nodes down nobody is elected, and the leader steps
     down by its deadline."""
@@ -284,9 +306,17 @@ NON_DESTRUCTIVE: list[Callable[[Target], Outcome]] = [
     s1_s2_turns, s2_restarts, s3_paused_leader, l1_resign_handover, l2_crash_failover,
     l4_observers_converge,
 ]
-DESTRUCTIVE: list[Callable[[Target], Outcome]] = [
-    lambda t: s4_cut_from_store(t, blackhole=False),
-    lambda t: s4_cut_from_store(t, blackhole=True),
-    l3_node_kill,
-    s4_no_quorum,
-]
+@labelled("S4 cut (refused)")
+def s4_cut_refused(target: Target) -> Outcome:
+    """S4: a leader whose store connections are refused steps down by its deadline."""
+    return s4_cut_from_store(target, blackhole=False)
+
+
+@labelled("S4 cut (blackholed)")
+def s4_cut_blackholed(target: Target) -> Outcome:
+    """S4: a leader whose store traffic is silently dropped steps down by its deadline."""
+    return s4_cut_from_store(target, blackhole=True)
+
+
+PATH_FAULTS: list[Callable[[Target], Outcome]] = [s4_cut_refused, s4_cut_blackholed]
+DESTRUCTIVE: list[Callable[[Target], Outcome]] = [*PATH_FAULTS, l3_node_kill, s4_no_quorum]
