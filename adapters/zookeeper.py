@@ -86,6 +86,7 @@ from kazoo.exceptions import (
     ConnectionClosedError,
     ConnectionLoss,
     KazooException,
+    NoAuthError,
     NodeExistsError,
     NoNodeError,
     SessionExpiredError,
@@ -117,8 +118,6 @@ DEFAULT_PREFIX = "/tenure"
 DEFAULT_TIMEOUT = 10.0
 OBSERVER_SESSION_MS = 10_000
 """Session timeout asked for by a store used only for reading (no candidates)."""
-
-_TRANSIENT = (ConnectionLoss, ConnectionClosedError, KazooTimeoutError)
 
 
 def _component(name: str) -> str:
@@ -316,6 +315,11 @@ class ZooKeeperStore(Store):
             ) from None
         except (ConnectionLoss, ConnectionClosedError) as exc:
             raise StoreUnavailable(f"{self._description}: connection lost ({exc!r})") from None
+        except NoAuthError:
+            raise ConfigError(
+                f"{self._description}: ZooKeeper refused access to a node under "
+                f"{self._root} (ACL); connect with the digest credentials that created it"
+            ) from None
 
     def _count_notification(self) -> None:
         with self._lock:
@@ -471,12 +475,12 @@ class ZooKeeperStore(Store):
         data = candidate_id.encode() + b"\n" + value
         for attempt in range(2):
             self._ensure(zk, parent)
+            created = zk.create_async(
+                f"{parent}/c-{guid}-", data, self._acl, ephemeral=True, sequence=True,
+                include_data=True,
+            )
             try:
-                created = zk.create_async(
-                    f"{parent}/c-{guid}-", data, self._acl, ephemeral=True, sequence=True,
-                    include_data=True,
-                )
-                path, stat = created.get(timeout=self._call_timeout)
+                path, stat = self._call(lambda pending=created: pending)
             except NoNodeError:  # someone deleted the election node: recreate it
                 self._parents.discard(parent)
                 if attempt:
@@ -484,13 +488,11 @@ class ZooKeeperStore(Store):
                         f"{self._description}: election node {parent} keeps vanishing"
                     ) from None
                 continue
-            except (SessionExpiredError, *_TRANSIENT) as exc:
+            except StoreUnavailable:
                 # The create may still happen (late, or done before the answer was lost):
                 # remember the guid so the node is found and removed, never left to lead.
                 self._orphan(created, parent, guid)
-                raise StoreUnavailable(
-                    f"{self._description}: could not add the candidate ({exc!r})"
-                ) from None
+                raise
             break
         return Ticket(
             election, candidate_id, path, _sequence(path),
