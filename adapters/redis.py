@@ -65,6 +65,7 @@ counters); use independent primaries. TTL from 0.5 s to 1 day, in milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -221,6 +222,7 @@ class RedisStore(Store):
         self._renew_pool = ThreadPoolExecutor(self.n, thread_name_prefix="tenure-redis-renew")
         self._ttl = 0.0
         self._sid = ""
+        self._renewed_at = 0.0
         self._won: dict[Ticket, frozenset[int]] = {}
         self._renewals: deque[tuple[float, frozenset[int]]] = deque(maxlen=64)
         self._bell = _Bell()
@@ -343,11 +345,13 @@ class RedisStore(Store):
                 self._instances = self._connect(timeout)
         sid = uuid.uuid4().hex
         key = self._session_key(sid)
+        t_sent = time.monotonic()
         results = self._fanout(lambda inst: inst.client.set(key, b"1", px=self._ttl_ms))
         created = [i for i, ok in self._answers(results, "opening a session") if ok]
         if len(created) < self.majority:
             raise StoreUnavailable(f"could not create a session on a majority of {self.n}")
         self._sid = sid
+        self._renewed_at = t_sent
 
     def renew_session(self, held: frozenset[Ticket]) -> frozenset[Ticket]:
         t_sent = time.monotonic()
@@ -360,9 +364,19 @@ class RedisStore(Store):
                 raise SessionExpired(
                     f"session {self._sid} expired on {missing} of {self.n} Redis instances"
                 )
+            if t_sent - self._renewed_at >= self._ttl:
+                # Not renewed on a majority for a whole TTL: it can back no leadership any
+                # more (e.g. gone on an instance restarted empty, another one down), and it
+                # must not be revived there. Start a new one.
+                raise SessionExpired(
+                    f"session {self._sid} not renewed on a majority of {self.n} Redis "
+                    f"instances for {self._ttl:g} s (renewed on {len(renewed)}, missing on "
+                    f"{missing})"
+                )
             self._answers(results, "renewing the session")
             raise StoreUnavailable(f"session renewed on {len(renewed)} of {self.n} instances")
         with self._lock:
+            self._renewed_at = t_sent
             self._renewals.append((t_sent, renewed))
             for ticket, acquired in self._won.items():
                 if len(renewed & acquired) < self.majority:
@@ -432,6 +446,8 @@ class RedisStore(Store):
     def _try_acquire(self, ticket: Ticket) -> int | float:
         """One attempt: the token if ``ticket`` now leads, else when to try again."""
         sid = str(ticket.extra["sid"])
+        if sid != self._sid:
+            raise SessionExpired(f"the session of {ticket.candidate_id} was replaced")
         states = self._states(ticket.election, sid)
         if sum(1 for _, s in states if s.own_pttl == -2) > self.n - self.majority:
             raise SessionExpired(f"the session of {ticket.candidate_id} expired")
@@ -609,10 +625,8 @@ class RedisStore(Store):
                 log.debug("subscriber on %s: %s", inst.address, exc)
                 self._bell.ring_all()
             finally:
-                try:
+                with contextlib.suppress(redis.RedisError, OSError):
                     pubsub.close()
-                except (redis.RedisError, OSError):
-                    pass
             self._stop.wait(0.5)
 
     def close(self) -> None:

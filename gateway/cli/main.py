@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from tenure.errors import ConfigError, InvalidNameError, InvalidValueError
 
-SUBCOMMAND_MODULES = ("run", "leader", "observe", "demo", "lab", "conformance")
+SUBCOMMAND_MODULES = ("run", "leader", "observe", "demo", "lab", "conformance", "serve")
 
 EXIT_USAGE = 2
 

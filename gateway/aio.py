@@ -1,0 +1,397 @@
+"""The election contract for asyncio programs, without blocking the event loop.
+
+    from tenure import aio
+    async with await aio.connect("sqlite:///tmp/demo.db", ttl=5) as client:
+        async with client.election("jobs/nightly").campaign(value=b"10.0.0.7") as lead:
+            await do_work(fencing_token=lead.token)
+
+The same contract, guarantees and exceptions as :mod:`tenure.client` (this module wraps
+it): every blocking call of the sync core runs in a thread, so the loop keeps serving.
+``campaign`` is awaitable and cancellable: cancelling the awaiting task sets the cancel
+event the core's campaign accepts, waits (shielded) until the core has removed the
+queue entry, and only then lets ``CancelledError`` propagate -- so a cancelled campaign
+never leaves an entry behind, and one that won in the same instant is resigned.
+``observe`` is an async iterator fed by one thread per iteration. What this module does
+NOT do: make the core's renewals asyncio tasks -- the session keeper's threads renew
+and enforce the validity deadline even while the loop is blocked, which is the point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from types import TracebackType
+from typing import Any, TypeVar
+
+import tenure
+from tenure.client import Client as SyncClient
+from tenure.client import Election as SyncElection
+from tenure.client import Leadership as SyncLeadership
+from tenure.errors import CampaignCancelled
+from tenure.store import LeaderInfo
+
+T = TypeVar("T")
+AsyncLostCallback = Callable[["Leadership", str], Any]
+
+
+async def _in_thread(function: Callable[[], T], name: str = "tenure-aio") -> T:
+    """Runs a (possibly long) blocking call in its own daemon thread and awaits it.
+
+    A dedicated thread, not the loop's default executor: campaigns and observers may
+    block for hours and must not starve other ``to_thread`` users."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result = function()
+        except BaseException as exc:  # handed to the awaiting task
+            with contextlib.suppress(RuntimeError):  # loop closed
+                loop.call_soon_threadsafe(settle, None, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await future
+
+
+async def connect(
+    url: str | None = None,
+    *,
+    ttl: float | None = None,
+    drift: float | None = None,
+    candidate_id: str | None = None,
+    config_file: str | None = None,
+) -> Client:
+    """Like :func:`tenure.connect` (same arguments, same errors), awaitable."""
+    sync = await asyncio.to_thread(
+        tenure.connect, url, ttl=ttl, drift=drift, candidate_id=candidate_id,
+        config_file=config_file,
+    )
+    return Client(sync)
+
+
+class Client:
+    """An asyncio view of one :class:`tenure.Client` (one store session).
+
+        client = await aio.connect(url)
+        election = client.election("jobs/nightly")
+        await client.close()
+    """
+
+    def __init__(self, sync: SyncClient) -> None:
+        self.sync = sync
+
+    @property
+    def candidate_id(self) -> str:
+        """This client's candidate id."""
+        return self.sync.candidate_id
+
+    @property
+    def ttl(self) -> float:
+        """The session TTL in seconds."""
+        return self.sync.ttl
+
+    @property
+    def backend(self) -> str:
+        """The backend URL without secrets."""
+        return self.sync.backend
+
+    def election(self, name: str) -> Election:
+        """The election called ``name`` (InvalidNameError at once if bad)."""
+        return Election(self, self.sync.election(name))
+
+    async def read(self, key: str) -> bytes | None:
+        """Reads a key written by a guarded write."""
+        return await asyncio.to_thread(self.sync.read, key)
+
+    async def close(self) -> None:
+        """Resigns everything and ends the session. Idempotent."""
+        await asyncio.to_thread(self.sync.close)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class Election:
+    """One named election: campaign, leader, observe, resign -- all awaitable.
+
+        election = client.election("jobs/nightly")
+        async with election.campaign(timeout=30) as lead: ...
+        async for leader in election.observe(): ...
+    """
+
+    def __init__(self, client: Client, sync: SyncElection) -> None:
+        self.client = client
+        self.sync = sync
+        self.name = sync.name
+
+    def campaign(
+        self, value: bytes | str = b"", *, timeout: float | None = None,
+        on_lost: AsyncLostCallback | None = None,
+    ) -> Campaign:
+        """Campaigns; ``await`` it for a :class:`Leadership`, or use it with
+        ``async with`` (resigns on exit). Raises what the sync campaign raises
+        (CampaignTimeout, UsageError, ...). Cancelling the awaiting task removes the
+        queue entry before CancelledError propagates."""
+        return Campaign(self, value, timeout, on_lost)
+
+    async def leader(self) -> LeaderInfo | None:
+        """The current leader by a linearizable read, or None."""
+        return await asyncio.to_thread(self.sync.leader)
+
+    async def resign(self) -> None:
+        """Resigns this client's leadership here, if any."""
+        await asyncio.to_thread(self.sync.resign)
+
+    async def observe(self, *, timeout: float | None = None) -> AsyncIterator[LeaderInfo | None]:
+        """Yields the current leader (or None), then each change, in token order, like
+        :meth:`tenure.Election.observe`. Stops after ``timeout`` seconds, or when the
+        consumer stops iterating (``break``, ``aclose()`` or task cancellation)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[bool, LeaderInfo | None]] = asyncio.Queue()
+        stop = threading.Event()
+
+        def put(item: tuple[bool, LeaderInfo | None]) -> None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def pump() -> None:
+            try:
+                for state in self.sync.observe(stop=stop, timeout=timeout):
+                    put((False, state))
+            finally:
+                put((True, None))
+
+        thread = threading.Thread(target=pump, name="tenure-aio-observe", daemon=True)
+        thread.start()
+        try:
+            while True:
+                done, state = await queue.get()
+                if done:
+                    return
+                yield state
+        finally:
+            stop.set()
+
+
+class Campaign:
+    """A pending campaign: awaitable (returns the Leadership) and an async context
+    manager (resigns on exit).
+
+        lead = await election.campaign(timeout=10)
+        async with election.campaign() as lead: ...
+    """
+
+    def __init__(
+        self, election: Election, value: bytes | str, timeout: float | None,
+        on_lost: AsyncLostCallback | None,
+    ) -> None:
+        self._election = election
+        self._value = value
+        self._timeout = timeout
+        self._on_lost = on_lost
+        self._leadership: Leadership | None = None
+
+    def __await__(self) -> Generator[Any, None, Leadership]:
+        return self._run().__await__()
+
+    async def _run(self) -> Leadership:
+        loop = asyncio.get_running_loop()
+        cancel = threading.Event()
+        holder: list[Leadership] = []
+
+        def lost(sync: SyncLeadership, reason: str) -> None:
+            if holder:
+                holder[0]._fire_lost(reason)
+
+        def campaign() -> SyncLeadership:
+            return self._election.sync.campaign(
+                self._value, timeout=self._timeout, cancel=cancel, on_lost=lost
+            )
+
+        task = asyncio.ensure_future(_in_thread(campaign, "tenure-aio-campaign"))
+        try:
+            sync = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancel.set()
+            with contextlib.suppress(CampaignCancelled, Exception):
+                won = await task  # the core removes the entry within WAIT_SLICE
+                await asyncio.to_thread(won.resign)
+            raise
+        leadership = Leadership(sync, loop, self._on_lost)
+        holder.append(leadership)
+        if sync.lost:
+            leadership._fire_lost(sync.lost_reason)
+        return leadership
+
+    async def __aenter__(self) -> Leadership:
+        self._leadership = await self._run()
+        return self._leadership
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._leadership is not None:
+            await self._leadership.resign()
+
+
+class Leadership:
+    """A won campaign (wraps :class:`tenure.Leadership`): token, deadline, loss.
+
+        async with election.campaign() as lead:
+            lead.ensure()                # no I/O: checks the monotonic deadline
+            await lead.proclaim(b"new address")
+
+    ``on_lost`` callbacks run in the event loop (coroutine functions are scheduled as
+    tasks), once, on loss -- not on resign. :meth:`wait_lost` awaits the loss."""
+
+    def __init__(
+        self, sync: SyncLeadership, loop: asyncio.AbstractEventLoop,
+        on_lost: AsyncLostCallback | None = None,
+    ) -> None:
+        self.sync = sync
+        self._loop = loop
+        self._ended = asyncio.Event()
+        self._callbacks: list[AsyncLostCallback] = [on_lost] if on_lost else []
+        self._fired = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __repr__(self) -> str:
+        return f"<aio {self.sync!r}>"
+
+    @property
+    def election(self) -> str:
+        """The election name."""
+        return self.sync.election
+
+    @property
+    def candidate_id(self) -> str:
+        """This candidate's id."""
+        return self.sync.candidate_id
+
+    @property
+    def token(self) -> int:
+        """The fencing token."""
+        return self.sync.token
+
+    @property
+    def value(self) -> bytes:
+        """This leader's value."""
+        return self.sync.value
+
+    @property
+    def deadline(self) -> float:
+        """Monotonic time after which this leadership is void."""
+        return self.sync.deadline
+
+    @property
+    def lost(self) -> bool:
+        """True once lost or resigned."""
+        return self.sync.lost
+
+    @property
+    def lost_reason(self) -> str:
+        """Why leadership ended ("" while valid)."""
+        return self.sync.lost_reason
+
+    def remaining(self) -> float:
+        """Seconds of validity left (0 once lost)."""
+        return self.sync.remaining()
+
+    def ensure(self) -> None:
+        """Raises LeadershipLost once lost (no I/O; safe to call in the loop)."""
+        self.sync.ensure()
+
+    def on_lost(self, callback: AsyncLostCallback) -> None:
+        """Registers ``callback(leadership, reason)`` (plain or async), run in the loop
+        once on loss (at once if already lost). Not called on resign."""
+        self._callbacks.append(callback)
+        if self._fired:
+            self._loop.call_soon(self._call, callback, self.sync.lost_reason)
+
+    async def wait_lost(self, timeout: float | None = None) -> bool:
+        """Waits until lost or resigned (True) or ``timeout`` passes (False)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self.sync.lost:
+            wait = max(0.0, self.sync.deadline - time.monotonic()) + 0.001
+            if end is not None:
+                wait = min(wait, end - time.monotonic())
+                if wait <= 0:
+                    return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ended.wait(), timeout=wait)
+        return True
+
+    async def resign(self) -> None:
+        """Releases leadership at once; a no-op if already ended."""
+        await asyncio.to_thread(self.sync.resign)
+        self._ended.set()
+
+    async def proclaim(self, value: bytes | str) -> None:
+        """Changes this leader's value without giving up leadership."""
+        await asyncio.to_thread(self.sync.proclaim, value)
+
+    async def guarded_write(self, key: str, value: bytes | str) -> None:
+        """A store write committed only while this candidate leads (NotLeader if not)."""
+        await asyncio.to_thread(self.sync.guarded_write, key, value)
+
+    async def __aenter__(self) -> Leadership:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.resign()
+
+    def _fire_lost(self, reason: str) -> None:
+        """Called from a tenure thread (or the loop): hands the loss to the loop."""
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._lost_in_loop, reason)
+
+    def _lost_in_loop(self, reason: str) -> None:
+        self._ended.set()
+        if self._fired:
+            return
+        self._fired = True
+        for callback in self._callbacks:
+            self._call(callback, reason)
+
+    def _call(self, callback: AsyncLostCallback, reason: str) -> None:
+        try:
+            result = callback(self, reason)
+        except Exception:
+            tenure.client.log.exception("on_lost callback failed")
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(_logged(result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+
+async def _logged(awaitable: Awaitable[Any]) -> None:
+    try:
+        await awaitable
+    except Exception:
+        tenure.client.log.exception("on_lost callback failed")
