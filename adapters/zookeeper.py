@@ -219,6 +219,8 @@ class ZooKeeperStore(Store):
             raise ConfigError(
                 f"unknown option(s) {', '.join(unknown)} for the zookeeper backend; "
                 f"known options: {', '.join(sorted(OPTIONS))} (plus ttl and drift)"
+                + ("; the session timeout IS the TTL: use ttl=" if "session_timeout" in unknown
+                   else "")
             )
         root = _check_path(url.path, "the URL path") + _check_path(
             url.options.get("prefix", DEFAULT_PREFIX), "option prefix"
