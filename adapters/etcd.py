@@ -40,8 +40,8 @@ Mapping of the contract (keys under ``prefix``, default ``/tenure``):
 
 Connection: pyetcd's ``MultiEndpointEtcd3Client`` over every listed member. A failed
 call (unavailable, timed out, or an isolated member's ``context deadline exceeded``)
-marks the member failed for 0.2 s and the next call goes to another member; calls are
-NOT retried inside the adapter -- the core retries renewals, and waiters re-read. Any
+moves the client to the next member (round robin), so the next call goes there; calls
+are NOT retried inside the adapter -- the core retries renewals, and waiters re-read. Any
 watch created before such a failover is treated as broken: waiters re-read and watch
 again on the new member. gRPC keepalive pings (every 10 s) detect dead connections.
 
@@ -104,8 +104,6 @@ OPTIONS = {
     "key": "client private key file (PEM); needs cert",
     "timeout": f"seconds per request (default {DEFAULT_TIMEOUT:g})",
 }
-RETRY_FAILED_MEMBER_AFTER = 0.2
-"""Seconds a member that failed a call is passed over (pyetcd's default is 300)."""
 GRPC_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
@@ -298,7 +296,7 @@ class EtcdStore(Store):
         endpoints = [
             pyetcd.Endpoint(
                 host, port, secure=config.credentials is not None, creds=config.credentials,
-                time_retry=RETRY_FAILED_MEMBER_AFTER, opts=GRPC_OPTIONS,
+                time_retry=0, opts=GRPC_OPTIONS,  # we pick members (pyetcd shuns for 300 s)
             )
             for host, port in config.hosts
         ]
@@ -357,10 +355,12 @@ class EtcdStore(Store):
         return self._client.metadata
 
     def _member_failed(self) -> None:
+        """Moves to the next member (round robin); drops the stubs and watches of the
+        failed one (gRPC reconnects a member's channel by itself when it is used again)."""
         with self._lock:
-            endpoint = self._client.endpoint_in_use
-            if endpoint is not None:
-                endpoint.fail()
+            labels = list(self._client.endpoints)
+            current = labels.index(self._client._current_endpoint_label)
+            self._client._current_endpoint_label = labels[(current + 1) % len(labels)]
             self._client._clear_old_stubs()
             self._epoch += 1
 
