@@ -19,6 +19,8 @@ _ADAPTERS: dict[str, tuple[str, str, str]] = {
     "consul": ("tenure.adapters.consul", "ConsulStore", "consul"),
     "redis": ("tenure.adapters.redis", "RedisStore", "redis"),
     "rediss": ("tenure.adapters.redis", "RedisStore", "redis"),
+    # A teaching reference that the conformance suite must catch; never for real use.
+    "bully": ("tenure.adapters.bully", "BullyStore", ""),
 }
 
 SCHEMES = tuple(_ADAPTERS)
