@@ -257,7 +257,7 @@ class RedisStore(Store):
         password = _password(url, options.pop("password_file", None))
         if password is not None:
             connection["password"] = password
-        tls = {k: options.pop(k) for k in ("ca", "cert", "key") if k in options}
+        tls: dict[str, str] = {k: options.pop(k) for k in ("ca", "cert", "key") if k in options}
         if url.scheme == "rediss":
             connection.update(_tls_options(tls))
         elif tls:
@@ -459,7 +459,7 @@ class RedisStore(Store):
         proposal = max(s.counter for _, s in states) + 1
         keys = [self._leader_key(ticket.election), self._counter_key(ticket.election),
                 self._session_key(sid)]
-        args = [sid, ticket.key, proposal, ticket.candidate_id, ticket.extra["value"], 0,
+        args: list[Any] = [sid, ticket.key, proposal, ticket.candidate_id, ticket.extra["value"], 0,
                 self._ttl_ms, self._session_key(""), self._channel(ticket.election)]
         t_sent = time.monotonic()
         results = self._fanout(lambda inst: inst.acquire(keys, args))
@@ -537,7 +537,8 @@ class RedisStore(Store):
         vseq = int(str(ticket.extra["vseq"])) + 1
         sid = str(ticket.extra["sid"])
         keys = [self._leader_key(ticket.election), self._session_key(sid)]
-        args = [ticket.key, ticket.extra["token"], value, vseq, self._channel(ticket.election)]
+        args: list[Any] = [ticket.key, ticket.extra["token"], value, vseq,
+                           self._channel(ticket.election)]
         self._leader_write(ticket, "proclaim", lambda inst: inst.proclaim(keys, args))
         ticket.extra["vseq"] = vseq
 
@@ -545,12 +546,13 @@ class RedisStore(Store):
         sid = str(ticket.extra["sid"])
         keys = [self._leader_key(ticket.election), self._session_key(sid),
                 f"{self.prefix}data:{key}"]
-        args = [ticket.key, ticket.extra["token"], value, next(self._seq)]
+        args: list[Any] = [ticket.key, ticket.extra["token"], value, next(self._seq)]
         self._leader_write(ticket, "guarded write", lambda inst: inst.guarded_write(keys, args))
 
     def read(self, key: str) -> bytes | None:
         name = f"{self.prefix}data:{key}"
-        results = self._fanout(lambda inst: inst.client.hmget(name, "value", "token", "seq"))
+        results = self._fanout(
+            lambda inst: list[Any](inst.client.hmget(name, "value", "token", "seq")))
         best: tuple[int, int, bytes] | None = None
         for _, (value, token, seq) in self._answers(results, f"reading {key!r}"):
             if value is not None:
@@ -613,7 +615,8 @@ class RedisStore(Store):
         pattern = self._channel("*")
         skip = len(self._channel(""))
         while not self._stop.is_set():
-            pubsub = inst.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = inst.client.pubsub(  # type: ignore[no-untyped-call]
+                ignore_subscribe_messages=True)
             try:
                 pubsub.psubscribe(pattern)
                 self._bell.ring_all()  # (re)connected: waiters re-read the state

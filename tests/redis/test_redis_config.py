@@ -83,7 +83,8 @@ def _protect(address: str) -> None:
 
 
 def test_auth_from_url_file_or_environment_and_never_shown(
-    lab: LabFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    lab: LabFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     address = lab.start("redis").nodes[0].client_address
     _protect(address)
