@@ -1,6 +1,7 @@
-"""Handover and failover figures on the embedded SQLite backend.
+"""Handover and failover figures (default: the embedded SQLite backend).
 
-    python -m tenure.conformance.bench [--handovers 60] [--kills 10] [--ttl 1]
+    python -m tenure.conformance.bench [--handovers 60] [--kills 10] [--ttl 1] \
+        [--backend URL]
 
 * resign handover: from the leader's ``resign()`` returning to the next candidate's
   ``campaign()`` returning, candidates being separate processes (one host, one
@@ -70,21 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--handovers", type=int, default=60)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--ttl", type=float, default=1.0)
+    parser.add_argument("--backend", help="backend URL (default: a fresh SQLite file)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tenure-bench-") as tmp:
         workdir = Path(tmp)
-        backend = f"sqlite://{workdir}/bench.db"
+        backend = args.backend or f"sqlite://{workdir}/bench.db"
         gaps = handovers(backend, workdir / "h", args.handovers) if args.handovers else []
         fails = failovers(backend, workdir / "f", args.kills, args.ttl) if args.kills else []
     if gaps:
         print(
-            f"sqlite resign handover: n={len(gaps)} "
+            f"{backend.split(':', 1)[0]} resign handover: n={len(gaps)} "
             f"median={statistics.median(gaps) * 1e3:.2f} ms "
             f"p90={percentile(gaps, 0.9) * 1e3:.2f} ms p99={percentile(gaps, 0.99) * 1e3:.2f} ms"
         )
     if fails:
         print(
-            f"sqlite crash failover (TTL {args.ttl:g} s): n={len(fails)} "
+            f"{backend.split(':', 1)[0]} crash failover (TTL {args.ttl:g} s): n={len(fails)} "
             f"median={statistics.median(fails) * 1e3:.0f} ms "
             f"p90={percentile(fails, 0.9) * 1e3:.0f} ms"
         )
