@@ -55,7 +55,7 @@ def test_a_failing_store_is_not_a_loss_until_the_deadline(tmp_path: Path) -> Non
         assert lead.wait_lost(timeout=5.0)
         assert len(calls) == 1
         fired_at, reason = calls[0]
-        assert deadline <= fired_at < deadline + 0.5
+        assert deadline <= fired_at < deadline + 1.0  # generous: a loaded machine
         assert "validity deadline passed" in reason and "injected" in reason
         with pytest.raises(tenure.LeadershipLost):
             lead.ensure()
@@ -74,7 +74,8 @@ def test_the_deadline_counts_from_the_send_time_not_the_reply(tmp_path: Path) ->
             time.sleep(0.05)
         time.sleep(0.35)  # let the slow renewal complete
         sent = store.sent[-1]
-        assert lead.deadline == pytest.approx(sent + 1.5, abs=0.02)
+        # The reply came 0.3 s after the send: a deadline from the reply would be 0.3 s later.
+        assert lead.deadline == pytest.approx(sent + 1.5, abs=0.1)
 
 
 def test_close_releases_leadership_at_once_for_others(tmp_path: Path) -> None:
