@@ -300,13 +300,20 @@ class ZooKeeperStore(Store):
                 zk.close()
 
     def _call(self, start: Callable[..., Any], *args: Any, timeout: float | None = None,
-              **kwargs: Any) -> Any:
+              check: Callable[[], None] | None = None, **kwargs: Any) -> Any:
         """Runs a kazoo ``*_async`` call with a timeout. ZooKeeper errors about nodes
         (NoNodeError, ...) pass through; connection trouble is StoreUnavailable and an
-        expired session SessionExpired."""
+        expired session SessionExpired. ``check`` is called every WAIT_SLICE while
+        waiting (it raises to give up: a cancelled or timed-out campaign)."""
         wait = self._call_timeout if timeout is None else timeout
         try:
-            return start(*args, **kwargs).get(timeout=wait)
+            pending = start(*args, **kwargs)
+            if check is not None:
+                end = time.monotonic() + wait
+                while not pending.ready() and time.monotonic() < end:
+                    pending.wait(min(WAIT_SLICE, max(0.0, end - time.monotonic())))
+                    check()
+            return pending.get(timeout=0 if check is not None else wait)
         except SessionExpiredError:
             raise SessionExpired(
                 f"{self._description}: the ZooKeeper session expired"
@@ -558,8 +565,15 @@ class ZooKeeperStore(Store):
             seen = bell.rings
             if ticket.extra["owner"] != self._session_id:
                 self._await_new_session(ticket, deadline, cancelled)
+
+            def check() -> None:
+                if cancelled.is_set():
+                    raise CampaignCancelled(f"campaign in {ticket.election!r} cancelled")
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise CampaignTimeout(f"campaign in {ticket.election!r} timed out")
+
             try:
-                if self._turn(ticket, bell):
+                if self._turn(ticket, bell, check):
                     return self._lead(ticket)
             except SessionExpired:
                 raise
@@ -594,12 +608,12 @@ class ZooKeeperStore(Store):
             "expired ZooKeeper session"
         )
 
-    def _turn(self, ticket: Ticket, bell: _Bell) -> bool:
+    def _turn(self, ticket: Ticket, bell: _Bell, check: Callable[[], None]) -> bool:
         """True if ``ticket`` leads; else arms ``bell`` on the predecessor's node."""
         zk = self._client()
         parent, mine = ticket.key.rsplit("/", 1)
         try:
-            children = self._call(zk.get_children_async, parent)
+            children = self._call(zk.get_children_async, parent, check=check)
         except NoNodeError:
             children = []
         if mine not in children:
@@ -609,7 +623,7 @@ class ZooKeeperStore(Store):
             )
         lower = [c for c in children if _sequence(c) < ticket.order]
         if not lower:
-            stat = self._call(zk.exists_async, ticket.key)
+            stat = self._call(zk.exists_async, ticket.key, check=check)
             if stat is None or stat.ephemeralOwner != self._session_id:
                 raise SessionExpired(
                     f"the entry of {ticket.candidate_id} in {ticket.election!r} is not "
@@ -617,7 +631,8 @@ class ZooKeeperStore(Store):
                 )
             return True
         predecessor = max(lower, key=_sequence)
-        if self._call(zk.exists_async, f"{parent}/{predecessor}", bell.watch) is None:
+        if self._call(zk.exists_async, f"{parent}/{predecessor}", bell.watch,
+                      check=check) is None:
             bell.ring()  # gone already: look again at once
         return False
 

@@ -130,3 +130,39 @@ def test_observers_see_every_leader_in_token_order_and_the_latest_after_a_cut(
     observed = [info.token for info in seen if info is not None]
     assert observed == sorted(observed)
     assert set(tokens) <= set(observed)
+
+
+def test_a_campaign_waiting_on_a_silent_store_still_obeys_cancel(
+    zookeeper_cluster: Cluster,
+) -> None:
+    name = f"zk/cancel/{uuid.uuid4().hex[:8]}"
+    proxy = zookeeper_cluster.proxy()
+    ttl = 2.0
+    with tenure.connect(zookeeper_cluster.url, ttl=ttl) as a, \
+            tenure.connect(proxy.url, ttl=ttl) as b:
+        lead = a.election(name).campaign(timeout=10)
+        cancel = threading.Event()
+        outcome: list[BaseException] = []
+
+        def campaign() -> None:
+            try:
+                b.election(name).campaign(cancel=cancel)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=campaign)
+        thread.start()
+        wait_until(lambda: len(b.store._leading) == 0 and a.election(name).leader() is not None
+                   and b.keeper.renewals >= 1, 10, "b queued")  # type: ignore[attr-defined]
+        proxy.cut(blackhole=True)  # b's calls now hang: no answer, no error
+        cancelled_at = time.monotonic()
+        cancel.set()
+        thread.join(timeout=ttl + 5)
+        # The campaign gives up within a wait slice; the core then tries to withdraw
+        # (bounded by the TTL), and the entry dies with b's session anyway.
+        assert not thread.is_alive()
+        assert time.monotonic() - cancelled_at < ttl + 1.5
+        assert isinstance(outcome[0], tenure.CampaignCancelled)
+        proxy.heal()
+        lead.resign()
+    proxy.close()
