@@ -1,0 +1,66 @@
+"""rediss:// against a real Redis serving TLS only, with client certificates required:
+the CA, cert and key options reach the connection; without a client cert it is refused."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tenure
+from tenure.conformance.cluster import eventually, find_binary, free_port
+from tenure.conformance.processes import spawn
+
+pytestmark = [pytest.mark.redis]
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_certificates(directory: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate."""
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+            "/CN=tenure-test-ca", "-keyout", "ca.key", "-out", "ca.pem", cwd=directory)
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=directory)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "1", "-extfile", "san.ext",
+                "-out", f"{name}.pem", cwd=directory)
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    make_certificates(tmp_path)
+    port = free_port()
+    process = spawn("redis-tls", [
+        find_binary("redis-server", "TENURE_REDIS_BIN"), "--port", "0", "--bind", "127.0.0.1",
+        "--tls-port", str(port), "--tls-cert-file", "server.pem", "--tls-key-file",
+        "server.key", "--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "yes",
+        "--save", "", "--appendonly", "no", "--daemonize", "no",
+    ], tmp_path / "redis.log", cwd=tmp_path)
+    try:
+        yield port, tmp_path
+    finally:
+        process.kill()
+
+
+def test_rediss_with_ca_and_client_certificate(tls_redis: tuple[int, Path]) -> None:
+    port, certs = tls_redis
+    url = (f"rediss://127.0.0.1:{port}?ca={certs}/ca.pem&cert={certs}/client.pem"
+           f"&key={certs}/client.key")
+
+    def lead_once() -> int:
+        with tenure.connect(url, ttl=1) as client:
+            lead = client.election("tls/e").campaign(timeout=10)
+            assert client.election("tls/e").leader() is not None
+            lead.resign()
+            return lead.token
+
+    assert eventually(lead_once, 30, "the TLS instance to serve") >= 1
+    without_cert = f"rediss://127.0.0.1:{port}?ca={certs}/ca.pem"
+    with tenure.connect(without_cert, ttl=1) as client, pytest.raises(tenure.StoreUnavailable):
+        client.election("tls/e").campaign(timeout=5)
