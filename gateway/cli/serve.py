@@ -61,6 +61,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--tls-key", metavar="FILE", help="TLS private key (PEM)")
     parser.add_argument("--ttl", type=ttl_seconds, metavar="SECONDS",
                         help="default session TTL and keepalive window (default 10)")
+    parser.add_argument("--max-ttl", type=ttl_seconds, default=60.0, metavar="SECONDS",
+                        help="largest TTL (keepalive window) a caller may ask for: how long "
+                        "a vanished caller can keep a leadership (default 60)")
     parser.add_argument("--max-campaigns", type=_positive_int, default=256, metavar="N",
                         help="most campaigns held at once (default 256)")
     parser.add_argument("--log-format", choices=("text", "json"), default="text",
@@ -137,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
                     "add --tls-cert/--tls-key", policy.describe())
     config = GatewayConfig(
         backend_url=url, ttl=args.ttl or 10.0, config_file=args.config, tokens=tokens,
-        max_campaigns=args.max_campaigns,
+        max_campaigns=args.max_campaigns, max_ttl=args.max_ttl,
         json_log=sys.stderr if args.log_format == "json" else None, redact=redact,
     )
     try:

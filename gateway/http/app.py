@@ -75,6 +75,7 @@ class GatewayConfig:
     config_file: str | None = None
     tokens: tuple[str, ...] = ()
     max_campaigns: int = 256
+    max_ttl: float = 60.0
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     watch_idle: float = 60.0
     heartbeat: float = 15.0
@@ -162,7 +163,6 @@ GATEWAY = web.AppKey("gateway", Gateway)
 CAMPAIGN_FIELDS = {
     "candidate_id": Field(candidate_id),
     "timeout": Field(seconds(MAX_TIMEOUT)),
-    "ttl": Field(seconds(MAX_TTL, positive=True)),
 }
 
 
@@ -201,7 +201,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def openapi_json(request: web.Request) -> web.Response:
     gw = _gateway(request)
-    return web.json_response(openapi.document(gw.config.max_value_bytes, gw.tokens.enabled))
+    return web.json_response(openapi.document(gw.config.max_value_bytes, gw.tokens.enabled,
+                                              min(MAX_TTL, gw.config.max_ttl)))
 
 
 async def leader(request: web.Request) -> web.Response:
@@ -289,7 +290,8 @@ def _query_seconds(request: web.Request, name: str) -> float | None:
 async def _campaign(request: web.Request, mode: str) -> Holder:
     gw = _gateway(request)
     name = election_name(request.match_info["name"])
-    fields = dict(CAMPAIGN_FIELDS, value=Field(text_value(gw.config.max_value_bytes)))
+    fields = dict(CAMPAIGN_FIELDS, value=Field(text_value(gw.config.max_value_bytes)),
+                  ttl=Field(seconds(min(MAX_TTL, gw.config.max_ttl), positive=True)))
     body = await read_body(request, fields)
     try:
         return await gw.holders.campaign(

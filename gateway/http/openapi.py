@@ -37,7 +37,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): _json({"$ref": "#/components/schemas/Error"}, texts[s]) for s in statuses}
 
 
-def document(max_value_bytes: int = 4096, auth: bool = False) -> dict[str, Any]:
+def document(max_value_bytes: int = 4096, auth: bool = False,
+             max_ttl: float = MAX_TTL) -> dict[str, Any]:
     """The OpenAPI document (``auth``: every operation but /healthz needs a bearer token)."""
     name = {"name": "name", "in": "path", "required": True,
             "description": "election name: 1-200 chars of [A-Za-z0-9._-] and '/'",
@@ -58,7 +59,7 @@ def document(max_value_bytes: int = 4096, auth: bool = False) -> dict[str, Any]:
             "timeout": {"type": "number", "minimum": 0, "maximum": MAX_TIMEOUT,
                         "nullable": True, "description": "seconds; default: wait forever"},
             "ttl": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
-                    "maximum": MAX_TTL,
+                    "maximum": max_ttl,
                     "description": "session TTL and keepalive window in seconds "
                     "(within the store's range); default: the gateway's --ttl"},
         },
