@@ -211,6 +211,7 @@ class ConsulStore(Store):
         self._current = 0
         self._session = ""
         self._ttl = 0.0
+        self._session_changed = threading.Condition()
         self._closed = threading.Event()
         self._watchers: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
@@ -388,7 +389,9 @@ class ConsulStore(Store):
                 f"{response.text.strip()[:200]}"
             )
         self._ttl = ttl
-        self._session = str(response.json()["ID"])
+        with self._session_changed:
+            self._session = str(response.json()["ID"])
+            self._session_changed.notify_all()
 
     def renew_session(self, held: frozenset[Ticket]) -> frozenset[Ticket]:
         # A hung store must not hold the renewer past a third of the TTL.
@@ -411,15 +414,28 @@ class ConsulStore(Store):
     # -- candidates -----------------------------------------------------------------
 
     def enqueue(self, election: str, candidate_id: str, value: bytes) -> Ticket:
-        session = self._session
         key = self._queue_prefix(election) + uuid.uuid4().hex
-        entry = json.dumps({"id": candidate_id}).encode()
-        results, errors = self._txn([{"Verb": "lock", "Key": key, "Session": session,
-                                      "Value": base64.b64encode(entry).decode()}])
-        if errors:
-            raise SessionExpired(f"Consul refused a queue entry ({errors[0]})")
-        return Ticket(election, candidate_id, key, int(results[0]["CreateIndex"]),
-                      {"session": session, "value": value})
+        entry = base64.b64encode(json.dumps({"id": candidate_id}).encode()).decode()
+        while True:
+            session = self._session
+            results, errors = self._txn([{"Verb": "lock", "Key": key, "Session": session,
+                                          "Value": entry}])
+            if not errors:
+                return Ticket(election, candidate_id, key, int(results[0]["CreateIndex"]),
+                              {"session": session, "value": value})
+            # Our session was invalidated and the core has not noticed yet: its renewer
+            # learns it within TTL/3 and opens a new one; queue on that one.
+            if not self._await_new_session(session):
+                raise SessionExpired(f"Consul refused a queue entry ({errors[0]})")
+
+    def _await_new_session(self, old: str) -> bool:
+        end = time.monotonic() + self._ttl + self._options.timeout
+        with self._session_changed:
+            while self._session in (old, "") and not self._closed.is_set():
+                if not self._session_changed.wait(min(WAIT_SLICE, end - time.monotonic())) \
+                        and time.monotonic() >= end:
+                    return False
+        return not self._closed.is_set()
 
     def _guards(self, ticket: Ticket) -> list[dict[str, Any]]:
         session = str(ticket.extra["session"])

@@ -274,3 +274,29 @@ def test_a_value_round_trips_as_bytes(consul_cluster: Cluster) -> None:
         assert client.read(f"{name}/blob") == value
         raw = raw_leader_key(consul_cluster, client, name)
         assert json.loads(base64.b64decode(raw["Value"]))["id"] == client.candidate_id
+
+
+def test_a_waiter_whose_session_is_invalidated_queues_again_on_a_new_session(
+    consul_cluster: Cluster,
+) -> None:
+    name = f"requeue/{time.monotonic_ns()}"
+    with tenure.connect(consul_cluster.url, ttl=5) as a, \
+            tenure.connect(consul_cluster.url, ttl=5) as b:
+        lead = a.election(name).campaign(timeout=10)
+        won: list[tenure.Leadership] = []
+        thread = threading.Thread(target=lambda: won.append(
+            b.election(name).campaign(timeout=30)))
+        thread.start()
+        prefix = f"{api(consul_cluster)}/v1/kv/tenure/{name}/~queue/?recurse"
+        deadline = time.monotonic() + 10
+        while len(requests.get(prefix, timeout=5).json()) < 2:
+            assert time.monotonic() < deadline, "b never queued"
+            time.sleep(0.02)
+        old = session_of(b)
+        requests.put(f"{api(consul_cluster)}/v1/session/destroy/{old}",
+                     timeout=5).raise_for_status()
+        lead.resign()  # b finds its entry gone, before its renewer noticed (TTL/3 = 1.7 s)
+        thread.join(timeout=30)
+        assert won and won[0].token > lead.token
+        assert session_of(b) != old
+        won[0].resign()
