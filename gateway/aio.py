@@ -94,6 +94,7 @@ class Client:
 
     def __init__(self, sync: SyncClient) -> None:
         self.sync = sync
+        self._observers: dict[threading.Thread, threading.Event] = {}
 
     @property
     def candidate_id(self) -> str:
@@ -119,8 +120,18 @@ class Client:
         return await asyncio.to_thread(self.sync.read, key)
 
     async def close(self) -> None:
-        """Resigns everything and ends the session. Idempotent."""
-        await asyncio.to_thread(self.sync.close)
+        """Stops this client's observers, resigns everything and ends the session.
+        Idempotent."""
+        observers = list(self._observers.items())
+        for _, stop in observers:
+            stop.set()
+
+        def close() -> None:
+            for thread, _ in observers:
+                thread.join()
+            self.sync.close()
+
+        await asyncio.to_thread(close)
 
     async def __aenter__(self) -> Client:
         return self
@@ -181,8 +192,11 @@ class Election:
                     put((False, state))
             finally:
                 put((True, None))
+                observers.pop(threading.current_thread(), None)
 
+        observers = self.client._observers
         thread = threading.Thread(target=pump, name="tenure-aio-observe", daemon=True)
+        observers[thread] = stop
         thread.start()
         try:
             while True:
@@ -191,7 +205,7 @@ class Election:
                     return
                 yield state
         finally:
-            stop.set()
+            stop.set()  # the thread ends within a slice; close() waits for it
 
 
 class Campaign:

@@ -1,0 +1,23 @@
+"""Backends for the asyncio API tests: SQLite and a real Redis (shared 1-node lab
+cluster). A store that cannot start fails the test; nothing is skipped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tenure.conformance.backends import PROFILES
+from tenure.conformance.fixtures import SharedClusters, attach_cluster
+
+
+@pytest.fixture(params=[pytest.param("sqlite", marks=pytest.mark.sqlite, id="sqlite"),
+                        pytest.param("redis", marks=pytest.mark.redis, id="redis")])
+def aio_store(request: pytest.FixtureRequest, lab_clusters: SharedClusters,
+              tmp_path: Path) -> tuple[str, float]:
+    """(backend URL, TTL) of a store for one asyncio test."""
+    name: str = request.param
+    if name == "sqlite":
+        return f"sqlite://{tmp_path}/store.db", PROFILES["sqlite"].ttl
+    cluster = lab_clusters.get(name)
+    attach_cluster(request, cluster)
+    return cluster.url, PROFILES[name].ttl

@@ -1,0 +1,104 @@
+"""tenure.aio in one process: cancellation removes the queue entry, observe is an async
+iterator in token order, the same exceptions as the sync API, and the loop never blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+import tenure
+from tenure import aio
+
+pytestmark = [pytest.mark.aio, pytest.mark.sqlite]
+
+
+def _url(tmp_path: Path) -> str:
+    return f"sqlite://{tmp_path}/aio.db"
+
+
+def test_a_cancelled_campaign_leaves_no_entry_and_the_loop_keeps_running(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with await aio.connect(_url(tmp_path), ttl=5) as a, \
+                await aio.connect(_url(tmp_path), ttl=5) as b, \
+                await aio.connect(_url(tmp_path), ttl=5) as c:
+            lead = await a.election("e").campaign("a")
+            waiting = asyncio.ensure_future(b.election("e").campaign("b"))
+            ticks = 0
+            end = time.monotonic() + 0.5
+            while time.monotonic() < end:  # the loop is free while b's campaign blocks
+                await asyncio.sleep(0.01)
+                ticks += 1
+            assert ticks > 10 and not waiting.done()
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            third = asyncio.ensure_future(c.election("e").campaign("c"))
+            await lead.resign()
+            won = await asyncio.wait_for(third, timeout=10)
+            assert won.candidate_id == c.candidate_id and won.token > lead.token
+            await won.resign()
+
+    asyncio.run(scenario())
+
+
+def test_observe_yields_each_leader_in_token_order(tmp_path: Path) -> None:
+    async def scenario() -> list[int | None]:
+        async with await aio.connect(_url(tmp_path), ttl=5) as watcher, \
+                await aio.connect(_url(tmp_path), ttl=5) as candidate:
+            seen: list[int | None] = []
+            first = asyncio.Event()
+
+            async def follow() -> None:
+                async for info in watcher.election("o").observe(timeout=30):
+                    seen.append(None if info is None else info.token)
+                    first.set()
+                    if len([t for t in seen if t is not None]) == 3 and info is None:
+                        return
+
+            task = asyncio.ensure_future(follow())
+            await first.wait()
+            for _ in range(3):
+                async with candidate.election("o").campaign() as lead:
+                    await _until(lambda lead=lead: lead.token in seen)
+                await _until(lambda: seen[-1] is None)
+            await asyncio.wait_for(task, timeout=30)
+            return seen
+
+    seen = asyncio.run(scenario())
+    tokens = [t for t in seen if t is not None]
+    assert len(tokens) == 3 and tokens == sorted(tokens)
+
+
+def test_the_same_exceptions_as_the_sync_api(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with await aio.connect(_url(tmp_path), ttl=5) as a, \
+                await aio.connect(_url(tmp_path), ttl=5) as b:
+            with pytest.raises(tenure.InvalidNameError):
+                a.election("bad name")
+            lead = await a.election("x").campaign()
+            with pytest.raises(tenure.CampaignTimeout):
+                await b.election("x").campaign(timeout=0.2)
+            with pytest.raises(tenure.UsageError):
+                await a.election("x").campaign()
+            with pytest.raises(tenure.InvalidValueError):
+                await lead.proclaim(b"v" * 5000)
+            await lead.guarded_write("k/1", b"v")
+            assert await b.read("k/1") == b"v"
+            await lead.resign()
+            with pytest.raises(tenure.LeadershipLost):
+                lead.ensure()
+            with pytest.raises(tenure.NotLeader):
+                await lead.proclaim(b"late")
+        with pytest.raises(tenure.ConfigError):
+            await aio.connect("nosuch://x")
+
+    asyncio.run(scenario())
+
+
+async def _until(predicate: object, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < end, "condition not reached"
+        await asyncio.sleep(0.01)
