@@ -9,6 +9,8 @@ misbehave in one of these ways:
   the history (S1).
 * ``token-reuse``: the store wrapper hands out the same fencing token for every
   leadership (like a "token" taken from a value that does not increase): S2.
+* ``majority-of-one``: the Redis quorum guard disabled -- one instance out of N is
+  enough to lead, as with naive single-key locks: under a partition each side leads (S1).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from tenure.client import Client, Leadership
 from tenure.store import Ticket
 
-BROKEN_MODES = ("ignore-deadline", "token-reuse")
+BROKEN_MODES = ("ignore-deadline", "token-reuse", "majority-of-one")
 FOREVER = 3600.0
 
 
@@ -38,5 +40,10 @@ def break_client(client: Client, how: str) -> Callable[[Leadership], float]:
             return 1
 
         store.await_turn = reused_token  # type: ignore[method-assign]
+        return lambda lead: lead.deadline
+    if how == "majority-of-one":
+        if not hasattr(client.store, "majority"):
+            raise ValueError(f"{client.store.description} has no quorum to disable")
+        client.store.majority = 1
         return lambda lead: lead.deadline
     raise ValueError(f"unknown breakage {how!r}; choose one of {', '.join(BROKEN_MODES)}")

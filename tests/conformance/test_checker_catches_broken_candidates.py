@@ -3,9 +3,13 @@ caught by the history checker. These tests pass only when the violation is detec
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from tenure.conformance.backends import Target
+from tenure.conformance.fixtures import LabFactory
 from tenure.conformance.harness import CandidateGroup
+from tenure.conformance.proxy import Proxy
 
 pytestmark = pytest.mark.conformance
 
@@ -38,3 +42,31 @@ def test_a_store_that_reuses_tokens_is_caught_as_s2(target: Target) -> None:
     assert any(v.startswith("S2") and "strictly increase" in v for v in report.violations), (
         report.summary()
     )
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_redis_without_its_quorum_guard_elects_both_sides_of_a_partition(
+    lab: LabFactory, tmp_path: Path
+) -> None:
+    cluster = lab.start("redis", nodes=3)
+    a_side = [Proxy(("127.0.0.1", n.client_port)) for n in cluster.nodes]
+    b_side = Proxy(("127.0.0.1", cluster.nodes[0].client_port))
+    direct = [n.client_address for n in cluster.nodes]
+    try:
+        a_side[1].cut()
+        a_side[2].cut()  # A reaches instance 0 only ...
+        b_side.cut()  # ... and B reaches instances 1 and 2 only
+        with CandidateGroup("", "broken/no-quorum", tmp_path) as group:
+            group.backend = "redis://" + ",".join(p.address for p in a_side)
+            a = group.spawn(ttl=1.0, broken="majority-of-one", name="a")
+            a.wait_for("elected", timeout=30)
+            group.backend = f"redis://{b_side.address},{direct[1]},{direct[2]}"
+            b = group.spawn(ttl=1.0, broken="majority-of-one", name="b")
+            b.wait_for("elected", timeout=30)
+            a.wait_for("valid", after=len(a.events))
+            report = group.check(save=False)
+    finally:
+        for proxy in (*a_side, b_side):
+            proxy.close()
+    assert any(v.startswith("S1") for v in report.violations), report.summary()
