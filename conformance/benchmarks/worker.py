@@ -1,0 +1,82 @@
+"""One contender as an OS process, driven over stdin by the benchmark.
+
+    python -m tenure.conformance.benchmarks.worker --tool tenure --url URL \
+        --election NAME --ttl S --id ID
+
+Reads one command per line: ``campaign`` (blocks until elected), ``resign``,
+``counters``, ``exit``. Writes one JSON event per line, each with ``t`` =
+``time.monotonic()`` taken right after the step it reports (``CLOCK_MONOTONIC`` is one
+clock for every process of the host): ``ready`` (connected), ``campaigning`` (about to
+campaign), ``elected`` (campaign returned), ``resigned`` (resign returned), ``lost``
+(the tool reported a loss), ``counters``, ``error`` (with the exception), ``exit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from tenure.conformance.benchmarks.peers import make_contender
+
+_out = threading.Lock()
+
+
+def emit(kind: str, **fields: Any) -> None:
+    """Prints one event line (thread-safe)."""
+    event = {"kind": kind, "t": time.monotonic(), **fields}
+    with _out:
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tenure.conformance.benchmarks.worker")
+    parser.add_argument("--tool", required=True)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--election", required=True)
+    parser.add_argument("--ttl", type=float, required=True)
+    parser.add_argument("--id", required=True)
+    args = parser.parse_args(argv)
+
+    def on_lost(reason: str, deadline: float | None) -> None:
+        emit("lost", reason=reason, deadline=deadline)
+
+    try:
+        contender = make_contender(args.tool, args.url, args.election, args.ttl, args.id,
+                                   on_lost)
+    except Exception as exc:
+        emit("error", error=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
+        return 1
+    emit("ready")
+    try:
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "campaign":
+                emit("campaigning")
+                fields = contender.campaign()
+                emit("elected", **fields)
+            elif command == "resign":
+                contender.resign()
+                emit("resigned")
+            elif command == "counters":
+                emit("counters", **contender.counters())
+            elif command == "exit":
+                break
+    except Exception as exc:
+        emit("error", error=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
+        return 1
+    finally:
+        try:
+            contender.close()
+        finally:
+            emit("exit")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

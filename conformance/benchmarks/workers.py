@@ -1,0 +1,158 @@
+"""The parent side of :mod:`.worker`: spawn contender processes, send them commands and
+wait for their events (no sleeps: every wait is on an event line or process exit)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+from tenure.childproc import signal_group, spawn_guarded
+
+DEFAULT_WAIT = 60.0
+
+
+class WorkerFailed(RuntimeError):
+    """A worker reported an error, exited, or did not report in time."""
+
+
+class Worker:
+    """One contender process; events are kept in order and consumed with a cursor."""
+
+    def __init__(self, tool: str, url: str, election: str, ttl: float, name: str) -> None:
+        self.name = name
+        self.events: list[dict[str, Any]] = []
+        self._cursor = 0
+        self._cond = threading.Condition()
+        command = [sys.executable, "-m", "tenure.conformance.benchmarks.worker",
+                   "--tool", tool, "--url", url, "--election", election,
+                   "--ttl", repr(ttl), "--id", f"{name}-{time.monotonic_ns()}"]
+        self.process = spawn_guarded(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        self._stderr: list[bytes] = []
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            with self._cond:
+                self.events.append(event)
+                self._cond.notify_all()
+        with self._cond:
+            self.events.append({"kind": "eof", "t": time.monotonic()})
+            self._cond.notify_all()
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self._stderr.append(line)
+            del self._stderr[:-200]
+
+    def stderr_tail(self) -> str:
+        """The last lines the process wrote to stderr."""
+        return b"".join(self._stderr[-30:]).decode(errors="replace")
+
+    def send(self, command: str) -> None:
+        """Writes one command line to the worker."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(command.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def next(self, kind: str, timeout: float = DEFAULT_WAIT) -> dict[str, Any]:
+        """Consumes events up to and including the next one of ``kind``; raises
+        WorkerFailed on an ``error`` event, on exit, or after ``timeout`` seconds."""
+        def found() -> bool:
+            return any(e["kind"] in (kind, "error", "eof") for e in self.events[self._cursor:])
+
+        with self._cond:
+            if not self._cond.wait_for(found, timeout=timeout):
+                raise WorkerFailed(f"{self.name}: no {kind!r} within {timeout:g} s "
+                                   f"(stderr: {self.stderr_tail()[-800:]})")
+            while True:
+                event = self.events[self._cursor]
+                self._cursor += 1
+                if event["kind"] == kind:
+                    return event
+                if event["kind"] == "error":
+                    raise WorkerFailed(f"{self.name}: {event['error']}")
+                if event["kind"] == "eof":
+                    raise WorkerFailed(f"{self.name} exited before {kind!r}: "
+                                       f"{self.stderr_tail()[-800:]}")
+
+    def seen(self, kind: str) -> dict[str, Any] | None:
+        """The first unconsumed event of ``kind`` already reported, if any."""
+        with self._cond:
+            for event in self.events[self._cursor:]:
+                if event["kind"] == kind:
+                    return event
+        return None
+
+    def kill(self) -> float:
+        """SIGKILL; returns the monotonic time just before the signal."""
+        t = time.monotonic()
+        signal_group(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        return t
+
+    def pause(self) -> float:
+        """SIGSTOP; returns the monotonic time just before the signal."""
+        t = time.monotonic()
+        signal_group(self.process.pid, signal.SIGSTOP)
+        return t
+
+    def resume(self) -> float:
+        """SIGCONT; returns the monotonic time just before the signal."""
+        t = time.monotonic()
+        signal_group(self.process.pid, signal.SIGCONT)
+        return t
+
+    def close(self) -> None:
+        """Kills the process if it still runs."""
+        if self.process.poll() is None:
+            signal_group(self.process.pid, signal.SIGCONT)
+            signal_group(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+class Workers:
+    """Workers of one election of one tool; all killed on exit."""
+
+    def __init__(self, tool: str, url: str, election: str, ttl: float) -> None:
+        self.tool = tool
+        self.url = url
+        self.election = election
+        self.ttl = ttl
+        self.members: list[Worker] = []
+
+    def spawn(self, ready: bool = True) -> Worker:
+        """Starts worker number ``len(members)`` (``{me}`` in the URL becomes its
+        index) and, with ``ready``, waits until it is connected."""
+        index = len(self.members)
+        worker = Worker(self.tool, self.url.replace("{me}", str(index)), self.election,
+                        self.ttl, f"{self.tool}#{index}")
+        self.members.append(worker)
+        if ready:
+            worker.next("ready")
+        return worker
+
+    def close(self) -> None:
+        """Kills every worker still running."""
+        for worker in self.members:
+            worker.close()
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
