@@ -37,6 +37,10 @@ Mapping of the contract (keys under ``prefix``, default ``/tenure``):
   election range from that read's revision + 1, and re-reads on every event. After a
   broken watch stream (reconnect, member failover) or a compaction it re-reads with a
   range before watching again, so the latest state is never missed (PITFALLS).
+* loss: besides the core's deadline and lease expiry (keepalive TTL <= 0), a watch on
+  each held key reports its deletion (e.g. by an operator), and a refused proclaim or
+  guarded write reports the loss. The key watches are best effort: not re-armed after a
+  broken watch stream (the validity deadline never depends on them).
 
 Connection: pyetcd's ``MultiEndpointEtcd3Client`` over every listed member. A failed
 call (unavailable, timed out, or an isolated member's ``context deadline exceeded``)
@@ -364,21 +368,33 @@ class EtcdStore(Store):
             self._client._clear_old_stubs()
             self._epoch += 1
 
-    def _rpc(self, what: str, call: Callable[[], R], reauthenticate: bool = True) -> R:
+    def _rpc(self, what: str, call: Callable[[], R], *, idempotent: bool = False,
+             reauthenticate: bool = True) -> R:
         """Runs one gRPC call; failures become StoreUnavailable (SessionExpired when the
-        lease is gone), after marking the member failed so the next call fails over."""
-        for attempt in range(2):
+        lease is gone), after moving to the next member so the next call fails over. An
+        UNAVAILABLE call is tried once on each other member at once if it is idempotent
+        (a read, a keepalive) or was never sent (no connection); a timed-out call is
+        never retried here (it would overrun the caller's time budget)."""
+        tries = len(self.config.hosts)
+        attempt, authenticated = 0, not reauthenticate
+        while True:
             try:
                 return call()
             except grpc.RpcError as exc:
                 code, details = exc.code(), exc.details() or ""
-                if (reauthenticate and attempt == 0 and self.config.user is not None
+                if (not authenticated and self.config.user is not None
                         and ("auth token" in details
                              or code == grpc.StatusCode.UNAUTHENTICATED)):
+                    authenticated = True
                     self._authenticate()  # tokens expire and are kept per member
                     continue
                 if code in MEMBER_FAILURES:
                     self._member_failed()
+                attempt += 1
+                unsent = "failed to connect" in details
+                if (code == grpc.StatusCode.UNAVAILABLE and (idempotent or unsent)
+                        and attempt < tries):
+                    continue
                 if "lease not found" in details:
                     raise SessionExpired(
                         f"etcd {self.description}: {what}: the session's lease expired"
@@ -391,17 +407,16 @@ class EtcdStore(Store):
                     f"etcd {self.description}: {what} failed: no member available "
                     f"({exc.__class__.__name__})"
                 ) from None
-        raise AssertionError("unreachable")
 
     def _range(self, request: Any, what: str) -> Any:
         return self._rpc(what, lambda: self._stub("kvstub").Range(
-            request, self.config.timeout, metadata=self._metadata()))
+            request, self.config.timeout, metadata=self._metadata()), idempotent=True)
 
     def _txn(self, what: str, compare: list[Any], success: list[Any],
-             failure: list[Any] | None = None) -> Any:
+             failure: list[Any] | None = None, *, read_only: bool = False) -> Any:
         request = etcdrpc.TxnRequest(compare=compare, success=success, failure=failure or [])
         return self._rpc(what, lambda: self._stub("kvstub").Txn(
-            request, self.config.timeout, metadata=self._metadata()))
+            request, self.config.timeout, metadata=self._metadata()), idempotent=read_only)
 
     def _election_range(self, election: str) -> tuple[bytes, bytes]:
         start = f"{self.config.prefix}/{election}/#".encode()
@@ -501,7 +516,7 @@ class EtcdStore(Store):
 
         with self._lock:
             self.keepalives += 1
-        response = self._rpc("lease keepalive", keepalive)
+        response = self._rpc("lease keepalive", keepalive, idempotent=True)
         if response is None:
             raise StoreUnavailable(f"etcd {self.description}: keepalive got no answer")
         if response.TTL <= 0:
@@ -530,24 +545,25 @@ class EtcdStore(Store):
         put = etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(
             key=key, value=_pack(candidate_id, value), lease=lease))
         stale = etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=key))
-        try:
-            for _ in range(3):
-                response = self._txn(
-                    "enqueue", [_compare_create(key, etcdrpc.Compare.EQUAL, 0)], [put], [stale]
-                )
-                if response.succeeded:
-                    revision = int(response.header.revision)
-                    return Ticket(election, candidate_id, key.decode(), revision)
-                # A key of an earlier campaign of this client whose withdrawal failed
-                # (this client campaigns once per election at a time): it was deleted.
-        except SessionExpired:
-            raise
-        except StoreUnavailable:
-            # The put may have committed without our hearing: remove it, or it would
-            # queue (and maybe lead) with nobody behind it until the lease ends.
-            with contextlib.suppress(StoreUnavailable):
-                self._txn("enqueue cleanup", [], [stale])
-            raise
+        create = [_compare_create(key, etcdrpc.Compare.EQUAL, 0)]
+        for attempt in range(1, 5):
+            try:
+                response = self._txn("enqueue", create, [put], [stale])
+            except SessionExpired:
+                raise
+            except StoreUnavailable:
+                # The put may have committed unheard (e.g. across an etcd leader change).
+                # Trying again is safe: a key found there is deleted, then re-created.
+                if attempt < 4:
+                    continue
+                with contextlib.suppress(StoreUnavailable):  # else it would queue (and
+                    self._txn("enqueue cleanup", [], [stale])  # maybe lead) unattended
+                raise
+            if response.succeeded:
+                return Ticket(election, candidate_id, key.decode(), int(response.header.revision))
+            # Found a key of an earlier attempt, or of an earlier campaign of this client
+            # whose withdrawal failed (a client campaigns once per election at a time):
+            # the failure branch deleted it.
         raise StoreUnavailable(f"etcd {self.description}: enqueue kept finding a stale key")
 
     def _turn(self, ticket: Ticket) -> tuple[bytes | None, int]:
@@ -561,7 +577,8 @@ class EtcdStore(Store):
             sort_target=_BY_CREATE, sort_order=etcdrpc.RangeRequest.DESCEND,
             max_create_revision=ticket.order - 1,  # >= 1: revision 1 is the empty store
         )
-        response = self._txn("await turn", [], [_range_op(mine), _range_op(ahead)])
+        response = self._txn(
+            "await turn", [], [_range_op(mine), _range_op(ahead)], read_only=True)
         own = response.responses[0].response_range.kvs
         if not own or own[0].create_revision != ticket.order:
             raise SessionExpired(
@@ -582,6 +599,7 @@ class EtcdStore(Store):
                 ahead, revision = self._turn(ticket)
                 if ahead is None:
                     ticket.extra["won"] = True
+                    self._guard_key(ticket, revision)
                     return ticket.order
                 if deadline is not None and time.monotonic() >= deadline:
                     raise CampaignTimeout(f"campaign in {ticket.election!r} timed out")
@@ -599,8 +617,31 @@ class EtcdStore(Store):
             elif outcome == "event":
                 pause.reset()
 
+    def _guard_key(self, ticket: Ticket, revision: int) -> None:
+        """Best effort: a watch on our own key (from the winning read's revision + 1)
+        reports its deletion -- by an operator, or lease expiry we have not heard of --
+        as a loss. Not re-armed after a broken watch stream: the deadline still holds."""
+
+        def on_response(response: object) -> None:
+            if (isinstance(response, WatchResponse) and response.events
+                    and not ticket.extra.get("withdrawn")):
+                self._report_loss(ticket, "its key was deleted from etcd")
+
+        with contextlib.suppress(StoreUnavailable, grpc.RpcError, Etcd3Exception):
+            watcher = self._stub("watcher")
+            watch_id = watcher.add_callback(
+                ticket.key.encode(), on_response, start_revision=revision + 1,
+                filters=[etcdrpc.WatchCreateRequest.NOPUT],
+            )
+            ticket.extra["guard"] = (watcher, watch_id)
+
     def withdraw(self, ticket: Ticket) -> None:
         key = ticket.key.encode()
+        ticket.extra["withdrawn"] = True
+        guard = ticket.extra.pop("guard", None)
+        if isinstance(guard, tuple):
+            with contextlib.suppress(Exception):
+                guard[0].cancel(guard[1])
         self._txn(
             "withdraw", [_compare_create(key, etcdrpc.Compare.EQUAL, ticket.order)],
             [etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=key))],

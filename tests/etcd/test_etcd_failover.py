@@ -4,6 +4,7 @@ cut connections and compaction."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pyetcd
@@ -119,3 +120,38 @@ def test_an_observer_cut_from_etcd_sees_the_latest_leader_after_healing_and_comp
     observed = [info.token for info in seen if info is not None]
     assert observed == sorted(observed)
     assert {first.token, second.token, third.token} <= set(observed)
+
+
+def test_an_operator_deleting_the_leaders_key_ends_its_leadership_and_the_next_leads(
+    etcd_cluster: Cluster,
+) -> None:
+    name = f"deleted/{time.monotonic_ns()}"
+    lost = threading.Event()
+    reasons: list[str] = []
+
+    def on_lost(_lead: tenure.Leadership, reason: str) -> None:
+        reasons.append(reason)
+        lost.set()
+
+    with tenure.connect(etcd_cluster.url, ttl=2) as a, \
+            tenure.connect(etcd_cluster.url, ttl=2) as b:
+        lead = a.election(name).campaign(timeout=30, on_lost=on_lost)
+        successor: list[tenure.Leadership] = []
+        waiter = threading.Thread(
+            target=lambda: successor.append(b.election(name).campaign(timeout=30)))
+        waiter.start()
+        store = b.store
+        assert isinstance(store, EtcdStore)
+        wait_until(lambda: store.watches_created >= 1, 30, "the waiter to watch the leader")
+        host, port = etcd_cluster.nodes[0].client_address.rsplit(":", 1)
+        admin = pyetcd.MultiEndpointEtcd3Client(
+            [pyetcd.Endpoint(host, int(port), secure=False)], timeout=10)
+        assert admin.delete(lead.ticket.key)
+        admin.close()
+        assert lost.wait(10), "on_lost did not fire"
+        waiter.join(timeout=30)
+        with pytest.raises(tenure.LeadershipLost, match="deleted"):
+            lead.ensure()
+        assert successor and successor[0].token > lead.token
+        successor[0].resign()
+    assert len(reasons) == 1 and "deleted" in reasons[0]
