@@ -60,3 +60,22 @@ def _lead(worker: Worker) -> None:
 def _queue(worker: Worker) -> None:
     worker.send("campaign")
     worker.next("campaigning")
+
+
+def uncontended(tool: str, url: str, election: str, ttl: float, count: int) -> list[float]:
+    """Campaign latency with no contention: one process campaigns and resigns ``count``
+    times (after a first, unmeasured round that opens the session); a sample is
+    ``elected.t - campaigning.t``, the time inside ``campaign()``. What it is not: the
+    cost of connecting or opening the session (excluded), nor of resigning."""
+    samples: list[float] = []
+    with Workers(tool, url, election, ttl) as workers:
+        worker = workers.spawn()
+        for round_ in range(count + 1):
+            worker.send("campaign")
+            started = worker.next("campaigning")
+            elected = worker.next("elected")
+            if round_:
+                samples.append(elected["t"] - started["t"])
+            worker.send("resign")
+            worker.next("resigned")
+    return samples

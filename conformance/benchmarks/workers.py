@@ -24,14 +24,11 @@ class WorkerFailed(RuntimeError):
 class Worker:
     """One contender process; events are kept in order and consumed with a cursor."""
 
-    def __init__(self, tool: str, url: str, election: str, ttl: float, name: str) -> None:
+    def __init__(self, command: list[str], name: str) -> None:
         self.name = name
         self.events: list[dict[str, Any]] = []
         self._cursor = 0
         self._cond = threading.Condition()
-        command = [sys.executable, "-m", "tenure.conformance.benchmarks.worker",
-                   "--tool", tool, "--url", url, "--election", election,
-                   "--ttl", repr(ttl), "--id", f"{name}-{time.monotonic_ns()}"]
         self.process = spawn_guarded(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
         self._stderr: list[bytes] = []
@@ -138,8 +135,12 @@ class Workers:
         """Starts worker number ``len(members)`` (``{me}`` in the URL becomes its
         index) and, with ``ready``, waits until it is connected."""
         index = len(self.members)
-        worker = Worker(self.tool, self.url.replace("{me}", str(index)), self.election,
-                        self.ttl, f"{self.tool}#{index}")
+        name = f"{self.tool}#{index}"
+        command = [sys.executable, "-m", "tenure.conformance.benchmarks.worker",
+                   "--tool", self.tool, "--url", self.url.replace("{me}", str(index)),
+                   "--election", self.election, "--ttl", repr(self.ttl),
+                   "--id", f"{name}-{time.monotonic_ns()}"]
+        worker = Worker(command, name)
         self.members.append(worker)
         if ready:
             worker.next("ready")

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 from tenure.errors import ConfigError, InvalidNameError, InvalidValueError
 
-SUBCOMMAND_MODULES = ("run", "leader", "observe", "demo", "lab", "conformance", "serve")
+SUBCOMMAND_MODULES = ("run", "leader", "observe", "demo", "lab", "conformance", "serve",
+                      "bench")
 
 EXIT_USAGE = 2
 

@@ -1,0 +1,261 @@
+"""The table, the tenure/peer ratios, the target check, the JSON file and the plot.
+
+Tables are Markdown (readable in a terminal and pasted as-is into
+``docs/performance.md``). Times are milliseconds; "n/a" and "failed" cells carry a
+footnote with the reason. Ratios are tenure's median divided by the peer's, pair by
+pair on the same store: below 1 means tenure is faster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tenure.conformance.benchmarks.runner import Row
+from tenure.conformance.benchmarks.scale import ScaleRow
+from tenure.conformance.benchmarks.scale import verdicts as scale_verdicts
+
+COLUMNS = (
+    ("handover", "resign handover median / p90 / p99"),
+    ("campaign", "uncontended campaign median"),
+    ("failover", "crash failover median / p90 (TTL)"),
+    ("detect-cut", "cut -> on_lost median"),
+    ("detect-pause", "resume -> on_lost median"),
+)
+HANDOVER_TARGET = 0.005
+FAILOVER_SLACK = 0.250
+GATEWAY_OVERHEAD = 0.002
+
+
+def _ms(value: float) -> str:
+    return f"{value * 1e3:.2f}" if abs(value) < 0.1 else f"{value * 1e3:.0f}"
+
+
+def _cell(row: Row, notes: list[str]) -> str:
+    if row.status != "ok":
+        notes.append(f"{row.store} / {row.system} / {row.measurement}: "
+                     f"{row.status}: {row.reason}")
+        return f"{'n/a' if row.status == 'unsupported' else 'failed'} [{len(notes)}]"
+    summary = row.summary
+    assert summary is not None
+    if row.measurement == "handover":
+        return f"{_ms(summary.median)} / {_ms(summary.p90)} / {_ms(summary.p99)}"
+    if row.measurement == "failover":
+        return f"{_ms(summary.median)} / {_ms(summary.p90)} ({row.ttl:g} s)"
+    text = _ms(summary.median)
+    if row.measurement.startswith("detect"):
+        late = row.extra.get("late") or []
+        if late:
+            text += f" (deadline +{_ms(sorted(late)[len(late) // 2])})"
+        if row.extra.get("never"):
+            text += f", {row.extra['never']} never"
+    return text
+
+
+def table(rows: Sequence[Row]) -> str:
+    """The main table: one line per store and system, one column per measurement."""
+    notes: list[str] = []
+    titles = " | ".join(title for _, title in COLUMNS)
+    head = f"| store | system | n handover/failover | {titles} |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 3)]
+    for (store, system), group in _grouped(rows).items():
+        cells = []
+        counts = [str(len(group[m].samples)) if m in group else "-"
+                  for m in ("handover", "failover")]
+        for measurement, _ in COLUMNS:
+            row = group.get(measurement)
+            cells.append("-" if row is None else _cell(row, notes))
+        lines.append(f"| {store} | {system} | {'/'.join(counts)} | "
+                     + " | ".join(cells) + " |")
+    if notes:
+        lines.append("")
+        lines.extend(f"[{i}] {note}" for i, note in enumerate(notes, 1))
+    return "\n".join(lines)
+
+
+def _grouped(rows: Sequence[Row]) -> dict[tuple[str, str], dict[str, Row]]:
+    grouped: dict[tuple[str, str], dict[str, Row]] = {}
+    for row in rows:
+        grouped.setdefault((row.store, row.system), {})[row.measurement] = row
+    return grouped
+
+
+def ratios(rows: Sequence[Row]) -> str:
+    """tenure's median / each peer's median, per store and measurement."""
+    lines = ["| store | peer | measurement | tenure median | peer median | tenure/peer |",
+             "|---|---|---|---|---|---|"]
+    base = {(r.store, r.measurement): r for r in rows if r.baseline and r.samples}
+    for row in rows:
+        ours = base.get((row.store, row.measurement))
+        if row.baseline or not row.samples or ours is None:
+            continue
+        if row.measurement not in ("handover", "campaign", "failover"):
+            continue
+        mine, theirs = ours.summary, row.summary
+        assert mine is not None and theirs is not None
+        ratio = f"{mine.median / theirs.median:.3g}" if theirs.median > 0 else \
+            "n/a (peer median <= 0: its successor heard first)"
+        lines.append(f"| {row.store} | {row.system} | {row.measurement} | "
+                     f"{_ms(mine.median)} | {_ms(theirs.median)} | {ratio} |")
+    return "\n".join(lines)
+
+
+def targets(rows: Sequence[Row], scale: Sequence[ScaleRow]) -> str:
+    """Issue 9's targets: met or missed, and by how much."""
+    out: list[str] = []
+    by = {(r.store, r.system, r.measurement): r for r in rows}
+    for store in ("etcd", "zookeeper", "consul", "redis"):
+        row = by.get((store, "tenure", "handover"))
+        if row is None or row.summary is None:
+            continue
+        median = row.summary.median
+        verdict = "met" if median <= HANDOVER_TARGET else \
+            f"MISSED by {_ms(median - HANDOVER_TARGET)} ms"
+        out.append(f"- {store}: resign handover median {_ms(median)} ms <= 5 ms: {verdict}")
+        tooz = next((r for r in rows if r.store == store and r.system.startswith("tooz")
+                     and r.measurement == "handover"), None)
+        if tooz is not None and tooz.summary is not None and median > 0:
+            factor = tooz.summary.median / median
+            verdict = "met" if factor >= 10 else "MISSED"
+            out.append(f"- {store}: {factor:.0f}x faster than {tooz.system} (>= 10x): "
+                       f"{verdict}")
+        elif tooz is not None:
+            out.append(f"- {store}: vs {tooz.system}: not measurable ({tooz.reason})")
+    for row in rows:
+        if row.baseline and row.measurement == "failover" and row.summary is not None:
+            bound = float(row.extra.get("bound", row.ttl or 0))
+            p90 = row.summary.p90
+            verdict = "met" if p90 <= bound + FAILOVER_SLACK else \
+                f"MISSED by {_ms(p90 - bound - FAILOVER_SLACK)} ms"
+            out.append(f"- {row.store}: crash failover p90 {_ms(p90)} ms <= expiry "
+                       f"{bound:g} s + 250 ms: {verdict}")
+    for store in sorted({r.store for r in rows}):
+        ours = by.get((store, "tenure", "campaign"))
+        served = by.get((store, "tenure via serve", "campaign"))
+        if ours and served and ours.summary and served.summary:
+            extra = served.summary.median - ours.summary.median
+            verdict = "met" if extra <= GATEWAY_OVERHEAD else \
+                f"MISSED by {_ms(extra - GATEWAY_OVERHEAD)} ms"
+            out.append(f"- {store}: gateway adds {_ms(extra)} ms to a campaign "
+                       f"(<= 2 ms): {verdict}")
+    out.extend(scale_verdicts(list(scale)))
+    return "\n".join(out)
+
+
+def scale_table(scale: Sequence[ScaleRow]) -> str:
+    """Scale (a) and (b), one line per point."""
+    lines = ["| store | kind | size | store req/s | renewals/s | client CPU | "
+             "store req/change | notifications/change | setup s | counted |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    for s in scale:
+        if s.status != "ok":
+            lines.append(f"| {s.store} | {s.kind} | {s.size} | {s.status}: {s.reason} "
+                         "| | | | | | |")
+            continue
+        cpu = "-" if s.cpu_per_s is None else f"{s.cpu_per_s * 100:.2f} %"
+        lines.append(f"| {s.store} | {s.kind} | {s.size} | {num(s.requests_per_s, '.2f')} | "
+                     f"{num(s.renewals_per_s, '.2f')} | {cpu} | "
+                     f"{num(s.requests_per_change, '.1f')} | "
+                     f"{num(s.notifications_per_change, '.1f')} | "
+                     f"{num(s.setup_s, '.1f')} | {s.counter} |")
+    return "\n".join(lines)
+
+
+def gateway_lines(rows: Sequence[Row]) -> list[str]:
+    """Leader queries per second served by ``tenure serve``, against the 2,000/s target."""
+    out = []
+    for row in rows:
+        if row.measurement == "leader-qps" and row.status == "ok":
+            qps = float(row.extra["qps"])
+            verdict = "met" if qps >= 2000 else f"MISSED by {2000 - qps:.0f}/s"
+            out.append(f"- {row.store}: tenure serve answers {qps:.0f} leader queries/s "
+                       f"(>= 2,000/s on 2 cores, callers included): {verdict}")
+        elif row.measurement == "leader-qps":
+            out.append(f"- {row.store}: leader queries: {row.status}: {row.reason}")
+    return out
+
+
+def render(rows: Sequence[Row], scale: Sequence[ScaleRow], command: str) -> str:
+    """Everything for the terminal (and docs/performance.md)."""
+    main = [r for r in rows if r.measurement != "leader-qps"]
+    parts = [f"Command: `{command}`", "", "## Latency (ms)", "", table(main), "",
+             "## tenure / peer (median ratio; < 1: tenure faster)", "", ratios(main)]
+    if scale:
+        parts += ["", "## Scale (tenure)", "", scale_table(scale)]
+    parts += ["", "## Targets (issue 9)", "", targets(main, scale),
+              *gateway_lines(rows)]
+    return "\n".join(parts)
+
+
+def machine() -> dict[str, Any]:
+    """Facts about the host the figures were taken on."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f
+                          if line.startswith("model name")), platform.processor())
+    except OSError:
+        model = platform.processor()
+    return {"cpus": os.cpu_count(), "cpu": model, "python": sys.version.split()[0],
+            "platform": platform.platform(), "load": os.getloadavg()}
+
+
+def write_json(path: Path, rows: Sequence[Row], scale: Sequence[ScaleRow],
+               command: str) -> None:
+    """Everything measured, with the samples, as one JSON document."""
+    path.write_text(json.dumps({
+        "command": command, "machine": machine(),
+        "rows": [r.as_dict() for r in rows], "scale": [s.as_dict() for s in scale],
+    }, indent=1))
+
+
+def plot(path: Path, rows: Sequence[Row], scale: Sequence[ScaleRow]) -> None:
+    """A PNG: handover and failover medians per system (log scale) and scale curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(15, 5.2))
+    for ax, measurement, title in (
+        (axes[0], "handover", "resign handover (ms, median; bar = p90)"),
+        (axes[1], "failover", "crash failover (ms, median; bar = p90)"),
+    ):
+        chosen = [r for r in rows if r.measurement == measurement and r.summary]
+        labels = [f"{r.store}\n{r.system}" for r in chosen]
+        medians = [max(r.summary.median * 1e3, 0.01) for r in chosen if r.summary]
+        p90s = [max(r.summary.p90 * 1e3, 0.01) for r in chosen if r.summary]
+        colours = ["tab:green" if r.baseline else "tab:red" if r.unsafe else
+                   "tab:blue" if r.system == "tenure via serve" else "tab:grey"
+                   for r in chosen]
+        positions = list(range(len(chosen)))
+        ax.barh(positions, medians, color=colours)
+        ax.errorbar(p90s, positions, fmt="|", color="black", markersize=8)
+        ax.set_yticks(positions, labels, fontsize=6)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_title(title, fontsize=9)
+    ax = axes[2]
+    for series in sorted({(s.store, s.kind) for s in scale}):
+        points = sorted((s.size, s.per_unit) for s in scale
+                        if (s.store, s.kind) == series and s.per_unit is not None)
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                    label=f"{series[0]} {series[1]}")
+    ax.set_xscale("log")
+    ax.set_xlabel("elections held (a) / waiters (b)")
+    ax.set_title("scale: store requests/s (a), notifications per change (b)", fontsize=9)
+    ax.legend(fontsize=6)
+    figure.suptitle("tenure bench (green: tenure, grey: peers, blue: via tenure serve, "
+                    "red: unsafe reference)", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)

@@ -1,0 +1,323 @@
+"""Runs the measurements of every system on every store and collects :class:`Row`s.
+
+Stores come from ``--lab BACKEND`` (a 1-node lab cluster started here, or a temporary
+SQLite file, or two free ports for the Bully reference) or ``--backend URL`` (the
+user's store; peers use its first host). Every (system, measurement) pair gives a row:
+``ok`` with its samples, ``unsupported`` with the reason, or ``failed`` with the error;
+nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tenure.conformance.benchmarks import detection, failover, handover, scale
+from tenure.conformance.benchmarks.gatewayproc import Gateway
+from tenure.conformance.benchmarks.scale import ScaleRow
+from tenure.conformance.benchmarks.stats import Summary
+from tenure.conformance.benchmarks.systems import (
+    MEASUREMENTS,
+    STORE_TTL,
+    System,
+    store_hosts,
+    systems_for,
+)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How many samples each measurement takes."""
+
+    handovers: int = 50
+    kills: int = 10
+    detections: int = 3
+    campaigns: int = 20
+    scale_elections: tuple[int, ...] = (1, 100, 1000)
+    scale_waiters: tuple[int, ...] = (10, 100, 500)
+    scale_window: float = 0.0
+    """Seconds each scale (a) point is watched (0: 3 x TTL)."""
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        """A few samples each: a smoke run."""
+        return cls(handovers=8, kills=2, detections=1, campaigns=5,
+                   scale_elections=(1, 20), scale_waiters=(3, 6), scale_window=1.0)
+
+
+@dataclass
+class Row:
+    """One measurement of one system on one store."""
+
+    store: str
+    system: str
+    measurement: str
+    status: str  # ok | unsupported | failed
+    samples: list[float] = field(default_factory=list)
+    reason: str = ""
+    ttl: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    unsafe: bool = False
+    baseline: bool = False
+
+    @property
+    def summary(self) -> Summary | None:
+        """The summary of the samples, if any."""
+        return Summary.of(self.samples) if self.samples else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for the JSON report."""
+        summary = self.summary
+        return {
+            "store": self.store, "system": self.system, "measurement": self.measurement,
+            "status": self.status, "reason": self.reason, "ttl": self.ttl,
+            "summary": summary.as_dict() if summary else None, "samples": self.samples,
+            "extra": self.extra, "unsafe": self.unsafe, "baseline": self.baseline,
+        }
+
+
+@dataclass
+class StoreUnderTest:
+    """A store the run measures: its backend name, URL and (lab) cluster."""
+
+    backend: str
+    url: str
+    cluster: Any = None
+
+
+@contextlib.contextmanager
+def lab_store(backend: str, workdir: Path) -> Iterator[StoreUnderTest]:
+    """A fresh 1-node lab store (SQLite: a file; Bully: two free loopback ports)."""
+    if backend == "sqlite":
+        yield StoreUnderTest("sqlite", f"sqlite://{workdir}/bench-{uuid.uuid4().hex[:6]}.db")
+        return
+    if backend == "bully":
+        from tenure.conformance.cluster import free_port
+
+        peers = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+        yield StoreUnderTest("bully", f"bully://{peers}?me={{me}}")
+        return
+    from tenure.conformance.lab import start_cluster
+
+    with start_cluster(backend, nodes=1) as cluster:
+        yield StoreUnderTest(backend, cluster.url, cluster)
+
+
+@contextlib.contextmanager
+def store_for(backend: str, url: str | None, workdir: Path) -> Iterator[StoreUnderTest]:
+    """The user's store at ``url``, or a lab store of ``backend`` when ``url`` is None."""
+    if url is not None:
+        yield StoreUnderTest(backend, url)
+        return
+    with lab_store(backend, workdir) as store:
+        yield store
+
+
+def run_store(store: StoreUnderTest, sizes: Sizes, progress: Progress,
+              only: tuple[str, ...] = MEASUREMENTS, tools: tuple[str, ...] = ()) -> list[Row]:
+    """Every measurement of every system on ``store``."""
+    rows: list[Row] = []
+    for system in systems_for(store.backend, store.url):
+        if tools and system.tool not in tools:
+            continue
+        rows.extend(run_system(system, store, sizes, progress, only))
+    return rows
+
+
+def run_system(system: System, store: StoreUnderTest, sizes: Sizes, progress: Progress,
+               only: tuple[str, ...]) -> list[Row]:
+    """The measurements of one system; a gateway is started for it if it needs one."""
+    rows: list[Row] = []
+    gateway: Gateway | None = None
+    gateway_error = ""
+    if system.needs_gateway and store.backend != "bully":
+        try:
+            gateway = Gateway(store.url, system.ttl)
+        except Exception as exc:
+            gateway_error = f"tenure serve did not start: {exc}"
+    try:
+        for measurement in only:
+            row = Row(store.backend, system.label, measurement, "ok", ttl=system.ttl,
+                      unsafe=system.unsafe, baseline=system.baseline)
+            reason = system.why_not(measurement) or gateway_error
+            if reason:
+                row.status, row.reason = "unsupported", reason
+                rows.append(row)
+                progress(f"{store.backend:9} {system.label:24} {measurement:12} n/a: {reason}")
+                continue
+            url = gateway.url if gateway is not None else system.url
+            started = time.monotonic()
+            try:
+                _measure(row, measurement, system, url, store, sizes)
+            except Exception as exc:
+                row.status = "failed"
+                row.reason = _reason(exc)
+                row.extra["trace"] = traceback.format_exc()[-3000:]
+            rows.append(row)
+            progress(_line(row, time.monotonic() - started))
+        if gateway is not None:
+            rows.append(_leader_queries(system, store, gateway, progress))
+    finally:
+        if gateway is not None:
+            gateway.close()
+    return rows
+
+
+def _leader_queries(system: System, store: StoreUnderTest, gateway: Gateway,
+                    progress: Progress) -> Row:
+    row = Row(store.backend, system.label, "leader-qps", "ok", ttl=system.ttl)
+    try:
+        from tenure.conformance.benchmarks.gatewayproc import leader_queries
+
+        row.extra["qps"] = leader_queries(gateway.url, "bench/leader-qps", 3.0)
+        progress(f"{store.backend:9} {system.label:24} leader-qps   "
+                 f"{row.extra['qps']:.0f} queries/s")
+    except Exception as exc:
+        row.status, row.reason = "failed", _reason(exc)
+        progress(_line(row, 0.0))
+    return row
+
+
+def run_scale(store: StoreUnderTest, sizes: Sizes, progress: Progress) -> list[ScaleRow]:
+    """Scale (a) and (b) for tenure on ``store`` (not for peers, nor the Bully
+    reference: see :mod:`.scale`)."""
+    rows: list[ScaleRow] = []
+    if store.backend == "bully":
+        return rows
+    ttl, _ = STORE_TTL.get(store.backend, (1.0, 1.0))
+    hosts = store_hosts(store.url) if store.backend != "sqlite" else ""
+    window = sizes.scale_window or 3 * ttl
+    points: list[tuple[str, int]] = [("elections", n) for n in sizes.scale_elections]
+    points += [("waiters", n) for n in sizes.scale_waiters]
+    for kind, size in points:
+        started = time.monotonic()
+        try:
+            if kind == "elections":
+                row = scale.elections_point(store.backend, store.url, hosts, ttl, size,
+                                            window)
+            else:
+                row = scale.waiters_point(store.backend, store.url, hosts, size, 5,
+                                          min(window, 3.0))
+        except Exception as exc:
+            row = scale.ScaleRow(store.backend, kind, size, "failed", _reason(exc))
+        rows.append(row)
+        progress(f"{store.backend:9} scale {kind:9} {size:6}: {_scale_line(row)} "
+                 f"({time.monotonic() - started:.1f} s)")
+    return rows
+
+
+def _scale_line(row: ScaleRow) -> str:
+    if row.status != "ok":
+        return f"{row.status}: {row.reason}"
+    parts = []
+    if row.requests_per_s is not None:
+        parts.append(f"{row.requests_per_s:.2f} store req/s")
+    if row.renewals_per_s is not None:
+        parts.append(f"{row.renewals_per_s:.2f} renewals/s")
+    if row.cpu_per_s is not None:
+        parts.append(f"client CPU {row.cpu_per_s * 100:.2f} %")
+    if row.requests_per_change is not None:
+        parts.append(f"{row.requests_per_change:.1f} store req/change")
+    if row.notifications_per_change is not None:
+        parts.append(f"{row.notifications_per_change:.1f} notifications/change")
+    return ", ".join(parts) or "no counter on this store"
+
+
+def _measure(row: Row, measurement: str, system: System, url: str, store: StoreUnderTest,
+             sizes: Sizes) -> None:
+    election = f"bench/{measurement}/{uuid.uuid4().hex[:8]}"
+    limit = system.ttl * system.expiry_factor * 3 + 5
+    if measurement == "handover":
+        row.samples = handover.measure(system.tool, url, election, system.ttl,
+                                       sizes.handovers, fixed_order=store.backend == "bully")
+    elif measurement == "campaign":
+        row.samples = handover.uncontended(system.tool, url, election, system.ttl,
+                                           sizes.campaigns)
+    elif measurement == "failover":
+        row.samples = failover.measure(system.tool, url, election, system.ttl, sizes.kills,
+                                       expiry_factor=system.expiry_factor)
+        row.extra["bound"] = system.ttl * system.expiry_factor
+    elif measurement == "detect-pause":
+        found = detection.pause(system.tool, url, election, system.ttl,
+                                system.expiry_factor, sizes.detections, limit)
+        _detected(row, found, limit)
+    elif measurement == "detect-cut":
+        path = _proxied(system)
+        try:
+            found = detection.cut(system.tool, system.make_url(path.hosts), path, election,
+                                  system.ttl, sizes.detections, limit)
+        finally:
+            path.close()
+        _detected(row, found, limit)
+    else:
+        raise ValueError(f"unknown measurement {measurement!r}")
+
+
+def _detected(row: Row, found: detection.Detection, limit: float) -> None:
+    row.samples = found.after_fault
+    row.extra.update(late=found.late, never=found.never, limit=limit)
+    if found.never and not found.after_fault:
+        row.status = "failed"
+        row.reason = f"no loss reported within {limit:g} s of the fault"
+
+
+class _Proxied:
+    """Blackhole-able TCP proxies in front of every host of a system."""
+
+    def __init__(self, hosts: str) -> None:
+        from tenure.conformance.proxy import Proxy
+
+        self.proxies = []
+        for item in hosts.split(","):
+            host, _, port = item.rpartition(":")
+            self.proxies.append(Proxy((host, int(port)), name=f"bench->{item}"))
+        self.hosts = ",".join(p.address for p in self.proxies)
+
+    def cut(self, blackhole: bool = False) -> None:
+        for proxy in self.proxies:
+            proxy.cut(blackhole)
+
+    def heal(self) -> None:
+        for proxy in self.proxies:
+            proxy.heal()
+
+    def close(self) -> None:
+        for proxy in self.proxies:
+            proxy.close()
+
+
+def _proxied(system: System) -> _Proxied:
+    if not system.hosts:
+        raise RuntimeError(f"{system.store} has no network path to cut")
+    return _Proxied(system.hosts)
+
+
+def _reason(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    for marker in ("Unsupported: ", "NotImplemented"):
+        if marker in text:
+            return "unsupported by the tool: " + text.split("Unsupported: ")[-1][:400]
+    return text[:600]
+
+
+def _line(row: Row, took: float) -> str:
+    head = f"{row.store:9} {row.system:24} {row.measurement:12}"
+    summary = row.summary
+    if row.status != "ok" or summary is None:
+        return f"{head} {row.status}: {row.reason[:300]}"
+    return (f"{head} n={summary.n:3} median {summary.median * 1e3:9.2f} ms  "
+            f"p90 {summary.p90 * 1e3:9.2f} ms  ({took:.1f} s)")
+
+
+def temp_workdir() -> tempfile.TemporaryDirectory[str]:
+    """A temporary directory for SQLite files and gateway state."""
+    return tempfile.TemporaryDirectory(prefix="tenure-bench-")

@@ -1,0 +1,149 @@
+"""Scale: what keeping many elections, and many waiters, costs the store and the client.
+
+(a) **Elections per client**: one client process holds 1, 100, ... elections (campaigned
+before the window); over a window of several TTLs we read the store's own request
+counter (:mod:`.storestats`) and the client's CPU time and renewal count. Target: flat
+in the number of elections (one session, renewed once per TTL/3, whatever it holds).
+(b) **Waiters per election**: N+1 clients (own sessions, in-process threads: 500
+processes would swamp 2 cores) queue in one election; the leader resigns and the next
+leads, a few times; per change we report the clients' notification counters (etcd,
+ZooKeeper) and the store requests beyond the idle renewal rate measured just before.
+Target: flat in N (each waiter watches only its predecessor, no herd).
+
+What these are not: throughput limits, or the cost of the campaigns themselves
+(campaigning N elections is setup, outside the window). Store-side counts include the
+store's answers to our counter reads (one per read on ZooKeeper; none on Redis/etcd).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tenure.conformance.benchmarks import storestats
+from tenure.conformance.benchmarks.workers import Worker
+
+#: Waiters run with a longer TTL so that renewals of N sessions do not drown the few
+#: requests of a leader change (ZooKeeper's lab grants at most 4 s).
+WAITER_TTL = {"zookeeper": 4.0}
+DEFAULT_WAITER_TTL = 10.0
+
+
+@dataclass
+class ScaleRow:
+    """One point of a scale curve."""
+
+    store: str
+    kind: str  # "elections" (a) or "waiters" (b)
+    size: int
+    status: str = "ok"
+    reason: str = ""
+    counter: str = ""
+    requests_per_s: float | None = None
+    cpu_per_s: float | None = None
+    renewals_per_s: float | None = None
+    requests_per_change: float | None = None
+    notifications_per_change: float | None = None
+    setup_s: float | None = None
+
+    @property
+    def per_unit(self) -> float | None:
+        """The figure that must stay flat in :attr:`size`."""
+        if self.kind == "elections":
+            return self.requests_per_s if self.requests_per_s is not None \
+                else self.renewals_per_s
+        return self.notifications_per_change if self.notifications_per_change is not None \
+            else self.requests_per_change
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for the JSON report."""
+        return asdict(self)
+
+
+def _command(mode: str, url: str, ttl: float, size: int, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "tenure.conformance.benchmarks.scale_worker", mode,
+            "--url", url, "--ttl", repr(ttl), "--size", str(size),
+            "--prefix", f"bench/scale/{uuid.uuid4().hex[:8]}", *extra]
+
+
+def elections_point(backend: str, url: str, hosts: str, ttl: float, size: int,
+                    window: float) -> ScaleRow:
+    """(a) one client holding ``size`` elections, watched for ``window`` seconds."""
+    row = ScaleRow(backend, "elections", size, counter=storestats.describe(backend))
+    read = storestats.reader(backend, hosts)
+    worker = Worker(_command("hold", url, ttl, size, []), f"hold-{size}")
+    try:
+        row.setup_s = worker.next("holding", timeout=900)["took"]
+        worker.send("start")
+        worker.next("started")
+        before, t0 = (read() if read else 0.0), time.monotonic()
+        time.sleep(window)  # the observation window itself
+        after, t1 = (read() if read else 0.0), time.monotonic()
+        worker.send("stop")
+        result = worker.next("result")
+    finally:
+        worker.close()
+    if read is not None:
+        row.requests_per_s = (after - before - _self_count(backend)) / (t1 - t0)
+    row.cpu_per_s = result["cpu"] / result["wall"]
+    row.renewals_per_s = result["renewals"] / result["wall"]
+    return row
+
+
+def waiters_point(backend: str, url: str, hosts: str, size: int, changes: int,
+                  window: float) -> ScaleRow:
+    """(b) ``size`` waiters on one election, ``changes`` leader changes."""
+    ttl = WAITER_TTL.get(backend, DEFAULT_WAITER_TTL)
+    changes = min(changes, size)  # each change uses up one waiter
+    row = ScaleRow(backend, "waiters", size, counter=storestats.describe(backend))
+    read = storestats.reader(backend, hosts)
+    worker = Worker(_command("waiters", url, ttl, size, ["--changes", str(changes)]),
+                    f"waiters-{size}")
+    try:
+        started = time.monotonic()
+        worker.next("queued", timeout=900)
+        row.setup_s = time.monotonic() - started
+        if read is not None:
+            idle0, t0 = read(), time.monotonic()
+            time.sleep(window)  # idle window: the renewal rate of N+1 sessions
+            idle1, t1 = read(), time.monotonic()
+            idle_rate = (idle1 - idle0 - _self_count(backend)) / (t1 - t0)
+            before, t2 = read(), time.monotonic()
+        worker.send("start")
+        changed = worker.next("changed", timeout=300)
+        if read is not None:
+            after, t3 = read(), time.monotonic()
+            busy = after - before - _self_count(backend)
+            row.requests_per_change = (busy - idle_rate * (t3 - t2)) / changes
+        if changed.get("notifications") is not None:
+            row.notifications_per_change = changed["notifications"] / changes
+        worker.send("stop")
+    finally:
+        worker.close()
+    return row
+
+
+def _self_count(backend: str) -> float:
+    """Requests our own counter read adds (ZooKeeper counts the ``mntr`` packet)."""
+    return 1.0 if backend == "zookeeper" else 0.0
+
+
+def verdicts(rows: list[ScaleRow]) -> list[str]:
+    """Flatness of each curve: largest / smallest figure across sizes."""
+    out = []
+    for store, kind in sorted({(r.store, r.kind) for r in rows}):
+        points = sorted((r.size, r.per_unit) for r in rows
+                        if (r.store, r.kind) == (store, kind) and r.per_unit is not None)
+        if len(points) < 2:
+            continue
+        low = max(min(p[1] for p in points), 1e-9)
+        spread = max(p[1] for p in points) / low
+        what = "store requests/s (or renewals/s)" if kind == "elections" else \
+            "notifications (or requests) per leader change"
+        verdict = "flat" if spread <= 1.5 else f"NOT flat ({spread:.1f}x)"
+        sizes = ", ".join(f"{s}: {v:.2f}" for s, v in points)
+        out.append(f"- {store}: {what} vs {kind} [{sizes}]: {verdict}")
+    return out
