@@ -416,10 +416,21 @@ class ConsulStore(Store):
     def enqueue(self, election: str, candidate_id: str, value: bytes) -> Ticket:
         key = self._queue_prefix(election) + uuid.uuid4().hex
         entry = base64.b64encode(json.dumps({"id": candidate_id}).encode()).decode()
+        # The core does not retry an enqueue: ride out a Consul leader election here
+        # (the same key, so a retried transaction cannot queue twice).
+        give_up = time.monotonic() + 2 * self._ttl + self._options.timeout
+        backoff = 0.05
         while True:
             session = self._session
-            results, errors = self._txn([{"Verb": "lock", "Key": key, "Session": session,
-                                          "Value": entry}])
+            try:
+                results, errors = self._txn([{"Verb": "lock", "Key": key,
+                                              "Session": session, "Value": entry}])
+            except StoreUnavailable:
+                if time.monotonic() + backoff >= give_up or self._closed.is_set():
+                    raise
+                time.sleep(backoff)
+                backoff = min(1.0, backoff * 2)
+                continue
             if not errors:
                 return Ticket(election, candidate_id, key, int(results[0]["CreateIndex"]),
                               {"session": session, "value": value})
