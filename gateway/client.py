@@ -48,6 +48,14 @@ from tenure.store import LeaderInfo, Store, StoreLimits, Ticket
 log = logging.getLogger("tenure")
 
 LostCallback = Callable[["Leadership", str], None]
+RETRY_FIRST = 0.05
+RETRY_MAX = 1.0
+"""Back-off bounds (seconds) of a campaign retrying an unavailable store."""
+
+
+def _until(deadline: float | None, pause: float) -> float:
+    """``pause``, shortened so a wait never outlasts ``deadline``."""
+    return pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic()))
 
 
 def connect(
@@ -258,23 +266,48 @@ class Election:
     ) -> Leadership:
         client = self.client
         store = client.store
+        backoff = RETRY_FIRST
+        last_error: StoreUnavailable | None = None
         while True:
-            generation = client.keeper.ensure_open()
-            ticket = store.enqueue(self.name, client.candidate_id, data)
+            if cancelled.is_set():
+                raise CampaignCancelled(f"campaign in election {self.name!r} was cancelled")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise self._timed_out(timeout, last_error)
+            generation = 0
+            try:
+                generation = client.keeper.ensure_open()
+                ticket = store.enqueue(self.name, client.candidate_id, data)
+            except StoreUnavailable as exc:
+                # The store is unreachable (or our session just ended): a campaign keeps
+                # trying until its timeout or cancel, like a waiting candidate would.
+                if isinstance(exc, SessionExpired):
+                    client.keeper.expired(generation, str(exc))
+                last_error = exc
+                log.warning("campaign in %s: %s (retrying)", self.name, exc)
+                cancelled.wait(_until(deadline, backoff))
+                backoff = min(RETRY_MAX, backoff * 2)
+                continue
             try:
                 token = store.await_turn(ticket, deadline, cancelled)
-            except SessionExpired:
+            except SessionExpired as exc:
                 _withdraw_quietly(store, ticket)
+                client.keeper.expired(generation, str(exc))
+                last_error = exc
                 continue
             except CampaignTimeout:
                 _withdraw_quietly(store, ticket)
-                raise CampaignTimeout(
-                    f"campaign in election {self.name!r} did not win within {timeout:g} s "
-                    f"(leader: {_describe(self.leader_or_none())}); retry or raise the timeout"
-                ) from None
+                raise self._timed_out(timeout, last_error) from None
+            except StoreUnavailable as exc:
+                _withdraw_quietly(store, ticket)
+                last_error = exc
+                log.warning("campaign in %s: %s (retrying)", self.name, exc)
+                cancelled.wait(_until(deadline, backoff))
+                backoff = min(RETRY_MAX, backoff * 2)
+                continue
             except BaseException:
                 _withdraw_quietly(store, ticket)
                 raise
+            backoff = RETRY_FIRST
             leadership = Leadership(client, ticket, data, token)
             valid_until = client.keeper.adopt(ticket, generation)
             if valid_until is not None:
@@ -285,6 +318,16 @@ class Election:
             _withdraw_quietly(store, ticket)
             if cancelled.is_set():
                 raise CampaignCancelled(f"campaign in election {self.name!r} was cancelled")
+
+    def _timed_out(
+        self, timeout: float | None, last_error: StoreUnavailable | None
+    ) -> CampaignTimeout:
+        store_note = f"; last store error: {last_error}" if last_error else ""
+        return CampaignTimeout(
+            f"campaign in election {self.name!r} did not win within {timeout:g} s "
+            f"(leader: {_describe(self.leader_or_none())}{store_note}); retry or raise the "
+            "timeout"
+        )
 
     def leader(self) -> LeaderInfo | None:
         """The current leader (id, value, token) by a linearizable read, or None."""

@@ -95,6 +95,14 @@ class SessionKeeper:
                 self._watchdog.start()
             return self._generation
 
+    def expired(self, generation: int, detail: str) -> None:
+        """Records that the store ended session ``generation`` (seen by a campaign), so
+        the next :meth:`ensure_open` opens a new one. A no-op for an older session."""
+        with self._lock:
+            current = self._open and generation == self._generation
+        if current:
+            self._session_expired(detail)
+
     def adopt(self, ticket: Ticket, generation: int) -> float | None:
         """Starts guarding a ticket that just won; returns its validity deadline, or
         None if the session it was won on is already past its deadline or replaced."""

@@ -126,3 +126,31 @@ def test_a_leadership_is_a_context_manager_that_resigns(tmp_path: Path) -> None:
             assert election.leader() == expected
         assert election.leader() is None
         assert lead.lost and lead.lost_reason == "resigned"
+
+
+class DownStore(SQLiteStore):
+    """The real SQLite store that refuses the first ``failures`` enqueues."""
+
+    failures = 0
+
+    def enqueue(self, election: str, candidate_id: str, value: bytes) -> Ticket:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailable("injected: store unreachable")
+        return super().enqueue(election, candidate_id, value)
+
+
+def test_a_campaign_keeps_trying_through_a_store_outage(tmp_path: Path) -> None:
+    store = DownStore(tmp_path / "s.db")
+    store.failures = 3
+    with Client(store, load_settings(f"sqlite://{tmp_path}/s.db", ttl=1.0)) as client:
+        lead = client.election("e").campaign(timeout=30)
+        assert store.failures == 0 and not lead.lost
+
+
+def test_a_campaign_timing_out_during_an_outage_names_the_store_error(tmp_path: Path) -> None:
+    store = DownStore(tmp_path / "s.db")
+    store.failures = 10**6
+    client = Client(store, load_settings(f"sqlite://{tmp_path}/s.db", ttl=1.0))
+    with client, pytest.raises(tenure.CampaignTimeout, match="last store error: injected"):
+        client.election("e").campaign(timeout=0.5)
