@@ -144,11 +144,12 @@ def run_system(system: System, store: StoreUnderTest, sizes: Sizes, progress: Pr
             gateway = Gateway(store.url, system.ttl)
         except Exception as exc:
             gateway_error = f"tenure serve did not start: {exc}"
+    learnt = ""  # a tool that said it cannot: the rest of its measurements are skipped
     try:
         for measurement in only:
             row = Row(store.backend, system.label, measurement, "ok", ttl=system.ttl,
                       unsafe=system.unsafe, baseline=system.baseline)
-            reason = system.why_not(measurement) or gateway_error
+            reason = system.why_not(measurement) or gateway_error or learnt
             if reason:
                 row.status, row.reason = "unsupported", reason
                 rows.append(row)
@@ -162,6 +163,9 @@ def run_system(system: System, store: StoreUnderTest, sizes: Sizes, progress: Pr
                 row.status = "failed"
                 row.reason = _reason(exc)
                 row.extra["trace"] = traceback.format_exc()[-3000:]
+                if row.reason.startswith(UNSUPPORTED):
+                    row.status = "unsupported"
+                    learnt = row.reason
             rows.append(row)
             progress(_line(row, time.monotonic() - started))
         if gateway is not None:
@@ -301,11 +305,13 @@ def _proxied(system: System) -> _Proxied:
     return _Proxied(system.hosts)
 
 
+UNSUPPORTED = "the tool says it cannot: "
+
+
 def _reason(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
-    for marker in ("Unsupported: ", "NotImplemented"):
-        if marker in text:
-            return "unsupported by the tool: " + text.split("Unsupported: ")[-1][:400]
+    if "Unsupported: " in text:
+        return UNSUPPORTED + text.split("Unsupported: ")[-1][:400]
     return text[:600]
 
 

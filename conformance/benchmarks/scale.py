@@ -17,6 +17,7 @@ store's answers to our counter reads (one per read on ZooKeeper; none on Redis/e
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import uuid
@@ -118,8 +119,16 @@ def waiters_point(backend: str, url: str, hosts: str, size: int, changes: int,
             after, t3 = read(), time.monotonic()
             busy = after - before - _self_count(backend)
             row.requests_per_change = (busy - idle_rate * (t3 - t2)) / changes
-        if changed.get("notifications") is not None:
-            row.notifications_per_change = changed["notifications"] / changes
+        worker.send("count")
+        notified = worker.next("notified", timeout=300)
+        if notified.get("notifications") is not None:
+            row.notifications_per_change = notified["notifications"] / changes
+        calls = changed.get("client_calls")
+        if calls:  # Consul: counted in the clients, no store-side counter
+            row.counter = "Consul HTTP requests counted in the clients (blocking-query " \
+                          "returns as notifications)"
+            row.requests_per_change = (calls["_call"] + calls["_block"]) / changes
+            row.notifications_per_change = calls["_block"] / changes
         worker.send("stop")
     finally:
         worker.close()
@@ -131,19 +140,35 @@ def _self_count(backend: str) -> float:
     return 1.0 if backend == "zookeeper" else 0.0
 
 
+def growth(points: list[tuple[int, float]]) -> float:
+    """The exponent k of cost ~ size^k between the smallest and the largest size (0:
+    flat, 1: linear)."""
+    (n0, v0), (n1, v1) = points[0], points[-1]
+    if n1 == n0 or v0 <= 0 or v1 <= 0:
+        return 0.0 if v1 <= v0 else float("inf")
+    return math.log(v1 / v0) / math.log(n1 / n0)
+
+
 def verdicts(rows: list[ScaleRow]) -> list[str]:
-    """Flatness of each curve: largest / smallest figure across sizes."""
+    """Flatness of each curve: the growth exponent between its end points (flat: a
+    tenfold size costs at most ~25 % more, k <= 0.1)."""
     out = []
     for store, kind in sorted({(r.store, r.kind) for r in rows}):
         points = sorted((r.size, r.per_unit) for r in rows
                         if (r.store, r.kind) == (store, kind) and r.per_unit is not None)
         if len(points) < 2:
             continue
-        low = max(min(p[1] for p in points), 1e-9)
-        spread = max(p[1] for p in points) / low
+        k = growth(points)
         what = "store requests/s (or renewals/s)" if kind == "elections" else \
             "notifications (or requests) per leader change"
-        verdict = "flat" if spread <= 1.5 else f"NOT flat ({spread:.1f}x)"
+        verdict = "flat" if k <= 0.1 else f"NOT flat: grows ~ {kind}^{k:.2f}"
         sizes = ", ".join(f"{s}: {v:.2f}" for s, v in points)
         out.append(f"- {store}: {what} vs {kind} [{sizes}]: {verdict}")
+        cpu = sorted((r.size, r.cpu_per_s * 100) for r in rows
+                     if (r.store, r.kind) == (store, kind) and r.cpu_per_s)
+        if kind == "elections" and len(cpu) >= 2:
+            k = growth(cpu)
+            verdict = "flat" if k <= 0.1 else f"NOT flat: grows ~ elections^{k:.2f}"
+            sizes = ", ".join(f"{s}: {v:.2f} %" for s, v in cpu)
+            out.append(f"- {store}: client CPU vs elections [{sizes}]: {verdict}")
     return out

@@ -11,8 +11,10 @@ many clients), driven over stdin like :mod:`.worker`.
 ``waiters``: N+1 clients (own sessions) campaign in one election; the first leads, the
 others queue (``queued`` once every ``enqueue`` has returned). On ``start`` the leader
 resigns, the next one leads and resigns at once, ``changes`` times; ``changed`` reports
-the wall time and the growth of the clients' notification counters
-(``watch_notifications`` on etcd, ``notifications`` on ZooKeeper) where they have them.
+the wall time; on ``count``, after a read round trip on every client, ``notified``
+reports the growth of the clients' notification counters
+(``watch_notifications`` on etcd, ``notifications`` on ZooKeeper) where they have them,
+and for Consul the client-side count of HTTP requests and blocking-query returns.
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ def waiters(url: str, ttl: float, size: int, prefix: str, changes: int) -> None:
     clients = [tenure.connect(url, ttl=ttl) for _ in range(size + 1)]
     name = f"{prefix}/one"
     queued = threading.Semaphore(0)
+    calls = {"_call": 0, "_block": 0}
+    if url.startswith("consul"):
+        for client in clients:
+            _count_calls(client, calls)
     for client in clients[1:]:
         _signal_after_enqueue(client, queued.release)
     won: queue.Queue[tenure.Leadership] = queue.Queue()
@@ -82,17 +88,43 @@ def waiters(url: str, ttl: float, size: int, prefix: str, changes: int) -> None:
     emit("queued")
     _wait("start")
     before = notifications(clients)
+    calls_before = dict(calls)
     started = time.monotonic()
     for _ in range(changes):
         current.resign()
         current = won.get(timeout=60)
     took = time.monotonic() - started
+    client_calls = None
+    if calls["_call"] or calls["_block"]:
+        client_calls = {k: calls[k] - calls_before[k] for k in calls}
+    emit("changed", wall=took, client_calls=client_calls)
+    _wait("count")
+    # A read round trip on every session: a notification the changes caused has reached
+    # its client before this answer (the waiter may have been woken another way first).
+    for client in clients:
+        client.election(name).leader()
     after = notifications(clients)
-    emit("changed", wall=took,
-         notifications=None if before is None or after is None else after - before)
+    emit("notified", notifications=None if before is None or after is None else after - before)
     _wait("stop")
     for client in clients:
         client.close()
+
+
+def _count_calls(client: tenure.Client, counts: dict[str, int]) -> None:
+    """Counts the HTTP requests of adapters whose every request goes through ``_call``
+    (and blocking queries through ``_block``): Consul's. Measurement only; the adapter
+    is not changed. GIL-protected increments are close enough for counts."""
+    for name in counts:
+        original = getattr(client.store, name, None)
+        if original is None:
+            continue
+
+        def counted(*args: Any, _original: Any = original, _name: str = name,
+                    **kwargs: Any) -> Any:
+            counts[_name] += 1
+            return _original(*args, **kwargs)
+
+        setattr(client.store, name, counted)
 
 
 def _signal_after_enqueue(client: tenure.Client, signal: Callable[[], Any]) -> None:

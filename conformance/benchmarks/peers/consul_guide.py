@@ -42,6 +42,8 @@ class _HTTP:
         response = self.conn.getresponse()
         raw = response.read()
         headers = {k.lower(): v for k, v in response.getheaders()}
+        if "json" not in headers.get("content-type", ""):
+            return response.status, raw.decode(errors="replace"), headers  # e.g. a 404's text
         return response.status, (json.loads(raw) if raw else None), headers
 
     def close(self) -> None:
