@@ -31,7 +31,7 @@ from typing import Any
 
 from tenure.config import BackendURL
 from tenure.errors import CampaignCancelled, CampaignTimeout, ConfigError, NotLeader
-from tenure.store import WAIT_SLICE, LeaderInfo, Store, StoreLimits, Ticket
+from tenure.store import WAIT_SLICE, Contender, LeaderInfo, Store, StoreLimits, Ticket
 
 
 class BullyStore(Store):
@@ -105,6 +105,10 @@ class BullyStore(Store):
                     del self._leaders[election]
                     self._lock.notify_all()
                 return {"ok": True}
+            if message["type"] == "contender":
+                if election not in self._campaigning:
+                    return {"contender": None}
+                return {"contender": [self._my_id(election), self._campaigning[election].hex()]}
             if message["type"] == "leader":
                 current = self._leaders.get(election)
                 return {"leader": None if current is None else
@@ -224,6 +228,20 @@ class BullyStore(Store):
             if found and (best is None or found[2] > best.token):
                 best = LeaderInfo(election, found[0], bytes.fromhex(found[1]), found[2])
         return best
+
+    def contenders(self, election: str) -> list[Contender]:
+        found = []  # ask every peer (no store): the ones that answer and campaign
+        for peer in range(len(self.peers)):
+            if peer == self.me:
+                with self._lock:
+                    entry = ([self._my_id(election), self._campaigning[election].hex()]
+                             if election in self._campaigning else None)
+            else:
+                entry = (self._ask(peer, {"type": "contender", "election": election})
+                         or {}).get("contender")
+            if entry:
+                found.append(Contender(entry[0], bytes.fromhex(entry[1]), peer))
+        return found
 
     def await_change(self, election: str, known: LeaderInfo | None,
                      deadline: float) -> LeaderInfo | None:

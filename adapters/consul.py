@@ -12,7 +12,8 @@ Mapping of the contract:
   destroyed session;
 * queue: one key per candidate, ``<prefix>/<election>/~queue/<uuid>``, acquired with
   the session (so it dies with it) and ordered by its ``CreateIndex`` (Raft order).
-  Each waiter blocking-queries only its predecessor's key (no herd);
+  Each waiter blocking-queries only its predecessor's key (no herd). The entry holds
+  the candidate id and value, which ``contenders()`` lists;
 * leadership: the first in the queue acquires ``<prefix>/<election>/~leader`` with the
   session in a transaction that also checks its own queue key. The fencing token is
   the Raft index of that acquisition (the key's ``ModifyIndex`` then), which rises
@@ -70,7 +71,7 @@ from tenure.errors import (
     SessionExpired,
     StoreUnavailable,
 )
-from tenure.store import WAIT_SLICE, LeaderInfo, Store, StoreLimits, Ticket
+from tenure.store import WAIT_SLICE, Contender, LeaderInfo, Store, StoreLimits, Ticket
 
 log = logging.getLogger("tenure.consul")
 
@@ -415,7 +416,8 @@ class ConsulStore(Store):
 
     def enqueue(self, election: str, candidate_id: str, value: bytes) -> Ticket:
         key = self._queue_prefix(election) + uuid.uuid4().hex
-        entry = base64.b64encode(json.dumps({"id": candidate_id}).encode()).decode()
+        entry = base64.b64encode(json.dumps(  # the value too: contenders() lists it
+            {"id": candidate_id, "value": base64.b64encode(value).decode()}).encode()).decode()
         # The core does not retry an enqueue: ride out a Consul leader election here
         # (the same key, so a retried transaction cannot queue twice).
         give_up = time.monotonic() + 2 * self._ttl + self._options.timeout
@@ -580,6 +582,20 @@ class ConsulStore(Store):
 
     def leader(self, election: str) -> LeaderInfo | None:
         return self._info(election, self._get(self._leader_key(election))[2])
+
+    def contenders(self, election: str) -> list[Contender]:
+        found = []
+        for entry in self._queue(election):  # a consistent read, in CreateIndex order
+            record = json.loads(base64.b64decode(entry.get("Value") or "") or b"{}")
+            found.append(Contender(str(record.get("id", "")),
+                                   base64.b64decode(record.get("value", "")),
+                                   int(entry["CreateIndex"])))
+        current = self.leader(election) if found else None
+        if current is not None:  # a proclaim changes the leader key's value only
+            found = [Contender(c.candidate_id, current.value, c.order)
+                     if i == 0 and c.candidate_id == current.candidate_id else c
+                     for i, c in enumerate(found)]
+        return found
 
     def await_change(
         self, election: str, known: LeaderInfo | None, deadline: float

@@ -91,7 +91,7 @@ from tenure.errors import (
     SessionExpired,
     StoreUnavailable,
 )
-from tenure.store import WAIT_SLICE, LeaderInfo, Store, StoreLimits, Ticket
+from tenure.store import WAIT_SLICE, Contender, LeaderInfo, Store, StoreLimits, Ticket
 
 R = TypeVar("R")
 
@@ -689,6 +689,14 @@ class EtcdStore(Store):
 
     def leader(self, election: str) -> LeaderInfo | None:
         return self._leader_at(election)[0]
+
+    def contenders(self, election: str) -> list[Contender]:
+        start, end = self._election_range(election)
+        response = self._range(etcdrpc.RangeRequest(
+            key=start, range_end=end, sort_target=_BY_CREATE,
+            sort_order=etcdrpc.RangeRequest.ASCEND), "contenders")
+        infos = (_unpack(election, kv) for kv in response.kvs)
+        return [Contender(info.candidate_id, info.value, info.token) for info in infos]
 
     def await_change(
         self, election: str, known: LeaderInfo | None, deadline: float

@@ -44,6 +44,11 @@ Mapping of the contract (``M`` = majority = N // 2 + 1; every decision needs M a
   PTTL and at least every min(TTL / 4, 1 s). Nothing spins.
 * order: Redis has no queue; waiting candidates are served in no particular order
   (whoever's acquisition round lands first; a split vote backs off randomly).
+* contenders: ``enqueue`` registers the candidate in a hash ``<prefix>contenders:
+  <election>`` on a majority (field = ticket, bound to the session: it counts only
+  while the session key exists on that instance); ``withdraw`` deletes it. A listing
+  reads a majority and keeps an entry seen live on at least (answers - (N - M))
+  instances -- every registered live candidate is, since it is on M of N.
 
 Clock reasoning: a renewal sent at t (local monotonic clock) arrives at each instance
 later, and PEXPIRE sets expiry >= arrival + TTL >= t + TTL, so the core's deadline
@@ -95,7 +100,7 @@ from tenure.errors import (
     SessionExpired,
     StoreUnavailable,
 )
-from tenure.store import WAIT_SLICE, LeaderInfo, Store, StoreLimits, Ticket
+from tenure.store import WAIT_SLICE, Contender, LeaderInfo, Store, StoreLimits, Ticket
 
 log = logging.getLogger("tenure.adapters.redis")
 
@@ -165,6 +170,7 @@ class _Instance:
         self.release = self.client.register_script(lua.RELEASE)
         self.proclaim = self.client.register_script(lua.PROCLAIM)
         self.guarded_write = self.client.register_script(lua.GUARDED_WRITE)
+        self.contenders = self.client.register_script(lua.CONTENDERS)
 
 
 class _Bell:
@@ -292,6 +298,9 @@ class RedisStore(Store):
     def _counter_key(self, election: str) -> str:
         return f"{self.prefix}counter:{election}"
 
+    def _contenders_key(self, election: str) -> str:
+        return f"{self.prefix}contenders:{election}"
+
     def _channel(self, election: str) -> str:
         return f"{self.prefix}changed:{election}"
 
@@ -411,7 +420,20 @@ class RedisStore(Store):
         if not self._sid:
             raise SessionExpired("no Redis session is open")
         extra: dict[str, object] = {"sid": self._sid, "value": value, "token": 0, "vseq": 0}
-        return Ticket(election, candidate_id, uuid.uuid4().hex, 0, extra)
+        ticket = Ticket(election, candidate_id, uuid.uuid4().hex, 0, extra)
+        registry, entry = self._contenders_key(election), f"{self._sid}\n{candidate_id}\n"
+        results = self._fanout(
+            lambda inst: inst.client.hset(registry, ticket.key, entry.encode() + value))
+        if sum(1 for r in results if not isinstance(r, StoreUnavailable)) < self.majority:
+            with contextlib.suppress(StoreUnavailable):  # leave no partial registration
+                self._unregister(ticket)
+            self._answers(results, f"enqueueing in {election!r}")
+        return ticket
+
+    def _unregister(self, ticket: Ticket) -> int:
+        registry = self._contenders_key(ticket.election)
+        results = self._fanout(lambda inst: inst.client.hdel(registry, ticket.key))
+        return sum(1 for r in results if not isinstance(r, StoreUnavailable))
 
     def _states(self, election: str, sid: str) -> list[tuple[int, _State]]:
         keys = [self._leader_key(election), self._counter_key(election), self._session_key(sid)]
@@ -492,7 +514,7 @@ class RedisStore(Store):
     def withdraw(self, ticket: Ticket) -> None:
         with self._lock:
             self._won.pop(ticket, None)
-        if self._release(ticket) < self.majority:
+        if min(self._release(ticket), self._unregister(ticket)) < self.majority:
             raise StoreUnavailable(
                 f"withdrawing from {ticket.election!r} reached fewer than {self.majority} "
                 "Redis instances; the rest free up when the session expires"
@@ -580,6 +602,23 @@ class RedisStore(Store):
 
     def leader(self, election: str) -> LeaderInfo | None:
         return self._current(election)[0]
+
+    def contenders(self, election: str) -> list[Contender]:
+        keys, args = [self._contenders_key(election)], [self._session_key("")]
+        results = self._fanout(lambda inst: list[Any](inst.contenders(keys, args)))
+        answers = self._answers(results, f"listing the contenders of {election!r}")
+        seen: dict[bytes, tuple[int, bytes]] = {}
+        for _, reply in answers:
+            for field, entry in zip(reply[::2], reply[1::2], strict=True):
+                count, _ = seen.get(bytes(field), (0, b""))
+                seen[bytes(field)] = (count + 1, bytes(entry))
+        needed = max(1, len(answers) - (self.n - self.majority))
+        found = []
+        for count, entry in seen.values():
+            if count >= needed:
+                _, candidate_id, value = entry.split(b"\n", 2)
+                found.append(Contender(candidate_id.decode(), value))
+        return sorted(found, key=lambda c: c.candidate_id)
 
     def await_change(
         self, election: str, known: LeaderInfo | None, deadline: float

@@ -11,6 +11,10 @@ default ``tenure:``):
 * ``P counter:<election>`` -- the highest token ever accepted on this instance (no
   expiry; it must survive restarts for the token guarantee);
 * ``P data:<key>`` -- a hash ``value, token, seq`` written by guarded writes;
+* ``P contenders:<election>`` -- a hash ``ticket -> sid LF cid LF value``: every
+  candidate that enqueued (Redis has no queue, so this registry is what
+  ``contenders()`` lists); a field counts only while its session key exists on the
+  same instance, and CONTENDERS deletes the dead ones it meets;
 * channel ``P changed:<election>`` -- published on every acquire, release and proclaim.
 
 Scripts look up the holder's session key by a name read inside the script; that is
@@ -83,4 +87,21 @@ local h = redis.call('HMGET', KEYS[1], 'ticket', 'token')
 if h[1] ~= ARGV[1] or h[2] ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[3], 'value', ARGV[3], 'token', ARGV[2], 'seq', ARGV[4])
 return 1
+"""
+
+CONTENDERS = """
+-- KEYS: contenders registry; ARGV: session key prefix
+-- -> {ticket, entry, ...} of the entries whose session is alive here (dead ones deleted)
+local out = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local sid = string.match(all[i + 1], '^([^\\n]*)')
+  if redis.call('EXISTS', ARGV[1] .. sid) == 1 then
+    out[#out + 1] = all[i]
+    out[#out + 1] = all[i + 1]
+  else
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return out
 """

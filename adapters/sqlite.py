@@ -41,7 +41,7 @@ from tenure.errors import (
     SessionExpired,
     StoreUnavailable,
 )
-from tenure.store import WAIT_SLICE, LeaderInfo, Store, StoreLimits, Ticket
+from tenure.store import WAIT_SLICE, Contender, LeaderInfo, Store, StoreLimits, Ticket
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -319,6 +319,17 @@ class SQLiteStore(Store):
 
     def leader(self, election: str) -> LeaderInfo | None:
         return self._guard(self._leader_row, election)[0]
+
+    def contenders(self, election: str) -> list[Contender]:
+        rows = self._guard(
+            lambda: self._db().execute(
+                f"SELECT c.seq, c.candidate_id, c.value FROM candidates c JOIN sessions s "
+                f"ON s.id = c.session_id WHERE c.election = :election AND {_LIVE} "
+                f"ORDER BY c.seq",
+                self._params(election=election),
+            ).fetchall()
+        )
+        return [Contender(row[1], bytes(row[2]), int(row[0])) for row in rows]
 
     def await_change(
         self, election: str, known: LeaderInfo | None, deadline: float

@@ -104,7 +104,7 @@ from tenure.errors import (
     SessionExpired,
     StoreUnavailable,
 )
-from tenure.store import WAIT_SLICE, LeaderInfo, Store, StoreLimits, Ticket
+from tenure.store import WAIT_SLICE, Contender, LeaderInfo, Store, StoreLimits, Ticket
 
 OPTIONS = {
     "prefix": "znode under the URL path holding tenure's nodes (default /tenure)",
@@ -729,6 +729,24 @@ class ZooKeeperStore(Store):
 
     def leader(self, election: str) -> LeaderInfo | None:
         return self._read_leader(election, None)
+
+    def contenders(self, election: str) -> list[Contender]:
+        zk = self._client()
+        parent = self._election_node(election)
+        try:
+            self._call(zk.sync_async, parent)
+            children = self._call(zk.get_children_async, parent)
+        except NoNodeError:
+            return []
+        found = []
+        for child in sorted(children, key=_sequence):
+            try:  # a node may go between the listing and its read: it is not live then
+                data, stat = self._call(zk.get_async, f"{parent}/{child}")
+            except NoNodeError:
+                continue
+            candidate, _, value = bytes(data).partition(b"\n")
+            found.append(Contender(candidate.decode(), value, int(stat.czxid)))
+        return found
 
     def await_change(
         self, election: str, known: LeaderInfo | None, deadline: float

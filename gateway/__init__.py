@@ -24,13 +24,14 @@ from tenure.errors import (
     UsageError,
 )
 from tenure.fencing import FencingGuard
-from tenure.store import LeaderInfo
+from tenure.store import Contender, LeaderInfo
 
 __all__ = [
     "CampaignCancelled",
     "CampaignTimeout",
     "Client",
     "ConfigError",
+    "Contender",
     "Election",
     "FencingGuard",
     "InvalidNameError",

@@ -43,7 +43,7 @@ from tenure.names import (
     default_candidate_id,
 )
 from tenure.session import SessionKeeper
-from tenure.store import LeaderInfo, Store, StoreLimits, Ticket
+from tenure.store import Contender, LeaderInfo, Store, StoreLimits, Ticket
 
 log = logging.getLogger("tenure")
 
@@ -332,6 +332,11 @@ class Election:
     def leader(self) -> LeaderInfo | None:
         """The current leader (id, value, token) by a linearizable read, or None."""
         return self.client.store.leader(self.name)
+
+    def contenders(self) -> list[Contender]:
+        """Every live candidate here -- the leader and each waiter -- as the store lists
+        them (in arrival order where it has one), like kazoo's ``Election.contenders()``."""
+        return self.client.store.contenders(self.name)
 
     def leader_or_none(self) -> LeaderInfo | None:
         """Like :meth:`leader`, but None when the store cannot be asked."""

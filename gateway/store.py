@@ -59,6 +59,28 @@ class LeaderInfo:
 
 
 @dataclass(frozen=True)
+class Contender:
+    """One live candidate of an election, as :meth:`Store.contenders` lists it.
+
+    ``order`` is its arrival position where the store has one (SQLite seq, etcd
+    create revision, ZooKeeper sequence, Consul/Redis registration index), else 0;
+    lists are sorted by it, the leader (if any) first where the store queues.
+    """
+
+    candidate_id: str
+    value: bytes
+    order: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-friendly form (value decoded as UTF-8 with replacement)."""
+        return {
+            "candidate_id": self.candidate_id,
+            "value": self.value.decode("utf-8", "replace"),
+            "order": self.order,
+        }
+
+
+@dataclass(frozen=True)
 class StoreLimits:
     """What a backend can do, as data rather than missing methods.
 
@@ -164,6 +186,13 @@ class Store(ABC):
     @abstractmethod
     def leader(self, election: str) -> LeaderInfo | None:
         """The current leader by a linearizable read, or None."""
+
+    @abstractmethod
+    def contenders(self, election: str) -> list[Contender]:
+        """Every live candidate of ``election`` -- the leader and each waiter -- in
+        arrival order where the store has one (like kazoo's ``Election.contenders()``
+        or Curator's ``getParticipants()``). Read from the store, not from this client's
+        memory; entries of dead sessions are not listed."""
 
     @abstractmethod
     def await_change(

@@ -113,3 +113,43 @@ def test_on_lost_is_not_called_on_resign_and_a_cancelled_campaign_leaves_no_entr
         assert third.candidate_id == c.candidate_id
         third.resign()
     assert calls == []
+
+
+def test_contenders_lists_the_leader_and_every_waiting_candidate(target: Target) -> None:
+    name = target.election("contenders")
+    with connect(target, candidate_id="c-lead") as a, \
+            connect(target, candidate_id="c-wait1") as b, \
+            connect(target, candidate_id="c-wait2") as c:
+        assert a.election(name).contenders() == []
+        lead = a.election(name).campaign(value=b"v-lead", timeout=30)
+        cancel = threading.Event()
+        waiters = [
+            threading.Thread(target=_campaign_until_cancelled, args=(client, name, cancel),
+                             daemon=True)
+            for client in (b, c)
+        ]
+        for thread in waiters:
+            thread.start()
+        expected = {("c-lead", b"v-lead"), ("c-wait1", b"v-c-wait1"), ("c-wait2", b"v-c-wait2")}
+        deadline = time.monotonic() + 30
+        seen: set[tuple[str, bytes]] = set()
+        while time.monotonic() < deadline:  # the waiters enqueue from their threads
+            seen = {(x.candidate_id, x.value) for x in c.election(name).contenders()}
+            if seen == expected:
+                break
+            time.sleep(0.05)
+        assert seen == expected
+        listed = a.election(name).contenders()
+        if listed[0].order:  # a store with a queue lists it in arrival order, leader first
+            assert listed[0].candidate_id == "c-lead"
+            assert [x.order for x in listed] == sorted(x.order for x in listed)
+        cancel.set()
+        for thread in waiters:
+            thread.join(timeout=30)
+        lead.resign()
+        assert a.election(name).contenders() == []
+
+
+def _campaign_until_cancelled(client: tenure.Client, name: str, cancel: threading.Event) -> None:
+    with pytest.raises(tenure.CampaignCancelled):
+        client.election(name).campaign(value=f"v-{client.candidate_id}", cancel=cancel)
