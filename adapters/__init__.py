@@ -19,6 +19,11 @@ _ADAPTERS: dict[str, tuple[str, str, str]] = {
     "consul": ("tenure.adapters.consul", "ConsulStore", "consul"),
     "redis": ("tenure.adapters.redis", "RedisStore", "redis"),
     "rediss": ("tenure.adapters.redis", "RedisStore", "redis"),
+    # Live migration between two of the above (tenure.migration); the stage is in the scheme.
+    "migrate+source": ("tenure.migration", "MigratingStore", ""),
+    "migrate+dual-source": ("tenure.migration", "MigratingStore", ""),
+    "migrate+dual-target": ("tenure.migration", "MigratingStore", ""),
+    "migrate+target": ("tenure.migration", "MigratingStore", ""),
     # A teaching reference that the conformance suite must catch; never for real use.
     "bully": ("tenure.adapters.bully", "BullyStore", ""),
 }

@@ -8,7 +8,9 @@ else ``./tenure.toml`` if present), else the embedded default
 
 URL forms: ``scheme://[user[:password]@]host[:port][,host[:port]...][/path][?k=v&...]``
 for etcd, zookeeper, consul and redis; ``sqlite:///absolute/path.db`` or
-``sqlite://relative/path.db`` for SQLite. Query options ``ttl`` and ``drift`` are
+``sqlite://relative/path.db`` for SQLite; ``migrate+<stage>://?source=..&target=..`` for
+a live migration (:mod:`tenure.migration`; in the config file a ``[migration]`` table
+with ``source``, ``target`` and ``stage`` stands for it). Query options ``ttl`` and ``drift`` are
 understood by every backend; the others belong to the adapter, which rejects any it
 does not know.
 """
@@ -30,7 +32,8 @@ DEFAULT_TTL = 10.0
 DEFAULT_DRIFT = 0.01
 MAX_DRIFT = 0.5
 DEFAULT_PORTS = {"etcd": 2379, "zookeeper": 2181, "consul": 8500, "redis": 6379, "rediss": 6379}
-CONFIG_KEYS = frozenset({"backend", "ttl", "drift", "candidate_id", "max_value_bytes", "options"})
+CONFIG_KEYS = frozenset({"backend", "ttl", "drift", "candidate_id", "max_value_bytes", "options",
+                         "migration"})
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,8 @@ def parse_backend_url(url: str) -> tuple[BackendURL, dict[str, str]]:
                 f"backend URL {url!r} names no database file; use sqlite:///absolute/path.db"
             )
         return BackendURL(scheme, (), unquote(path), options), core
+    if scheme.startswith("migrate+"):  # two backend URLs in the query (tenure.migration)
+        return BackendURL(scheme, (), parts.path, options), core
     netloc = parts.netloc
     username = password = None
     if "@" in netloc:
@@ -204,6 +209,8 @@ def load_settings(
     table, table_path = load_config_file(config_file)
     where = f"config file {table_path!r}" if table_path else "config"
     raw_url = url if url is not None else os.environ.get("TENURE_BACKEND") or table.get("backend")
+    if raw_url is None and "migration" in table:
+        raw_url = _migration_table_url(table["migration"], where)
     if raw_url is None:
         raw_url = default_backend_url()
     if not isinstance(raw_url, str):
@@ -237,3 +244,19 @@ def load_settings(
     if not isinstance(max_value, int) or isinstance(max_value, bool) or max_value < 0:
         raise ConfigError(f"'max_value_bytes' in {where} must be a non-negative integer")
     return Settings(backend, resolved_ttl, resolved_drift, chosen_id, max_value)
+
+
+def _migration_table_url(table: object, where: str) -> str:
+    """The ``migrate+<stage>://`` URL for a ``[migration]`` table (source, target, stage)."""
+    from urllib.parse import quote
+
+    if not isinstance(table, dict) or set(table) != {"source", "target", "stage"} or not all(
+        isinstance(v, str) for v in table.values()
+    ):
+        raise ConfigError(
+            f"'migration' in {where} must be a table with exactly the strings source, target "
+            "and stage, e.g. source = \"zookeeper://zk:2181\", target = \"etcd://e:2379\", "
+            "stage = \"dual-source\""
+        )
+    return (f"migrate+{table['stage']}://?source={quote(table['source'], safe='')}"
+            f"&target={quote(table['target'], safe='')}")
