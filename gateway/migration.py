@@ -518,3 +518,83 @@ def _shift(info: LeaderInfo | None, offset: int) -> LeaderInfo | None:
     if info is None or not offset:
         return info
     return LeaderInfo(info.election, info.candidate_id, info.value, info.token + offset)
+
+
+# -- operator view (tenure migrate status / advance) ----------------------------------
+
+
+@dataclass
+class MigrationStatus:
+    """What ``tenure migrate status`` shows: every live candidate's stage, the leader on
+    each store, the epoch marker and the offset."""
+
+    election: str
+    source: str
+    target: str
+    candidates: dict[str, str]
+    """candidate id -> stage (``source (plain URL)``/``target (plain URL)`` when it
+    published none: it runs a plain backend URL of that store)."""
+    source_leader: LeaderInfo | None
+    target_leader: LeaderInfo | None
+    epoch: dict[str, object] | None
+    offset: int | None
+
+    def stages(self) -> set[int]:
+        """Stage indexes of the live candidates (a plain source URL counts as
+        ``source``; a plain target URL as ``target``)."""
+        return {STAGES.index(s.split(" ")[0]) for s in self.candidates.values()
+                if s.split(" ")[0] in STAGES}
+
+    def problems(self, stage: str) -> list[str]:
+        """Why rolling out ``stage`` now is unsafe (empty if it is safe)."""
+        n = STAGES.index(check_stage(stage))
+        found = []
+        for cid, running in sorted(self.candidates.items()):
+            name = running.split(" ")[0]
+            if name not in STAGES:
+                found.append(f"{cid} publishes an unknown stage {running!r}")
+            elif abs(STAGES.index(name) - n) > 1:
+                found.append(
+                    f"{cid} runs {running}, not adjacent to {stage}: move it to "
+                    f"{STAGES[n - 1] if STAGES.index(name) < n else STAGES[n + 1]} first")
+            elif running == "target (plain URL)" and self.offset is not None:
+                found.append(f"{cid} runs a plain target URL: its tokens lack the offset "
+                             f"{self.offset}; give it the migrate+target URL")
+        if n <= 1 and self.epoch is not None:
+            found.append(
+                f"the epoch marker is recorded (offset {self.epoch.get('offset')}): "
+                f"a dual-target leader has led, so {stage} candidates would hand out "
+                "source tokens below the tokens already issued; rollback is possible only "
+                "to dual-target (or migrate forward again)")
+        if n == 3 and self.offset is None:
+            found.append("no token offset is recorded in the target yet: a dual-target "
+                         "candidate must have led before target candidates can lead")
+        return found
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-friendly form."""
+        return {
+            "election": self.election, "source": self.source, "target": self.target,
+            "candidates": self.candidates,
+            "source_leader": None if self.source_leader is None else self.source_leader.as_dict(),
+            "target_leader": None if self.target_leader is None else self.target_leader.as_dict(),
+            "epoch": self.epoch, "offset": self.offset,
+            "safe_to_advance": {s: not self.problems(s) for s in STAGES},
+        }
+
+
+def migration_status(source: Store, target: Store, election: str) -> MigrationStatus:
+    """Reads the migration state of ``election`` from both stores."""
+    candidates: dict[str, str] = {}
+    for label, store in (("source", source), ("target", target)):
+        for published in published_stages(store, election, label):
+            candidates[published.candidate_id] = published.stage
+    for label, store in (("source", source), ("target", target)):
+        for contender in store.contenders(election):
+            candidates.setdefault(contender.candidate_id, f"{label} (plain URL)")
+    return MigrationStatus(
+        election, source.description, target.description, candidates,
+        source.leader(election), target.leader(election),
+        parse_record(source.read(epoch_key(election))),
+        record_offset(target.read(offset_key(election))),
+    )
