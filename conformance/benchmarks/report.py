@@ -49,7 +49,7 @@ def _cell(row: Row, notes: list[str]) -> str:
         return f"{_ms(summary.median)} / {_ms(summary.p90)} ({row.ttl:g} s)"
     text = _ms(summary.median)
     if row.measurement.startswith("detect"):
-        late = row.extra.get("late") or []
+        late = (row.extra.get("late") or []) if row.measurement == "detect-cut" else []
         if late:
             text += f" (deadline +{_ms(sorted(late)[len(late) // 2])})"
         if row.extra.get("never"):

@@ -7,7 +7,9 @@ in the number of elections (one session, renewed once per TTL/3, whatever it hol
 (b) **Waiters per election**: N+1 clients (own sessions, in-process threads: 500
 processes would swamp 2 cores) queue in one election; the leader resigns and the next
 leads, a few times; per change we report the clients' notification counters (etcd,
-ZooKeeper) and the store requests beyond the idle renewal rate measured just before.
+ZooKeeper) and the store requests beyond the idle rate (renewals, polls) -- the lower
+of the rates measured in a window just before and just after the changes, since
+hundreds of waiters may still be settling in the first.
 Target: flat in N (each waiter watches only its predecessor, no herd).
 
 What these are not: throughput limits, or the cost of the campaigns themselves
@@ -117,6 +119,9 @@ def waiters_point(backend: str, url: str, hosts: str, size: int, changes: int,
         changed = worker.next("changed", timeout=300)
         if read is not None:
             after, t3 = read(), time.monotonic()
+            time.sleep(window)  # idle again: the rate once every waiter has settled
+            idle2, t4 = read(), time.monotonic()
+            idle_rate = min(idle_rate, (idle2 - after - _self_count(backend)) / (t4 - t3))
             busy = after - before - _self_count(backend)
             row.requests_per_change = (busy - idle_rate * (t3 - t2)) / changes
         worker.send("count")
