@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,32 @@ def machine() -> dict[str, Any]:
         model = platform.processor()
     return {"cpus": os.cpu_count(), "cpu": model, "python": sys.version.split()[0],
             "platform": platform.platform(), "load": os.getloadavg()}
+
+
+BEGIN, END = "<!-- tenure bench: begin -->", "<!-- tenure bench: end -->"
+
+
+def update_markdown(path: Path, rendered: str, plot: Path | None) -> None:
+    """Writes ``rendered`` (with the machine facts, and the plot if any) between the
+    markers of ``path``; the hand-written text around them is kept. A file without
+    the markers gets them appended."""
+    facts = machine()
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    block = [BEGIN, "", f"Taken {when} on {facts['cpus']} x {facts['cpu']}, Python "
+             f"{facts['python']}, {facts['platform']}; 1-min load average when the run ended "
+             f"{facts['load'][0]:.2f}.", ""]
+    if plot is not None:
+        relative = os.path.relpath(plot, path.parent)
+        block += [f"![tenure bench]({relative})", ""]
+    block += [rendered.replace("\n## ", "\n### "), "", END]
+    text = path.read_text() if path.exists() else "# Performance\n\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        text = head + "\n".join(block) + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(block) + "\n"
+    path.write_text(text)
 
 
 def write_json(path: Path, rows: Sequence[Row], scale: Sequence[ScaleRow],

@@ -1,7 +1,8 @@
 """``tenure bench``: handover, failover, loss detection and scale, tenure vs its peers.
 
     tenure bench --quick                          # a smoke run on SQLite (< 60 s)
-    tenure bench --lab all --json bench.json --plot bench.png
+    tenure bench --lab all --json bench.json --plot docs/performance.png \
+        --markdown docs/performance.md
     tenure bench --lab zookeeper --lab redis
     tenure bench --backend etcd://127.0.0.1:2379  # your store; peers use its first host
 
@@ -63,6 +64,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="start a 1-node lab store of BACKEND (repeatable; 'all')")
     parser.add_argument("--json", metavar="FILE", help="write every sample as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="write a PNG plot (matplotlib)")
+    parser.add_argument("--markdown", metavar="FILE.md",
+                        help="write the tables, machine facts and plot link into FILE.md "
+                             "between its '<!-- tenure bench: begin/end -->' markers "
+                             "(e.g. docs/performance.md)")
     parser.add_argument("--quick", action="store_true",
                         help="a few samples each (smoke run; default store: SQLite)")
     parser.add_argument("--handovers", type=_count, help="resign handovers (default 50)")
@@ -140,5 +145,9 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         report.plot(Path(args.plot), rows, scale_rows)
         progress(f"wrote {args.plot}")
+    if args.markdown:
+        report.update_markdown(Path(args.markdown), report.render(rows, scale_rows, command),
+                               Path(args.plot) if args.plot else None)
+        progress(f"wrote {args.markdown}")
     failed = [r for r in rows if r.baseline and r.status == "failed"]
     return 1 if failed else 0

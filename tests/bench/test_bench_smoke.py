@@ -20,10 +20,12 @@ pytestmark = [pytest.mark.cli, pytest.mark.sqlite]
 def test_quick_bench_on_sqlite_prints_the_table_and_writes_json_and_plot(
     tmp_path: Path,
 ) -> None:
-    out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
+    out, plot, page = tmp_path / "bench.json", tmp_path / "bench.png", tmp_path / "perf.md"
+    page.write_text("# Notes\n\nkept\n\n<!-- tenure bench: begin -->\nold\n"
+                    "<!-- tenure bench: end -->\n\nalso kept\n")
     result = subprocess.run(
         [sys.executable, "-m", "tenure.cli.main", "bench", "--quick",
-         "--json", str(out), "--plot", str(plot)],
+         "--json", str(out), "--plot", str(plot), "--markdown", str(page)],
         capture_output=True, text=True, timeout=170, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
@@ -36,6 +38,9 @@ def test_quick_bench_on_sqlite_prints_the_table_and_writes_json_and_plot(
                     if r["system"] == "tenure" and r["measurement"] == "handover")
     assert handover["status"] == "ok" and len(handover["samples"]) == 8
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = page.read_text()
+    assert "kept" in text and "also kept" in text and "old" not in text
+    assert "| sqlite | tenure |" in text and "![tenure bench](bench.png)" in text
 
 
 def test_an_unsupported_measurement_is_reported_with_its_reason_not_dropped() -> None:
