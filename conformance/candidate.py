@@ -9,7 +9,9 @@ guarded write -- deliberately checking for loss only AFTER acting, so a leader p
 in its sleep acts once on resuming, and the history shows whether the fence and the
 store refused it. Resigns after ``--hold``
 seconds (default: never), campaigns again, until ``--rounds`` leaderships are done.
-Every event also goes to stdout as a JSON line, for test harnesses to wait on.
+Every event also goes to stdout as a JSON line, for test harnesses to wait on. A
+campaign refused by configuration (a migration stage the election has left) records
+``refused`` with the reason and exits with status 3.
 """
 
 from __future__ import annotations
@@ -59,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
             emit("lost", token=lost.token, reason=reason)
 
     for _ in range(args.rounds):
-        lead = election.campaign(value=client.candidate_id, on_lost=on_lost)
+        try:
+            lead = election.campaign(value=client.candidate_id, on_lost=on_lost)
+        except tenure.ConfigError as exc:  # e.g. a migration stage the election has left
+            emit("refused", reason=str(exc))
+            client.close()
+            return 3
         emit("elected", token=lead.token, deadline=believed_deadline(lead))
         held_until = None if args.hold is None else time.monotonic() + args.hold
         while held_until is None or time.monotonic() < held_until:

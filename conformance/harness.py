@@ -138,12 +138,14 @@ class CandidateGroup:
     def spawn(
         self, *, ttl: float | None = None, hold: float | None = None, rounds: int = 1,
         tick: float = 0.05, name: str | None = None, broken: str | None = None,
+        backend: str | None = None,
     ) -> CandidateProcess:
-        """Starts one candidate process."""
+        """Starts one candidate process (``backend`` overrides the group's URL, e.g. a
+        migration stage: candidates of several stages share one history and fence)."""
         name = name or f"c{len(self.members) + 1}"
         command = [
             sys.executable, "-m", "tenure.conformance.candidate",
-            "--backend", self.backend, "--election", self.election,
+            "--backend", backend or self.backend, "--election", self.election,
             "--history", str(self.history_path), "--fence", str(self.fence_path),
             "--rounds", str(rounds), "--tick", str(tick), "--id", f"{name}-{time.monotonic_ns()}",
         ]
