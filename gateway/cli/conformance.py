@@ -80,15 +80,18 @@ def run(args: argparse.Namespace) -> int:
             name = properties.label_of(prop)
             rows.append(_run_one(prop, target, label, name, console))
         if chaos_faults is not None and args.duration > 0:
-            began = time.monotonic()
-            report = run_chaos(target, ChaosConfig(seed, args.duration, faults=chaos_faults),
-                               target.workdir / "chaos")
-            rows.append({
-                "backend": label, "property": f"chaos seed={seed}", "ok": report.ok,
-                "measured": {"faults": sum(report.faults.values()),
-                             "leaderships": len(report.check.intervals) if report.check else 0},
-                "detail": report.summary(), "seconds": time.monotonic() - began,
-            })
+            faults = chaos_faults
+
+            def chaos(t: Target) -> properties.Outcome:
+                report = run_chaos(t, ChaosConfig(seed, args.duration, faults=faults),
+                                   t.workdir / "chaos")
+                properties.require(report.ok, report.summary())
+                return properties.Outcome("chaos", {
+                    "faults": sum(report.faults.values()),
+                    "leaderships": len(report.check.intervals) if report.check else 0,
+                })
+
+            rows.append(_run_one(chaos, target, label, f"chaos seed={seed}", console))
 
     with tempfile.TemporaryDirectory(prefix="tenure-conformance-") as tmp:
         workdir = Path(tmp)
