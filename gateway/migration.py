@@ -93,7 +93,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from tenure.config import BackendURL, parse_backend_url
-from tenure.errors import ConfigError, NotLeader, SessionExpired, TenureError
+from tenure.errors import ConfigError, NotLeader, SessionExpired, StoreUnavailable, TenureError
 from tenure.store import Contender, LeaderInfo, LossReporter, Store, StoreLimits, Ticket
 
 STAGES = ("source", "dual-source", "dual-target", "target")
@@ -407,7 +407,9 @@ class MigratingStore(Store):
         adapter reported while we were not yet the core's leader would be missed.)"""
         current = self.source.leader(src.election)
         if current is None or current.token != token or current.candidate_id != src.candidate_id:
-            raise SessionExpired(
+            # Retryable, but not a session expiry: the core withdraws both entries and
+            # queues again without ending this client's sessions (other elections).
+            raise StoreUnavailable(
                 f"{src.candidate_id} no longer leads {src.election!r} in the source while "
                 "it acquired the target; queueing again"
             )
@@ -505,7 +507,7 @@ def _inner(ticket: Ticket, name: str) -> Ticket | None:
 def _need(ticket: Ticket, name: str) -> Ticket:
     inner = _inner(ticket, name)
     if inner is None:
-        raise SessionExpired(f"{ticket.candidate_id} has no entry in the {name} store")
+        raise StoreUnavailable(f"{ticket.candidate_id} has no entry in the {name} store")
     return inner
 
 
