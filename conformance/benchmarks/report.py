@@ -41,7 +41,8 @@ def _cell(row: Row, notes: list[str]) -> str:
     if row.status != "ok":
         notes.append(f"{row.store} / {row.system} / {row.measurement}: "
                      f"{row.status}: {row.reason}")
-        return f"{'n/a' if row.status == 'unsupported' else 'failed'} [{len(notes)}]"
+        word = {"unsupported": "n/a", "never": "never"}.get(row.status, "failed")
+        return f"{word} [{len(notes)}]"
     summary = row.summary
     assert summary is not None
     if row.measurement == "handover":

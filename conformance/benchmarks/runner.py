@@ -61,7 +61,7 @@ class Row:
     store: str
     system: str
     measurement: str
-    status: str  # ok | unsupported | failed
+    status: str  # ok | unsupported | failed | never (a loss the tool never reported)
     samples: list[float] = field(default_factory=list)
     reason: str = ""
     ttl: float | None = None
@@ -270,7 +270,7 @@ def _detected(row: Row, found: detection.Detection, limit: float) -> None:
     row.samples = found.after_fault
     row.extra.update(late=found.late, never=found.never, limit=limit)
     if found.never and not found.after_fault:
-        row.status = "failed"
+        row.status = "never"
         row.reason = f"no loss reported within {limit:g} s of the fault"
 
 
