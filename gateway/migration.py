@@ -77,7 +77,8 @@ issued during the migration. Guarded-write data and ``read()`` go to the store w
 token is in force for this client's stage (source before ``dual-target``, target
 from it on); data is not copied between stores. ``leader()``/observe report the
 target's leader with the offset once an offset is recorded, else the source's leader
-(during ``dual-source`` that may be a candidate still acquiring the target);
+unless its published stage is ``dual-target`` (then None: it has not led yet); a
+``dual-source`` leader reported may still be acquiring the target;
 ``await_change`` waits on that store in slices of at most 1 s so that it also sees
 the offset appear. The TTL must suit both stores (``limits`` is the intersection).
 """
@@ -471,7 +472,18 @@ class MigratingStore(Store):
 
     def leader(self, election: str) -> LeaderInfo | None:
         store, offset = self._in_force(election)
-        return _shift(store.leader(election), offset)
+        return self._leading(store, election, offset, store.leader(election))
+
+    def _leading(self, store: Store, election: str, offset: int,
+                 raw: LeaderInfo | None) -> LeaderInfo | None:
+        """``raw`` (the in-force store's leader) as the election's leader: with the
+        offset applied; and None for a dual-target candidate that holds the source but
+        has not recorded the offset yet (it will lead with a target token, never with
+        this source token)."""
+        if raw is None or offset or store is not self.source or self.stage == "source":
+            return _shift(raw, offset)
+        stages = {p.candidate_id: p.stage for p in published_stages(self.source, election, "")}
+        return None if stages.get(raw.candidate_id) in ("dual-target", "target") else raw
 
     def contenders(self, election: str) -> list[Contender]:
         if self.stage == "target":
@@ -488,7 +500,7 @@ class MigratingStore(Store):
         while True:
             store, offset = self._in_force(election)
             raw = store.leader(election)
-            current = _shift(raw, offset)
+            current = self._leading(store, election, offset, raw)
             now = time.monotonic()
             if current != known or now >= deadline:
                 return current

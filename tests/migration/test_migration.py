@@ -65,6 +65,10 @@ def test_each_stage_hands_over_to_the_next_with_rising_tokens_and_stale_stages_r
     def client(stage: str, cid: str) -> tenure.Client:
         return tenure.connect(migration_url(stage, source, target), ttl=ttl, candidate_id=cid)
 
+    # An observer (on dual-source: it reads both stores) follows the token in force.
+    watcher = client("dual-source", "c-watcher")
+    observed: list[tenure.LeaderInfo | None] = []
+    observer = watcher.election(name).on_change(observed.append)
     # Each adjacent pair of stages side by side: the older leads, the newer waits and
     # takes over when the older resigns (a rolling restart, one candidate at a time).
     older = client("source", "c-source")
@@ -89,6 +93,12 @@ def test_each_stage_hands_over_to_the_next_with_rising_tokens_and_stale_stages_r
         info = older.election(name).leader()
         assert info is not None and info.token == lead.token  # observe applies the offset
         lead.guarded_write(f"{name}/data", b"x")
+    wait_until(lambda: bool(observed) and observed[-1] is not None
+               and observed[-1].token == tokens[-1], 30, "observer saw the last leader")
+    seen = [info.token for info in observed if info is not None]
+    assert seen == sorted(set(seen)) and set(seen) <= set(tokens), (seen, tokens)
+    observer.stop()
+    watcher.close()
     # The election has passed dual-target: older stages refuse, naming the stage to use.
     lead.resign()
     for stale in ("source", "dual-source"):
@@ -291,3 +301,21 @@ def test_migrate_status_and_advance_gate_each_stage(
 def _campaign_quietly(client: tenure.Client, name: str, cancel: threading.Event) -> None:
     with pytest.raises(tenure.CampaignCancelled):
         client.election(name).campaign(cancel=cancel)
+
+
+@pytest.mark.unit
+def test_a_migration_table_in_tenure_toml_names_the_stage(tmp_path: Path) -> None:
+    from tenure.config import load_settings
+
+    config = tmp_path / "tenure.toml"
+    config.write_text('ttl = 2\n[migration]\nsource = "zookeeper://zk:2181"\n'
+                      'target = "etcd://e:2379"\nstage = "dual-source"\n')
+    settings = load_settings(config_file=config)
+    assert settings.url.scheme == "migrate+dual-source"
+    assert settings.url.options == {"source": "zookeeper://zk:2181", "target": "etcd://e:2379"}
+    config.write_text('[migration]\nsource = "zookeeper://zk:2181"\n')
+    with pytest.raises(tenure.ConfigError, match="source, target and stage"):
+        load_settings(config_file=config)
+    with pytest.raises(tenure.ConfigError, match=r"unknown backend scheme .migrate\+sideways"):
+        tenure.connect(migration_url("source", "sqlite:///x.db", "sqlite:///y.db")
+                       .replace("migrate+source", "migrate+sideways"))
