@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from tenure.errors import ConfigError, InvalidNameError, InvalidValueError
 
 SUBCOMMAND_MODULES = ("run", "leader", "observe", "demo", "lab", "conformance", "serve",
-                      "bench", "migrate")
+                      "bench", "migrate", "contenders")
 
 EXIT_USAGE = 2
 

@@ -319,3 +319,23 @@ def test_a_migration_table_in_tenure_toml_names_the_stage(tmp_path: Path) -> Non
     with pytest.raises(tenure.ConfigError, match=r"unknown backend scheme .migrate\+sideways"):
         tenure.connect(migration_url("source", "sqlite:///x.db", "sqlite:///y.db")
                        .replace("migrate+source", "migrate+sideways"))
+
+
+@pytest.mark.sqlite
+def test_tenure_contenders_lists_the_leader_and_the_waiters(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path}/c.db"
+    name = "cli/contenders"
+    with tenure.connect(url, ttl=1, candidate_id="lead") as a, \
+            tenure.connect(url, ttl=1, candidate_id="wait") as b:
+        lead = a.election(name).campaign(value="addr-1", timeout=10)
+        cancel = threading.Event()
+        waiting = threading.Thread(target=_campaign_quietly, args=(b, name, cancel))
+        waiting.start()
+        wait_until(lambda: len(a.election(name).contenders()) == 2, 10, "waiter queued")
+        code, out, _ = run_cli(["contenders", "--backend", url, "--election", name, "--json"])
+        assert code == 0
+        assert [(c["candidate_id"], c["value"]) for c in json.loads(out)] == [
+            ("lead", "addr-1"), ("wait", "")]
+        cancel.set()
+        waiting.join(timeout=10)
+        lead.resign()
