@@ -172,10 +172,11 @@ def test_full_migration_with_adjacent_stages_side_by_side_and_leader_crashes_and
         elected_after(live, 0.0, 60)
         for old, new in itertools.pairwise(STAGES):
             newcomers = [spawn(new, "a"), spawn(new, "b")]
-            for member in newcomers:
-                member.wait_for("started", timeout=60)
+            expected = {str(m.wait_for("started", timeout=60)["cid"]): new for m in newcomers}
+            expected.update({str(m.wait_for("started")["cid"]): old for m in live})
             everyone = live + newcomers
-            wait_until(_published(source, target, election, len(everyone)), 60,
+            # Side by side: status shows every live candidate with its own stage.
+            wait_until(_published(source, target, election, expected), 60,
                        f"{old} and {new} candidates all published")
             # SIGKILL the leader: someone else leads (an old- or new-stage candidate).
             victim = current_leader(everyone)
@@ -224,8 +225,12 @@ def test_full_migration_with_adjacent_stages_side_by_side_and_leader_crashes_and
     assert failovers == 6
 
 
-def _published(source: str, target: str, election: str, count: int) -> Callable[[], bool]:
-    return lambda: len(_candidates(tenure_status(source, target, election))) >= count
+def _published(source: str, target: str, election: str,
+               expected: dict[str, str]) -> Callable[[], bool]:
+    def check() -> bool:
+        shown = _candidates(tenure_status(source, target, election))
+        return all(shown.get(cid) == stage for cid, stage in expected.items())
+    return check
 
 
 def _candidates(status: dict[str, object]) -> dict[str, str]:
