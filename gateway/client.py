@@ -290,8 +290,9 @@ class Election:
             try:
                 token = store.await_turn(ticket, deadline, cancelled)
             except SessionExpired as exc:
+                # The entry died (with its session, or removed by an operator): queue
+                # again. Only a refused enqueue proves the session itself is gone.
                 _withdraw_quietly(store, ticket)
-                client.keeper.expired(generation, str(exc))
                 last_error = exc
                 continue
             except CampaignTimeout:
