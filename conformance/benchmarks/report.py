@@ -246,44 +246,59 @@ def write_json(path: Path, rows: Sequence[Row], scale: Sequence[ScaleRow],
 
 
 def plot(path: Path, rows: Sequence[Row], scale: Sequence[ScaleRow]) -> None:
-    """A PNG: handover and failover medians per system (log scale) and scale curves."""
+    """A PNG: handover and failover per system (log scale; failover with its expiry
+    bound) and the two scale curves (log-log)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 3, figsize=(15, 5.2))
-    for ax, measurement, title in (
-        (axes[0], "handover", "resign handover (ms, median; bar = p90)"),
-        (axes[1], "failover", "crash failover (ms, median; bar = p90)"),
+    figure, axes = plt.subplots(2, 2, figsize=(14, 10))
+    _bars(axes[0][0], [r for r in rows if r.measurement == "handover" and r.summary],
+          "resign handover, ms (bar: median; tick: p90)")
+    _bars(axes[0][1], [r for r in rows if r.measurement == "failover" and r.summary],
+          "crash failover, ms (bar: median; tick: p90; red: store expiry bound)")
+    for ax, kind, label in (
+        (axes[1][0], "elections", "(a) store requests/s (renewals/s) vs elections held"),
+        (axes[1][1], "waiters", "(b) notifications (requests) per change vs waiters"),
     ):
-        chosen = [r for r in rows if r.measurement == measurement and r.summary]
-        labels = [f"{r.store}\n{r.system}" for r in chosen]
-        medians = [max(r.summary.median * 1e3, 0.01) for r in chosen if r.summary]
-        p90s = [max(r.summary.p90 * 1e3, 0.01) for r in chosen if r.summary]
-        colours = ["tab:green" if r.baseline else "tab:red" if r.unsafe else
-                   "tab:blue" if r.system == "tenure via serve" else "tab:grey"
-                   for r in chosen]
-        positions = list(range(len(chosen)))
-        ax.barh(positions, medians, color=colours)
-        ax.errorbar(p90s, positions, fmt="|", color="black", markersize=8)
-        ax.set_yticks(positions, labels, fontsize=6)
-        ax.invert_yaxis()
+        for store in sorted({s.store for s in scale if s.kind == kind}):
+            points = sorted((s.size, s.per_unit) for s in scale
+                            if (s.store, s.kind) == (store, kind) and s.per_unit)
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                        label=store)
         ax.set_xscale("log")
-        ax.set_title(title, fontsize=9)
-    ax = axes[2]
-    for series in sorted({(s.store, s.kind) for s in scale}):
-        points = sorted((s.size, s.per_unit) for s in scale
-                        if (s.store, s.kind) == series and s.per_unit is not None)
-        if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-                    label=f"{series[0]} {series[1]}")
-    ax.set_xscale("log")
-    ax.set_xlabel("elections held (a) / waiters (b)")
-    ax.set_title("scale: store requests/s (a), notifications per change (b)", fontsize=9)
-    ax.legend(fontsize=6)
-    figure.suptitle("tenure bench (green: tenure, grey: peers, blue: via tenure serve, "
-                    "red: unsafe reference)", fontsize=9)
+        ax.set_yscale("log")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=7)
+    figure.suptitle("tenure bench -- green: tenure, grey: peers, blue: tenure via tenure "
+                    "serve, red: UNSAFE Bully reference", fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=80)
+    figure.savefig(path, dpi=70)
     plt.close(figure)
+
+
+def _bars(ax: Any, chosen: list[Row], title: str) -> None:
+    labels, medians, p90s = [], [], []
+    for row in chosen:
+        summary = row.summary
+        assert summary is not None
+        note = " (<= 0: successor heard first)" if summary.median <= 0 else ""
+        labels.append(f"{row.store} / {row.system}{note}")
+        medians.append(max(summary.median * 1e3, 0.01))
+        p90s.append(max(summary.p90 * 1e3, 0.01))
+    colours = ["tab:green" if r.baseline else "tab:red" if r.unsafe else
+               "tab:blue" if r.system == "tenure via serve" else "tab:grey" for r in chosen]
+    positions = list(range(len(chosen)))
+    ax.barh(positions, medians, color=colours)
+    ax.plot(p90s, positions, "|", color="black", markersize=9)
+    bounds = [(i, float(r.extra["bound"]) * 1e3) for i, r in enumerate(chosen)
+              if "bound" in r.extra]
+    if bounds:
+        ax.plot([b for _, b in bounds], [i for i, _ in bounds], "|", color="red",
+                markersize=12, markeredgewidth=2)
+    ax.set_yticks(positions, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_title(title, fontsize=9)

@@ -34,6 +34,11 @@ from tenure.conformance.benchmarks.workers import Worker
 WAITER_TTL = {"zookeeper": 4.0}
 DEFAULT_WAITER_TTL = 10.0
 
+#: Setup allowances (seconds): past them a point is reported failed, not waited for.
+SETUP_BASE = 30.0
+SETUP_PER_CLIENT = 0.12
+SETUP_PER_ELECTION = 0.03
+
 
 @dataclass
 class ScaleRow:
@@ -79,7 +84,7 @@ def elections_point(backend: str, url: str, hosts: str, ttl: float, size: int,
     read = storestats.reader(backend, hosts)
     worker = Worker(_command("hold", url, ttl, size, []), f"hold-{size}")
     try:
-        row.setup_s = worker.next("holding", timeout=900)["took"]
+        row.setup_s = worker.next("holding", timeout=SETUP_BASE + SETUP_PER_ELECTION * size)["took"]
         worker.send("start")
         worker.next("started")
         before, t0 = (read() if read else 0.0), time.monotonic()
@@ -107,7 +112,7 @@ def waiters_point(backend: str, url: str, hosts: str, size: int, changes: int,
                     f"waiters-{size}")
     try:
         started = time.monotonic()
-        worker.next("queued", timeout=900)
+        worker.next("queued", timeout=SETUP_BASE + SETUP_PER_CLIENT * size)
         row.setup_s = time.monotonic() - started
         if read is not None:
             idle0, t0 = read(), time.monotonic()
