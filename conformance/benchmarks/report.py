@@ -152,8 +152,8 @@ def targets(rows: Sequence[Row], scale: Sequence[ScaleRow]) -> str:
 def scale_table(scale: Sequence[ScaleRow]) -> str:
     """Scale (a) and (b), one line per point."""
     lines = ["| store | kind | size | store req/s | renewals/s | client CPU | "
-             "store req/change | notifications/change | setup s | counted |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "store req/change | notifications/change | setup s | counted | note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def num(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
@@ -161,14 +161,14 @@ def scale_table(scale: Sequence[ScaleRow]) -> str:
     for s in scale:
         if s.status != "ok":
             lines.append(f"| {s.store} | {s.kind} | {s.size} | {s.status}: {s.reason} "
-                         "| | | | | | |")
+                         f"| | | | | | | {s.note} |")
             continue
         cpu = "-" if s.cpu_per_s is None else f"{s.cpu_per_s * 100:.2f} %"
         lines.append(f"| {s.store} | {s.kind} | {s.size} | {num(s.requests_per_s, '.2f')} | "
                      f"{num(s.renewals_per_s, '.2f')} | {cpu} | "
                      f"{num(s.requests_per_change, '.1f')} | "
                      f"{num(s.notifications_per_change, '.1f')} | "
-                     f"{num(s.setup_s, '.1f')} | {s.counter} |")
+                     f"{num(s.setup_s, '.1f')} | {s.counter} | {s.note} |")
     return "\n".join(lines)
 
 

@@ -200,8 +200,10 @@ def run_scale(store: StoreUnderTest, sizes: Sizes, progress: Progress) -> list[S
     ttl, _ = STORE_TTL.get(store.backend, (1.0, 1.0))
     hosts = store_hosts(store.url) if store.backend != "sqlite" else ""
     window = sizes.scale_window or 3 * ttl
-    points: list[tuple[str, int]] = [("elections", n) for n in sizes.scale_elections]
-    points += [("waiters", n) for n in sizes.scale_waiters]
+    # waiters first: a failed elections point (e.g. Consul's per-IP connection limit)
+    # can leave the store refusing this host for a while
+    points: list[tuple[str, int]] = [("waiters", n) for n in sizes.scale_waiters]
+    points += [("elections", n) for n in sizes.scale_elections]
     for kind, size in points:
         started = time.monotonic()
         if kind == "waiters" and store.backend == "sqlite":
@@ -211,6 +213,11 @@ def run_scale(store: StoreUnderTest, sizes: Sizes, progress: Progress) -> list[S
                 "election listens on the election's one bell file (inotify), so each "
                 "change wakes every waiter on the host"))
             continue
+        note = ""
+        cap = scale.WAITER_CAP.get(store.backend)
+        if kind == "waiters" and cap is not None and size > cap[0]:
+            note = f"scaled down from {size} to {cap[0]}: {cap[1]}"
+            size = cap[0]
         try:
             if kind == "elections":
                 row = scale.elections_point(store.backend, store.url, hosts, ttl, size,
@@ -220,6 +227,7 @@ def run_scale(store: StoreUnderTest, sizes: Sizes, progress: Progress) -> list[S
                                           min(window, 3.0))
         except Exception as exc:
             row = scale.ScaleRow(store.backend, kind, size, "failed", _reason(exc))
+        row.note = note
         rows.append(row)
         progress(f"{store.backend:9} scale {kind:9} {size:6}: {_scale_line(row)} "
                  f"({time.monotonic() - started:.1f} s)")

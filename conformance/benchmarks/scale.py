@@ -34,6 +34,17 @@ from tenure.conformance.benchmarks.workers import Worker
 WAITER_TTL = {"zookeeper": 4.0}
 DEFAULT_WAITER_TTL = 10.0
 
+#: Most waiters one benchmark process can hold on each store, and why (larger sizes are
+#: scaled down to this, and the row says so).
+WAITER_CAP: dict[str, tuple[int, str]] = {
+    "zookeeper": (200, "500 kazoo sessions in one process on 2 cores miss their pings "
+                       "(their sessions expired in a trial run); the waiters would need "
+                       "several processes or hosts"),
+    "consul": (90, "Consul allows 200 HTTP connections per client IP by default "
+                   "(limits.http_max_conns_per_client) and each tenure client holds about "
+                   "two (renewals, blocking query); one host cannot queue more"),
+}
+
 #: Setup allowances (seconds): past them a point is reported failed, not waited for.
 SETUP_BASE = 30.0
 SETUP_PER_CLIENT = 0.12
@@ -56,6 +67,7 @@ class ScaleRow:
     requests_per_change: float | None = None
     notifications_per_change: float | None = None
     setup_s: float | None = None
+    note: str = ""
 
     @property
     def per_unit(self) -> float | None:
