@@ -123,6 +123,8 @@ def _queued(viewer: tenure.Client, candidate: tenure.Client, name: str) -> Calla
         x.candidate_id for x in viewer.election(name).contenders()}
 
 
+@pytest.mark.sqlite
+@pytest.mark.redis
 def test_a_target_candidate_refuses_before_any_dual_target_leader(
     lab_clusters: SharedClusters, tmp_path: Path,
 ) -> None:
