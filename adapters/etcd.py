@@ -399,6 +399,12 @@ class EtcdStore(Store):
                     raise SessionExpired(
                         f"etcd {self.description}: {what}: the session's lease expired"
                     ) from None
+                if code == grpc.StatusCode.PERMISSION_DENIED or "user name is empty" in details:
+                    # Not an outage: retrying cannot help, so campaigns must not wait it out.
+                    raise ConfigError(
+                        f"etcd {self.description} refused {what}: {details}; give a user "
+                        "with access (user option, password_file or TENURE_ETCD_PASSWORD)"
+                    ) from None
                 raise StoreUnavailable(
                     f"etcd {self.description}: {what} failed: {code.name}: {details}"
                 ) from None

@@ -201,6 +201,10 @@ class _Bell:
             return self._cond.wait_for(lambda: self.mark(election) != mark, max(0.0, timeout))
 
 
+
+class _CredentialsRefused(StoreUnavailable):
+    """An instance refused the credentials (an input error, unlike an outage)."""
+
 class RedisStore(Store):
     """The contract over N independent Redis instances (see the module docstring)."""
 
@@ -328,6 +332,8 @@ class RedisStore(Store):
     def _attempt(call: Callable[[_Instance], R], inst: _Instance) -> R | StoreUnavailable:
         try:
             return call(inst)
+        except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+            return _CredentialsRefused(f"{inst.address}: {type(exc).__name__}: {exc}")
         except (redis.RedisError, OSError) as exc:
             return StoreUnavailable(f"{inst.address}: {type(exc).__name__}: {exc}")
 
@@ -336,6 +342,14 @@ class RedisStore(Store):
         answers = [(i, r) for i, r in enumerate(results) if not isinstance(r, StoreUnavailable)]
         if len(answers) < self.majority:
             errors = "; ".join(str(r) for r in results if isinstance(r, StoreUnavailable))
+            refused = sum(1 for r in results if isinstance(r, _CredentialsRefused))
+            if refused > self.n - self.majority:
+                # Not transient: retrying cannot help, so campaigns must not wait it out.
+                raise ConfigError(
+                    f"{action}: Redis refused this client's credentials on {refused} of "
+                    f"{self.n} instances of {self._description} ({errors}); fix the user "
+                    "and password (URL, password_file option or TENURE_REDIS_PASSWORD)"
+                )
             raise StoreUnavailable(
                 f"{action}: only {len(answers)} of {self.n} Redis instances of "
                 f"{self._description} answered, {self.majority} needed ({errors})"

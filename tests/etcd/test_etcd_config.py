@@ -189,5 +189,8 @@ def test_user_and_password_file_authenticate_and_a_wrong_password_is_a_config_er
         tenure.connect(f"{cluster.url}?user=root&password_file={bad}", ttl=2)
     assert "wrong" not in str(refused.value) and SECRET not in str(refused.value)
 
-    with tenure.connect(cluster.url, ttl=2) as anonymous, pytest.raises(tenure.StoreUnavailable):
-        anonymous.election("auth").campaign(timeout=5)
+    # Missing credentials are an input error: the campaign fails at once, naming the fix.
+    with tenure.connect(cluster.url, ttl=2) as anonymous, pytest.raises(
+        tenure.ConfigError, match="give a user"
+    ):
+        anonymous.election("auth").campaign(timeout=30)

@@ -105,7 +105,9 @@ def test_auth_from_url_file_or_environment_and_never_shown(
             lead.resign()
     monkeypatch.delenv(PASSWORD_ENV)
     for url in (f"redis://app:wrong-{SECRET}@{address}", f"redis://{address}"):
-        with tenure.connect(url, ttl=1) as client, pytest.raises(tenure.StoreUnavailable) as err:
-            client.election("auth/refused").campaign(timeout=5)
+        # Refused credentials are an input error: the campaign fails at once, naming the fix.
+        with tenure.connect(url, ttl=1) as client, pytest.raises(tenure.ConfigError) as err:
+            client.election("auth/refused").campaign(timeout=30)
+        assert "credentials" in str(err.value) and "password_file" in str(err.value)
         assert SECRET not in str(err.value) and SECRET not in client.backend
     assert SECRET not in caplog.text
