@@ -158,7 +158,11 @@ def scale_table(scale: Sequence[ScaleRow]) -> str:
     def num(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
+    said: set[tuple[str, str, str]] = set()
     for s in scale:
+        if s.status != "ok" and (s.store, s.kind, s.reason) in said:
+            continue  # the same reason once per store and kind
+        said.add((s.store, s.kind, s.reason))
         if s.status != "ok":
             lines.append(f"| {s.store} | {s.kind} | {s.size} | {s.status}: {s.reason} "
                          f"| | | | | | | {s.note} |")
@@ -207,18 +211,21 @@ def machine() -> dict[str, Any]:
     except OSError:
         model = platform.processor()
     return {"cpus": os.cpu_count(), "cpu": model, "python": sys.version.split()[0],
-            "platform": platform.platform(), "load": os.getloadavg()}
+            "platform": platform.platform(), "load": os.getloadavg(),
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 BEGIN, END = "<!-- tenure bench: begin -->", "<!-- tenure bench: end -->"
 
 
-def update_markdown(path: Path, rendered: str, plot: Path | None) -> None:
+def update_markdown(path: Path, rendered: str, plot: Path | None,
+                    facts: dict[str, Any] | None = None) -> None:
     """Writes ``rendered`` (with the machine facts, and the plot if any) between the
     markers of ``path``; the hand-written text around them is kept. A file without
-    the markers gets them appended."""
-    facts = machine()
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    the markers gets them appended. ``facts``: the machine facts of the run (default:
+    this machine, now)."""
+    facts = facts or machine()
+    when = str(facts.get("when") or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     block = [BEGIN, "", f"Taken {when} on {facts['cpus']} x {facts['cpu']}, Python "
              f"{facts['python']}, {facts['platform']}; 1-min load average when the run ended "
              f"{facts['load'][0]:.2f}.", ""]
@@ -234,6 +241,14 @@ def update_markdown(path: Path, rendered: str, plot: Path | None) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + "\n".join(block) + "\n"
     path.write_text(text)
+
+
+def read_json(path: Path) -> tuple[list[Row], list[ScaleRow], str, dict[str, Any]]:
+    """Rows, scale rows, command and machine facts of a file from :func:`write_json`."""
+    data = json.loads(path.read_text())
+    rows = [Row(**{k: v for k, v in r.items() if k != "summary"}) for r in data["rows"]]
+    return (rows, [ScaleRow(**s) for s in data["scale"]], str(data["command"]),
+            dict(data.get("machine") or {}))
 
 
 def write_json(path: Path, rows: Sequence[Row], scale: Sequence[ScaleRow],

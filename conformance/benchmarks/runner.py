@@ -204,11 +204,15 @@ def run_scale(store: StoreUnderTest, sizes: Sizes, progress: Progress) -> list[S
     # can leave the store refusing this host for a while
     points: list[tuple[str, int]] = [("waiters", n) for n in sizes.scale_waiters]
     points += [("elections", n) for n in sizes.scale_elections]
+    done: set[tuple[str, int]] = set()
     for kind, size in points:
         started = time.monotonic()
-        if kind == "waiters" and store.backend == "sqlite":
+        if kind == "waiters" and store.backend == "sqlite":  # one row says why
+            if ("waiters", 0) in done:
+                continue
+            done.add(("waiters", 0))
             rows.append(scale.ScaleRow(
-                store.backend, kind, size, "unsupported",
+                store.backend, kind, 0, "unsupported",
                 "no counter: SQLite has no server, and by design every waiter of an "
                 "election listens on the election's one bell file (inotify), so each "
                 "change wakes every waiter on the host"))
@@ -218,6 +222,9 @@ def run_scale(store: StoreUnderTest, sizes: Sizes, progress: Progress) -> list[S
         if kind == "waiters" and cap is not None and size > cap[0]:
             note = f"scaled down from {size} to {cap[0]}: {cap[1]}"
             size = cap[0]
+        if (kind, size) in done:
+            continue
+        done.add((kind, size))
         try:
             if kind == "elections":
                 row = scale.elections_point(store.backend, store.url, hosts, ttl, size,

@@ -163,12 +163,18 @@ def _self_count(backend: str) -> float:
 
 
 def growth(points: list[tuple[int, float]]) -> float:
-    """The exponent k of cost ~ size^k between the smallest and the largest size (0:
-    flat, 1: linear)."""
-    (n0, v0), (n1, v1) = points[0], points[-1]
-    if n1 == n0 or v0 <= 0 or v1 <= 0:
-        return 0.0 if v1 <= v0 else float("inf")
-    return math.log(v1 / v0) / math.log(n1 / n0)
+    """The steepest exponent k of cost ~ size^k from the smallest size to any larger one
+    (0: flat, 1: linear); a single noisy low point at a large size does not hide a
+    steep rise before it."""
+    n0, v0 = points[0]
+    steepest = 0.0
+    for n1, v1 in points[1:]:
+        if n1 == n0 or v1 <= 0:
+            continue
+        if v0 <= 0:
+            return float("inf")
+        steepest = max(steepest, math.log(v1 / v0) / math.log(n1 / n0))
+    return steepest
 
 
 def verdicts(rows: list[ScaleRow]) -> list[str]:

@@ -20,10 +20,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from tenure.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tenure.conformance.benchmarks.runner import Row
+    from tenure.conformance.benchmarks.scale import ScaleRow
 
 LAB_ALL = ("sqlite", "etcd", "zookeeper", "consul", "redis", "bully")
 SCHEMES = {"zk": "zookeeper", "rediss": "redis", "zookeeper": "zookeeper", "etcd": "etcd",
@@ -68,6 +74,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="write the tables, machine facts and plot link into FILE.md "
                              "between its '<!-- tenure bench: begin/end -->' markers "
                              "(e.g. docs/performance.md)")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="measure nothing: render the report (and --plot, --markdown) "
+                             "from a JSON file an earlier run wrote")
     parser.add_argument("--quick", action="store_true",
                         help="a few samples each (smoke run; default store: SQLite)")
     parser.add_argument("--handovers", type=_count, help="resign handovers (default 50)")
@@ -103,7 +112,6 @@ def _stores(args: argparse.Namespace) -> list[tuple[str, str | None]]:
 
 def run(args: argparse.Namespace) -> int:
     from tenure.conformance.benchmarks import report, runner
-    from tenure.conformance.benchmarks.scale import ScaleRow
     from tenure.conformance.benchmarks.systems import MEASUREMENTS
 
     sizes = runner.Sizes.quick() if args.quick else runner.Sizes()
@@ -124,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
 
     rows: list[runner.Row] = []
     scale_rows: list[ScaleRow] = []
+    if args.from_json:
+        rows, scale_rows, command, facts = report.read_json(Path(args.from_json))
+        _write(args, rows, scale_rows, command, progress, facts)
+        return 0
     with runner.temp_workdir() as tmp:
         for backend, url in _stores(args):
             progress(f"== {backend} ({url or 'lab'})")
@@ -138,8 +150,18 @@ def run(args: argparse.Namespace) -> int:
                                        baseline=True))
                 progress(f"{backend}: the store did not start: {exc}")
     command = "tenure bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "tenure bench"
+    _write(args, rows, scale_rows, command, progress)
+    failed = [r for r in rows if r.baseline and r.status == "failed"]
+    return 1 if failed else 0
+
+
+def _write(args: argparse.Namespace, rows: list[Row], scale_rows: list[ScaleRow],
+           command: str, progress: Callable[[str], None],
+           facts: dict[str, Any] | None = None) -> None:
+    from tenure.conformance.benchmarks import report
+
     print(report.render(rows, scale_rows, command))
-    if args.json:
+    if args.json and not args.from_json:
         report.write_json(Path(args.json), rows, scale_rows, command)
         progress(f"wrote {args.json}")
     if args.plot:
@@ -147,7 +169,5 @@ def run(args: argparse.Namespace) -> int:
         progress(f"wrote {args.plot}")
     if args.markdown:
         report.update_markdown(Path(args.markdown), report.render(rows, scale_rows, command),
-                               Path(args.plot) if args.plot else None)
+                               Path(args.plot) if args.plot else None, facts)
         progress(f"wrote {args.markdown}")
-    failed = [r for r in rows if r.baseline and r.status == "failed"]
-    return 1 if failed else 0
