@@ -62,7 +62,7 @@ from urllib.parse import quote, urlencode
 
 import consul
 import requests
-from tenure.config import BackendURL
+from tenure.config import BackendURL, parse_duration_option
 from tenure.errors import (
     CampaignCancelled,
     CampaignTimeout,
@@ -95,22 +95,6 @@ class _Options:
     lock_delay: float = 0.0
     timeout: float = DEFAULT_TIMEOUT
     token: str | None = field(default=None, repr=False)
-
-
-def _seconds(name: str, text: str, low: float, high: float) -> float:
-    """``text`` as seconds ("2", "2s", "500ms") within [low, high], else ConfigError."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s)?\s*", text)
-    if match is None:
-        raise ConfigError(
-            f"consul option {name}={text!r} is not a duration; give seconds, e.g. {name}=2 "
-            f"or {name}=500ms"
-        )
-    value = float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
-    if not low <= value <= high:
-        raise ConfigError(
-            f"consul option {name}={text!r} is out of range; use {low:g} to {high:g} s"
-        )
-    return value
 
 
 def _read_token(options: dict[str, str]) -> str | None:
@@ -176,8 +160,13 @@ def parse_options(url: BackendURL) -> _Options:
             f"consul option prefix={prefix!r} must be a key path of [A-Za-z0-9._-] segments "
             "joined by '/', without leading or trailing '/', e.g. prefix=apps/tenure"
         )
-    lock_delay = _seconds("lock_delay", given.get("lock_delay", "0"), 0.0, MAX_LOCK_DELAY)
-    timeout = _seconds("timeout", given.get("timeout", str(DEFAULT_TIMEOUT)), 0.1, 300.0)
+    lock_delay = parse_duration_option(
+        "consul", "lock_delay", given.get("lock_delay", "0"), 0.0, MAX_LOCK_DELAY, allow_zero=True
+    )
+    timeout = parse_duration_option(
+        "consul", "timeout", given.get("timeout", str(DEFAULT_TIMEOUT)), 0.1, 300.0,
+        allow_zero=True,
+    )
     return _Options(scheme, ca, dc, prefix, lock_delay, timeout, _read_token(given))
 
 

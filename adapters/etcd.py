@@ -67,7 +67,6 @@ snapshot keeps revisions). Prefixes of two deployments must not nest.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import threading
 import time
@@ -82,7 +81,7 @@ from pyetcd import etcdrpc
 from pyetcd.exceptions import Etcd3Exception, RevisionCompactedError
 from pyetcd.utils import prefix_range_end
 from pyetcd.watch import WatchResponse
-from tenure.config import BackendURL
+from tenure.config import BackendURL, parse_duration_option
 from tenure.errors import (
     CampaignCancelled,
     CampaignTimeout,
@@ -190,15 +189,7 @@ def parse_url(url: BackendURL) -> EtcdConfig:
 def _timeout(text: str | None) -> float:
     if text is None:
         return DEFAULT_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or not 0 < value <= 300:
-        raise ConfigError(
-            f"etcd option timeout={text!r} must be a number of seconds in (0, 300], e.g. 5"
-        )
-    return value
+    return parse_duration_option("etcd", "timeout", text, 0.0, 300.0)
 
 
 def _user(url: BackendURL, option: str | None) -> str | None:

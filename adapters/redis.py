@@ -91,7 +91,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from tenure.adapters import redis_scripts as lua
-from tenure.config import MAX_DRIFT, BackendURL
+from tenure.config import MAX_DRIFT, BackendURL, parse_duration_option
 from tenure.errors import (
     CampaignCancelled,
     CampaignTimeout,
@@ -276,7 +276,7 @@ class RedisStore(Store):
             )
         timeout = DEFAULT_TIMEOUT
         if "timeout" in options:
-            timeout = _positive(options.pop("timeout"), "option timeout")
+            timeout = parse_duration_option("redis", "timeout", options.pop("timeout"), 0.0, 300.0)
         prefix = options.pop("prefix", DEFAULT_PREFIX)
         if not prefix or any(ch.isspace() for ch in prefix):
             raise ConfigError(f"option prefix {prefix!r} must be non-empty, without spaces")
@@ -696,16 +696,6 @@ class RedisStore(Store):
 
 
 # -- URL helpers ---------------------------------------------------------------------
-
-
-def _positive(text: str, what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"{what} {text!r} is not a number of seconds, e.g. 0.5") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{what} {text!r} must be a positive number of seconds, e.g. 0.5")
-    return value
 
 
 def _database(url: BackendURL) -> int:

@@ -95,7 +95,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.serialization import Connect
 from kazoo.protocol.states import EventType, WatchedEvent
 from kazoo.security import CREATOR_ALL_ACL, OPEN_ACL_UNSAFE
-from tenure.config import BackendURL
+from tenure.config import BackendURL, parse_duration_option
 from tenure.errors import (
     CampaignCancelled,
     CampaignTimeout,
@@ -776,15 +776,7 @@ class ZooKeeperStore(Store):
 def _parse_timeout(text: str | None) -> float:
     if text is None:
         return DEFAULT_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(
-            f"option timeout={text!r} must be a positive number of seconds, e.g. 10"
-        )
-    return value
+    return parse_duration_option("zookeeper", "timeout", text, 0.0, 300.0)
 
 
 def _digest_auth(url: BackendURL) -> tuple[str, str] | None:

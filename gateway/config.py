@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,28 @@ def parse_ttl(value: object, source: str) -> float:
     if not math.isfinite(ttl) or ttl <= 0:
         raise ConfigError(f"{source} {value!r} must be a positive number of seconds, e.g. 10")
     return ttl
+
+
+def parse_duration_option(
+    backend: str, name: str, text: str, low: float, high: float, *, allow_zero: bool = False
+) -> float:
+    """A backend URL option given in seconds ("2", "2s", "0.5", "500ms"), within
+    [``low``, ``high``] (``low`` excluded unless ``allow_zero``); else a ConfigError
+    naming the backend, the option and the range."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s)?\s*", text)
+    if match is None:
+        raise ConfigError(
+            f"{backend} option {name}={text!r} is not a duration; give seconds, e.g. "
+            f"{name}=2 or {name}=500ms"
+        )
+    value = float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
+    too_low = value < low if allow_zero else value <= low
+    if too_low or value > high:
+        bounds = f"[{low:g}, {high:g}]" if allow_zero else f"({low:g}, {high:g}]"
+        raise ConfigError(
+            f"{backend} option {name}={text!r} is out of range; use seconds in {bounds}"
+        )
+    return value
 
 
 def parse_drift(value: object, source: str) -> float:

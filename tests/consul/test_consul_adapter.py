@@ -51,7 +51,7 @@ def raw_leader_key(cluster: Cluster, client: tenure.Client, election: str) -> di
     [
         ("colour=red", r"unknown option\(s\) colour .*known options are ttl, drift, lock_delay"),
         ("token=s3cret", r"'token' is not accepted.*token_file"),
-        ("lock_delay=61", r"lock_delay='61' is out of range; use 0 to 60 s"),
+        ("lock_delay=61", r"lock_delay='61' is out of range; use seconds in \[0, 60\]"),
         ("lock_delay=soon", r"lock_delay='soon' is not a duration"),
         ("timeout=0", r"timeout='0' is out of range"),
         ("prefix=/abs", r"prefix='/abs' must be a key path"),

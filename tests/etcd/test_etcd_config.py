@@ -78,7 +78,7 @@ def test_a_server_that_would_raise_the_ttl_is_a_config_error_naming_its_minimum(
         ("password=x", r"no 'password' option.*password_file=.*TENURE_ETCD_PASSWORD"),
         ("prefix=", r"prefix=''"),
         ("prefix=/a%23b", r"without spaces or '#'"),
-        ("timeout=0", r"timeout='0' must be a number of seconds in \(0, 300\]"),
+        ("timeout=0", r"timeout='0' is out of range; use seconds in \(0, 300\]"),
         ("timeout=soon", r"timeout='soon'"),
         ("user=", r"user= is empty"),
         ("user=alice", r"user 'alice' needs a password: give password_file=PATH, set "

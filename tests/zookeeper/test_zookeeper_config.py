@@ -32,7 +32,7 @@ def test_an_unknown_option_is_named_with_the_known_ones() -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("zookeeper://h:1?timeout=0", "timeout='0' must be a positive number"),
+        ("zookeeper://h:1?timeout=0", "timeout='0' is out of range"),
         ("zookeeper://h:1?timeout=soon", "timeout='soon'"),
         ("zookeeper://h:1?prefix=tenure", "option prefix 'tenure' is not a usable"),
         ("zookeeper://h:1?prefix=/a//b", "no empty"),
