@@ -45,7 +45,7 @@ class Sizes:
     scale_elections: tuple[int, ...] = (1, 100, 1000)
     scale_waiters: tuple[int, ...] = (10, 100, 500)
     scale_window: float = 0.0
-    """Seconds each scale (a) point is watched (0: 3 x TTL)."""
+    """Seconds each scale (a) point is watched (0: 3 x TTL, at least 5 s)."""
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -199,7 +199,7 @@ def run_scale(store: StoreUnderTest, sizes: Sizes, progress: Progress) -> list[S
         return rows
     ttl, _ = STORE_TTL.get(store.backend, (1.0, 1.0))
     hosts = store_hosts(store.url) if store.backend != "sqlite" else ""
-    window = sizes.scale_window or 3 * ttl
+    window = sizes.scale_window or max(5.0, 3 * ttl)
     # waiters first: a failed elections point (e.g. Consul's per-IP connection limit)
     # can leave the store refusing this host for a while
     points: list[tuple[str, int]] = [("waiters", n) for n in sizes.scale_waiters]

@@ -1,9 +1,10 @@
 """Scale: what keeping many elections, and many waiters, costs the store and the client.
 
 (a) **Elections per client**: one client process holds 1, 100, ... elections (campaigned
-before the window); over a window of several TTLs we read the store's own request
-counter (:mod:`.storestats`) and the client's CPU time and renewal count. Target: flat
-in the number of elections (one session, renewed once per TTL/3, whatever it holds).
+before the window, then one TTL to settle); over a window of several TTLs we read the
+store's own request counter (:mod:`.storestats`) and the client's CPU time and renewal
+count. Target: flat in the number of elections (one session, renewed once per TTL/3,
+whatever it holds).
 (b) **Waiters per election**: N+1 clients (own sessions, in-process threads: 500
 processes would swamp 2 cores) queue in one election; the leader resigns and the next
 leads, a few times; per change we report the clients' notification counters (etcd,

@@ -58,7 +58,9 @@ def hold(url: str, ttl: float, size: int, prefix: str) -> None:
     started = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: client.election(f"{prefix}/{i}").campaign(), range(size)))
-    emit("holding", took=time.monotonic() - started)
+    took = time.monotonic() - started
+    time.sleep(ttl)  # lets the campaigns' background work end before the window opens
+    emit("holding", took=took)
     _wait("start")
     cpu, renewals, wall = time.process_time(), client.keeper.renewals, time.monotonic()
     emit("started")
