@@ -278,8 +278,9 @@ def plot(path: Path, rows: Sequence[Row], scale: Sequence[ScaleRow]) -> None:
         (axes[1][1], "waiters", "(b) notifications (requests) per change vs waiters"),
     ):
         for store in sorted({s.store for s in scale if s.kind == kind}):
-            points = sorted((s.size, s.per_unit) for s in scale
-                            if (s.store, s.kind) == (store, kind) and s.per_unit)
+            points = sorted((s.size, s.per_unit) for s in scale  # log axis: > 0 only
+                            if (s.store, s.kind) == (store, kind)
+                            and s.per_unit is not None and s.per_unit > 0)
             if points:
                 ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
                         label=store)
