@@ -269,7 +269,9 @@ class ConsulStore(Store):
                     f"{path} within {limit:g} s ({type(exc).__name__})"
                 ) from None
             self._current = index
-            if response.status_code >= 500 and "Invalid Session TTL" not in response.text:
+            overloaded = response.status_code == 429  # e.g. http_max_conns_per_client
+            if overloaded or (response.status_code >= 500
+                              and "Invalid Session TTL" not in response.text):
                 raise StoreUnavailable(
                     f"Consul {agent.http.host}:{agent.http.port} failed {method} {path}: "
                     f"{response.status_code} {response.text.strip()[:200]}"
