@@ -62,6 +62,7 @@ from urllib.parse import quote, urlencode
 
 import consul
 import requests
+
 from tenure.config import BackendURL, parse_duration_option
 from tenure.errors import (
     CampaignCancelled,

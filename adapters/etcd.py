@@ -81,6 +81,7 @@ from pyetcd import etcdrpc
 from pyetcd.exceptions import Etcd3Exception, RevisionCompactedError
 from pyetcd.utils import prefix_range_end
 from pyetcd.watch import WatchResponse
+
 from tenure.config import BackendURL, parse_duration_option
 from tenure.errors import (
     CampaignCancelled,

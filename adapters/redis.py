@@ -90,6 +90,7 @@ from typing import Any, TypeVar
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
 from tenure.adapters import redis_scripts as lua
 from tenure.config import MAX_DRIFT, BackendURL, parse_duration_option
 from tenure.errors import (

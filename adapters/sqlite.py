@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from tenacity import retry, retry_if_exception_message, stop_after_delay, wait_random
+
 from tenure.adapters.filebell import BellBoard, ring
 from tenure.config import BackendURL
 from tenure.errors import (

@@ -95,6 +95,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.serialization import Connect
 from kazoo.protocol.states import EventType, WatchedEvent
 from kazoo.security import CREATOR_ALL_ACL, OPEN_ACL_UNSAFE
+
 from tenure.config import BackendURL, parse_duration_option
 from tenure.errors import (
     CampaignCancelled,

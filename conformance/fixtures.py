@@ -24,6 +24,7 @@ from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
+
 from tenure.conformance.cluster import Cluster
 from tenure.conformance.lab import start_cluster
 

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import IO
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
 from tenure import events
 
 WAIT_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, float("inf"))

@@ -27,6 +27,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
 from tenure.cli.common import non_negative_seconds, ttl_seconds
 from tenure.config import parse_backend_url
 from tenure.errors import ConfigError

@@ -26,6 +26,7 @@ from subprocess import DEVNULL, PIPE, Popen
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+
 from tenure.childproc import signal_group, spawn_guarded
 from tenure.cli.common import election_name, ttl_seconds
 

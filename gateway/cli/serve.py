@@ -30,6 +30,7 @@ from tenure.http.auth import ListenPolicy, Redactor, load_tokens
 
 if TYPE_CHECKING:
     from aiohttp import web
+
     from tenure.http.app import GatewayConfig
 
 EXIT_USAGE = 2
@@ -157,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(config: GatewayConfig, policy: ListenPolicy,
                  context: ssl.SSLContext | None) -> int:
     from aiohttp import web
+
     from tenure.http.app import build_app
 
     app = build_app(config)

@@ -37,6 +37,7 @@ from prometheus_client import (
     Gauge,
     generate_latest,
 )
+
 from tenure import aio
 from tenure.config import DEFAULT_TTL
 from tenure.errors import StoreUnavailable, TenureError

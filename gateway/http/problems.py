@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
 from tenure.errors import (
     CampaignCancelled,
     CampaignTimeout,

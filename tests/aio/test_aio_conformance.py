@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from tenure.conformance.harness import CandidateGroup, CandidateProcess
 
 pytestmark = [pytest.mark.aio, pytest.mark.slow]

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tenure.conformance.benchmarks.report import ratios, table
 from tenure.conformance.benchmarks.runner import Row
 from tenure.conformance.benchmarks.stats import Summary, percentile

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 import tenure
 
 pytestmark = [pytest.mark.cli, pytest.mark.sqlite]

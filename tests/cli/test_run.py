@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tenure.childproc import spawn_guarded
 
 pytestmark = [pytest.mark.cli, pytest.mark.sqlite]

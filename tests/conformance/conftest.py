@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tenure.conformance.backends import PROFILES, Target, clustered, implemented
 from tenure.conformance.fixtures import LabFactory, SharedClusters, attach_cluster
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tenure.conformance.cluster import free_port
 from tenure.conformance.harness import CandidateGroup
 from tenure.conformance.proxy import Proxy

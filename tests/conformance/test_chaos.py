@@ -9,6 +9,7 @@ import os
 import random
 
 import pytest
+
 from tenure.conformance.backends import Target
 from tenure.conformance.chaos import PROCESS_FAULTS, ChaosConfig, run_chaos
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tenure.conformance.backends import Target
 from tenure.conformance.fixtures import LabFactory
 from tenure.conformance.harness import CandidateGroup

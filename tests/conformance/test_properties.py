@@ -5,6 +5,7 @@ where each function's docstring is the SPEC sentence it proves."""
 from __future__ import annotations
 
 import pytest
+
 from tenure.conformance import properties
 from tenure.conformance.backends import Target
 

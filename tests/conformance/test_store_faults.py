@@ -5,6 +5,7 @@ tenure.conformance.properties."""
 from __future__ import annotations
 
 import pytest
+
 from tenure.conformance import properties
 from tenure.conformance.backends import Target
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import requests
+
 import tenure
 from tenure.adapters.consul import ConsulStore
 from tenure.config import parse_backend_url

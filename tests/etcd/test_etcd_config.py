@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pyetcd
 import pytest
-import tenure
 from pyetcd import etcdrpc
+
+import tenure
 from tenure.adapters.etcd import parse_url
 from tenure.config import load_settings, parse_backend_url
 from tenure.conformance.cluster import Cluster

@@ -9,6 +9,7 @@ import time
 
 import pyetcd
 import pytest
+
 import tenure
 from tenure.adapters.etcd import EtcdStore
 from tenure.conformance.cluster import Cluster, wait_until

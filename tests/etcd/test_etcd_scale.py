@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pyetcd
 import pytest
-import tenure
 from pyetcd import etcdrpc
+
+import tenure
 from tenure.adapters.etcd import EtcdStore
 from tenure.conformance.cluster import Cluster, wait_until
 

@@ -21,8 +21,9 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import tenure
 from httpkit import Gateway, call
+
+import tenure
 
 
 def library_handover(url: str, rounds: int) -> list[float]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tenure.conformance.backends import PROFILES
 from tenure.conformance.fixtures import SharedClusters, attach_cluster
 

@@ -22,6 +22,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from httpkit import call, sse
+
 from tenure.conformance.history import record
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from httpkit import HERE, Gateway, call, sse
+
 from tenure.conformance import history
 from tenure.conformance.harness import CandidateProcess
 

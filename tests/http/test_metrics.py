@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-import tenure
 from prometheus_client import CollectorRegistry, generate_latest
+
+import tenure
 from tenure.metrics import JsonLog, Metrics
 
 pytestmark = [pytest.mark.http, pytest.mark.sqlite]

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from tenure.conformance.cluster import LabError
 from tenure.conformance.compose import FIXED_PORTS, compose_cluster, compose_file
 

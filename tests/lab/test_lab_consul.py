@@ -6,6 +6,7 @@ from __future__ import annotations
 import consul
 import pytest
 import requests
+
 from tenure.conformance.cluster import Cluster, eventually
 from tenure.conformance.fixtures import LabFactory
 

@@ -7,6 +7,7 @@ import grpc
 import pyetcd
 import pytest
 from pyetcd.exceptions import Etcd3Exception
+
 from tenure.conformance.cluster import Cluster, eventually
 from tenure.conformance.fixtures import LabFactory
 

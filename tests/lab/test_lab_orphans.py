@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tenure.conformance.cluster import wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.redis, pytest.mark.etcd, pytest.mark.zookeeper]

@@ -7,6 +7,7 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
 from tenure.conformance.cluster import Cluster, LabError, eventually
 from tenure.conformance.fixtures import LabFactory
 

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import pytest
 from kazoo.client import KazooClient, KazooState
+
 from tenure.conformance.cluster import Cluster, eventually, wait_until
 from tenure.conformance.fixtures import LabFactory
 from tenure.conformance.lab_zookeeper import ZooKeeperNode

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 import tenure
 from tenure.cli.main import main as tenure_main
 from tenure.conformance.backends import PROFILES

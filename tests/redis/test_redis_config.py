@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 import tenure
 from tenure.adapters.redis import PASSWORD_ENV, RedisStore
 from tenure.conformance.fixtures import LabFactory

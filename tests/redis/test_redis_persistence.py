@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import pytest
+
 import tenure
 from tenure.conformance.cluster import Cluster
 from tenure.conformance.fixtures import LabFactory

@@ -14,6 +14,7 @@ import time
 
 import pytest
 import redis
+
 import tenure
 from tenure.adapters.redis import RedisStore
 from tenure.conformance.cluster import Cluster

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 import tenure
 from tenure.conformance.cluster import eventually, find_binary, free_port
 from tenure.conformance.processes import spawn

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tenure.conformance.history import Event, check, load, record
 
 pytestmark = pytest.mark.unit

@@ -8,9 +8,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import tenure
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import tenure
 from tenure.config import load_settings, parse_backend_url
 from tenure.names import check_candidate_id, check_election_name, check_value
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 import tenure
 from tenure.adapters.sqlite import SQLiteStore
 from tenure.client import Client

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 import tenure
 from tenure.adapters.zookeeper import PASSWORD_ENV, ZooKeeperStore
 from tenure.config import parse_backend_url

@@ -9,9 +9,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-import tenure
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
+
+import tenure
 from tenure.conformance.cluster import Cluster, wait_until
 from tenure.conformance.fixtures import LabFactory
 from tenure.conformance.lab_zookeeper import ZooKeeperNode, four_letter

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+
 import tenure
 from tenure.adapters.zookeeper import ZooKeeperStore
 from tenure.config import parse_backend_url

@@ -18,6 +18,7 @@ import threading
 from typing import Any
 
 from kazoo.client import KazooClient, KazooState
+
 from tenure.conformance.benchmarks.peers.base import Contender, LostCallback
 
 

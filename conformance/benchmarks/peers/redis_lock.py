@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 from redis.exceptions import LockError, RedisError
+
 from tenure.conformance.benchmarks.peers.base import Contender, LostCallback
 
 

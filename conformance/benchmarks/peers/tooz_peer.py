@@ -23,8 +23,9 @@ import time
 from importlib.metadata import version
 from typing import Any
 
-from tenure.conformance.benchmarks.peers.base import Contender, LostCallback, Unsupported
 from tooz import coordination
+
+from tenure.conformance.benchmarks.peers.base import Contender, LostCallback, Unsupported
 
 POLL = 0.1
 """Seconds between ``run_watchers`` calls, as in tooz's leader-election tutorial."""
