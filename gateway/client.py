@@ -271,7 +271,8 @@ class Election:
         while True:
             if cancelled.is_set():
                 raise CampaignCancelled(f"campaign in election {self.name!r} was cancelled")
-            if deadline is not None and time.monotonic() >= deadline:
+            # The first attempt is always made (timeout=0 means "try once, don't wait").
+            if last_error is not None and deadline is not None and time.monotonic() >= deadline:
                 raise self._timed_out(timeout, last_error)
             generation = 0
             try:

@@ -155,3 +155,12 @@ def test_a_campaign_timing_out_during_an_outage_names_the_store_error(tmp_path: 
     client = Client(store, load_settings(f"sqlite://{tmp_path}/s.db", ttl=1.0))
     with client, pytest.raises(tenure.CampaignTimeout, match="last store error: injected"):
         client.election("e").campaign(timeout=0.5)
+
+
+def test_timeout_zero_tries_once_without_waiting(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path}/s.db"
+    with tenure.connect(url) as a, tenure.connect(url) as b:
+        lead = a.election("e").campaign(timeout=0)  # free: wins at once
+        with pytest.raises(tenure.CampaignTimeout):
+            b.election("e").campaign(timeout=0)  # taken: gives up at once
+        lead.resign()
