@@ -13,64 +13,23 @@ process prints, never on sleeps.
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tenure.childproc import signal_group, spawn_guarded
+from tenure.childproc import signal_group
 from tenure.conformance import history
+from tenure.conformance.eventstream import EventProcess
 
 DEFAULT_WAIT = 30.0
 
 
-class CandidateProcess:
+class CandidateProcess(EventProcess):
     """One candidate process and the events it has reported so far."""
-
-    def __init__(self, command: list[str], name: str) -> None:
-        self.name = name
-        self.events: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        self.process = spawn_guarded(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        self._stderr: list[bytes] = []
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-
-    @property
-    def pid(self) -> int:
-        """The process id."""
-        return self.process.pid
-
-    def _read_stdout(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            with self._cond:
-                self.events.append(event)
-                self._cond.notify_all()
-        with self._cond:
-            self.events.append({"kind": "eof", "t": time.monotonic()})
-            self._cond.notify_all()
-
-    def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self._stderr.append(line)
-
-    def stderr(self) -> str:
-        """What the process wrote to stderr so far."""
-        return b"".join(self._stderr).decode(errors="replace")
 
     def wait_for(
         self, kind: str, timeout: float = DEFAULT_WAIT, after: int = 0, **match: Any

@@ -3,16 +3,14 @@ wait for their events (no sleeps: every wait is on an event line or process exit
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
 import sys
-import threading
 import time
 from types import TracebackType
 from typing import Any
 
-from tenure.childproc import signal_group, spawn_guarded
+from tenure.childproc import signal_group
+from tenure.conformance.eventstream import EventProcess
 
 DEFAULT_WAIT = 60.0
 
@@ -21,43 +19,16 @@ class WorkerFailed(RuntimeError):
     """A worker reported an error, exited, or did not report in time."""
 
 
-class Worker:
+class Worker(EventProcess):
     """One contender process; events are kept in order and consumed with a cursor."""
 
     def __init__(self, command: list[str], name: str) -> None:
-        self.name = name
-        self.events: list[dict[str, Any]] = []
+        super().__init__(command, name, stdin=True)
         self._cursor = 0
-        self._cond = threading.Condition()
-        self.process = spawn_guarded(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        self._stderr: list[bytes] = []
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-
-    def _read_stdout(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            with self._cond:
-                self.events.append(event)
-                self._cond.notify_all()
-        with self._cond:
-            self.events.append({"kind": "eof", "t": time.monotonic()})
-            self._cond.notify_all()
-
-    def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self._stderr.append(line)
-            del self._stderr[:-200]
 
     def stderr_tail(self) -> str:
         """The last lines the process wrote to stderr."""
-        return b"".join(self._stderr[-30:]).decode(errors="replace")
+        return self.stderr(30)
 
     def send(self, command: str) -> None:
         """Writes one command line to the worker."""
