@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 log = logging.getLogger("tenure.events")
 
@@ -66,3 +66,26 @@ def publish(kind: str, **fields: Any) -> None:
             listener(event)
         except Exception:
             log.exception("tenure event listener failed on %s", kind)
+
+
+class Subscriber:
+    """Base of objects that follow events: :meth:`start` subscribes :meth:`handle`,
+    :meth:`close` unsubscribes; both are idempotent."""
+
+    _unsubscribe: Callable[[], None] | None = None
+
+    def handle(self, event: Event) -> None:
+        """Called for every event (keep it fast; never raise)."""
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        """Subscribes to tenure events (idempotent); returns self."""
+        if self._unsubscribe is None:
+            self._unsubscribe = subscribe(self.handle)
+        return self
+
+    def close(self) -> None:
+        """Unsubscribes."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None

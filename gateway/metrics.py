@@ -43,7 +43,7 @@ def _scheme(backend: object) -> str:
     return text.split("://", 1)[0] if "://" in text else "unknown"
 
 
-class Metrics:
+class Metrics(events.Subscriber):
     """The tenure series in one registry, fed by :mod:`tenure.events`.
 
         m = Metrics(CollectorRegistry())
@@ -84,19 +84,7 @@ class Metrics:
         )
         self._lock = threading.Lock()
         self._held: dict[str, int] = {}
-        self._unsubscribe: Callable[[], None] | None = None
 
-    def start(self) -> Metrics:
-        """Subscribes to tenure events (idempotent); returns self."""
-        if self._unsubscribe is None:
-            self._unsubscribe = events.subscribe(self.handle)
-        return self
-
-    def close(self) -> None:
-        """Unsubscribes (the series stay in the registry)."""
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
 
     def store_error(self, backend: str, operation: str) -> None:
         """Counts one failed store operation (``backend``: a scheme or description)."""
@@ -142,7 +130,7 @@ LEADERSHIP_KINDS = frozenset({"campaign_won", "leadership_lost", "leadership_rel
                               "session_expired"})
 
 
-class JsonLog:
+class JsonLog(events.Subscriber):
     """Writes one JSON line per leadership change (and session expiry) to a stream.
 
         log = JsonLog(sys.stderr).start()
@@ -154,19 +142,7 @@ class JsonLog:
         self.stream = stream
         self._redact = redact
         self._lock = threading.Lock()
-        self._unsubscribe: Callable[[], None] | None = None
 
-    def start(self) -> JsonLog:
-        """Subscribes to tenure events (idempotent); returns self."""
-        if self._unsubscribe is None:
-            self._unsubscribe = events.subscribe(self.handle)
-        return self
-
-    def close(self) -> None:
-        """Unsubscribes."""
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
 
     def handle(self, event: events.Event) -> None:
         """Writes ``event`` if it is a leadership change."""
