@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from tenure.conformance.cluster import Cluster
-    from tenure.conformance.proxy import Proxy
+    from tenure.conformance.proxy import ProxyGroup
 
 ADAPTERS_DIR = Path(__file__).resolve().parent.parent / "adapters"
 
@@ -73,11 +73,11 @@ class Target:
         """A fresh election name, so tests sharing a store never interfere."""
         return f"conformance/{label}/{uuid.uuid4().hex[:8]}"
 
-    def proxy(self) -> ProxiedPath:
+    def proxy(self) -> ProxyGroup:
         """TCP proxies in front of every store host of :attr:`url`; the returned
         object's ``url`` is :attr:`url` with its hosts replaced by the proxies (user,
         path and options kept), and ``cut``/``heal``/``latency``/``close`` act on all."""
-        from tenure.conformance.proxy import Proxy
+        from tenure.conformance.proxy import Proxy, ProxyGroup
 
         parts = urlsplit(self.url)
         auth, _, hostlist = parts.netloc.rpartition("@")
@@ -86,32 +86,5 @@ class Target:
             host, _, port = item.rpartition(":")
             proxies.append(Proxy((host.strip("[]"), int(port)), name=f"client->{item}"))
         netloc = (auth + "@" if auth else "") + ",".join(p.address for p in proxies)
-        return ProxiedPath(urlunsplit(parts._replace(netloc=netloc)), proxies)
+        return ProxyGroup(proxies, urlunsplit(parts._replace(netloc=netloc)))
 
-
-class ProxiedPath:
-    """Proxies between our clients and a store; only our clients are affected."""
-
-    def __init__(self, url: str, proxies: list[Proxy]) -> None:
-        self.url = url
-        self.proxies = proxies
-
-    def cut(self, blackhole: bool = False) -> None:
-        """Breaks the path (refused, or with ``blackhole`` silently dropped)."""
-        for proxy in self.proxies:
-            proxy.cut(blackhole)
-
-    def heal(self) -> None:
-        """Restores the path."""
-        for proxy in self.proxies:
-            proxy.heal()
-
-    def latency(self, ms: float) -> None:
-        """Adds ``ms`` of delay each way (0 removes it)."""
-        for proxy in self.proxies:
-            proxy.latency(ms)
-
-    def close(self) -> None:
-        """Stops the proxies."""
-        for proxy in self.proxies:
-            proxy.close()

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from tenure.conformance import history
-from tenure.conformance.backends import ProxiedPath, Target
+from tenure.conformance.backends import Target
 from tenure.conformance.harness import CandidateGroup, CandidateProcess
+from tenure.conformance.proxy import ProxyGroup
 
 PROCESS_FAULTS = ("kill", "pause")
 STORE_FAULTS = ("node-kill", "cut", "latency")
@@ -86,7 +87,7 @@ class _Run:
         cluster = target.cluster
         path_faults = {"cut", "latency"} & set(config.faults)
         networked = target.profile.needs_cluster
-        self.proxy: ProxiedPath | None = target.proxy() if path_faults and networked else None
+        self.proxy: ProxyGroup | None = target.proxy() if path_faults and networked else None
         self.group = CandidateGroup(target.url, target.election("chaos"), workdir)
         self.repairs: list[tuple[float, str, Any]] = []
         self.report = ChaosReport(config.seed, target.profile.name)

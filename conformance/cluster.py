@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from tenure.conformance.processes import StoreProcess, spawn
-from tenure.conformance.proxy import Proxy
+from tenure.conformance.proxy import Proxy, ProxyGroup
 
 HOST = "127.0.0.1"
 T = TypeVar("T")
@@ -240,34 +240,12 @@ class Node:
         }
 
 
-class ClientProxy:
+class ClientProxy(ProxyGroup):
     """TCP proxies in front of some nodes' client ports; :attr:`url` is the backend URL
     that goes through them. ``cut``/``heal``/``latency`` act on all of them at once."""
 
     def __init__(self, scheme: str, proxies: list[Proxy]) -> None:
-        self.proxies = proxies
-        self.url = f"{scheme}://" + ",".join(p.address for p in proxies)
-
-    @property
-    def address(self) -> str:
-        """``host:port`` of the first proxy."""
-        return self.proxies[0].address
-
-    def cut(self, blackhole: bool = False) -> None:
-        for p in self.proxies:
-            p.cut(blackhole)
-
-    def heal(self) -> None:
-        for p in self.proxies:
-            p.heal()
-
-    def latency(self, ms: float) -> None:
-        for p in self.proxies:
-            p.latency(ms)
-
-    def close(self) -> None:
-        for p in self.proxies:
-            p.close()
+        super().__init__(proxies, f"{scheme}://" + ",".join(p.address for p in proxies))
 
 
 # -- clusters ------------------------------------------------------------------------

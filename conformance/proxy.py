@@ -265,3 +265,43 @@ class Proxy:
         if all(t.done() or t is asyncio.current_task() for t in conn.tasks):
             conn.abort()
             self._conns.discard(conn)
+
+
+class ProxyGroup:
+    """Proxies that act together (e.g. one in front of each store node): ``cut``,
+    ``heal``, ``latency`` and ``close`` apply to all. ``url`` is the backend URL that goes
+    through them (when the group was built for one), ``hosts`` their ``h:p,h:p`` list."""
+
+    def __init__(self, proxies: list[Proxy], url: str = "") -> None:
+        self.proxies = proxies
+        self.url = url
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the first proxy."""
+        return self.proxies[0].address
+
+    @property
+    def hosts(self) -> str:
+        """Every proxy's ``host:port``, comma-separated (a URL's host list)."""
+        return ",".join(p.address for p in self.proxies)
+
+    def cut(self, blackhole: bool = False) -> None:
+        """Breaks every path (refused, or with ``blackhole`` silently dropped)."""
+        for proxy in self.proxies:
+            proxy.cut(blackhole)
+
+    def heal(self) -> None:
+        """Restores every path."""
+        for proxy in self.proxies:
+            proxy.heal()
+
+    def latency(self, ms: float) -> None:
+        """Adds ``ms`` of delay each way on every path (0 removes it)."""
+        for proxy in self.proxies:
+            proxy.latency(ms)
+
+    def close(self) -> None:
+        """Stops every proxy."""
+        for proxy in self.proxies:
+            proxy.close()

@@ -30,6 +30,7 @@ from tenure.conformance.benchmarks.systems import (
     store_hosts,
     systems_for,
 )
+from tenure.conformance.proxy import Proxy, ProxyGroup
 
 Progress = Callable[[str], None]
 
@@ -296,29 +297,15 @@ def _detected(row: Row, found: detection.Detection, limit: float) -> None:
         row.reason = f"no loss reported within {limit:g} s of the fault"
 
 
-class _Proxied:
+class _Proxied(ProxyGroup):
     """Blackhole-able TCP proxies in front of every host of a system."""
 
     def __init__(self, hosts: str) -> None:
-        from tenure.conformance.proxy import Proxy
-
-        self.proxies = []
+        proxies = []
         for item in hosts.split(","):
             host, _, port = item.rpartition(":")
-            self.proxies.append(Proxy((host, int(port)), name=f"bench->{item}"))
-        self.hosts = ",".join(p.address for p in self.proxies)
-
-    def cut(self, blackhole: bool = False) -> None:
-        for proxy in self.proxies:
-            proxy.cut(blackhole)
-
-    def heal(self) -> None:
-        for proxy in self.proxies:
-            proxy.heal()
-
-    def close(self) -> None:
-        for proxy in self.proxies:
-            proxy.close()
+            proxies.append(Proxy((host, int(port)), name=f"bench->{item}"))
+        super().__init__(proxies)
 
 
 def _proxied(system: System) -> _Proxied:
