@@ -21,6 +21,7 @@ import math
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,22 +245,9 @@ def load_settings(
         raise ConfigError(f"'options' in {where} must be a table of backend options")
     for key, value in extra.items():
         backend.options.setdefault(str(key), str(value))
-    if ttl is not None:
-        resolved_ttl = parse_ttl(ttl, "ttl")
-    elif "ttl" in core:
-        resolved_ttl = parse_ttl(core["ttl"], "backend URL option ttl")
-    elif "ttl" in table:
-        resolved_ttl = parse_ttl(table["ttl"], f"'ttl' in {where}")
-    else:
-        resolved_ttl = DEFAULT_TTL
-    if drift is not None:
-        resolved_drift = parse_drift(drift, "drift")
-    elif "drift" in core:
-        resolved_drift = parse_drift(core["drift"], "backend URL option drift")
-    elif "drift" in table:
-        resolved_drift = parse_drift(table["drift"], f"'drift' in {where}")
-    else:
-        resolved_drift = DEFAULT_DRIFT
+    resolved_ttl = _first_given("ttl", ttl, core, table, where, parse_ttl, DEFAULT_TTL)
+    resolved_drift = _first_given("drift", drift, core, table, where, parse_drift,
+                                  DEFAULT_DRIFT)
     chosen_id = candidate_id or table.get("candidate_id")
     if chosen_id is not None:
         chosen_id = check_candidate_id(chosen_id)
@@ -267,6 +255,21 @@ def load_settings(
     if not isinstance(max_value, int) or isinstance(max_value, bool) or max_value < 0:
         raise ConfigError(f"'max_value_bytes' in {where} must be a non-negative integer")
     return Settings(backend, resolved_ttl, resolved_drift, chosen_id, max_value)
+
+
+def _first_given(
+    name: str, argument: object, core: dict[str, str], table: dict[str, Any], where: str,
+    parse: Callable[[object, str], float], default: float,
+) -> float:
+    """``name`` from the argument, else the URL's query, else the config file, else
+    ``default``; parsed, with errors naming where the bad value came from."""
+    if argument is not None:
+        return parse(argument, name)
+    if name in core:
+        return parse(core[name], f"backend URL option {name}")
+    if name in table:
+        return parse(table[name], f"'{name}' in {where}")
+    return default
 
 
 def _migration_table_url(table: object, where: str) -> str:

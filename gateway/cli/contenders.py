@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
             return fail("contenders", str(exc))
     if args.json:
         print(json.dumps([c.as_dict() for c in listed]))
-    for contender in [] if args.json else listed:
+        return 0
+    for contender in listed:
         value = contender.value.decode("utf-8", "replace")
         print(f"{contender.order}\t{contender.candidate_id}\t{value}")
     return 0
