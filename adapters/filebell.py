@@ -16,7 +16,8 @@ import select
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
+
+from tenure.store import Signal
 
 _IN_MODIFY = 0x00000002
 _IN_ATTRIB = 0x00000004
@@ -96,8 +97,8 @@ class BellBoard:
             os.close(fd)
 
 
-class Listener:
-    """Waits for rings of the bells its thread listens to."""
+class Listener(Signal):
+    """Waits for rings of the bells its thread listens to (a :class:`Signal`)."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
@@ -113,14 +114,3 @@ class Listener:
             return False
         _drain(self._fd)
         return True
-
-    def __enter__(self) -> Listener:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Nothing to release: the descriptor belongs to the board."""

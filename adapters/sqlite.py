@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
@@ -34,15 +35,9 @@ from tenacity import retry, retry_if_exception_message, stop_after_delay, wait_r
 
 from tenure.adapters.filebell import BellBoard, ring
 from tenure.config import BackendURL
-from tenure.errors import (
-    CampaignCancelled,
-    CampaignTimeout,
-    ConfigError,
-    NotLeader,
-    SessionExpired,
-    StoreUnavailable,
-)
-from tenure.store import WAIT_SLICE, Contender, LeaderInfo, Store, StoreLimits, Ticket
+from tenure.errors import ConfigError, NotLeader, SessionExpired, StoreUnavailable
+from tenure.options import Options
+from tenure.store import Contender, LeaderInfo, Step, Store, StoreLimits, Ticket, Wait, Won
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -72,7 +67,12 @@ def boot_id() -> str:
         return f"boot@{round(time.time() - time.monotonic())}"
 
 
-class SQLiteStore(Store):
+@dataclass(eq=False)
+class SQLiteTicket(Ticket):
+    """A row of ``candidates``; ``order`` is its ``seq`` (and the token once it leads)."""
+
+
+class SQLiteStore(Store[SQLiteTicket]):
     """The contract over one SQLite file shared by processes of one host."""
 
     limits = StoreLimits(min_ttl=0.5, max_ttl=86400.0)
@@ -115,11 +115,7 @@ class SQLiteStore(Store):
 
     @classmethod
     def from_url(cls, url: BackendURL) -> SQLiteStore:
-        if url.options:
-            raise ConfigError(
-                f"unknown option(s) {', '.join(sorted(url.options))} for the sqlite backend; "
-                "it takes only ttl and drift"
-            )
+        Options("sqlite", url, {})
         return cls(Path(url.path).expanduser())
 
     @property
@@ -150,7 +146,7 @@ class SQLiteStore(Store):
 
     # -- session ------------------------------------------------------------------
 
-    def open_session(self, ttl: float) -> None:
+    def open_session(self, ttl: float) -> float:
         self._ttl = ttl
         session_id = uuid.uuid4().hex
         with self._write() as db:
@@ -160,8 +156,9 @@ class SQLiteStore(Store):
                 (session_id, self._boot, time.monotonic() + ttl, ttl),
             )
         self._session_id = session_id
+        return ttl
 
-    def renew_session(self, held: frozenset[Ticket]) -> frozenset[Ticket]:
+    def renew_session(self, held: frozenset[SQLiteTicket]) -> None:
         with self._write() as db:
             now = time.monotonic()
             renewed = db.execute(
@@ -172,14 +169,16 @@ class SQLiteStore(Store):
             if not renewed:
                 raise SessionExpired(f"session {self._session_id} expired in {self.path}")
             if not held:
-                return frozenset()
+                return
             alive = {
                 row[0]
                 for row in db.execute(
                     "SELECT seq FROM candidates WHERE session_id = ?", (self._session_id,)
                 )
             }
-        return frozenset(t for t in held if t.order not in alive)
+        for ticket in held:
+            if ticket.order not in alive:
+                self.report_loss(ticket, f"its row was deleted from {self.path}")
 
     def close_session(self) -> None:
         if not self._session_id:
@@ -206,7 +205,7 @@ class SQLiteStore(Store):
 
     # -- candidates -----------------------------------------------------------------
 
-    def enqueue(self, election: str, candidate_id: str, value: bytes) -> Ticket:
+    def enqueue(self, election: str, candidate_id: str, value: bytes) -> SQLiteTicket:
         with self._write() as db:
             self._collect_garbage(db)
             alive = db.execute(
@@ -223,9 +222,9 @@ class SQLiteStore(Store):
             seq = cursor.lastrowid
         assert seq is not None
         ring(self._bell(election))
-        return Ticket(election, candidate_id, str(seq), seq)
+        return SQLiteTicket(election, candidate_id, str(seq), seq)
 
-    def withdraw(self, ticket: Ticket) -> None:
+    def withdraw(self, ticket: SQLiteTicket) -> None:
         with self._write() as db:
             deleted = db.execute(
                 "DELETE FROM candidates WHERE seq = ?", (ticket.order,)
@@ -233,7 +232,7 @@ class SQLiteStore(Store):
         if deleted:
             ring(self._bell(ticket.election))
 
-    def _turn(self, ticket: Ticket) -> float | None:
+    def _turn(self, ticket: SQLiteTicket) -> float | None:
         """None if ``ticket`` leads now, else the time at which the earliest session
         ahead of it expires. Raises SessionExpired if the ticket's session is dead."""
         db = self._db()
@@ -260,34 +259,25 @@ class SQLiteStore(Store):
             db.execute("COMMIT")
         return None if ahead is None else float(ahead)
 
-    def await_turn(
-        self, ticket: Ticket, deadline: float | None, cancelled: threading.Event
-    ) -> int:
-        with self._board.listen(self._bell(ticket.election)) as bell:
-            while True:
-                wake_at = self._guard(self._turn, ticket)
-                if wake_at is None:
-                    return ticket.order
-                until = min(wake_at, math.inf if deadline is None else deadline)
-                while not bell.wait(min(WAIT_SLICE, until - time.monotonic())):
-                    if cancelled.is_set():
-                        raise CampaignCancelled(f"campaign in {ticket.election!r} cancelled")
-                    if time.monotonic() >= until:
-                        break
-                if cancelled.is_set():
-                    raise CampaignCancelled(f"campaign in {ticket.election!r} cancelled")
-                if deadline is not None and time.monotonic() >= deadline:
-                    if self._guard(self._turn, ticket) is None:
-                        return ticket.order
-                    raise CampaignTimeout(f"campaign in {ticket.election!r} timed out")
+    def try_lead(self, ticket: SQLiteTicket) -> Step:
+        bell = self._board.listen(self._bell(ticket.election))
+        try:
+            wake_at = self._guard(self._turn, ticket)
+        except BaseException:
+            bell.close()
+            raise
+        if wake_at is None:
+            bell.close()
+            return Won(ticket.order)
+        return Wait(bell, retry_at=wake_at)
 
-    def proclaim(self, ticket: Ticket, value: bytes) -> None:
+    def proclaim(self, ticket: SQLiteTicket, value: bytes) -> None:
         with self._write() as db:
             self._require_leader(db, ticket, "proclaim")
             db.execute("UPDATE candidates SET value = ? WHERE seq = ?", (value, ticket.order))
         ring(self._bell(ticket.election))
 
-    def guarded_write(self, ticket: Ticket, key: str, value: bytes) -> None:
+    def guarded_write(self, ticket: SQLiteTicket, key: str, value: bytes) -> None:
         with self._write() as db:
             self._require_leader(db, ticket, "guarded write")
             db.execute(
@@ -296,7 +286,7 @@ class SQLiteStore(Store):
                 (key, value, ticket.order),
             )
 
-    def _require_leader(self, db: sqlite3.Connection, ticket: Ticket, action: str) -> None:
+    def _require_leader(self, db: sqlite3.Connection, ticket: SQLiteTicket, action: str) -> None:
         row = db.execute(_LEADER, self._params(election=ticket.election)).fetchone()
         if row is None or row[0] != ticket.order:
             raise NotLeader(
@@ -332,16 +322,14 @@ class SQLiteStore(Store):
         )
         return [Contender(row[1], bytes(row[2]), int(row[0])) for row in rows]
 
-    def await_change(
-        self, election: str, known: LeaderInfo | None, deadline: float
-    ) -> LeaderInfo | None:
-        with self._board.listen(self._bell(election)) as bell:
-            while True:
-                current, expires_at = self._guard(self._leader_row, election)
-                now = time.monotonic()
-                if current != known or now >= deadline:
-                    return current
-                bell.wait(min(deadline, expires_at) - now)
+    def observe_step(self, election: str) -> tuple[LeaderInfo | None, Wait]:
+        bell = self._board.listen(self._bell(election))
+        try:
+            current, expires_at = self._guard(self._leader_row, election)
+        except BaseException:
+            bell.close()
+            raise
+        return current, Wait(bell, retry_at=None if math.isinf(expires_at) else expires_at)
 
     # -- plumbing -------------------------------------------------------------------
 

@@ -7,13 +7,11 @@
         do_work(fencing_token=lead.token)
 
 A :class:`Client` holds ONE store session (renewed by :mod:`tenure.session`) shared by
-every election it campaigns in. :meth:`Election.campaign` blocks until this candidate
-leads and returns a :class:`Leadership`, valid until its monotonic ``deadline``, which
-each successful renewal moves to ``t_sent + ttl * (1 - drift)``. Loss (deadline passed,
-session ended, entry gone) fires ``on_lost`` callbacks once, and from then on
-``ensure()``, ``proclaim()`` and ``guarded_write()`` raise. What tenure does NOT do:
-it cannot stop code that ignores ``ensure()``/``on_lost``; pass ``lead.token`` to the
-resources you change and check it there (:mod:`tenure.fencing`).
+every election it campaigns in. :meth:`Election.campaign` runs the one campaign loop of
+:mod:`tenure.campaign` and returns a :class:`~tenure.leadership.Leadership`, valid until
+its monotonic ``deadline``. What tenure does NOT do: it cannot stop code that ignores
+``ensure()``/``on_lost``; pass ``lead.token`` to the resources you change and check it
+there (:mod:`tenure.fencing`).
 """
 
 from __future__ import annotations
@@ -23,39 +21,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
+from typing import Any
 
 from tenure import events
+from tenure.campaign import Campaign, observe, withdraw_quietly
 from tenure.config import Settings, load_settings
-from tenure.errors import (
-    CampaignCancelled,
-    CampaignTimeout,
-    ConfigError,
-    LeadershipLost,
-    NotLeader,
-    SessionExpired,
-    StoreUnavailable,
-    TenureError,
-    UsageError,
-)
-from tenure.names import (
-    check_election_name,
-    check_value,
-    default_candidate_id,
-)
+from tenure.errors import ConfigError, TenureError, UsageError
+from tenure.leadership import Leadership, LostCallback, State
+from tenure.names import check_election_name, check_value, default_candidate_id
 from tenure.session import SessionKeeper
 from tenure.store import Contender, LeaderInfo, Store, StoreLimits, Ticket
 
 log = logging.getLogger("tenure")
 
-LostCallback = Callable[["Leadership", str], None]
-RETRY_FIRST = 0.05
-RETRY_MAX = 1.0
-"""Back-off bounds (seconds) of a campaign retrying an unavailable store."""
-
-
-def _until(deadline: float | None, pause: float) -> float:
-    """``pause``, shortened so a wait never outlasts ``deadline``."""
-    return pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic()))
+__all__ = ["Client", "Election", "Leadership", "LostCallback", "Observer", "State", "connect"]
 
 
 def connect(
@@ -107,7 +86,7 @@ class Client:
     Use as a context manager, or call :meth:`close`, to end the session at once
     (every leadership is released; others can lead promptly)."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store[Any], settings: Settings) -> None:
         self.store = store
         self.settings = settings
         self.candidate_id = settings.candidate_id or default_candidate_id()
@@ -116,7 +95,7 @@ class Client:
         self._active: dict[str, Leadership | None] = {}
         self._by_ticket: dict[Ticket, Leadership] = {}
         self._withdrawals: list[threading.Thread] = []
-        store.set_loss_reporter(self._lost_from_store)
+        store.bind(self._lost_from_store)
 
     @property
     def ttl(self) -> float:
@@ -134,14 +113,14 @@ class Client:
 
     def read(self, key: str) -> bytes | None:
         """Reads a key written with :meth:`Leadership.guarded_write`."""
-        return self.store.read(check_election_name(key))
+        return self.store.read(check_election_name(key, what="guarded-write key"))
 
     def close(self) -> None:
         """Resigns everything and ends the session. Idempotent."""
         with self._lock:
             leaderships = list(self._by_ticket.values())
         for leadership in leaderships:
-            leadership._mark_released("the client was closed")
+            leadership.end_resigned("the client was closed")
         self.keeper.close()
         with self._lock:
             pending, self._withdrawals = self._withdrawals, []
@@ -160,6 +139,8 @@ class Client:
     ) -> None:
         self.close()
 
+    # -- bookkeeping for Election and Leadership ------------------------------------
+
     def _reserve(self, name: str) -> None:
         with self._lock:
             if name in self._active:
@@ -176,14 +157,15 @@ class Client:
     def _held(self, leadership: Leadership) -> None:
         with self._lock:
             self._active[leadership.election] = leadership
-            self._by_ticket[leadership._ticket] = leadership
+            self._by_ticket[leadership.ticket] = leadership
 
-    def _forget(self, leadership: Leadership) -> None:
+    def forget(self, leadership: Leadership) -> None:
+        """Called by a leadership as it ends: it no longer counts as held."""
         with self._lock:
             if self._active.get(leadership.election) is leadership:
                 del self._active[leadership.election]
-            self._by_ticket.pop(leadership._ticket, None)
-        self.keeper.release(leadership._ticket)
+            self._by_ticket.pop(leadership.ticket, None)
+        self.keeper.release(leadership.ticket)
 
     def _leadership_of(self, name: str) -> Leadership | None:
         with self._lock:
@@ -193,23 +175,27 @@ class Client:
         with self._lock:
             leadership = self._by_ticket.get(ticket)
         if leadership is not None:
-            leadership._mark_lost(reason)
+            leadership.mark_lost(reason)
 
-    def _withdraw_in_background(self, ticket: Ticket) -> None:
+    def _lost_from_store(self, ticket: Ticket, reason: str) -> None:
+        self.keeper.release(ticket)
+        self._lost(ticket, reason)
+
+    def withdraw_now(self, ticket: Ticket) -> None:
+        """Gives an entry back in the caller's thread (resign)."""
+        withdraw_quietly(self.store, ticket)
+
+    def withdraw_in_background(self, ticket: Ticket) -> None:
         """Gives a lost entry back without blocking the caller (a watchdog or adapter
         thread); :meth:`close` waits for these before closing the store."""
         thread = threading.Thread(
-            target=_withdraw_quietly, args=(self.store, ticket), name="tenure-withdraw",
+            target=withdraw_quietly, args=(self.store, ticket), name="tenure-withdraw",
             daemon=True,
         )
         with self._lock:
             self._withdrawals = [t for t in self._withdrawals if t.is_alive()]
             self._withdrawals.append(thread)
         thread.start()
-
-    def _lost_from_store(self, ticket: Ticket, reason: str) -> None:
-        self.keeper.release(ticket)
-        self._lost(ticket, reason)
 
 
 class Election:
@@ -229,29 +215,36 @@ class Election:
     ) -> Leadership:
         """Blocks until this client's candidate leads and returns the Leadership.
 
-        Candidates are served in arrival order where the store has one. Raises
-        CampaignTimeout after ``timeout`` seconds, CampaignCancelled once ``cancel`` is
-        set, UsageError if this client already campaigns here. On any of these the
-        queue entry is removed. ``on_lost(leadership, reason)`` is called once if the
-        leadership is later lost (not on resign)."""
+        Candidates are served in arrival order where the store has one. ``timeout=0``
+        tries exactly once. Raises CampaignTimeout after ``timeout`` seconds,
+        CampaignCancelled once ``cancel`` is set, UsageError if this client already
+        campaigns here; on any of these the queue entry is removed.
+        ``on_lost(leadership, reason)`` is called once if the leadership is later lost
+        (never on resign)."""
         client = self.client
         data = check_value(value, client.settings.max_value_bytes)
-        if timeout is not None and not timeout >= 0:
-            raise ConfigError(f"campaign timeout {timeout!r} must be >= 0 seconds, or None")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        cancelled = cancel or threading.Event()
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float)
+            or not timeout >= 0
+        ):
+            raise ConfigError(
+                f"campaign timeout {timeout!r} must be a number of seconds >= 0, or None"
+            )
         client._reserve(self.name)
         started = time.monotonic()
+        campaign = Campaign(client.store, client.keeper, self.name, client.candidate_id,
+                            data, timeout, cancel or threading.Event())
+        campaign.describe_leader = lambda: _describe(self.leader_or_none())
         try:
-            leadership = self._win(data, deadline, cancelled, timeout)
+            leadership = self._win(campaign, data)
         except BaseException:
             client._unreserve(self.name)
             raise
         if on_lost is not None:
             leadership.on_lost(on_lost)
         client._held(leadership)
-        if leadership.lost:
-            client._forget(leadership)
+        if leadership.state is not State.HELD:
+            client.forget(leadership)
         log.info(
             "leadership won: election=%s candidate=%s token=%d",
             self.name, client.candidate_id, leadership.token,
@@ -260,76 +253,16 @@ class Election:
                        token=leadership.token, waited=time.monotonic() - started)
         return leadership
 
-    def _win(
-        self, data: bytes, deadline: float | None, cancelled: threading.Event,
-        timeout: float | None,
-    ) -> Leadership:
+    def _win(self, campaign: Campaign, data: bytes) -> Leadership:
         client = self.client
-        store = client.store
-        backoff = RETRY_FIRST
-        last_error: StoreUnavailable | None = None
         while True:
-            if cancelled.is_set():
-                raise CampaignCancelled(f"campaign in election {self.name!r} was cancelled")
-            # The first attempt is always made (timeout=0 means "try once, don't wait").
-            if last_error is not None and deadline is not None and time.monotonic() >= deadline:
-                raise self._timed_out(timeout, last_error)
-            generation = 0
-            try:
-                generation = client.keeper.ensure_open()
-                ticket = store.enqueue(self.name, client.candidate_id, data)
-            except StoreUnavailable as exc:
-                # The store is unreachable (or our session just ended): a campaign keeps
-                # trying until its timeout or cancel, like a waiting candidate would.
-                if isinstance(exc, SessionExpired):
-                    client.keeper.expired(generation, str(exc))
-                last_error = exc
-                log.warning("campaign in %s: %s (retrying)", self.name, exc)
-                cancelled.wait(_until(deadline, backoff))
-                backoff = min(RETRY_MAX, backoff * 2)
-                continue
-            try:
-                token = store.await_turn(ticket, deadline, cancelled)
-            except SessionExpired as exc:
-                # The entry died (with its session, or removed by an operator): queue
-                # again. Only a refused enqueue proves the session itself is gone.
-                _withdraw_quietly(store, ticket)
-                last_error = exc
-                continue
-            except CampaignTimeout:
-                _withdraw_quietly(store, ticket)
-                raise self._timed_out(timeout, last_error) from None
-            except StoreUnavailable as exc:
-                _withdraw_quietly(store, ticket)
-                last_error = exc
-                log.warning("campaign in %s: %s (retrying)", self.name, exc)
-                cancelled.wait(_until(deadline, backoff))
-                backoff = min(RETRY_MAX, backoff * 2)
-                continue
-            except BaseException:
-                _withdraw_quietly(store, ticket)
-                raise
-            backoff = RETRY_FIRST
-            leadership = Leadership(client, ticket, data, token)
-            valid_until = client.keeper.adopt(ticket, generation)
-            if valid_until is not None:
-                leadership._valid_until_hint = valid_until
-                return leadership
-            # Won on a session that is past its deadline: this leadership may already
-            # be void in the store. Give the entry back and queue again.
-            _withdraw_quietly(store, ticket)
-            if cancelled.is_set():
-                raise CampaignCancelled(f"campaign in election {self.name!r} was cancelled")
-
-    def _timed_out(
-        self, timeout: float | None, last_error: StoreUnavailable | None
-    ) -> CampaignTimeout:
-        store_note = f"; last store error: {last_error}" if last_error else ""
-        return CampaignTimeout(
-            f"campaign in election {self.name!r} did not win within {timeout:g} s "
-            f"(leader: {_describe(self.leader_or_none())}{store_note}); retry or raise the "
-            "timeout"
-        )
+            ticket, token, generation = campaign.run()
+            if client.keeper.adopt(ticket, generation) is not None:
+                return Leadership(client, ticket, data, token)
+            # Won on a session that is past its deadline (a paused waiter): this
+            # leadership may already be void in the store. Give the entry back and
+            # queue again.
+            withdraw_quietly(client.store, ticket)
 
     def leader(self) -> LeaderInfo | None:
         """The current leader (id, value, token) by a linearizable read, or None."""
@@ -364,33 +297,8 @@ class Election:
         Runs until ``stop`` is set or ``timeout`` seconds pass. Store outages are
         retried; after one the state is re-read, so the latest state is never missed
         (intermediate leaders that came and went during an outage may be)."""
-        stop = stop or threading.Event()
         end = None if timeout is None else time.monotonic() + timeout
-        store = self.client.store
-        known: LeaderInfo | None = None
-        first = True
-        backoff = 0.05
-        while not stop.is_set():
-            now = time.monotonic()
-            if end is not None and now >= end:
-                return
-            slice_end = now + 1.0 if end is None else min(end, now + 1.0)
-            try:
-                current = store.leader(self.name) if first else store.await_change(
-                    self.name, known, slice_end
-                )
-                backoff = 0.05
-            except StoreUnavailable as exc:
-                log.warning("observe %s: store unavailable (retrying): %s", self.name, exc)
-                stop.wait(backoff)
-                backoff = min(1.0, backoff * 2)
-                continue
-            if first or current != known:
-                if current is not None and known is not None and current.token < known.token:
-                    continue
-                first = False
-                known = current
-                yield current
+        return observe(self.client.store, self.name, stop or threading.Event(), end)
 
     def on_change(self, callback: Callable[[LeaderInfo | None], None]) -> Observer:
         """Calls ``callback`` with the current leader and each change, from a thread,
@@ -419,184 +327,6 @@ class Observer:
         """Stops observing; returns when the thread has ended."""
         self._stop.set()
         self._thread.join()
-
-
-class Leadership:
-    """A won campaign: election, candidate id, value, fencing token, deadline.
-
-    Valid until :attr:`deadline` (monotonic) unless lost earlier; check with
-    :meth:`ensure` before acting and pass :attr:`token` to what you change. As a
-    context manager it resigns on exit. Callbacks from :meth:`on_lost` run in a tenure
-    thread: keep them short (set a flag, signal a worker)."""
-
-    def __init__(self, client: Client, ticket: Ticket, value: bytes, token: int) -> None:
-        self._client = client
-        self._ticket = ticket
-        self.election = ticket.election
-        self.candidate_id = ticket.candidate_id
-        self.value = value
-        self.token = token
-        self._lock = threading.Lock()
-        self._lost_event = threading.Event()
-        self._reason = ""
-        self._released = False
-        self._callbacks: list[LostCallback] = []
-        self._valid_until_hint = 0.0
-        self.elected_at = time.monotonic()
-        self.lost_at: float | None = None
-
-    def __repr__(self) -> str:
-        state = f"lost: {self._reason}" if self.lost else f"valid for {self.remaining():.2f} s"
-        return f"<Leadership {self.election!r} token={self.token} {state}>"
-
-    @property
-    def ticket(self) -> Ticket:
-        """The store entry behind this leadership (for adapters and the conformance
-        suite, which writes through the store directly to prove its guards)."""
-        return self._ticket
-
-    @property
-    def deadline(self) -> float:
-        """Monotonic time (``time.monotonic()``) after which this leadership is void."""
-        if self._lost_event.is_set():
-            return self.lost_at or self.elected_at
-        return self._client.keeper.valid_until
-
-    def remaining(self) -> float:
-        """Seconds of validity left (0 once lost)."""
-        return max(0.0, self.deadline - time.monotonic())
-
-    @property
-    def lost(self) -> bool:
-        """True once lost or resigned."""
-        if not self._lost_event.is_set() and time.monotonic() >= self.deadline:
-            self._mark_lost(self._client.keeper._deadline_reason())
-        return self._lost_event.is_set()
-
-    @property
-    def lost_reason(self) -> str:
-        """Why leadership ended ("" while valid)."""
-        return self._reason
-
-    def ensure(self) -> None:
-        """Returns if still valid; raises LeadershipLost (with the reason) otherwise."""
-        if self.lost:
-            raise LeadershipLost(
-                f"leadership of election {self.election!r} (token {self.token}) is lost: "
-                f"{self._reason}"
-            )
-
-    def wait_lost(self, timeout: float | None = None) -> bool:
-        """Blocks until lost or resigned (True) or until ``timeout`` passes (False)."""
-        end = None if timeout is None else time.monotonic() + timeout
-        while True:
-            remaining = self.deadline - time.monotonic()
-            if end is not None:
-                remaining = min(remaining, end - time.monotonic())
-            if self._lost_event.wait(max(0.0, min(remaining, 1.0))):
-                return True
-            if self.lost:
-                return True
-            if end is not None and time.monotonic() >= end:
-                return False
-
-    def on_lost(self, callback: LostCallback) -> None:
-        """Registers ``callback(leadership, reason)``; called once on loss (at once if
-        already lost). Not called on resign."""
-        with self._lock:
-            if not self._lost_event.is_set():
-                self._callbacks.append(callback)
-                return
-            fire = not self._released
-        if fire:
-            _call(callback, self, self._reason)
-
-    def resign(self) -> None:
-        """Releases leadership at once so the next candidate leads promptly.
-        A no-op if already resigned or lost."""
-        self._mark_released("resigned")
-
-    def proclaim(self, value: bytes | str) -> None:
-        """Changes this leader's value without giving up leadership."""
-        data = check_value(value, self._client.settings.max_value_bytes)
-        self._require_valid("proclaim")
-        self._client.store.proclaim(self._ticket, data)
-        self.value = data
-
-    def guarded_write(self, key: str, value: bytes | str) -> None:
-        """Writes ``value`` under ``key`` in the store, committed only if this candidate
-        still leads (one store transaction). Raises NotLeader otherwise."""
-        key = check_election_name(key)
-        data = check_value(value, self._client.settings.max_value_bytes)
-        self._require_valid("guarded write")
-        self._client.store.guarded_write(self._ticket, key, data)
-
-    def _require_valid(self, action: str) -> None:
-        if self.lost:
-            raise NotLeader(
-                f"{action} refused: leadership of election {self.election!r} (token "
-                f"{self.token}) is lost: {self._reason}"
-            )
-
-    def __enter__(self) -> Leadership:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.resign()
-
-    def _end(self, reason: str, released: bool) -> bool:
-        with self._lock:
-            if self._lost_event.is_set():
-                return False
-            self._reason = reason
-            self._released = released
-            self.lost_at = time.monotonic()
-            self._lost_event.set()
-        self._client._forget(self)
-        return True
-
-    def _mark_released(self, reason: str) -> None:
-        if self._end(reason, released=True):
-            _withdraw_quietly(self._client.store, self._ticket)
-            events.publish("leadership_released", election=self.election,
-                           candidate_id=self.candidate_id, token=self.token, reason=reason)
-            log.info("leadership released: election=%s token=%d (%s)",
-                     self.election, self.token, reason)
-
-    def _mark_lost(self, reason: str) -> None:
-        if not self._end(reason, released=False):
-            return
-        log.warning("leadership lost: election=%s token=%d: %s", self.election, self.token, reason)
-        late = max(0.0, (self.lost_at or 0.0) - self._client.keeper.valid_until)
-        events.publish("leadership_lost", election=self.election, candidate_id=self.candidate_id,
-                       token=self.token, reason=reason, late=late)
-        with self._lock:
-            callbacks = list(self._callbacks)
-        for callback in callbacks:
-            _call(callback, self, reason)
-        # The entry may still exist (e.g. we were paused but the store kept it): give it
-        # back so the next candidate does not wait for the session to expire.
-        self._client._withdraw_in_background(self._ticket)
-
-
-def _call(callback: LostCallback, leadership: Leadership, reason: str) -> None:
-    try:
-        callback(leadership, reason)
-    except Exception:
-        log.exception("on_lost callback failed")
-
-
-def _withdraw_quietly(store: Store, ticket: Ticket) -> None:
-    try:
-        store.withdraw(ticket)
-    except TenureError as exc:
-        log.warning("could not withdraw %s from %s (it expires with the session): %s",
-                    ticket.key, store.description, exc)
 
 
 def _describe(info: LeaderInfo | None) -> str:

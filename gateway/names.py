@@ -24,33 +24,36 @@ _NAME_CHARS = re.compile(r"[A-Za-z0-9._/-]")
 _ID_CHARS = re.compile(r"[!-~]")
 
 
-def check_election_name(name: object) -> str:
-    """Returns ``name`` if it is a valid election name, else raises InvalidNameError."""
+def check_election_name(name: object, what: str = "election name") -> str:
+    """Returns ``name`` if it is a valid election name, else raises InvalidNameError.
+
+    ``what`` names the input in messages (e.g. "guarded-write key", which follows the
+    same rules)."""
     if not isinstance(name, str):
         raise InvalidNameError(
-            f"election name must be a str, got {type(name).__name__}: {name!r}"
+            f"{what} must be a str, got {type(name).__name__}: {name!r}"
         )
     if not name:
-        raise InvalidNameError("election name is empty; use 1-200 characters of [A-Za-z0-9._-/]")
+        raise InvalidNameError(f"{what} is empty; use 1-200 characters of [A-Za-z0-9._-/]")
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidNameError(
-            f"election name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
+            f"{what} is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
         )
     for position, char in enumerate(name):
         if not _NAME_CHARS.fullmatch(char):
             raise InvalidNameError(
-                f"election name {name!r} has the invalid character {char!r} at position "
+                f"{what} {name!r} has the invalid character {char!r} at position "
                 f"{position}; use only letters, digits, '.', '_', '-' and '/'"
             )
     for segment in name.split("/"):
         if segment == "":
             raise InvalidNameError(
-                f"election name {name!r} has an empty path segment; remove the leading, "
+                f"{what} {name!r} has an empty path segment; remove the leading, "
                 "trailing or doubled '/'"
             )
         if segment == "..":
             raise InvalidNameError(
-                f"election name {name!r} has a '..' segment; '..' is not allowed in names"
+                f"{what} {name!r} has a '..' segment; '..' is not allowed in names"
             )
     return name
 

@@ -3,15 +3,17 @@ their validity deadline.
 
 Clock reasoning. All times are ``time.monotonic()`` of this host. A renewal *sent* at
 ``t_sent`` that succeeds proves the store keeps the session (and every entry bound to
-it) alive until at least ``t_sent + ttl`` on the store's side. We therefore consider
-ourselves valid only until ``t_sent + ttl * (1 - drift)``: ``drift`` absorbs the
+it) alive until at least ``t_sent + lifetime`` on the store's side, where ``lifetime``
+is what the adapter says the store guarantees (``Store.open_session``: the TTL, or less
+where a store stretches what it is sent, as Consul doubles it). We therefore consider
+ourselves valid only until ``t_sent + lifetime * (1 - drift)``: ``drift`` absorbs the
 difference in clock *rate* between this host and the store's (it does not absorb clock
 steps or unbounded skew rates -- nothing can). The send time is used, never the reply
 time, so a slow reply never lengthens validity. A leadership whose deadline has passed
 is lost for good, even if a later renewal succeeds: the store may have expired it and
 elected someone else in between.
 
-Two threads per client: the *renewer* does store I/O (renew every ``ttl / 3``, retry
+Two threads per client: the *renewer* does store I/O (renew every ``lifetime / 3``, retry
 quickly on failure); the *watchdog* does no I/O and fires losses when the deadline
 passes, so a renewal that hangs in the network cannot delay the loss.
 """
@@ -22,6 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from tenure import events
 from tenure.errors import SessionExpired, TenureError
@@ -36,7 +39,7 @@ class SessionKeeper:
     """Owns the store session of one client: opens it lazily, renews it, and calls
     ``on_loss(ticket, reason)`` once for each held ticket that stops being valid."""
 
-    def __init__(self, store: Store, ttl: float, drift: float, on_loss: LossHandler) -> None:
+    def __init__(self, store: Store[Any], ttl: float, drift: float, on_loss: LossHandler) -> None:
         self.store = store
         self.ttl = ttl
         self.drift = drift
@@ -50,13 +53,15 @@ class SessionKeeper:
         self._last_error: str = ""
         self._renewer: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
+        self.lifetime = ttl
+        """Seconds each successful renewal guarantees, from its send time (the store's word)."""
         self.renewals = 0
         self.renewal_failures = 0
 
     @property
     def renew_interval(self) -> float:
-        """Seconds between renewals: a third of the TTL."""
-        return self.ttl / 3
+        """Seconds between renewals: a third of the guaranteed lifetime."""
+        return self.lifetime / 3
 
     @property
     def valid_until(self) -> float:
@@ -78,11 +83,12 @@ class SessionKeeper:
             if self._open:
                 return self._generation
         t_sent = time.monotonic()
-        self.store.open_session(self.ttl)
+        lifetime = self.store.open_session(self.ttl)
         with self._lock:
+            self.lifetime = lifetime
             self._open = True
             self._generation += 1
-            self._valid_until = t_sent + self.ttl * (1 - self.drift)
+            self._valid_until = t_sent + lifetime * (1 - self.drift)
             self._lock.notify_all()
             if self._renewer is None:
                 self._renewer = threading.Thread(
@@ -156,7 +162,7 @@ class SessionKeeper:
                 continue
             t_sent = time.monotonic()
             try:
-                lost = self.store.renew_session(held)
+                self.store.renew_session(held)
             except SessionExpired as exc:
                 events.publish("renewal", backend=self.store.description, ok=False,
                                latency=time.monotonic() - t_sent, error=str(exc))
@@ -177,14 +183,10 @@ class SessionKeeper:
             with self._lock:
                 overdue = set(self._held) if time.monotonic() >= self._valid_until else set()
                 self._held -= overdue
-                self._valid_until = t_sent + self.ttl * (1 - self.drift)
+                self._valid_until = t_sent + self.lifetime * (1 - self.drift)
                 self._lock.notify_all()
             if overdue:
-                self._lose(overdue, self._deadline_reason())
-            if lost:
-                with self._lock:
-                    self._held -= lost
-                self._lose(set(lost), "the store no longer has this candidate as leader")
+                self._lose(overdue, self.deadline_reason())
             next_at = t_sent + self.renew_interval
 
     def _session_expired(self, detail: str) -> None:
@@ -206,7 +208,8 @@ class SessionKeeper:
             return time.monotonic() + min(1.0, self.renew_interval)
         return time.monotonic() + self.renew_interval
 
-    def _deadline_reason(self) -> str:
+    def deadline_reason(self) -> str:
+        """Why a leadership ended at its deadline, with the last renewal error."""
         reason = f"validity deadline passed (no successful renewal within {self.ttl:g} s TTL"
         if self._last_error:
             reason += f"; last error: {self._last_error}"
@@ -219,7 +222,7 @@ class SessionKeeper:
                 if self._held and now >= self._valid_until:
                     overdue = set(self._held)
                     self._held.clear()
-                    reason = self._deadline_reason()
+                    reason = self.deadline_reason()
                     self._lock.release()
                     try:
                         self._lose(overdue, reason)

@@ -1,27 +1,41 @@
-"""The narrow interface every backend implements: a few store primitives.
+"""The narrow interface every backend implements: a handful of non-blocking store steps.
 
-The election logic that must be identical everywhere -- validity deadlines, loss
-detection, ``on_lost`` callbacks, timeouts, cancellation, observe -- lives once in
-:mod:`tenure.client` and :mod:`tenure.session`. An adapter only translates these
-primitives to its store (one module per store in :mod:`tenure.adapters`) and must
-implement all of them: there are no optional methods, and what differs between stores
-(TTL range, partition safety) is data in :class:`StoreLimits`.
+The election itself -- the wait-to-lead loop, timeouts (``timeout=0`` is exactly one
+try), cancellation, back-off, the final re-check at the deadline, observe, validity
+deadlines and the loss policy -- is written once, in :mod:`tenure.campaign`,
+:mod:`tenure.leadership` and :mod:`tenure.session`. An adapter (one module per store in
+:mod:`tenure.adapters`) only translates these steps to its store, the way client-go's
+``resourcelock.Interface`` does for its one election loop. Every method is required;
+what differs between stores (TTL range, partition safety, arrival order) is data in
+:class:`StoreLimits`.
 
-Contract an adapter must keep (the conformance suite checks it):
++-----------------------+------------------------------------------------------------+
+| step                  | promise                                                    |
++=======================+============================================================+
+| ``open_session(ttl)`` | creates the client's ONE liveness object; returns the      |
+|                       | seconds each successful renewal keeps it alive, counted    |
+|                       | from the renewal's SEND time (at most ``ttl``)             |
+| ``renew_session(h)``  | one renewal for every held entry ``h``; SessionExpired if  |
+|                       | the store ended the session (never revives it)             |
+| ``enqueue``           | atomically adds an entry bound to the session, in arrival  |
+|                       | order; returns the adapter's typed :class:`Ticket`         |
+| ``try_lead(t)``       | one step: :class:`Won` (token) by a linearizable read or a |
+|                       | conditional write, or :class:`Wait` with a :class:`Signal` |
+|                       | armed BEFORE that read; SessionExpired if the entry died   |
+| ``observe_step(e)``   | the leader by a linearizable read, and a :class:`Wait`     |
+|                       | armed before it, for its next change                       |
+| ``proclaim``,         | conditional writes that commit only while ``t`` leads;     |
+| ``guarded_write``     | NotLeader (nothing written) otherwise                      |
+| ``withdraw``          | removes the entry; a no-op if it is gone                   |
+| ``leader``,           | linearizable reads                                         |
+| ``contenders``,       |                                                            |
+| ``read``              |                                                            |
++-----------------------+------------------------------------------------------------+
 
-* One *session* (the store's liveness object: lease, ZooKeeper session, Consul
-  session, lease keys, SQLite row) per :class:`Store`, shared by every candidate entry
-  it creates. Entries die with the session. Renewing the session costs the same for
-  one entry or ten thousand.
-* A successful :meth:`Store.renew_session` whose request was sent at ``t`` guarantees
-  the store keeps the session alive at least until ``t + ttl`` (local monotonic clock).
-  A session the store has expired must never be revived by a renewal.
-* :meth:`Store.await_turn` returns only when the ticket leads according to a
-  linearizable read or a conditional write, never a possibly stale replica.
-* Tokens returned for one election strictly increase with each new leadership, also
-  across store restarts and store-node failover.
-* Blocking calls return promptly (within ``WAIT_SLICE`` seconds) when their
-  ``cancelled`` event is set or their deadline passes.
+Losses an adapter learns by itself (a watch saw its key deleted, the store reported
+the session gone, a renewal reached too few instances) go through ONE channel: the
+reporter the core installs with :meth:`Store.bind`. A refused conditional write is
+raised as NotLeader; the core turns it into a loss.
 """
 
 from __future__ import annotations
@@ -29,14 +43,15 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
     from tenure.config import BackendURL
 
 WAIT_SLICE = 0.2
-"""Longest time a blocking adapter call may go without checking its cancel event."""
+"""Longest time the core waits on a :class:`Signal` without checking cancel/deadline."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +102,8 @@ class StoreLimits:
     ``min_ttl``/``max_ttl`` bound the session TTL in seconds; ``ttl_step`` is the
     granularity the store accepts (etcd: whole seconds), or None for any value.
     ``partition_safe`` is False when a network partition can produce two leaders
-    (a single Redis instance); ``warning`` then says why.
+    (a single Redis instance); ``warning`` then says why. ``arrival_order`` is False
+    where waiters are not served first come, first served (Redis).
     """
 
     min_ttl: float
@@ -95,45 +111,125 @@ class StoreLimits:
     ttl_step: float | None = None
     partition_safe: bool = True
     warning: str = ""
+    arrival_order: bool = True
 
 
-@dataclass
+@dataclass(eq=False)
 class Ticket:
     """One candidate's entry in an election's queue, created by :meth:`Store.enqueue`.
 
     ``key`` is the store's identity of the entry (a key, node path or row id);
-    ``order`` its position in arrival order where the store has one.
+    ``order`` its position in arrival order where the store has one. ``won`` is set
+    by the core when :meth:`Store.try_lead` returned :class:`Won` for it, and
+    ``withdrawn`` when the core gave the entry back (adapters' watchers read both).
+    Adapters subclass this dataclass with the typed fields they need.
+    Tickets compare and hash by identity.
     """
 
     election: str
     candidate_id: str
     key: str
     order: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
+    won: bool = False
+    withdrawn: bool = False
 
-    def __hash__(self) -> int:
-        return hash((self.election, self.key))
 
+T = TypeVar("T", bound=Ticket)
+
+
+class Signal(ABC):
+    """Something to wait on for a change in the store: a watch, a bell file, a
+    blocking query. Armed when created; :meth:`wait` may return True spuriously
+    (the core then just re-reads), but must not miss a change made after arming."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> bool:
+        """Blocks at most ``timeout`` seconds; True once the watched state may have
+        changed (and from then on), False on timeout."""
+
+    def close(self) -> None:
+        """Releases the watch. Idempotent."""
+
+    def __enter__(self) -> Signal:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class EventSignal(Signal):
+    """A :class:`Signal` over a :class:`threading.Event` that a store callback sets
+    (watch callbacks, pub/sub listeners); ``on_close`` cancels the watch."""
+
+    def __init__(self, on_close: Callable[[], None] | None = None) -> None:
+        self.event = threading.Event()
+        self._on_close = on_close
+
+    def fire(self) -> None:
+        """Marks the watched state as changed (thread-safe)."""
+        self.event.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self.event.wait(max(0.0, timeout))
+
+    def close(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
+
+
+class NoSignal(Signal):
+    """Nothing to wait on but the clock (the core retries at :attr:`Wait.retry_at`)."""
+
+    def wait(self, timeout: float) -> bool:
+        threading.Event().wait(max(0.0, timeout))
+        return False
+
+
+@dataclass(frozen=True)
+class Won:
+    """:meth:`Store.try_lead` outcome: the ticket leads, with this fencing token."""
+
+    token: int
+
+
+@dataclass(frozen=True)
+class Wait:
+    """:meth:`Store.try_lead`/:meth:`Store.observe_step` outcome: not yet; wait on
+    ``signal`` and try again when it fires, or at ``retry_at`` (monotonic) at the
+    latest -- e.g. when the session of an entry ahead is due to expire, or a polling
+    fallback for notifications that can be lost."""
+
+    signal: Signal
+    retry_at: float | None = None
+
+
+Step = Won | Wait
 
 LossReporter = Callable[[Ticket, str], None]
-"""Called by an adapter (from any thread) when it learns a held ticket no longer leads."""
+"""The core's one channel for losses an adapter detects by itself (any thread)."""
 
 
-class Store(ABC):
+class Store(ABC, Generic[T]):
     """A client's connection to one coordination store and its single session."""
 
     limits: StoreLimits
 
     def __init__(self) -> None:
-        self._report_loss: LossReporter = lambda ticket, reason: None
+        self.report_loss: LossReporter = lambda ticket, reason: None
 
-    def set_loss_reporter(self, reporter: LossReporter) -> None:
-        """Installs the core's callback for losses the adapter detects by itself."""
-        self._report_loss = reporter
+    def bind(self, reporter: LossReporter) -> None:
+        """Installs the core's loss channel (see the module docstring)."""
+        self.report_loss = reporter
 
     @classmethod
     @abstractmethod
-    def from_url(cls, url: BackendURL) -> Store:
+    def from_url(cls, url: BackendURL) -> Store[T]:
         """Connects to the store named by ``url``; rejects unknown URL options with a
         ConfigError. Creates nothing in the store (the session comes later)."""
 
@@ -143,49 +239,56 @@ class Store(ABC):
         """The backend URL without secrets, for messages and logs."""
 
     @abstractmethod
-    def open_session(self, ttl: float) -> None:
-        """Creates this client's session with ``ttl`` seconds (already validated)."""
+    def open_session(self, ttl: float) -> float:
+        """Creates this client's session for ``ttl`` seconds (already validated) and
+        returns the lifetime, in seconds from a renewal's send time, that the store
+        GUARANTEES after each successful renewal (``ttl``, or less where the store
+        is sent a shorter TTL so that a crashed leader blocks for at most ``ttl``)."""
 
     @abstractmethod
-    def renew_session(self, held: frozenset[Ticket]) -> frozenset[Ticket]:
-        """Renews the session once; returns those of ``held`` that no longer lead.
-
-        Raises SessionExpired if the store ended the session, StoreUnavailable if it
-        could not be asked. Adapters that learn of losses by watches may return an
-        empty set and call the loss reporter instead.
-        """
+    def renew_session(self, held: frozenset[T]) -> None:
+        """Renews the session once for every entry. Raises SessionExpired if the
+        store ended the session, StoreUnavailable if it could not be asked; entries
+        of ``held`` found gone are reported through :attr:`report_loss`."""
 
     @abstractmethod
     def close_session(self) -> None:
         """Ends the session at once, releasing every entry it holds. Best effort."""
 
     @abstractmethod
-    def enqueue(self, election: str, candidate_id: str, value: bytes) -> Ticket:
+    def enqueue(self, election: str, candidate_id: str, value: bytes) -> T:
         """Atomically adds a candidate entry bound to the session, in arrival order."""
 
     @abstractmethod
-    def await_turn(
-        self, ticket: Ticket, deadline: float | None, cancelled: threading.Event
-    ) -> int:
-        """Blocks until ``ticket`` leads and returns its fencing token.
-
-        Raises CampaignTimeout when ``time.monotonic()`` reaches ``deadline``,
-        CampaignCancelled when ``cancelled`` is set, SessionExpired if the entry died
-        with the session. Never removes the ticket: the caller withdraws it.
-        Waits on store notifications where the store has them (no busy polling).
-        """
+    def try_lead(self, ticket: T) -> Step:
+        """One non-blocking step towards leading (see the module docstring)."""
 
     @abstractmethod
-    def withdraw(self, ticket: Ticket) -> None:
+    def withdraw(self, ticket: T) -> None:
         """Removes the entry (resign or abandoned campaign); a no-op if already gone."""
 
     @abstractmethod
-    def proclaim(self, ticket: Ticket, value: bytes) -> None:
+    def proclaim(self, ticket: T, value: bytes) -> None:
         """Sets the leader's value; raises NotLeader unless ``ticket`` leads."""
+
+    @abstractmethod
+    def guarded_write(self, ticket: T, key: str, value: bytes) -> None:
+        """Writes ``value`` under ``key`` in one transaction that commits only if
+        ``ticket`` still leads; raises NotLeader otherwise (nothing written)."""
+
+    @abstractmethod
+    def read(self, key: str) -> bytes | None:
+        """Reads a key written by :meth:`guarded_write`, or None."""
 
     @abstractmethod
     def leader(self, election: str) -> LeaderInfo | None:
         """The current leader by a linearizable read, or None."""
+
+    @abstractmethod
+    def observe_step(self, election: str) -> tuple[LeaderInfo | None, Wait]:
+        """The leader (linearizable read) and a Wait armed before that read that fires
+        on its next change. After a reconnect the core calls this again, so no latest
+        state is missed."""
 
     @abstractmethod
     def contenders(self, election: str) -> list[Contender]:
@@ -193,23 +296,6 @@ class Store(ABC):
         arrival order where the store has one (like kazoo's ``Election.contenders()``
         or Curator's ``getParticipants()``). Read from the store, not from this client's
         memory; entries of dead sessions are not listed."""
-
-    @abstractmethod
-    def await_change(
-        self, election: str, known: LeaderInfo | None, deadline: float
-    ) -> LeaderInfo | None:
-        """Blocks until the leader differs from ``known`` or ``deadline`` passes; returns
-        the leader then. After a reconnect it re-reads the state, so no latest state
-        is missed."""
-
-    @abstractmethod
-    def guarded_write(self, ticket: Ticket, key: str, value: bytes) -> None:
-        """Writes ``value`` under ``key`` in one transaction that commits only if
-        ``ticket`` still leads; raises NotLeader otherwise (nothing written)."""
-
-    @abstractmethod
-    def read(self, key: str) -> bytes | None:
-        """Reads a key written by :meth:`guarded_write`, or None."""
 
     @abstractmethod
     def close(self) -> None:

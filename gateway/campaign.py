@@ -1,0 +1,220 @@
+"""The one campaign loop and the one observe loop, over :mod:`tenure.store` steps.
+
+Every backend runs exactly this code to wait for its turn, so the behaviour the
+contract promises is the same everywhere by construction:
+
+* ``timeout=0`` makes exactly one :meth:`~tenure.store.Store.try_lead` step and then
+  either wins or raises CampaignTimeout without waiting; ``timeout=None`` waits forever.
+* A wait ends when the adapter's :class:`~tenure.store.Signal` fires, at the Wait's
+  ``retry_at``, on cancel, or at the deadline -- checked at least every ``WAIT_SLICE``.
+  When the deadline passes while waiting, one final :meth:`try_lead` decides (a
+  change that landed just before the deadline still wins).
+* A store that cannot be reached is retried with exponential back-off (tenacity) until
+  the timeout or cancel; the entry of a failed attempt is withdrawn first, so a failed
+  campaign leaves nothing in the store. An entry that died (SessionExpired from
+  ``try_lead``) is queued again; a refused enqueue means the session is gone, and the
+  keeper opens a new one.
+
+What it does not do: promise arrival order where the store has none
+(``StoreLimits.arrival_order``), or notice a change faster than the adapter's signal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
+
+from tenure.errors import (
+    CampaignCancelled,
+    CampaignTimeout,
+    SessionExpired,
+    StoreUnavailable,
+    TenureError,
+)
+from tenure.session import SessionKeeper
+from tenure.store import WAIT_SLICE, LeaderInfo, Store, Ticket, Wait, Won
+
+log = logging.getLogger("tenure")
+
+RETRY_FIRST = 0.05
+RETRY_MAX = 1.0
+"""Back-off bounds (seconds) of a campaign or observer retrying an unavailable store."""
+
+
+def _expired(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def wait_for(step: Wait, deadline: float | None, cancelled: threading.Event) -> bool:
+    """Waits on ``step`` until its signal fires (True), or its ``retry_at``, the
+    ``deadline`` or ``cancelled`` comes first (False)."""
+    ends = [t for t in (step.retry_at, deadline) if t is not None]
+    until = min(ends) if ends else None
+    while not cancelled.is_set():
+        remaining = WAIT_SLICE if until is None else until - time.monotonic()
+        if remaining <= 0:
+            return False
+        if step.signal.wait(min(WAIT_SLICE, remaining)):
+            return True
+    return False
+
+
+class Campaign:
+    """One campaign of one candidate: enqueue, then step and wait until it leads.
+
+    :meth:`run` returns the winning ticket, its token and the session generation it
+    was won on; it raises CampaignTimeout or CampaignCancelled (the entry withdrawn).
+    """
+
+    def __init__(
+        self, store: Store[Any], keeper: SessionKeeper, election: str, candidate_id: str,
+        value: bytes, timeout: float | None, cancelled: threading.Event,
+    ) -> None:
+        self.store = store
+        self.keeper = keeper
+        self.election = election
+        self.candidate_id = candidate_id
+        self.value = value
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.cancelled = cancelled
+        self.last_error: StoreUnavailable | None = None
+        self.describe_leader: Callable[[], str] = lambda: "unknown"
+
+    def run(self) -> tuple[Ticket, int, int]:
+        """Campaigns until won (see the module docstring)."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            wait=wait_exponential_jitter(initial=RETRY_FIRST, max=RETRY_MAX, jitter=RETRY_FIRST),
+            stop=self._should_stop,
+            sleep=self._pause,
+            before_sleep=self._note_retry,
+            reraise=True,
+        )
+        try:
+            return retrying(self._attempt)
+        except StoreUnavailable as exc:
+            self.last_error = exc
+            raise self._gave_up() from None
+
+    def _attempt(self) -> tuple[Ticket, int, int]:
+        """One enqueue and the wait for its turn; re-queues an entry that died."""
+        while True:
+            self._check_cancelled()
+            generation = 0
+            try:
+                generation = self.keeper.ensure_open()
+                ticket = self.store.enqueue(self.election, self.candidate_id, self.value)
+            except SessionExpired as exc:
+                self.keeper.expired(generation, str(exc))
+                raise
+            try:
+                token = self._await_turn(ticket)
+            except SessionExpired as exc:
+                # The entry died (with its session, or removed by an operator): queue
+                # again. Only a refused enqueue proves the session itself is gone.
+                self._withdraw(ticket)
+                self.last_error = exc
+                continue
+            except BaseException:
+                self._withdraw(ticket)
+                raise
+            return ticket, token, generation
+
+    def _await_turn(self, ticket: Ticket) -> int:
+        while True:
+            step = self.store.try_lead(ticket)
+            if isinstance(step, Won):
+                ticket.won = True
+                return step.token
+            with step.signal:
+                if _expired(self.deadline):
+                    raise self._gave_up()
+                fired = wait_for(step, self.deadline, self.cancelled)
+            self._check_cancelled()
+            if not fired and _expired(self.deadline):
+                final = self.store.try_lead(ticket)
+                if isinstance(final, Won):
+                    ticket.won = True
+                    return final.token
+                final.signal.close()
+                raise self._gave_up()
+
+    def _withdraw(self, ticket: Ticket) -> None:
+        withdraw_quietly(self.store, ticket)
+
+    def _check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise CampaignCancelled(f"campaign in election {self.election!r} was cancelled")
+
+    def _should_stop(self, state: RetryCallState) -> bool:
+        return self.cancelled.is_set() or _expired(self.deadline)
+
+    def _pause(self, seconds: float) -> None:
+        pause = seconds if self.deadline is None else min(
+            seconds, max(0.0, self.deadline - time.monotonic()))
+        self.cancelled.wait(pause)
+
+    def _note_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, StoreUnavailable):
+            self.last_error = exc
+        log.warning("campaign in %s: %s (retrying)", self.election, exc)
+
+    def _gave_up(self) -> CampaignTimeout | CampaignCancelled:
+        if self.cancelled.is_set():
+            return CampaignCancelled(f"campaign in election {self.election!r} was cancelled")
+        store_note = f"; last store error: {self.last_error}" if self.last_error else ""
+        return CampaignTimeout(
+            f"campaign in election {self.election!r} did not win within {self.timeout:g} s "
+            f"(leader: {self.describe_leader()}{store_note}); retry or raise the timeout"
+        )
+
+
+def observe(
+    store: Store[Any], election: str, stop: threading.Event, end: float | None
+) -> Iterator[LeaderInfo | None]:
+    """The current leader, then each change, in token order, until ``stop`` or ``end``.
+
+    Each round is one :meth:`~tenure.store.Store.observe_step` (a linearizable read
+    with a signal armed before it), so after an outage or reconnect the latest state
+    is read again and never missed; leaders that came and went in between may be."""
+    known: LeaderInfo | None = None
+    first = True
+    backoff = RETRY_FIRST
+    while not stop.is_set() and not _expired(end):
+        try:
+            current, step = store.observe_step(election)
+        except StoreUnavailable as exc:
+            log.warning("observe %s: store unavailable (retrying): %s", election, exc)
+            stop.wait(backoff if end is None else min(backoff, max(0.0, end - time.monotonic())))
+            backoff = min(RETRY_MAX, backoff * 2)
+            continue
+        backoff = RETRY_FIRST
+        with step.signal:
+            stale = current is not None and known is not None and current.token < known.token
+            if (first or current != known) and not stale:
+                first = False
+                known = current
+                yield current
+            wait_for(step, end, stop)
+
+
+def withdraw_quietly(store: Store[Any], ticket: Ticket) -> None:
+    """Withdraws ``ticket``; a store error is logged (the entry expires with the session)."""
+    ticket.withdrawn = True
+    try:
+        store.withdraw(ticket)
+    except TenureError as exc:
+        log.warning("could not withdraw %s from %s (it expires with the session): %s",
+                    ticket.key, store.description, exc)

@@ -1,0 +1,246 @@
+"""What a won campaign returns: one leadership, its validity, and how it ends.
+
+    with election.campaign(value=b"10.0.0.7") as lead:   # a Leadership
+        lead.ensure()                     # LeadershipLost once the deadline passed
+        write(batch, fencing_token=lead.token)
+
+A :class:`Leadership` is in exactly one :class:`State`: HELD, then LOST or RESIGNED,
+never back. It is LOST when its validity deadline passes (no successful renewal was
+SENT within the guaranteed lifetime), when the store ended the session, when the
+adapter reports the entry gone, or when the store refuses a guarded write or proclaim
+(a refused conditional write proves that someone else leads). ``on_lost`` callbacks
+fire once, on LOST only. Resigning is not a loss: ``ensure()`` then raises NotLeader.
+
+What this does NOT do: stop code that ignores ``ensure()`` and ``on_lost``. Pass
+:attr:`Leadership.token` to what you change and check it there (:mod:`tenure.fencing`),
+or use ``tenure run``, which stops its child at the deadline.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from tenure import events
+from tenure.errors import LeadershipLost, NotLeader
+from tenure.names import check_election_name, check_value
+from tenure.store import Ticket
+
+if TYPE_CHECKING:
+    from tenure.client import Client
+
+log = logging.getLogger("tenure")
+
+LostCallback = Callable[["Leadership", str], None]
+
+
+class State(enum.Enum):
+    """The lifecycle of one leadership: HELD -> LOST or HELD -> RESIGNED."""
+
+    HELD = "held"
+    LOST = "lost"
+    RESIGNED = "resigned"
+
+
+class Leadership:
+    """A won campaign: election, candidate id, value, fencing token, deadline.
+
+    Valid until :attr:`deadline` (monotonic) unless it ended earlier; check with
+    :meth:`ensure` before acting and pass :attr:`token` to what you change. As a
+    context manager it resigns on exit. Callbacks from :meth:`on_lost` run in a tenure
+    thread: keep them short (set a flag, signal a worker)."""
+
+    def __init__(self, client: Client, ticket: Ticket, value: bytes, token: int) -> None:
+        self._client = client
+        self._ticket = ticket
+        self.election = ticket.election
+        self.candidate_id = ticket.candidate_id
+        self.value = value
+        self.token = token
+        self._lock = threading.Lock()
+        self._state = State.HELD
+        self._ended = threading.Event()
+        self._reason = ""
+        self._callbacks: list[LostCallback] = []
+        self.elected_at = time.monotonic()
+        self.ended_at: float | None = None
+
+    def __repr__(self) -> str:
+        state = self.state
+        detail = f"valid for {self.remaining():.2f} s" if state is State.HELD else self._reason
+        return f"<Leadership {self.election!r} token={self.token} {state.value}: {detail}>"
+
+    @property
+    def ticket(self) -> Ticket:
+        """The store entry behind this leadership (for adapters and the conformance
+        suite, which writes through the store directly to prove its guards)."""
+        return self._ticket
+
+    @property
+    def state(self) -> State:
+        """HELD, LOST or RESIGNED; a HELD leadership past its deadline becomes LOST here."""
+        if self._state is State.HELD and time.monotonic() >= self._client.keeper.valid_until:
+            self.mark_lost(self._client.keeper.deadline_reason())
+        return self._state
+
+    @property
+    def deadline(self) -> float:
+        """Monotonic time (``time.monotonic()``) after which this leadership is void."""
+        if self._ended.is_set():
+            return self.ended_at or self.elected_at
+        return self._client.keeper.valid_until
+
+    def remaining(self) -> float:
+        """Seconds of validity left (0 once ended)."""
+        return max(0.0, self.deadline - time.monotonic())
+
+    @property
+    def lost(self) -> bool:
+        """True once LOST (deadline passed, session ended, entry gone, write refused);
+        False while held and after a plain resign."""
+        return self.state is State.LOST
+
+    @property
+    def lost_reason(self) -> str:
+        """Why leadership ended ("" while held; "resigned" after a resign)."""
+        return self._reason
+
+    def ensure(self) -> None:
+        """Returns if still held and valid. Raises LeadershipLost (with the reason) once
+        lost, NotLeader after a resign."""
+        state = self.state
+        if state is State.LOST:
+            raise LeadershipLost(
+                f"leadership of election {self.election!r} (token {self.token}) is lost: "
+                f"{self._reason}"
+            )
+        if state is State.RESIGNED:
+            raise NotLeader(
+                f"this candidate resigned its leadership of election {self.election!r} "
+                f"(token {self.token}); campaign again to lead"
+            )
+
+    def wait_lost(self, timeout: float | None = None) -> bool:
+        """Blocks until the leadership ends, lost or resigned (True), or until
+        ``timeout`` passes (False)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = self.deadline - time.monotonic()
+            if end is not None:
+                remaining = min(remaining, end - time.monotonic())
+            if self._ended.wait(max(0.0, min(remaining, 1.0))):
+                return True
+            if self.state is not State.HELD:
+                return True
+            if end is not None and time.monotonic() >= end:
+                return False
+
+    def on_lost(self, callback: LostCallback) -> None:
+        """Registers ``callback(leadership, reason)``; called once on loss (at once if
+        already lost). Never called on resign."""
+        with self._lock:
+            if self._state is State.HELD:
+                self._callbacks.append(callback)
+                return
+            fire = self._state is State.LOST
+        if fire:
+            _call(callback, self, self._reason)
+
+    def resign(self) -> None:
+        """Releases leadership at once so the next candidate leads promptly.
+        A no-op if already resigned or lost."""
+        self.end_resigned("resigned")
+
+    def proclaim(self, value: bytes | str) -> None:
+        """Changes this leader's value without giving up leadership. NotLeader if it is
+        no longer held; a refusal by the store also marks the leadership lost."""
+        data = check_value(value, self._client.settings.max_value_bytes)
+        self._require_held("proclaim")
+        self._conditional(lambda: self._client.store.proclaim(self._ticket, data))
+        self.value = data
+
+    def guarded_write(self, key: str, value: bytes | str) -> None:
+        """Writes ``value`` under ``key`` in the store, committed only if this candidate
+        still leads (one store transaction). NotLeader otherwise, and a refusal by the
+        store also marks the leadership lost (someone else leads)."""
+        key = check_election_name(key, what="guarded-write key")
+        data = check_value(value, self._client.settings.max_value_bytes)
+        self._require_held("guarded write")
+        self._conditional(lambda: self._client.store.guarded_write(self._ticket, key, data))
+
+    def _conditional(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except NotLeader as exc:
+            self.mark_lost(f"the store refused a conditional write: {exc}")
+            raise
+
+    def _require_held(self, action: str) -> None:
+        state = self.state
+        if state is not State.HELD:
+            raise NotLeader(
+                f"{action} refused: leadership of election {self.election!r} (token "
+                f"{self.token}) has ended ({state.value}: {self._reason})"
+            )
+
+    def __enter__(self) -> Leadership:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.resign()
+
+    # -- the one place a leadership ends -------------------------------------------
+
+    def _end(self, state: State, reason: str) -> bool:
+        with self._lock:
+            if self._state is not State.HELD:
+                return False
+            self._state = state
+            self._reason = reason
+            self.ended_at = time.monotonic()
+            self._ended.set()
+        self._client.forget(self)
+        return True
+
+    def end_resigned(self, reason: str) -> None:
+        """Ends as RESIGNED and gives the entry back now (the caller's thread)."""
+        if self._end(State.RESIGNED, reason):
+            self._client.withdraw_now(self._ticket)
+            events.publish("leadership_released", election=self.election,
+                           candidate_id=self.candidate_id, token=self.token, reason=reason)
+            log.info("leadership released: election=%s token=%d (%s)",
+                     self.election, self.token, reason)
+
+    def mark_lost(self, reason: str) -> None:
+        """Ends as LOST: fires ``on_lost`` once, then gives the entry back in the
+        background (the entry may still exist, e.g. after a pause; the next candidate
+        should not wait for the session to expire). Idempotent; safe from any thread."""
+        if not self._end(State.LOST, reason):
+            return
+        log.warning("leadership lost: election=%s token=%d: %s", self.election, self.token, reason)
+        late = max(0.0, (self.ended_at or 0.0) - self._client.keeper.valid_until)
+        events.publish("leadership_lost", election=self.election, candidate_id=self.candidate_id,
+                       token=self.token, reason=reason, late=late)
+        with self._lock:
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            _call(callback, self, reason)
+        self._client.withdraw_in_background(self._ticket)
+
+
+def _call(callback: LostCallback, leadership: Leadership, reason: str) -> None:
+    try:
+        callback(leadership, reason)
+    except Exception:
+        log.exception("on_lost callback failed")
+
