@@ -1,10 +1,17 @@
-"""Backends: one module per store, each a :class:`tenure.store.Store` implementing the
+"""Import package ``tenure.adapters``, folder ``adapters/``.
+
+Backends: one module per store, each a :class:`tenure.store.Store` implementing the
 whole contract. :func:`open_store` picks the module from the URL scheme and imports
-it only when used, so a backend's client library is needed only by its users."""
+it only when used, so a backend's client library is needed only by its users.
+:func:`register_backend` adds a scheme for this process only (the conformance suite
+registers its unsafe ``bully://`` reference that way); such schemes are never listed
+in error messages.
+"""
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from tenure.config import BackendURL
 from tenure.errors import ConfigError
@@ -24,20 +31,36 @@ _ADAPTERS: dict[str, tuple[str, str, str]] = {
     "migrate+dual-source": ("tenure.migration", "MigratingStore", ""),
     "migrate+dual-target": ("tenure.migration", "MigratingStore", ""),
     "migrate+target": ("tenure.migration", "MigratingStore", ""),
-    # A teaching reference that the conformance suite must catch; never for real use.
-    "bully": ("tenure.adapters.bully", "BullyStore", ""),
 }
 
 SCHEMES = tuple(_ADAPTERS)
+STORES = ("sqlite", "etcd", "zookeeper", "consul", "redis")
+"""The stores named in the unknown-scheme message (aliases and migrate+ stages left out)."""
+
+_registered: dict[str, tuple[str, str, str]] = {}
+"""Schemes added by :func:`register_backend` (not tenure's own backends)."""
 
 
-def store_class(scheme: str) -> type[Store]:
+def register_backend(scheme: str, module: str, class_name: str) -> None:
+    """Makes ``scheme://`` URLs open ``module.class_name`` (imported when first used) in
+    this process. For backends outside the production set, e.g. the conformance suite's
+    ``bully://``; they are not listed in error messages. Registering a scheme again with
+    the same target does nothing; a built-in scheme or a different target is a
+    ``ValueError``."""
+    target = (module, class_name, "")
+    if scheme in _ADAPTERS or _registered.get(scheme, target) != target:
+        raise ValueError(f"backend scheme {scheme!r} is already taken")
+    _registered[scheme] = target
+
+
+def store_class(scheme: str) -> type[Store[Any]]:
     """The Store class for ``scheme``; ConfigError if unknown or not installed."""
     try:
-        module_name, class_name, extra = _ADAPTERS[scheme]
+        module_name, class_name, extra = _ADAPTERS.get(scheme) or _registered[scheme]
     except KeyError:
         raise ConfigError(
-            f"unknown backend scheme {scheme!r}; use one of {', '.join(SCHEMES)}"
+            f"unknown backend scheme {scheme!r}; use one of {', '.join(STORES)}, or "
+            "migrate+<stage> for a live migration between two of them"
         ) from None
     try:
         module = importlib.import_module(module_name)
@@ -50,10 +73,10 @@ def store_class(scheme: str) -> type[Store]:
             f"backend {scheme!r} needs the Python package {exc.name!r}; "
             f"install it with: pip install 'tenure[{extra}]'"
         ) from None
-    cls: type[Store] = getattr(module, class_name)
+    cls: type[Store[Any]] = getattr(module, class_name)
     return cls
 
 
-def open_store(url: BackendURL) -> Store:
+def open_store(url: BackendURL) -> Store[Any]:
     """Creates (and connects) the Store for ``url``. Writes nothing to the store."""
     return store_class(url.scheme).from_url(url)

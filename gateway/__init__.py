@@ -6,6 +6,9 @@
             run_job(fencing_token=lead.token)
 
 See :mod:`tenure.client` for the contract and its guarantees.
+
+Import package ``tenure``, folder ``gateway/`` (``tenure.cli`` is ``gateway/cli/``,
+``tenure.http`` is ``gateway/http/``; see ``[tool.setuptools]`` in pyproject.toml).
 """
 
 from tenure.client import Client, Election, Leadership, Observer, connect

@@ -1,4 +1,6 @@
-"""``tenure bench``: handover, failover, loss detection and scale, tenure against the
+"""Import package ``tenure.conformance.benchmarks``, folder ``conformance/benchmarks/``.
+
+``tenure bench``: handover, failover, loss detection and scale, tenure against the
 tools users would otherwise pick, in one run against the same store processes.
 
 Modules: :mod:`.stats` (medians and percentiles), :mod:`.worker` (one contender as an

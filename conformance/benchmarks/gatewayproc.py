@@ -10,7 +10,7 @@ import sys
 from types import TracebackType
 
 from tenure.childproc import signal_group, spawn_guarded
-from tenure.conformance.cluster import free_port, wait_until
+from tenure.conformance.lab.cluster import free_port, wait_until
 
 
 class Gateway:

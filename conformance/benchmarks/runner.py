@@ -30,7 +30,7 @@ from tenure.conformance.benchmarks.systems import (
     store_hosts,
     systems_for,
 )
-from tenure.conformance.proxy import Proxy, ProxyGroup
+from tenure.conformance.lab.proxy import Proxy, ProxyGroup
 
 Progress = Callable[[str], None]
 
@@ -102,7 +102,7 @@ def lab_store(backend: str, workdir: Path) -> Iterator[StoreUnderTest]:
         yield StoreUnderTest("sqlite", f"sqlite://{workdir}/bench-{uuid.uuid4().hex[:6]}.db")
         return
     if backend == "bully":
-        from tenure.conformance.cluster import free_port
+        from tenure.conformance.lab.cluster import free_port
 
         peers = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
         yield StoreUnderTest("bully", f"bully://{peers}?me={{me}}")

@@ -22,6 +22,7 @@ import traceback
 from typing import Any
 
 from tenure.conformance.benchmarks.peers import make_contender
+from tenure.conformance.suite import register_reference_backends
 
 _out = threading.Lock()
 
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttl", type=float, required=True)
     parser.add_argument("--id", required=True)
     args = parser.parse_args(argv)
+    register_reference_backends()  # --url may be bully:// (tenure bench --lab bully)
 
     def on_lost(reason: str, deadline: float | None) -> None:
         emit("lost", reason=reason, deadline=deadline)

@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from tenure.childproc import signal_group
-from tenure.conformance.eventstream import EventProcess
+from tenure.conformance.suite.eventstream import EventProcess
 
 DEFAULT_WAIT = 60.0
 

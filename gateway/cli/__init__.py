@@ -1,1 +1,4 @@
-"""The ``tenure`` command line: one module per subcommand, each exposing ``register``."""
+"""The ``tenure`` command line: one module per subcommand, each exposing ``register``.
+
+Import package ``tenure.cli``, folder ``gateway/cli/``.
+"""

@@ -59,9 +59,9 @@ Row = dict[str, Any]
 
 
 def run(args: argparse.Namespace) -> int:
-    from tenure.conformance import properties
-    from tenure.conformance.backends import PROFILES, Profile, Target
-    from tenure.conformance.chaos import PROCESS_FAULTS, ChaosConfig, run_chaos
+    from tenure.conformance.suite import properties
+    from tenure.conformance.suite.backends import PROFILES, Profile, Target
+    from tenure.conformance.suite.chaos import PROCESS_FAULTS, ChaosConfig, run_chaos
 
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     rows: list[Row] = []
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_one(prop: Callable[[Any], Any], target: Any, label: str, name: str,
              console: Console) -> Row:
-    from tenure.conformance.properties import PropertyFailed
+    from tenure.conformance.suite.properties import PropertyFailed
 
     began = time.monotonic()
     target.workdir.mkdir(parents=True, exist_ok=True)

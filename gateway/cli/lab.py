@@ -86,7 +86,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     if args.persistence:
         options["persistence"] = True
     if args.fixed_ports:
-        from tenure.conformance.compose import FIXED_PORTS
+        from tenure.conformance.lab.compose import FIXED_PORTS
 
         options["client_ports"] = FIXED_PORTS[args.backend][args.nodes]
     return options
@@ -138,7 +138,7 @@ def _up_detached(args: argparse.Namespace) -> int:
     state = directory / f"{name}.json"
     log = directory / f"{name}.log"
     state.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "tenure.conformance.supervisor", name, args.backend,
+    argv = [sys.executable, "-m", "tenure.conformance.lab.supervisor", name, args.backend,
             str(args.nodes), str(directory)]
     if args.persistence:
         argv.append("--persistence")

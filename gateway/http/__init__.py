@@ -5,4 +5,6 @@
     # aiohttp.web.run_app(app) -- or run ``tenure serve``
 
 Needs the ``serve`` extra (aiohttp, prometheus-client).
+
+Import package ``tenure.http``, folder ``gateway/http/``.
 """

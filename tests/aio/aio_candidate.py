@@ -1,5 +1,5 @@
 """The conformance candidate written against ``tenure.aio`` (asyncio), recording the
-same history events as ``tenure.conformance.candidate`` for the S1/S2 checker.
+same history events as ``tenure.conformance.suite.candidate`` for the S1/S2 checker.
 
     python tests/aio/aio_candidate.py --backend URL --election E --history FILE \
         [--ttl S] [--hold S] [--rounds N] [--tick S] [--fence FILE] --id ID
@@ -20,7 +20,7 @@ from typing import Any
 
 import tenure
 from tenure import aio
-from tenure.conformance.history import record
+from tenure.conformance.suite.history import record
 
 
 async def main() -> int:

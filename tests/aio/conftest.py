@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tenure.conformance.backends import PROFILES
-from tenure.conformance.fixtures import SharedClusters, attach_cluster
+from tenure.conformance.lab.fixtures import SharedClusters, attach_cluster
+from tenure.conformance.suite.backends import PROFILES
 
 
 @pytest.fixture(params=[pytest.param("sqlite", marks=pytest.mark.sqlite, id="sqlite"),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tenure.conformance.harness import CandidateGroup, CandidateProcess
+from tenure.conformance.suite.harness import CandidateGroup, CandidateProcess
 
 pytestmark = [pytest.mark.aio, pytest.mark.slow]
 

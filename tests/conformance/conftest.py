@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tenure.conformance.backends import PROFILES, Target, clustered, implemented
-from tenure.conformance.fixtures import LabFactory, SharedClusters, attach_cluster
+from tenure.conformance.lab.fixtures import LabFactory, SharedClusters, attach_cluster
+from tenure.conformance.suite.backends import PROFILES, Target, clustered, implemented
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

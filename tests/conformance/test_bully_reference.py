@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tenure.conformance.cluster import free_port
-from tenure.conformance.harness import CandidateGroup
-from tenure.conformance.proxy import Proxy
+from tenure.conformance.lab.cluster import free_port
+from tenure.conformance.lab.proxy import Proxy
+from tenure.conformance.suite.harness import CandidateGroup
 
 pytestmark = pytest.mark.conformance
 

@@ -10,8 +10,8 @@ import random
 
 import pytest
 
-from tenure.conformance.backends import Target
-from tenure.conformance.chaos import PROCESS_FAULTS, ChaosConfig, run_chaos
+from tenure.conformance.suite.backends import Target
+from tenure.conformance.suite.chaos import PROCESS_FAULTS, ChaosConfig, run_chaos
 
 pytestmark = [pytest.mark.conformance, pytest.mark.chaos, pytest.mark.slow]
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tenure.conformance.backends import Target
-from tenure.conformance.fixtures import LabFactory
-from tenure.conformance.harness import CandidateGroup
-from tenure.conformance.proxy import Proxy
+from tenure.conformance.lab.fixtures import LabFactory
+from tenure.conformance.lab.proxy import Proxy
+from tenure.conformance.suite.backends import Target
+from tenure.conformance.suite.harness import CandidateGroup
 
 pytestmark = pytest.mark.conformance
 

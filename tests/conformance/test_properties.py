@@ -1,13 +1,13 @@
 """The SPEC's properties on every backend: candidates are separate OS processes, faults
-are real signals; the steps of each property are in tenure.conformance.properties,
+are real signals; the steps of each property are in tenure.conformance.suite.properties,
 where each function's docstring is the SPEC sentence it proves."""
 
 from __future__ import annotations
 
 import pytest
 
-from tenure.conformance import properties
-from tenure.conformance.backends import Target
+from tenure.conformance.suite import properties
+from tenure.conformance.suite.backends import Target
 
 pytestmark = pytest.mark.conformance
 

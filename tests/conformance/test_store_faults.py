@@ -1,13 +1,13 @@
 """Properties under store faults (store backends, fresh 3-node lab clusters): a client
 cut from its store, store nodes killed, no quorum. Steps in
-tenure.conformance.properties."""
+tenure.conformance.suite.properties."""
 
 from __future__ import annotations
 
 import pytest
 
-from tenure.conformance import properties
-from tenure.conformance.backends import Target
+from tenure.conformance.suite import properties
+from tenure.conformance.suite.backends import Target
 
 pytestmark = [pytest.mark.conformance, pytest.mark.chaos]
 

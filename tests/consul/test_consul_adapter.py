@@ -18,8 +18,8 @@ import requests
 import tenure
 from tenure.adapters.consul import ConsulStore
 from tenure.config import parse_backend_url
-from tenure.conformance.cluster import Cluster
-from tenure.conformance.lab_consul import ConsulCluster, ConsulNode
+from tenure.conformance.lab.cluster import Cluster
+from tenure.conformance.lab.consul import ConsulCluster, ConsulNode
 
 pytestmark = [pytest.mark.consul]
 

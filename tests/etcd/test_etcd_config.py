@@ -12,9 +12,9 @@ from pyetcd import etcdrpc
 import tenure
 from tenure.adapters.etcd import parse_url
 from tenure.config import load_settings, parse_backend_url
-from tenure.conformance.cluster import Cluster
-from tenure.conformance.fixtures import LabFactory, attach_cluster
-from tenure.conformance.lab_etcd import EtcdCluster, EtcdNode
+from tenure.conformance.lab.cluster import Cluster
+from tenure.conformance.lab.etcd import EtcdCluster, EtcdNode
+from tenure.conformance.lab.fixtures import LabFactory, attach_cluster
 
 pytestmark = [pytest.mark.etcd]
 

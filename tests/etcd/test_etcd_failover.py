@@ -12,8 +12,8 @@ import pytest
 
 import tenure
 from tenure.adapters.etcd import EtcdStore
-from tenure.conformance.cluster import Cluster, wait_until
-from tenure.conformance.fixtures import LabFactory
+from tenure.conformance.lab.cluster import Cluster, wait_until
+from tenure.conformance.lab.fixtures import LabFactory
 
 pytestmark = [pytest.mark.etcd, pytest.mark.slow]
 

@@ -15,7 +15,7 @@ from pyetcd import etcdrpc
 
 import tenure
 from tenure.adapters.etcd import EtcdStore
-from tenure.conformance.cluster import Cluster, wait_until
+from tenure.conformance.lab.cluster import Cluster, wait_until
 
 pytestmark = [pytest.mark.etcd, pytest.mark.slow]
 

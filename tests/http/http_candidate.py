@@ -3,8 +3,8 @@
     python tests/http/http_candidate.py --url URL --election E --history FILE \
         [--mode handle|stream] [--hold S] [--rounds N] [--tick S] [--id ID]
 
-Records the same history events as ``tenure.conformance.candidate`` (``elected``,
-``valid``, ``lost``, ``resign``) so :func:`tenure.conformance.history.check` can judge
+Records the same history events as ``tenure.conformance.suite.candidate`` (``elected``,
+``valid``, ``lost``, ``resign``) so :func:`tenure.conformance.suite.history.check` can judge
 S1/S2 over HTTP. Handle mode: after winning, keeps alive every ``--tick`` and believes
 in leadership until ``t_sent + valid_for`` of the last successful keepalive. Stream
 mode: holds the ``/hold`` stream open; leads until the stream says otherwise.
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from httpkit import call, sse
 
-from tenure.conformance.history import record
+from tenure.conformance.suite.history import record
 
 
 def main() -> int:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from httpkit import HERE, Gateway, call, sse
 
-from tenure.conformance import history
-from tenure.conformance.harness import CandidateProcess
+from tenure.conformance.suite import history
+from tenure.conformance.suite.harness import CandidateProcess
 
 pytestmark = [pytest.mark.http, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tenure.conformance.cluster import wait_until
+from tenure.conformance.lab.cluster import wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.cli, pytest.mark.redis]
 

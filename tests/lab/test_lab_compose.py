@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from tenure.conformance.cluster import LabError
-from tenure.conformance.compose import FIXED_PORTS, compose_cluster, compose_file
+from tenure.conformance.lab.cluster import LabError
+from tenure.conformance.lab.compose import FIXED_PORTS, compose_cluster, compose_file
 
 pytestmark = [pytest.mark.lab]
 

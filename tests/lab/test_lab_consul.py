@@ -7,8 +7,8 @@ import consul
 import pytest
 import requests
 
-from tenure.conformance.cluster import Cluster, eventually
-from tenure.conformance.fixtures import LabFactory
+from tenure.conformance.lab.cluster import Cluster, eventually
+from tenure.conformance.lab.fixtures import LabFactory
 
 pytestmark = [pytest.mark.lab, pytest.mark.consul]
 

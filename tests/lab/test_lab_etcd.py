@@ -8,8 +8,8 @@ import pyetcd
 import pytest
 from pyetcd.exceptions import Etcd3Exception
 
-from tenure.conformance.cluster import Cluster, eventually
-from tenure.conformance.fixtures import LabFactory
+from tenure.conformance.lab.cluster import Cluster, eventually
+from tenure.conformance.lab.fixtures import LabFactory
 
 pytestmark = [pytest.mark.lab, pytest.mark.etcd]
 

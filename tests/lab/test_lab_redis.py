@@ -8,8 +8,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tenure.conformance.cluster import Cluster, LabError, eventually
-from tenure.conformance.fixtures import LabFactory
+from tenure.conformance.lab.cluster import Cluster, LabError, eventually
+from tenure.conformance.lab.fixtures import LabFactory
 
 pytestmark = [pytest.mark.lab, pytest.mark.redis]
 

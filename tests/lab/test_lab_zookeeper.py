@@ -9,9 +9,9 @@ from contextlib import contextmanager
 import pytest
 from kazoo.client import KazooClient, KazooState
 
-from tenure.conformance.cluster import Cluster, eventually, wait_until
-from tenure.conformance.fixtures import LabFactory
-from tenure.conformance.lab_zookeeper import ZooKeeperNode
+from tenure.conformance.lab.cluster import Cluster, eventually, wait_until
+from tenure.conformance.lab.fixtures import LabFactory
+from tenure.conformance.lab.zookeeper import ZooKeeperNode
 
 pytestmark = [pytest.mark.lab, pytest.mark.zookeeper]
 

@@ -22,9 +22,9 @@ import pytest
 
 import tenure
 from tenure.cli.main import main as tenure_main
-from tenure.conformance.backends import PROFILES
-from tenure.conformance.fixtures import SharedClusters
-from tenure.conformance.harness import CandidateGroup, CandidateProcess
+from tenure.conformance.lab.fixtures import SharedClusters
+from tenure.conformance.suite.backends import PROFILES
+from tenure.conformance.suite.harness import CandidateGroup, CandidateProcess
 from tenure.migration import STAGES, MigrationStageError, migration_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.conformance, pytest.mark.lab]

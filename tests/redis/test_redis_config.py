@@ -11,11 +11,12 @@ import redis
 
 import tenure
 from tenure.adapters.redis import PASSWORD_ENV, RedisStore
-from tenure.conformance.fixtures import LabFactory
+from tenure.conformance.lab.fixtures import LabFactory
 
 pytestmark = [pytest.mark.redis]
 
 SECRET = "s3cr3t-Pa55"
+PEM = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
 
 
 def store(url: str) -> RedisStore:
@@ -28,7 +29,8 @@ def store(url: str) -> RedisStore:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("redis://h:1?colour=red", r"unknown option\(s\) colour .*known options are .*prefix"),
+        ("redis://h:1?colour=red", r"unknown option\(s\) colour .*known: .*prefix"),
+        ("redis://h:1?password=x", "takes no 'password' option .*password_file=PATH"),
         ("redis://h:1,h:2", "use an odd number"),
         ("redis://h:1,h:1,h:2", "names an instance twice"),
         ("redis://h:1?timeout=soon", "option timeout='soon' is not a duration"),
@@ -36,8 +38,8 @@ def store(url: str) -> RedisStore:
         ("redis://h:1?prefix=", "option prefix"),
         ("redis://h:1/zero", "must be a database number"),
         ("redis://h:1?ca=/etc/hostname", "need TLS; use rediss://"),
-        ("rediss://h:1?cert=/etc/hostname", "cert and key go together"),
-        ("rediss://h:1?ca=/nonexistent/ca.pem", "does not exist or is not readable"),
+        ("rediss://h:1?ca=/nonexistent/ca.pem", "ca='/nonexistent/ca.pem' cannot be read"),
+        ("rediss://h:1?ca=/etc/hostname", "ca='/etc/hostname' is not a PEM file"),
         ("redis://h:1?password_file=/nonexistent/pw", "password_file .* cannot be read"),
     ],
 )
@@ -50,9 +52,40 @@ def test_bad_urls_are_config_errors_naming_the_input(url: str, message: str) -> 
 def test_a_password_in_the_url_and_a_file_at_once_is_refused(tmp_path: Path) -> None:
     secret_file = tmp_path / "pw"
     secret_file.write_text(SECRET)
-    with pytest.raises(tenure.ConfigError, match="only one") as raised:
+    with pytest.raises(tenure.ConfigError, match="only") as raised:
         tenure.connect(f"redis://u:{SECRET}@h:1?password_file={secret_file}", ttl=1)
     assert SECRET not in str(raised.value)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("in_url", "in_file", "places"),
+    [
+        (True, True, r"the URL and password_file="),
+        (True, False, rf"the URL and \${PASSWORD_ENV}"),
+        (False, True, rf"password_file=\S+ and \${PASSWORD_ENV}"),
+    ],
+)
+def test_a_password_given_in_two_places_is_refused_naming_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_url: bool, in_file: bool, places: str,
+) -> None:
+    secret_file = tmp_path / "pw"
+    secret_file.write_text(SECRET)
+    if not (in_url and in_file):
+        monkeypatch.setenv(PASSWORD_ENV, SECRET)
+    auth = f"u:{SECRET}@" if in_url else ""
+    query = f"?password_file={secret_file}" if in_file else ""
+    with pytest.raises(tenure.ConfigError, match=f"given in two places \\({places}") as raised:
+        tenure.connect(f"redis://{auth}h:1{query}", ttl=1)
+    assert "one place only" in str(raised.value)
+    assert SECRET not in str(raised.value)
+
+
+@pytest.mark.unit
+def test_a_client_certificate_needs_its_key(tmp_path: Path) -> None:
+    (tmp_path / "c.pem").write_text(PEM)
+    with pytest.raises(tenure.ConfigError, match="cert= needs key= too.* go together"):
+        tenure.connect(f"rediss://h:1?cert={tmp_path}/c.pem", ttl=1)
 
 
 @pytest.mark.unit
@@ -66,7 +99,7 @@ def test_limits_single_instance_is_not_partition_safe_three_are() -> None:
 @pytest.mark.unit
 def test_tls_options_reach_the_client(tmp_path: Path) -> None:
     for name in ("ca.pem", "c.pem", "k.pem"):
-        (tmp_path / name).write_text("x")
+        (tmp_path / name).write_text(PEM)
     s = store(f"rediss://h:1?ca={tmp_path}/ca.pem&cert={tmp_path}/c.pem&key={tmp_path}/k.pem")
     kwargs = s._instances[0].client.connection_pool.connection_kwargs
     assert kwargs["ssl_ca_certs"] == f"{tmp_path}/ca.pem"

@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 
 import tenure
-from tenure.conformance.cluster import Cluster
-from tenure.conformance.fixtures import LabFactory
+from tenure.conformance.lab.cluster import Cluster
+from tenure.conformance.lab.fixtures import LabFactory
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

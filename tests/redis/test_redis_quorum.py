@@ -17,8 +17,8 @@ import redis
 
 import tenure
 from tenure.adapters.redis import RedisStore
-from tenure.conformance.cluster import Cluster
-from tenure.conformance.fixtures import LabFactory
+from tenure.conformance.lab.cluster import Cluster
+from tenure.conformance.lab.fixtures import LabFactory
 
 pytestmark = [pytest.mark.redis]
 

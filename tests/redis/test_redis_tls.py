@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import tenure
-from tenure.conformance.cluster import eventually, find_binary, free_port
-from tenure.conformance.processes import spawn
+from tenure.conformance.lab.cluster import eventually, find_binary, free_port
+from tenure.conformance.lab.processes import spawn
 
 pytestmark = [pytest.mark.redis]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tenure.conformance.history import Event, check, load, record
+from tenure.conformance.suite.history import Event, check, load, record
 
 pytestmark = pytest.mark.unit
 

@@ -11,7 +11,7 @@ import pytest
 import tenure
 from tenure.adapters.zookeeper import PASSWORD_ENV, ZooKeeperStore
 from tenure.config import parse_backend_url
-from tenure.conformance.cluster import Cluster
+from tenure.conformance.lab.cluster import Cluster
 
 pytestmark = pytest.mark.zookeeper
 

@@ -13,9 +13,9 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
 
 import tenure
-from tenure.conformance.cluster import Cluster, wait_until
-from tenure.conformance.fixtures import LabFactory
-from tenure.conformance.lab_zookeeper import ZooKeeperNode, four_letter
+from tenure.conformance.lab.cluster import Cluster, wait_until
+from tenure.conformance.lab.fixtures import LabFactory
+from tenure.conformance.lab.zookeeper import ZooKeeperNode, four_letter
 
 pytestmark = [pytest.mark.zookeeper, pytest.mark.slow, pytest.mark.chaos]
 

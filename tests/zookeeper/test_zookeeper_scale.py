@@ -12,9 +12,9 @@ import pytest
 import tenure
 from tenure.adapters.zookeeper import ZooKeeperStore
 from tenure.config import parse_backend_url
-from tenure.conformance.cluster import Cluster, wait_until
-from tenure.conformance.fixtures import LabFactory
-from tenure.conformance.lab_zookeeper import four_letter
+from tenure.conformance.lab.cluster import Cluster, wait_until
+from tenure.conformance.lab.fixtures import LabFactory
+from tenure.conformance.lab.zookeeper import four_letter
 from tenure.store import Ticket
 
 pytestmark = [pytest.mark.zookeeper, pytest.mark.slow]

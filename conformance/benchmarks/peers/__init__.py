@@ -1,5 +1,8 @@
 """The contenders: tenure and the peer tools, one module each.
 
+Import package ``tenure.conformance.benchmarks.peers``, folder
+``conformance/benchmarks/peers/``.
+
 ``TOOLS`` maps a tool name to ``(module, class)``; modules are imported lazily, in the
 worker process, so a peer library that is not installed only fails the systems that
 use it, with the import error as the reason (:func:`unavailable`).

@@ -6,7 +6,7 @@
         a.pause(); ...; a.resume()
         report = group.check()          # S1/S2/S3 over the shared history
 
-Every candidate is a real OS process (``python -m tenure.conformance.candidate``)
+Every candidate is a real OS process (``python -m tenure.conformance.suite.candidate``)
 that dies with the test process (parent-death signal). Waits are on the events the
 process prints, never on sleeps.
 """
@@ -22,8 +22,8 @@ from types import TracebackType
 from typing import Any
 
 from tenure.childproc import signal_group
-from tenure.conformance import history
-from tenure.conformance.eventstream import EventProcess
+from tenure.conformance.suite import history
+from tenure.conformance.suite.eventstream import EventProcess
 
 DEFAULT_WAIT = 30.0
 
@@ -103,7 +103,7 @@ class CandidateGroup:
         migration stage: candidates of several stages share one history and fence)."""
         name = name or f"c{len(self.members) + 1}"
         command = [
-            sys.executable, "-m", "tenure.conformance.candidate",
+            sys.executable, "-m", "tenure.conformance.suite.candidate",
             "--backend", backend or self.backend, "--election", self.election,
             "--history", str(self.history_path), "--fence", str(self.fence_path),
             "--rounds", str(rounds), "--tick", str(tick), "--id", f"{name}-{time.monotonic_ns()}",

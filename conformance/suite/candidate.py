@@ -1,6 +1,6 @@
 """A candidate as a separate OS process, for the conformance suite and the tests.
 
-    python -m tenure.conformance.candidate --backend URL --election NAME \
+    python -m tenure.conformance.suite.candidate --backend URL --election NAME \
         --history FILE [--ttl S] [--hold S] [--rounds N] [--fence FILE] [--id ID]
 
 Campaigns; while leader, every ``--tick`` seconds records ``valid`` (with its deadline)
@@ -23,13 +23,14 @@ import time
 from typing import Any
 
 import tenure
-from tenure.conformance.broken import BROKEN_MODES, break_client
-from tenure.conformance.history import record
+from tenure.conformance.suite import register_reference_backends
+from tenure.conformance.suite.broken import BROKEN_MODES, break_client
+from tenure.conformance.suite.history import record
 from tenure.errors import NotLeader, StoreUnavailable
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tenure.conformance.candidate")
+    parser = argparse.ArgumentParser(prog="tenure.conformance.suite.candidate")
     parser.add_argument("--backend", required=True)
     parser.add_argument("--election", required=True)
     parser.add_argument("--history", required=True)
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fence")
     parser.add_argument("--broken", choices=BROKEN_MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    register_reference_backends()  # --backend may be bully://
 
     def emit(kind: str, **fields: Any) -> None:
         event = {"kind": kind, "cid": client.candidate_id, "election": args.election,

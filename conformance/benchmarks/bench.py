@@ -1,6 +1,6 @@
 """Handover and failover figures (default: the embedded SQLite backend).
 
-    python -m tenure.conformance.bench [--handovers 60] [--kills 10] [--ttl 1] \
+    python -m tenure.conformance.benchmarks.bench [--handovers 60] [--kills 10] [--ttl 1] \
         [--backend URL]
 
 * resign handover: from the leader's ``resign()`` returning to the next candidate's
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tenure.conformance.harness import CandidateGroup
+from tenure.conformance.suite.harness import CandidateGroup
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -67,7 +67,7 @@ def failovers(backend: str, workdir: Path, count: int, ttl: float) -> list[float
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tenure.conformance.bench")
+    parser = argparse.ArgumentParser(prog="tenure.conformance.benchmarks.bench")
     parser.add_argument("--handovers", type=int, default=60)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--ttl", type=float, default=1.0)

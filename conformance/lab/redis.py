@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from tenure.conformance.cluster import HOST, Cluster, Node, find_binary
+from tenure.conformance.lab.cluster import HOST, Cluster, Node, find_binary
 
 
 def ping(address: tuple[str, int], timeout: float = 2.0) -> bool:

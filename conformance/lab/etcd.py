@@ -20,7 +20,7 @@ import json
 import urllib.request
 from typing import Any
 
-from tenure.conformance.cluster import (
+from tenure.conformance.lab.cluster import (
     HOST,
     Cluster,
     LabError,
@@ -29,7 +29,7 @@ from tenure.conformance.cluster import (
     find_binary,
     free_port,
 )
-from tenure.conformance.proxy import Proxy
+from tenure.conformance.lab.proxy import Proxy
 
 
 def _peer_tag(head: bytes) -> str | None:

@@ -1,7 +1,7 @@
 """A child process that reports JSON events, one per stdout line.
 
 The base of the conformance candidates (:mod:`.harness`) and the benchmark workers
-(:mod:`.benchmarks.workers`): it starts the process so that it dies with us
+(:mod:`tenure.conformance.benchmarks.workers`): it starts the process so that it dies with us
 (parent-death signal), keeps every event in order, appends ``{"kind": "eof"}`` when the
 process closes its stdout, and keeps the last lines of its stderr for error messages.
 Waiting is done on the condition variable ``_cond``, never by sleeping.

@@ -1,6 +1,6 @@
 """The process behind ``tenure lab up --detach``: owns one lab cluster until SIGTERM.
 
-Run as ``python -m tenure.conformance.supervisor NAME BACKEND NODES STATE_DIR
+Run as ``python -m tenure.conformance.lab.supervisor NAME BACKEND NODES STATE_DIR
 [--persistence] [--fixed-ports]``. It starts the cluster, writes
 ``STATE_DIR/NAME.json`` (the cluster's description plus ``name`` and
 ``supervisor_pid``) atomically once the store serves, and stops the cluster and
@@ -20,9 +20,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tenure.conformance.cluster import LabError
-from tenure.conformance.compose import FIXED_PORTS
 from tenure.conformance.lab import start_cluster
+from tenure.conformance.lab.cluster import LabError
+from tenure.conformance.lab.compose import FIXED_PORTS
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:

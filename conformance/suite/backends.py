@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
-    from tenure.conformance.cluster import Cluster
-    from tenure.conformance.proxy import ProxyGroup
+    from tenure.conformance.lab.cluster import Cluster
+    from tenure.conformance.lab.proxy import ProxyGroup
 
-ADAPTERS_DIR = Path(__file__).resolve().parent.parent / "adapters"
+ADAPTERS_DIR = Path(__file__).resolve().parents[2] / "adapters"
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Target:
         """TCP proxies in front of every store host of :attr:`url`; the returned
         object's ``url`` is :attr:`url` with its hosts replaced by the proxies (user,
         path and options kept), and ``cut``/``heal``/``latency``/``close`` act on all."""
-        from tenure.conformance.proxy import Proxy, ProxyGroup
+        from tenure.conformance.lab.proxy import Proxy, ProxyGroup
 
         parts = urlsplit(self.url)
         auth, _, hostlist = parts.netloc.rpartition("@")

@@ -17,8 +17,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from tenure.conformance.cluster import HOST, Cluster, LabError, Node, find_binary, free_port
-from tenure.conformance.proxy import Proxy
+from tenure.conformance.lab.cluster import HOST, Cluster, LabError, Node, find_binary, free_port
+from tenure.conformance.lab.proxy import Proxy
 
 _LOG4J = """\
 log4j.rootLogger=INFO, CONSOLE

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tenure.conformance.cluster import Cluster, LabError
 from tenure.conformance.lab import BACKENDS
+from tenure.conformance.lab.cluster import Cluster, LabError
 
-COMPOSE_DIR = Path(__file__).resolve().parent.parent / "compose"
+COMPOSE_DIR = Path(__file__).resolve().parents[2] / "compose"
 
 FIXED_PORTS: dict[str, dict[int, list[int]]] = {
     "etcd": {1: [2379], 3: [2379, 22379, 32379]},

@@ -1,5 +1,12 @@
 """Local store clusters for tests, the conformance suite and ``tenure lab``.
 
+Import package ``tenure.conformance.lab``, folder ``conformance/lab/``: the cluster
+base (:mod:`.cluster`), one module per store (:mod:`.etcd`, :mod:`.zookeeper`,
+:mod:`.consul`, :mod:`.redis`), TCP fault proxies (:mod:`.proxy`), guarded store
+processes (:mod:`.processes`), docker compose clusters (:mod:`.compose`), the
+``tenure lab up --detach`` supervisor (:mod:`.supervisor`) and the pytest plugin
+(:mod:`.fixtures`).
+
 Example::
 
     from tenure.conformance.lab import start_cluster
@@ -16,18 +23,18 @@ Backends: ``etcd``, ``zookeeper``, ``consul``, ``redis`` with 1 or 3 nodes; Redi
 with data in a temporary dir removed on exit (set ``TENURE_LAB_KEEP=1`` to keep it).
 A store that cannot start raises :class:`LabError` with the reason and the logs: tests
 that need a store fail, they never skip. Store processes die with the Python process
-that started them, however it ends (see :mod:`tenure.conformance.processes`).
+that started them, however it ends (see :mod:`tenure.conformance.lab.processes`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from tenure.conformance.cluster import ClientProxy, Cluster, LabError, Node
-from tenure.conformance.lab_consul import ConsulCluster
-from tenure.conformance.lab_etcd import EtcdCluster
-from tenure.conformance.lab_redis import RedisCluster
-from tenure.conformance.lab_zookeeper import ZooKeeperCluster
+from tenure.conformance.lab.cluster import ClientProxy, Cluster, LabError, Node
+from tenure.conformance.lab.consul import ConsulCluster
+from tenure.conformance.lab.etcd import EtcdCluster
+from tenure.conformance.lab.redis import RedisCluster
+from tenure.conformance.lab.zookeeper import ZooKeeperCluster
 
 BACKENDS: dict[str, type[Cluster]] = {
     "etcd": EtcdCluster,

@@ -1,6 +1,6 @@
 """Replays a saved history through the checker.
 
-    python -m tenure.conformance.replay artifacts/failing-histories/FILE.jsonl
+    python -m tenure.conformance.suite.replay artifacts/failing-histories/FILE.jsonl
 
 Prints the checker's report and exits 1 if it finds a violation.
 """
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import sys
 
-from tenure.conformance import history
+from tenure.conformance.suite import history
 
 
 def main(argv: list[str] | None = None) -> int:
     paths = sys.argv[1:] if argv is None else argv
     if not paths:
-        print("usage: python -m tenure.conformance.replay HISTORY.jsonl ...", file=sys.stderr)
+        print("usage: python -m tenure.conformance.suite.replay HISTORY.jsonl ...", file=sys.stderr)
         return 2
     worst = 0
     for path in paths:

@@ -1,5 +1,5 @@
 """pytest plugin: real store clusters as fixtures (load with
-``pytest_plugins = ["tenure.conformance.fixtures"]``).
+``pytest_plugins = ["tenure.conformance.lab.fixtures"]``).
 
 Fixtures:
 
@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from tenure.conformance.cluster import Cluster
 from tenure.conformance.lab import start_cluster
+from tenure.conformance.lab.cluster import Cluster
 
 _clusters_key = pytest.StashKey[list[Cluster]]()
 START_TIMES: list[tuple[str, int, float]] = []
@@ -46,7 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _start(config: pytest.Config, backend: str, nodes: int, **options: Any) -> Cluster:
     if config.getoption("--stores") == "docker":
-        from tenure.conformance.compose import start_compose_cluster
+        from tenure.conformance.lab.compose import start_compose_cluster
 
         cluster = start_compose_cluster(backend, nodes, **options)
     else:

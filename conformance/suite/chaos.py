@@ -11,7 +11,7 @@ candidates that reach the store through a proxy (refused or blackholed), and lat
 that path. The same seed gives the same schedule (the system's answers differ run to
 run, as timing does). At the end every fault is healed, the history is checked for
 S1/S2/S3, and a failing run saves its history and schedule for replay
-(``python -m tenure.conformance.replay FILE``).
+(``python -m tenure.conformance.suite.replay FILE``).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tenure.conformance import history
-from tenure.conformance.backends import Target
-from tenure.conformance.harness import CandidateGroup, CandidateProcess
-from tenure.conformance.proxy import ProxyGroup
+from tenure.conformance.lab.proxy import ProxyGroup
+from tenure.conformance.suite import history
+from tenure.conformance.suite.backends import Target
+from tenure.conformance.suite.harness import CandidateGroup, CandidateProcess
 
 PROCESS_FAULTS = ("kill", "pause")
 STORE_FAULTS = ("node-kill", "cut", "latency")

@@ -1,8 +1,8 @@
 """The store-independent half of a local lab cluster: nodes, fault controls, readiness.
 
 A :class:`Cluster` is N server processes of one store on 127.0.0.1, with ports chosen at
-run time and data under a temporary directory. Each backend module (``lab_etcd``,
-``lab_zookeeper``, ``lab_consul``, ``lab_redis``) subclasses :class:`Node` and
+run time and data under a temporary directory. Each backend module (``lab.etcd``,
+``lab.zookeeper``, ``lab.consul``, ``lab.redis``) subclasses :class:`Node` and
 :class:`Cluster` with how to configure, start and probe its store. Start them with
 :func:`tenure.conformance.lab.start_cluster`.
 
@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from tenure.conformance.processes import StoreProcess, spawn
-from tenure.conformance.proxy import Proxy, ProxyGroup
+from tenure.conformance.lab.processes import StoreProcess, spawn
+from tenure.conformance.lab.proxy import Proxy, ProxyGroup
 
 HOST = "127.0.0.1"
 T = TypeVar("T")

@@ -19,7 +19,7 @@ import urllib.request
 import uuid
 from typing import Any
 
-from tenure.conformance.cluster import HOST, Cluster, Node, find_binary, free_port
+from tenure.conformance.lab.cluster import HOST, Cluster, Node, find_binary, free_port
 
 
 def _http(url: str, method: str = "GET", data: bytes | None = None,

@@ -1,6 +1,6 @@
 """The SPEC's properties as functions, written once for every backend.
 
-Each takes a :class:`~tenure.conformance.backends.Target`, runs real candidate
+Each takes a :class:`~tenure.conformance.suite.backends.Target`, runs real candidate
 processes against it, injects its faults, checks the recorded history, and returns an
 :class:`Outcome` with what it measured -- or raises :class:`PropertyFailed` saying
 what was violated. The pytest suite (tests/conformance) and ``tenure conformance``
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import tenure
-from tenure.conformance import history
-from tenure.conformance.backends import Target
-from tenure.conformance.harness import CandidateGroup, CandidateProcess
+from tenure.conformance.suite import history
+from tenure.conformance.suite.backends import Target
+from tenure.conformance.suite.harness import CandidateGroup, CandidateProcess
 
 
 class PropertyFailed(AssertionError):
