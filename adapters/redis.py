@@ -11,12 +11,14 @@ Mapping of the contract (``M`` = majority = N // 2 + 1; every decision needs M a
   ``PEXPIRE`` per instance, sent to all in parallel, whatever the number of elections;
   ``PEXPIRE`` on a missing key does nothing, so an expired session is never revived. It
   succeeds if M instances renewed; if the key is gone on more than N - M, SessionExpired.
-* leadership: a hash ``<prefix>leader:<election>`` per instance holding session id,
-  ticket, token, candidate id and value. A Lua script takes it on one instance if it is
-  absent or its holder's session key is gone there (a dead session), so a renewal never
-  touches per-election keys. A candidate leads if the script succeeded on M instances
-  and the round came back within TTL x (1 - 0.5) of being sent (0.5 = the largest drift
-  tenure accepts); otherwise it releases everywhere (compare-and-delete) and retries.
+* try_lead: a hash ``<prefix>leader:<election>`` per instance holding session id,
+  ticket, token, candidate id and value. One step reads the state of a majority; if a
+  majority is held by live sessions of others it is Wait. Otherwise a Lua script takes
+  the key on each instance if it is absent or its holder's session key is gone there (a
+  dead session), so a renewal never touches per-election keys. The ticket leads (Won)
+  if the script succeeded on M instances and the round came back within TTL x (1 - 0.5)
+  of being sent (0.5 = the largest drift tenure accepts); otherwise it releases what it
+  took (compare-and-delete) and returns Wait.
 * fencing token: ``<prefix>counter:<election>`` per instance. A candidate reads the
   counters of a majority, proposes max + 1, and the SAME script round that takes the
   leader key accepts only where ``counter < proposal`` and then sets ``counter =
@@ -30,31 +32,37 @@ Mapping of the contract (``M`` = majority = N // 2 + 1; every decision needs M a
 * loss: our leader key on an instance can only disappear with our session key there.
   Each ticket remembers the set A of instances it was acquired on; a renewal that
   renewed the set R proves the key is intact on R & A until send time + TTL, so the
-  ticket stays valid only while |R & A| >= M (else it is returned as lost). An
-  acquisition that raced with a renewal is checked against it the same way.
+  ticket stays valid only while |R & A| >= M (else ``report_loss``). An acquisition that
+  raced with a renewal is checked against it the same way; a ticket won but not yet
+  held by the core that loses its majority fails the renewal (StoreUnavailable), so
+  that renewal extends no deadline.
 * proclaim and guarded writes: scripts that check, per instance, that the leader key
   holds our ticket and token and that our session is alive; they succeed on M
   instances, else NotLeader (or StoreUnavailable when too few answered). Guarded data
   ``<prefix>data:<key>`` carries (token, seq); a read takes a majority and returns the
   value with the highest (token, seq). ``leader()`` reads a majority and reports a
   leader only if M instances agree on it with its session alive there.
-* waiting: every acquire/release/proclaim PUBLISHes on ``<prefix>changed:<election>``;
-  one pattern subscription per instance per client wakes the waiters of that election.
-  A holder's session expiry is silent, so waiters also wake at the holder's session
-  PTTL and at least every min(TTL / 4, 1 s). Nothing spins.
-* order: Redis has no queue; waiting candidates are served in no particular order
-  (whoever's acquisition round lands first; a split vote backs off randomly).
+* signal: every acquire/release/proclaim PUBLISHes on ``<prefix>changed:<election>``;
+  one pattern subscription per instance per client rings a bell that wakes every
+  waiter of that election (a reconnect rings all). The mark is taken before the read.
+  A holder's session expiry is silent and a message can be lost, so ``retry_at`` is
+  the holder's session PTTL or min(TTL / 4, 1 s), whichever is first. A split vote
+  (nobody took a majority) retries after a random 5-50 ms instead, so the candidates
+  that split do not collide again in lockstep.
+* order: Redis has no queue (``arrival_order=False``): waiting candidates are served in
+  no particular order (whoever's acquisition round lands first).
 * contenders: ``enqueue`` registers the candidate in a hash ``<prefix>contenders:
-  <election>`` on a majority (field = ticket, bound to the session: it counts only
-  while the session key exists on that instance); ``withdraw`` deletes it. A listing
-  reads a majority and keeps an entry seen live on at least (answers - (N - M))
-  instances -- every registered live candidate is, since it is on M of N.
+  <election>`` on a majority, where its session is alive (field = ticket, bound to the
+  session: it counts only while the session key exists on that instance); ``withdraw``
+  deletes it. A listing reads a majority and keeps an entry seen live on at least
+  (answers - (N - M)) instances -- every registered live candidate is, being on M of N.
 
 Clock reasoning: a renewal sent at t (local monotonic clock) arrives at each instance
-later, and PEXPIRE sets expiry >= arrival + TTL >= t + TTL, so the core's deadline
-t + TTL x (1 - drift) is covered on the renewed majority. Redis measures expiry with
-the INSTANCE's wall clock, which is not monotonic: ``drift`` covers a difference in
-clock rate, NOT a wall-clock step on a Redis host (keep NTP slewing, not stepping).
+later, and PEXPIRE sets expiry >= arrival + TTL >= t + TTL, so ``open_session`` returns
+TTL as the lifetime and the core's deadline t + TTL x (1 - drift) is covered on the
+renewed majority. Redis measures expiry with the INSTANCE's wall clock, which is not
+monotonic: ``drift`` covers a difference in clock rate, NOT a wall-clock step on a Redis
+host (keep NTP slewing, not stepping). ``retry_at`` from a PTTL only schedules a re-read.
 
 Persistence: the token guarantee needs every counter on a majority to survive: run
 each instance with ``appendonly yes`` and ``appendfsync always`` (or accept losing at
@@ -65,7 +73,8 @@ the next token can be LOWER than an earlier one. Use ``maxmemory-policy noevicti
 
 Limits: N must be odd; N = 1 works but is not partition-safe (``StoreLimits``). Redis
 Cluster and replica failover are not supported (a replica may lose acknowledged
-counters); use independent primaries. TTL from 0.5 s to 1 day, in milliseconds.
+counters); use independent primaries. TTL from 0.5 s to 1 day, in milliseconds. Waiters
+are not served in arrival order, and every change wakes every waiter of the election.
 """
 
 from __future__ import annotations
@@ -74,7 +83,6 @@ import contextlib
 import itertools
 import logging
 import math
-import os
 import random
 import threading
 import time
@@ -92,16 +100,22 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tenure.adapters import redis_scripts as lua
-from tenure.config import MAX_DRIFT, BackendURL, parse_duration_option
-from tenure.errors import (
-    CampaignCancelled,
-    CampaignTimeout,
-    ConfigError,
-    NotLeader,
-    SessionExpired,
-    StoreUnavailable,
+from tenure.config import MAX_DRIFT, BackendURL
+from tenure.errors import ConfigError, NotLeader, SessionExpired, StoreUnavailable
+from tenure.options import Options
+from tenure.store import (
+    WAIT_SLICE,
+    Contender,
+    LeaderInfo,
+    NoSignal,
+    Signal,
+    Step,
+    Store,
+    StoreLimits,
+    Ticket,
+    Wait,
+    Won,
 )
-from tenure.store import WAIT_SLICE, Contender, LeaderInfo, Store, StoreLimits, Ticket
 
 log = logging.getLogger("tenure.adapters.redis")
 
@@ -125,42 +139,26 @@ SINGLE_INSTANCE_WARNING = (
 )
 
 
-@dataclass(frozen=True)
-class _State:
-    """One instance's view of an election (the STATE script's answer)."""
+@dataclass(eq=False)
+class RedisTicket(Ticket):
+    """A registered candidate; ``key`` is its random ticket id. Once it leads:
+    ``token``, the instances ``acquired`` it was won on, the version ``vseq`` of its
+    proclaimed value, and ``majority_lost`` once a renewal covered fewer than a
+    majority of ``acquired`` (the leadership is void)."""
 
-    counter: int
-    own_pttl: int
-    holder_pttl: int = -2
     sid: str = ""
-    ticket: str = ""
-    token: int = 0
-    candidate_id: str = ""
     value: bytes = b""
+    token: int = 0
     vseq: int = 0
-
-    @property
-    def held(self) -> bool:
-        """A leader key whose holder's session is alive on this instance."""
-        return bool(self.sid) and self.holder_pttl != -2
-
-    @staticmethod
-    def parse(reply: list[Any]) -> _State:
-        if len(reply) < 3:
-            return _State(int(reply[0]), int(reply[1]))
-        return _State(
-            int(reply[0]), int(reply[1]), int(reply[2]), reply[3].decode(), reply[4].decode(),
-            int(reply[5]), reply[6].decode(), bytes(reply[7]), int(reply[8] or 0),
-        )
+    acquired: frozenset[int] = frozenset()
+    majority_lost: bool = False
 
 
 class _Instance:
     """One Redis instance: a client without retries (a fault must show at once) and
     its scripts (EVALSHA, loaded again after a restart)."""
 
-    def __init__(self, index: int, host: str, port: int, timeout: float,
-                 options: dict[str, Any]) -> None:
-        self.index = index
+    def __init__(self, host: str, port: int, timeout: float, options: dict[str, Any]) -> None:
         self.address = f"{host}:{port}"
         self.client = redis.Redis(
             host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout,
@@ -169,44 +167,51 @@ class _Instance:
         self.state = self.client.register_script(lua.STATE)
         self.acquire = self.client.register_script(lua.ACQUIRE)
         self.release = self.client.register_script(lua.RELEASE)
+        self.register = self.client.register_script(lua.REGISTER)
         self.proclaim = self.client.register_script(lua.PROCLAIM)
         self.guarded_write = self.client.register_script(lua.GUARDED_WRITE)
         self.contenders = self.client.register_script(lua.CONTENDERS)
 
 
 class _Bell:
-    """Per-election change counters that waiters block on (rung by the subscribers)."""
+    """Per-election change counters, rung by the subscribers; ``ring(ALL)`` after a
+    (re)subscription wakes the waiters of every election."""
+
+    ALL = ""  # never an election name (names are validated non-empty)
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._counts: dict[str, int] = {}
-        self._all = 0
-
-    def mark(self, election: str) -> tuple[int, int]:
-        with self._cond:
-            return self._counts.get(election, 0), self._all
+        self.cond = threading.Condition()
+        self.counts: dict[str, int] = {}
 
     def ring(self, election: str) -> None:
-        with self._cond:
-            self._counts[election] = self._counts.get(election, 0) + 1
-            self._cond.notify_all()
+        with self.cond:
+            self.counts[election] = self.counts.get(election, 0) + 1
+            self.cond.notify_all()
 
-    def ring_all(self) -> None:
-        with self._cond:
-            self._all += 1
-            self._cond.notify_all()
 
-    def wait(self, election: str, mark: tuple[int, int], timeout: float) -> bool:
-        """True once something rang for ``election`` since ``mark``."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self.mark(election) != mark, max(0.0, timeout))
+class _BellSignal(Signal):
+    """Fires once the bell rang for ``election`` (or for all) after it was armed."""
 
+    def __init__(self, bell: _Bell, election: str) -> None:
+        self._bell, self._election = bell, election
+        with bell.cond:
+            self._mark = self._rung()
+
+    def _rung(self) -> tuple[int, int]:
+        counts = self._bell.counts
+        return counts.get(self._election, 0), counts.get(_Bell.ALL, 0)
+
+    def wait(self, timeout: float) -> bool:
+        with self._bell.cond:
+            return self._bell.cond.wait_for(lambda: self._rung() != self._mark,
+                                            max(0.0, timeout))
 
 
 class _CredentialsRefused(StoreUnavailable):
     """An instance refused the credentials (an input error, unlike an outage)."""
 
-class RedisStore(Store):
+
+class RedisStore(Store[RedisTicket]):
     """The contract over N independent Redis instances (see the module docstring)."""
 
     def __init__(
@@ -223,7 +228,7 @@ class RedisStore(Store):
         self._connection = connection or {}
         self._timeout = timeout
         self.limits = StoreLimits(
-            min_ttl=0.5, max_ttl=86400.0,
+            min_ttl=0.5, max_ttl=86400.0, arrival_order=False,
             partition_safe=self.n >= 3,
             warning="" if self.n >= 3 else SINGLE_INSTANCE_WARNING,
         )
@@ -234,7 +239,9 @@ class RedisStore(Store):
         self._ttl = 0.0
         self._sid = ""
         self._renewed_at = 0.0
-        self._won: dict[Ticket, frozenset[int]] = {}
+        self._holding: set[RedisTicket] = set()
+        """Tickets whose leader keys we took (from the win on, before the core marks them
+        won, until withdrawn or reported lost)."""
         self._renewals: deque[tuple[float, frozenset[int]]] = deque(maxlen=64)
         self._bell = _Bell()
         self._stop = threading.Event()
@@ -245,14 +252,7 @@ class RedisStore(Store):
 
     @classmethod
     def from_url(cls, url: BackendURL) -> RedisStore:
-        options = dict(url.options)
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            known = ", ".join(f"{k} ({v})" for k, v in OPTIONS.items())
-            raise ConfigError(
-                f"unknown option(s) {', '.join(unknown)} for the redis backend; known "
-                f"options are ttl, drift, {known}"
-            )
+        opts = Options("redis", url, OPTIONS)
         n = len(url.hosts)
         if n % 2 == 0:
             raise ConfigError(
@@ -263,22 +263,19 @@ class RedisStore(Store):
         if len(set(url.hosts)) != n:
             raise ConfigError(f"{url.redacted} names an instance twice; list each once")
         connection: dict[str, Any] = {"db": _database(url)}
-        if url.username is not None:
+        if url.username:  # redis://:password@host is Redis's default user
             connection["username"] = url.username
-        password = _password(url, options.pop("password_file", None))
+        password = opts.secret("password", env=PASSWORD_ENV)
         if password is not None:
             connection["password"] = password
-        tls: dict[str, str] = {k: options.pop(k) for k in ("ca", "cert", "key") if k in options}
         if url.scheme == "rediss":
-            connection.update(_tls_options(tls))
-        elif tls:
+            connection.update(_tls_options(opts))
+        elif given := [name for name in ("ca", "cert", "key") if opts.given(name)]:
             raise ConfigError(
-                f"option(s) {', '.join(sorted(tls))} need TLS; use rediss:// instead of redis://"
+                f"option(s) {', '.join(given)} need TLS; use rediss:// instead of redis://"
             )
-        timeout = DEFAULT_TIMEOUT
-        if "timeout" in options:
-            timeout = parse_duration_option("redis", "timeout", options.pop("timeout"), 0.0, 300.0)
-        prefix = options.pop("prefix", DEFAULT_PREFIX)
+        timeout = opts.duration("timeout", DEFAULT_TIMEOUT, low=0.0, high=300.0)
+        prefix = opts.text("prefix", DEFAULT_PREFIX)
         if not prefix or any(ch.isspace() for ch in prefix):
             raise ConfigError(f"option prefix {prefix!r} must be non-empty, without spaces")
         return cls(url.hosts, description=url.redacted, prefix=prefix, timeout=timeout,
@@ -289,25 +286,11 @@ class RedisStore(Store):
         return self._description
 
     def _connect(self, timeout: float) -> list[_Instance]:
-        return [_Instance(i, host, port, timeout, self._connection)
-                for i, (host, port) in enumerate(self.hosts)]
+        return [_Instance(host, port, timeout, self._connection) for host, port in self.hosts]
 
-    # -- keys -----------------------------------------------------------------------
-
-    def _session_key(self, sid: str) -> str:
-        return f"{self.prefix}session:{sid}"
-
-    def _leader_key(self, election: str) -> str:
-        return f"{self.prefix}leader:{election}"
-
-    def _counter_key(self, election: str) -> str:
-        return f"{self.prefix}counter:{election}"
-
-    def _contenders_key(self, election: str) -> str:
-        return f"{self.prefix}contenders:{election}"
-
-    def _channel(self, election: str) -> str:
-        return f"{self.prefix}changed:{election}"
+    def _key(self, kind: str, name: str) -> str:
+        """``<prefix><kind>:<name>``: session, leader, counter, contenders, changed, data."""
+        return f"{self.prefix}{kind}:{name}"
 
     @property
     def _ttl_ms(self) -> int:
@@ -359,7 +342,7 @@ class RedisStore(Store):
 
     # -- session ----------------------------------------------------------------------
 
-    def open_session(self, ttl: float) -> None:
+    def open_session(self, ttl: float) -> float:
         with self._lock:
             self._ttl = ttl
             timeout = min(self._timeout, ttl / 4)
@@ -368,7 +351,7 @@ class RedisStore(Store):
                 self._timeout = timeout
                 self._instances = self._connect(timeout)
         sid = uuid.uuid4().hex
-        key = self._session_key(sid)
+        key = self._key("session", sid)
         t_sent = time.monotonic()
         results = self._fanout(lambda inst: inst.client.set(key, b"1", px=self._ttl_ms))
         created = [i for i, ok in self._answers(results, "opening a session") if ok]
@@ -376,10 +359,11 @@ class RedisStore(Store):
             raise StoreUnavailable(f"could not create a session on a majority of {self.n}")
         self._sid = sid
         self._renewed_at = t_sent
+        return ttl
 
-    def renew_session(self, held: frozenset[Ticket]) -> frozenset[Ticket]:
+    def renew_session(self, held: frozenset[RedisTicket]) -> None:
         t_sent = time.monotonic()
-        key, ttl_ms = self._session_key(self._sid), self._ttl_ms
+        key, ttl_ms = self._key("session", self._sid), self._ttl_ms
         results = self._fanout(lambda inst: inst.client.pexpire(key, ttl_ms), renewal=True)
         renewed = frozenset(i for i, r in enumerate(results) if r is True)
         missing = sum(1 for r in results if r is False)
@@ -402,22 +386,26 @@ class RedisStore(Store):
         with self._lock:
             self._renewed_at = t_sent
             self._renewals.append((t_sent, renewed))
-            for ticket, acquired in self._won.items():
-                if len(renewed & acquired) < self.majority:
-                    ticket.extra["void"] = True
-            unadopted = [t for t in self._won if t.extra.get("void") and t not in held]
+            for ticket in self._holding:
+                if len(renewed & ticket.acquired) < self.majority:
+                    ticket.majority_lost = True
+            lost = {t for t in self._holding if t.majority_lost and t in held}
+            unadopted = any(t.majority_lost and t not in held for t in self._holding)
+            self._holding -= lost
+        for ticket in lost:
+            self.report_loss(ticket, f"its session was renewed on only {len(renewed)} of "
+                                     f"{self.n} Redis instances, too few of those it won on")
         if unadopted:
             # Not yet held by the core: do not let this renewal extend its deadline.
             raise StoreUnavailable("a leadership won during this renewal lost its majority")
-        return frozenset(t for t in held if t.extra.get("void"))
 
     def close_session(self) -> None:
         if not self._sid:
             return
-        key = self._session_key(self._sid)
+        key = self._key("session", self._sid)
         with self._lock:
-            channels = {self._channel(t.election) for t in self._won}
-            self._won.clear()
+            channels = {self._key("changed", t.election) for t in self._holding}
+            self._holding.clear()
         self._sid = ""
 
         def end(inst: _Instance) -> None:
@@ -431,73 +419,52 @@ class RedisStore(Store):
 
     # -- candidates -------------------------------------------------------------------
 
-    def enqueue(self, election: str, candidate_id: str, value: bytes) -> Ticket:
+    def enqueue(self, election: str, candidate_id: str, value: bytes) -> RedisTicket:
         if not self._sid:
             raise SessionExpired("no Redis session is open")
-        extra: dict[str, object] = {"sid": self._sid, "value": value, "token": 0, "vseq": 0}
-        ticket = Ticket(election, candidate_id, uuid.uuid4().hex, 0, extra)
-        registry, entry = self._contenders_key(election), f"{self._sid}\n{candidate_id}\n"
-        results = self._fanout(
-            lambda inst: inst.client.hset(registry, ticket.key, entry.encode() + value))
-        if sum(1 for r in results if not isinstance(r, StoreUnavailable)) < self.majority:
+        ticket = RedisTicket(election, candidate_id, uuid.uuid4().hex, sid=self._sid,
+                             value=value)
+        keys = [self._key("contenders", election), self._key("session", self._sid)]
+        args: list[str | bytes] = [ticket.key, f"{self._sid}\n{candidate_id}\n".encode() + value]
+        results = self._fanout(lambda inst: inst.register(keys, args))
+        if sum(1 for r in results if r == 1) < self.majority:
             with contextlib.suppress(StoreUnavailable):  # leave no partial registration
                 self._unregister(ticket)
+            if sum(1 for r in results if r == 0) > self.n - self.majority:
+                raise SessionExpired(f"session {self._sid} is gone on a majority of {self.n}")
             self._answers(results, f"enqueueing in {election!r}")
+            raise StoreUnavailable(f"enqueueing in {election!r}: registered on too few")
         return ticket
 
-    def _unregister(self, ticket: Ticket) -> int:
-        registry = self._contenders_key(ticket.election)
+    def _unregister(self, ticket: RedisTicket) -> int:
+        registry = self._key("contenders", ticket.election)
         results = self._fanout(lambda inst: inst.client.hdel(registry, ticket.key))
         return sum(1 for r in results if not isinstance(r, StoreUnavailable))
 
-    def _states(self, election: str, sid: str) -> list[tuple[int, _State]]:
-        keys = [self._leader_key(election), self._counter_key(election), self._session_key(sid)]
-        args = [self._session_key("")]
-        results = self._fanout(lambda inst: _State.parse(inst.state(keys, args)))
-        return self._answers(results, f"reading election {election!r}")
+    def _states(self, election: str, sid: str) -> list[lua.State]:
+        keys = [self._key("leader", election), self._key("counter", election),
+                self._key("session", sid)]
+        args = [self._key("session", "")]
+        results = self._fanout(lambda inst: lua.State.parse(inst.state(keys, args)))
+        return [s for _, s in self._answers(results, f"reading election {election!r}")]
 
-    def await_turn(
-        self, ticket: Ticket, deadline: float | None, cancelled: threading.Event
-    ) -> int:
+    def try_lead(self, ticket: RedisTicket) -> Step:
         self._listen()
-        backoff = 0.05
-        while True:
-            if cancelled.is_set():
-                raise CampaignCancelled(f"campaign in {ticket.election!r} cancelled")
-            if deadline is not None and time.monotonic() >= deadline:
-                raise CampaignTimeout(f"campaign in {ticket.election!r} timed out")
-            mark = self._bell.mark(ticket.election)
-            try:
-                outcome = self._try_acquire(ticket)
-                backoff = 0.05
-            except SessionExpired:
-                raise
-            except StoreUnavailable as exc:
-                log.info("campaign in %r: %s (retrying)", ticket.election, exc)
-                outcome = time.monotonic() + backoff
-                backoff = min(1.0, backoff * 2)
-            if isinstance(outcome, int):
-                return outcome
-            self._wait(ticket.election, mark, outcome, deadline, cancelled)
-
-    def _try_acquire(self, ticket: Ticket) -> int | float:
-        """One attempt: the token if ``ticket`` now leads, else when to try again."""
-        sid = str(ticket.extra["sid"])
-        if sid != self._sid:
+        bell = _BellSignal(self._bell, ticket.election)  # armed before the read
+        if ticket.sid != self._sid:
             raise SessionExpired(f"the session of {ticket.candidate_id} was replaced")
-        states = self._states(ticket.election, sid)
-        if sum(1 for _, s in states if s.own_pttl == -2) > self.n - self.majority:
+        states = self._states(ticket.election, ticket.sid)
+        if sum(1 for s in states if s.own_pttl == -2) > self.n - self.majority:
             raise SessionExpired(f"the session of {ticket.candidate_id} expired")
-        now = time.monotonic()
-        busy = [s for _, s in states if s.held and s.sid != sid]
+        busy = [s for s in states if s.held and s.sid != ticket.sid]
         if len(busy) > self.n - self.majority:
-            expiries = [s.holder_pttl / 1000 for s in busy if s.holder_pttl >= 0]
-            return now + (min(expiries) + 0.002 if expiries else math.inf)
-        proposal = max(s.counter for _, s in states) + 1
-        keys = [self._leader_key(ticket.election), self._counter_key(ticket.election),
-                self._session_key(sid)]
-        args: list[Any] = [sid, ticket.key, proposal, ticket.candidate_id, ticket.extra["value"], 0,
-                self._ttl_ms, self._session_key(""), self._channel(ticket.election)]
+            return self._wait(bell, lua.holder_expiry(busy))
+        proposal = max(s.counter for s in states) + 1
+        keys = [self._key("leader", ticket.election), self._key("counter", ticket.election),
+                self._key("session", ticket.sid)]
+        args: list[Any] = [ticket.sid, ticket.key, proposal, ticket.candidate_id, ticket.value,
+                           0, self._ttl_ms, self._key("session", ""),
+                           self._key("changed", ticket.election)]
         t_sent = time.monotonic()
         results = self._fanout(lambda inst: inst.acquire(keys, args))
         took = time.monotonic() - t_sent
@@ -505,57 +472,46 @@ class RedisStore(Store):
         acquired = frozenset(i for i, code in enumerate(codes) if code == 1)
         if len(acquired) >= self.majority and took < self._ttl * (1 - MAX_DRIFT):
             with self._lock:
-                void = any(t >= t_sent and len(renewed & acquired) < self.majority
-                           for t, renewed in self._renewals)
-                if not void:
-                    ticket.extra.update(token=proposal, vseq=0, void=False)
-                    self._won[ticket] = acquired
-            if not void:
-                return proposal
+                if not any(t >= t_sent and len(renewed & acquired) < self.majority
+                           for t, renewed in self._renewals):
+                    ticket.token, ticket.vseq, ticket.acquired = proposal, 0, acquired
+                    ticket.majority_lost = False
+                    self._holding.add(ticket)
+                    return Won(proposal)
         if acquired:
             self._release(ticket)
         if codes.count(-1) > self.n - self.majority:
             raise SessionExpired(f"the session of {ticket.candidate_id} expired")
         if 2 in codes or len(acquired) >= self.majority:
-            return time.monotonic()  # a counter moved on, or we were too slow: again now
-        return time.monotonic() + random.uniform(0.005, 0.05)  # split vote: back off
+            # A counter moved on, or we were too slow or raced a renewal: again at once.
+            return Wait(bell, retry_at=time.monotonic())
+        # A split vote: retry after a random pause, not on the bell our releases ring.
+        return Wait(NoSignal(), retry_at=time.monotonic() + random.uniform(0.005, 0.05))
 
-    def _release(self, ticket: Ticket) -> int:
-        keys = [self._leader_key(ticket.election)]
-        args = [ticket.key, self._channel(ticket.election)]
+    def _wait(self, bell: Signal, expires_in: float) -> Wait:
+        """Wait on the bell, re-stepping when a holder's session may have expired or
+        after the polling fallback (a message can be lost), whichever is first."""
+        poll = min(self._ttl / 4, 1.0) if self._ttl else 1.0
+        return Wait(bell, retry_at=time.monotonic() + min(expires_in, poll))
+
+    def _release(self, ticket: RedisTicket) -> int:
+        keys = [self._key("leader", ticket.election)]
+        args = [ticket.key, self._key("changed", ticket.election)]
         results = self._fanout(lambda inst: inst.release(keys, args))
         return sum(1 for r in results if not isinstance(r, StoreUnavailable))
 
-    def withdraw(self, ticket: Ticket) -> None:
+    def withdraw(self, ticket: RedisTicket) -> None:
         with self._lock:
-            self._won.pop(ticket, None)
+            self._holding.discard(ticket)
         if min(self._release(ticket), self._unregister(ticket)) < self.majority:
             raise StoreUnavailable(
                 f"withdrawing from {ticket.election!r} reached fewer than {self.majority} "
                 "Redis instances; the rest free up when the session expires"
             )
 
-    def _wait(self, election: str, mark: tuple[int, int], wake_at: float,
-              deadline: float | None, cancelled: threading.Event) -> None:
-        end = min(wake_at, time.monotonic() + self._poll_interval)
-        while True:
-            if cancelled.is_set():
-                raise CampaignCancelled(f"campaign in {election!r} cancelled")
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                raise CampaignTimeout(f"campaign in {election!r} timed out")
-            if now >= end:
-                return
-            if self._bell.wait(election, mark, min(WAIT_SLICE, end - now)):
-                return
-
-    @property
-    def _poll_interval(self) -> float:
-        return min(self._ttl / 4, 1.0) if self._ttl else 1.0
-
     # -- leader operations ------------------------------------------------------------
 
-    def _leader_write(self, ticket: Ticket, action: str,
+    def _leader_write(self, ticket: RedisTicket, action: str,
                       call: Callable[[_Instance], Any]) -> None:
         results = self._fanout(call)
         done = sum(1 for r in results if r == 1)
@@ -570,24 +526,22 @@ class RedisStore(Store):
         self._answers(results, action)
         raise StoreUnavailable(f"{action} in {ticket.election!r}: no majority either way")
 
-    def proclaim(self, ticket: Ticket, value: bytes) -> None:
-        vseq = int(str(ticket.extra["vseq"])) + 1
-        sid = str(ticket.extra["sid"])
-        keys = [self._leader_key(ticket.election), self._session_key(sid)]
-        args: list[Any] = [ticket.key, ticket.extra["token"], value, vseq,
-                           self._channel(ticket.election)]
+    def proclaim(self, ticket: RedisTicket, value: bytes) -> None:
+        vseq = ticket.vseq + 1
+        keys = [self._key("leader", ticket.election), self._key("session", ticket.sid)]
+        args: list[Any] = [ticket.key, ticket.token, value, vseq,
+                           self._key("changed", ticket.election)]
         self._leader_write(ticket, "proclaim", lambda inst: inst.proclaim(keys, args))
-        ticket.extra["vseq"] = vseq
+        ticket.vseq = vseq
 
-    def guarded_write(self, ticket: Ticket, key: str, value: bytes) -> None:
-        sid = str(ticket.extra["sid"])
-        keys = [self._leader_key(ticket.election), self._session_key(sid),
-                f"{self.prefix}data:{key}"]
-        args: list[Any] = [ticket.key, ticket.extra["token"], value, next(self._seq)]
+    def guarded_write(self, ticket: RedisTicket, key: str, value: bytes) -> None:
+        keys = [self._key("leader", ticket.election), self._key("session", ticket.sid),
+                self._key("data", key)]
+        args: list[Any] = [ticket.key, ticket.token, value, next(self._seq)]
         self._leader_write(ticket, "guarded write", lambda inst: inst.guarded_write(keys, args))
 
     def read(self, key: str) -> bytes | None:
-        name = f"{self.prefix}data:{key}"
+        name = self._key("data", key)
         results = self._fanout(
             lambda inst: list[Any](inst.client.hmget(name, "value", "token", "seq")))
         best: tuple[int, int, bytes] | None = None
@@ -600,26 +554,30 @@ class RedisStore(Store):
     # -- observing --------------------------------------------------------------------
 
     def _current(self, election: str) -> tuple[LeaderInfo | None, float]:
-        """The leader a majority agrees on, and when its session may expire next."""
-        states = [s for _, s in self._states(election, "") if s.held]
-        groups: dict[tuple[str, int], list[_State]] = {}
+        """The leader a majority agrees on, and seconds until its session (or, with no
+        leader, any holder's) may expire."""
+        states = [s for s in self._states(election, "") if s.held]
+        groups: dict[tuple[str, int], list[lua.State]] = {}
         for state in states:
             groups.setdefault((state.ticket, state.token), []).append(state)
-        now = time.monotonic()
         for group in groups.values():
             if len(group) >= self.majority:
                 best = max(group, key=lambda s: s.vseq)
-                expiries = [s.holder_pttl / 1000 for s in group if s.holder_pttl >= 0]
-                wake = now + min(expiries) + 0.002 if expiries else math.inf
-                return LeaderInfo(election, best.candidate_id, best.value, best.token), wake
-        expiries = [s.holder_pttl / 1000 for s in states if s.holder_pttl >= 0]
-        return None, now + min(expiries) + 0.002 if expiries else math.inf
+                info = LeaderInfo(election, best.candidate_id, best.value, best.token)
+                return info, lua.holder_expiry(group)
+        return None, lua.holder_expiry(states)
 
     def leader(self, election: str) -> LeaderInfo | None:
         return self._current(election)[0]
 
+    def observe_step(self, election: str) -> tuple[LeaderInfo | None, Wait]:
+        self._listen()
+        bell = _BellSignal(self._bell, election)  # armed before the read
+        current, expires_in = self._current(election)
+        return current, self._wait(bell, expires_in)
+
     def contenders(self, election: str) -> list[Contender]:
-        keys, args = [self._contenders_key(election)], [self._session_key("")]
+        keys, args = [self._key("contenders", election)], [self._key("session", "")]
         results = self._fanout(lambda inst: list[Any](inst.contenders(keys, args)))
         answers = self._answers(results, f"listing the contenders of {election!r}")
         seen: dict[bytes, tuple[int, bytes]] = {}
@@ -634,21 +592,6 @@ class RedisStore(Store):
                 _, candidate_id, value = entry.split(b"\n", 2)
                 found.append(Contender(candidate_id.decode(), value))
         return sorted(found, key=lambda c: c.candidate_id)
-
-    def await_change(
-        self, election: str, known: LeaderInfo | None, deadline: float
-    ) -> LeaderInfo | None:
-        self._listen()
-        while True:
-            mark = self._bell.mark(election)
-            current, wake_at = self._current(election)
-            now = time.monotonic()
-            if current != known or now >= deadline:
-                return current
-            end = min(deadline, wake_at, now + self._poll_interval)
-            while (now := time.monotonic()) < end:
-                if self._bell.wait(election, mark, min(WAIT_SLICE, end - now)):
-                    break
 
     # -- notifications ----------------------------------------------------------------
 
@@ -666,21 +609,21 @@ class RedisStore(Store):
                 thread.start()
 
     def _subscribe(self, inst: _Instance) -> None:
-        pattern = self._channel("*")
-        skip = len(self._channel(""))
+        pattern = self._key("changed", "*")
+        skip = len(self._key("changed", ""))
         while not self._stop.is_set():
             pubsub = inst.client.pubsub(  # type: ignore[no-untyped-call]
                 ignore_subscribe_messages=True)
             try:
                 pubsub.psubscribe(pattern)
-                self._bell.ring_all()  # (re)connected: waiters re-read the state
+                self._bell.ring(_Bell.ALL)  # (re)connected: waiters re-read the state
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=WAIT_SLICE)
                     if message is not None and message["type"] == "pmessage":
                         self._bell.ring(message["channel"][skip:].decode())
             except (redis.RedisError, OSError, ValueError) as exc:
                 log.debug("subscriber on %s: %s", inst.address, exc)
-                self._bell.ring_all()
+                self._bell.ring(_Bell.ALL)
             finally:
                 with contextlib.suppress(redis.RedisError, OSError):
                     pubsub.close()
@@ -696,9 +639,6 @@ class RedisStore(Store):
             inst.client.close()
 
 
-# -- URL helpers ---------------------------------------------------------------------
-
-
 def _database(url: BackendURL) -> int:
     path = url.path.strip("/")
     if not path:
@@ -710,35 +650,14 @@ def _database(url: BackendURL) -> int:
     return int(path)
 
 
-def _password(url: BackendURL, password_file: str | None) -> str | None:
-    """From the URL, else ``password_file``, else $TENURE_REDIS_PASSWORD (never shown)."""
-    if password_file is not None:
-        if url.password is not None:
-            raise ConfigError(
-                "the redis URL has both a password and password_file; give only one"
-            )
-        try:
-            return Path(password_file).expanduser().read_text().rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"password_file {password_file!r} cannot be read ({type(exc).__name__}); "
-                "check the path and its permissions"
-            ) from None
-    if url.password is not None:
-        return url.password
-    return os.environ.get(PASSWORD_ENV) or None
-
-
-def _tls_options(files: dict[str, str]) -> dict[str, Any]:
-    if ("cert" in files) != ("key" in files):
-        raise ConfigError("options cert and key go together: give both or neither")
-    for name, path in files.items():
-        if not os.access(Path(path).expanduser(), os.R_OK):
-            raise ConfigError(f"option {name}: file {path!r} does not exist or is not readable")
+def _tls_options(opts: Options) -> dict[str, Any]:
+    # Checked here (readable PEM, cert and key together), but passed as paths: redis-py
+    # takes the client certificate and key only as files (ssl.load_cert_chain).
+    opts.pem("ca")
+    opts.pem_pair("cert", "key")
     options: dict[str, Any] = {"ssl": True, "ssl_cert_reqs": "required"}
-    if "ca" in files:
-        options["ssl_ca_certs"] = str(Path(files["ca"]).expanduser())
-    if "cert" in files:
-        options["ssl_certfile"] = str(Path(files["cert"]).expanduser())
-        options["ssl_keyfile"] = str(Path(files["key"]).expanduser())
+    for name, kwarg in (("ca", "ssl_ca_certs"), ("cert", "ssl_certfile"),
+                        ("key", "ssl_keyfile")):
+        if (path := opts.optional(name)) is not None:
+            options[kwarg] = str(Path(path).expanduser())
     return options

@@ -13,15 +13,22 @@ default ``tenure:``):
 * ``P data:<key>`` -- a hash ``value, token, seq`` written by guarded writes;
 * ``P contenders:<election>`` -- a hash ``ticket -> sid LF cid LF value``: every
   candidate that enqueued (Redis has no queue, so this registry is what
-  ``contenders()`` lists); a field counts only while its session key exists on the
-  same instance, and CONTENDERS deletes the dead ones it meets;
+  ``contenders()`` lists); REGISTER writes a field only where its session is alive, a
+  field counts only while its session key exists on the same instance, and CONTENDERS
+  deletes the dead ones it meets;
 * channel ``P changed:<election>`` -- published on every acquire, release and proclaim.
 
 Scripts look up the holder's session key by a name read inside the script; that is
-fine on standalone instances (the backend does not support Redis Cluster).
+fine on standalone instances (the backend does not support Redis Cluster). STATE's
+reply is parsed by :class:`State`.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 STATE = """
 -- KEYS: leader, counter, own session key (or a key that never exists)
@@ -70,6 +77,15 @@ end
 return 0
 """
 
+REGISTER = """
+-- KEYS: contenders registry, own session key; ARGV: ticket, entry
+-- -> 1 registered; 0 our session is gone here (nothing written: a registration
+--    counts only while its session key exists on the same instance)
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
 PROCLAIM = """
 -- KEYS: leader, own session key; ARGV: ticket, token, value, vseq, channel -> 1 or 0
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
@@ -105,3 +121,40 @@ for i = 1, #all, 2 do
 end
 return out
 """
+
+
+@dataclass(frozen=True)
+class State:
+    """One instance's view of an election: the STATE script's reply. A PTTL of -2
+    means the key is gone on that instance."""
+
+    counter: int
+    own_pttl: int
+    holder_pttl: int = -2
+    sid: str = ""
+    ticket: str = ""
+    token: int = 0
+    candidate_id: str = ""
+    value: bytes = b""
+    vseq: int = 0
+
+    @property
+    def held(self) -> bool:
+        """A leader key whose holder's session is alive on this instance."""
+        return bool(self.sid) and self.holder_pttl != -2
+
+    @staticmethod
+    def parse(reply: list[Any]) -> State:
+        if len(reply) < 3:
+            return State(int(reply[0]), int(reply[1]))
+        return State(
+            int(reply[0]), int(reply[1]), int(reply[2]), reply[3].decode(), reply[4].decode(),
+            int(reply[5]), reply[6].decode(), bytes(reply[7]), int(reply[8] or 0),
+        )
+
+
+def holder_expiry(states: Sequence[State]) -> float:
+    """Seconds until the first holder session of ``states`` may expire there (inf if
+    none), plus 2 ms so that a re-read then finds it gone."""
+    return min((s.holder_pttl / 1000 + 0.002 for s in states if s.holder_pttl >= 0),
+               default=math.inf)

@@ -113,7 +113,7 @@ def test_renewal_never_revives_an_expired_session(redis_cluster: Cluster) -> Non
     assert isinstance(store, RedisStore)
     try:
         store.open_session(TTL)
-        key = store._session_key(store._sid)
+        key = store._key("session", store._sid)
         r = admin(redis_cluster.nodes[0].client_address)
         assert r.pttl(key) > 0
         r.delete(key)  # as if it had expired
