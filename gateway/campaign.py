@@ -96,7 +96,8 @@ class Campaign:
         """Campaigns until won (see the module docstring)."""
         retrying = Retrying(
             retry=retry_if_exception_type(StoreUnavailable),
-            wait=wait_exponential(multiplier=RETRY_FIRST, max=RETRY_MAX) + wait_random(0, RETRY_FIRST),
+            wait=(wait_exponential(multiplier=RETRY_FIRST, max=RETRY_MAX)
+                  + wait_random(0, RETRY_FIRST)),
             stop=self._should_stop,
             sleep=self._pause,
             before_sleep=self._note_retry,

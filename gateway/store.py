@@ -147,7 +147,7 @@ class Signal(ABC):
         """Blocks at most ``timeout`` seconds; True once the watched state may have
         changed (and from then on), False on timeout."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most signals hold nothing to release
         """Releases the watch. Idempotent."""
 
     def __enter__(self) -> Signal:
