@@ -94,6 +94,7 @@ class Client:
         self._lock = threading.Lock()
         self._active: dict[str, Leadership | None] = {}
         self._by_ticket: dict[Ticket, Leadership] = {}
+        self._early_losses: dict[Ticket, str] = {}
         self._withdrawals: list[threading.Thread] = []
         store.bind(self._lost_from_store)
 
@@ -158,10 +159,14 @@ class Client:
         with self._lock:
             self._active[leadership.election] = leadership
             self._by_ticket[leadership.ticket] = leadership
+            early = self._early_losses.pop(leadership.ticket, None)
+        if early is not None:
+            leadership.mark_lost(early)
 
     def forget(self, leadership: Leadership) -> None:
         """Called by a leadership as it ends: it no longer counts as held."""
         with self._lock:
+            self._early_losses.pop(leadership.ticket, None)
             if self._active.get(leadership.election) is leadership:
                 del self._active[leadership.election]
             self._by_ticket.pop(leadership.ticket, None)
@@ -174,6 +179,10 @@ class Client:
     def _lost(self, ticket: Ticket, reason: str) -> None:
         with self._lock:
             leadership = self._by_ticket.get(ticket)
+            if leadership is None and ticket.won and not ticket.withdrawn:
+                # Won, but the campaign has not handed out its Leadership yet: the loss
+                # is applied the moment it does (see _held), never dropped.
+                self._early_losses[ticket] = reason
         if leadership is not None:
             leadership.mark_lost(reason)
 
@@ -263,6 +272,8 @@ class Election:
             # leadership may already be void in the store. Give the entry back and
             # queue again.
             withdraw_quietly(client.store, ticket)
+            with client._lock:
+                client._early_losses.pop(ticket, None)
 
     def leader(self) -> LeaderInfo | None:
         """The current leader (id, value, token) by a linearizable read, or None."""
