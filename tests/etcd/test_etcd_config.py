@@ -76,7 +76,7 @@ def test_a_server_that_would_raise_the_ttl_is_a_config_error_naming_its_minimum(
     [
         ("colour=red", r"unknown option\(s\) colour .*known: ttl, drift, prefix, user, "
                        r"password_file, ca, cert, key, timeout"),
-        ("password=x", r"no 'password' option.*password_file=.*TENURE_ETCD_PASSWORD"),
+        ("password=x", r"no 'password' option.*password_file=PATH"),
         ("prefix=", r"prefix=''"),
         ("prefix=/a%23b", r"without spaces or '#'"),
         ("timeout=0", r"timeout='0' is out of range; use seconds in \(0, 300\]"),
@@ -145,6 +145,24 @@ def test_the_password_comes_from_a_file_the_environment_or_the_config_file(
     assert (from_toml.user, from_toml.password) == ("u", SECRET)
     for config in (from_file, from_env, from_toml):
         assert SECRET not in repr(config) and SECRET not in config.description
+
+
+def test_a_password_given_in_two_places_is_refused_naming_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text(SECRET + "\n")
+    with pytest.raises(tenure.ConfigError, match=r"two places \(the URL and password_file=") as e:
+        config_of(f"etcd://u:{SECRET}@127.0.0.1:2379?password_file={secret}")
+    assert SECRET not in str(e.value)
+    monkeypatch.setenv("TENURE_ETCD_PASSWORD", SECRET)
+    with pytest.raises(tenure.ConfigError, match=r"two places \(the URL and \$TENURE_ETCD_PASS"):
+        config_of(f"etcd://u:{SECRET}@127.0.0.1:2379")
+    with pytest.raises(
+        tenure.ConfigError, match=r"two places \(password_file=.* and \$TENURE_ETCD_PASSWORD\)"
+    ) as e:
+        config_of(f"etcd://127.0.0.1:2379?user=u&password_file={secret}")
+    assert SECRET not in str(e.value)
 
 
 def test_a_password_in_the_url_never_shows_in_the_description() -> None:
