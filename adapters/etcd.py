@@ -37,11 +37,12 @@ Mapping of the contract (keys under ``prefix``, default ``/tenure``):
   refused transaction is NotLeader; the core marks the leadership lost.
 * observe_step: a linearizable range read of the leader, and a watch on the
   election's range from that read's revision + 1 (any put or delete fires it).
-* signals never hang: a watch's signal also fires when its stream breaks, when the
+* signals never hang: a watch's signal also fires when its stream ends, when the
   history it would start from was compacted, when it could not be created, and when
-  the store moves to another member (see Connection): the old member's stream may
-  hang without breaking (an isolated member). The core then steps again, which
-  reads again and watches again, on the new member.
+  the store moves to another member (see Connection). Watches require a leader, so an
+  isolated member ends them rather than leaving them open without events (an observer
+  makes no other call that would fail there). The core then steps again: it reads
+  again (failing over from a member that cannot serve) and watches again.
 * loss: besides the core's deadline and lease expiry (keepalive TTL <= 0), a watch on
   each won key reports its deletion (e.g. by an operator) through ``report_loss``,
   unless the ticket was withdrawn. These watches are best effort: not re-armed after a

@@ -4,7 +4,9 @@ pyetcd's ``MultiEndpointEtcd3Client`` over every listed member.
 A failed call (unavailable, timed out, or an isolated member's ``context deadline
 exceeded``) moves the client to the next member (round robin), so the next call goes
 there; :attr:`EtcdConnection.epoch` counts these moves and ``on_failover`` tells the
-store, whose watches on the old member may hang without breaking. Calls are not
+store, whose watches on the old member may hang without breaking. Watches go over one
+stream per member that requires a leader (``hasleader``): etcd ends it when the member
+loses its leader, e.g. when it is isolated. Calls are not
 retried here, except that an UNAVAILABLE call that is idempotent (a read, a keepalive)
 or was never sent is tried once on each other member at once; the core retries
 renewals and steps. gRPC keepalive pings (every 10 s) detect dead connections. A user's
@@ -24,6 +26,7 @@ import grpc
 import pyetcd
 from pyetcd import etcdrpc
 from pyetcd.exceptions import Etcd3Exception, RevisionCompactedError
+from pyetcd.watch import Watcher
 
 from tenure.config import BackendURL
 from tenure.errors import ConfigError, SessionExpired, StoreUnavailable
@@ -124,6 +127,7 @@ class EtcdConnection:
         self._on_failover = on_failover
         self._lock = threading.Lock()
         self._closed = False
+        self._watcher: Watcher | None = None  # the watch stream, made by _watch_stream
         endpoints = [
             pyetcd.Endpoint(
                 host, port, secure=config.credentials is not None, creds=config.credentials,
@@ -162,6 +166,10 @@ class EtcdConnection:
             raise
         with self._lock:
             self._client.metadata = (("token", response.token),)
+            stale, self._watcher = self._watcher, None  # a stream keeps its first token
+        if stale is not None:
+            with contextlib.suppress(Exception):
+                stale.close()
 
     def _stub(self, name: str) -> Any:
         with self._lock:
@@ -177,11 +185,25 @@ class EtcdConnection:
             current = labels.index(self._client.endpoint_in_use.netloc)
             # pyetcd has no public way to pick the member; this setter also drops its stubs.
             self._client._current_endpoint_label = labels[(current + 1) % len(labels)]
-            stale, self._client.watcher = self._client.watcher, None  # new stream on next use
+            stale, self._watcher = self._watcher, None  # a new stream on the next watch
             self.epoch += 1
-        with contextlib.suppress(Exception):
-            stale.close()
+        if stale is not None:
+            with contextlib.suppress(Exception):
+                stale.close()
         self._on_failover()
+
+    def _watch_stream(self) -> Watcher:
+        """The watch stream to the current member, made on first use. Its watches
+        require a leader: the member ends them once it has none (it is isolated, its
+        stream would stay open without events) -- pyetcd's own watcher cannot ask that."""
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable(f"the etcd store {self.description} is closed")
+            if self._watcher is None:
+                metadata = (*(self._client.metadata or ()), ("hasleader", "true"))
+                self._watcher = Watcher(etcdrpc.WatchStub(self._client.channel),
+                                        timeout=self.config.timeout, metadata=metadata)
+            return self._watcher
 
     def rpc(self, what: str, call: Callable[[], R], *, idempotent: bool = False,
             reauthenticate: bool = True) -> R:
@@ -274,7 +296,7 @@ class EtcdConnection:
         made (history compacted, closed, or the member failed: moved to the next)."""
         filters = [etcdrpc.WatchCreateRequest.NOPUT] if deletes_only else None
         try:
-            watcher = self._stub("watcher")
+            watcher = self._watch_stream()
             watch_id = watcher.add_callback(
                 key, on_response, range_end=range_end or None,
                 start_revision=start_revision, filters=filters,
@@ -296,5 +318,8 @@ class EtcdConnection:
             if self._closed:
                 return
             self._closed = True
+            watcher, self._watcher = self._watcher, None
         with contextlib.suppress(Exception):
+            if watcher is not None:
+                watcher.close()
             self._client.close()

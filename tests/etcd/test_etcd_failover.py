@@ -158,3 +158,25 @@ def test_an_operator_deleting_the_leaders_key_ends_its_leadership_and_the_next_l
         assert successor and successor[0].token > lead.token
         successor[0].resign()
     assert len(reasons) == 1 and "deleted" in reasons[0]
+
+
+def test_an_observer_on_an_isolated_member_sees_the_leader_elected_by_the_majority(
+    lab: LabFactory,
+) -> None:
+    # An observer makes no calls of its own while it waits, so no failed call moves it
+    # off the member; its watch stream stays open but the isolated member gets no new
+    # events. The stream must end (the watch requires a leader) and the observer must
+    # read again through a member of the majority.
+    cluster = lab.start("etcd", nodes=3)
+    seen: list[tenure.LeaderInfo | None] = []
+    with tenure.connect(cluster.url, ttl=4) as watcher, \
+            tenure.connect(cluster.url, ttl=4) as candidate:
+        observer = watcher.election("isolated").on_change(seen.append)
+        try:
+            wait_until(lambda: seen == [None], 30, "the observer to see no leader")
+            with cluster.isolated_node(node_index(cluster, watcher)):
+                lead = candidate.election("isolated").campaign(timeout=60)
+                wait_seen(seen, lead.token, "the observer to see the leader elected meanwhile")
+            lead.resign()
+        finally:
+            observer.stop()
