@@ -10,8 +10,9 @@ contract promises is the same everywhere by construction:
   When the deadline passes while waiting, one final :meth:`try_lead` decides (a
   change that landed just before the deadline still wins).
 * A store that cannot be reached is retried with exponential back-off (tenacity) until
-  the timeout or cancel; the entry of a failed attempt is withdrawn first, so a failed
-  campaign leaves nothing in the store. An entry that died (SessionExpired from
+  the timeout or cancel: a waiting entry keeps its place and is stepped again; an
+  enqueue is retried after withdrawing what it may have left, so a failed campaign
+  leaves nothing in the store. An entry that died (SessionExpired from
   ``try_lead``) is queued again; a refused enqueue means the session is gone, and the
   keeper opens a new one.
 
@@ -30,6 +31,8 @@ from typing import Any
 from tenacity import (
     RetryCallState,
     Retrying,
+    retry_base,
+    retry_if_exception,
     retry_if_exception_type,
     wait_exponential,
     wait_random,
@@ -50,6 +53,11 @@ log = logging.getLogger("tenure")
 RETRY_FIRST = 0.05
 RETRY_MAX = 1.0
 """Back-off bounds (seconds) of a campaign or observer retrying an unavailable store."""
+
+
+def _transient(exc: BaseException) -> bool:
+    """A store error worth stepping the same entry again for (not a dead entry)."""
+    return isinstance(exc, StoreUnavailable) and not isinstance(exc, SessionExpired)
 
 
 def _expired(deadline: float | None) -> bool:
@@ -94,8 +102,15 @@ class Campaign:
 
     def run(self) -> tuple[Ticket, int, int]:
         """Campaigns until won (see the module docstring)."""
-        retrying = Retrying(
-            retry=retry_if_exception_type(StoreUnavailable),
+        try:
+            return self._retrying(retry_if_exception_type(StoreUnavailable))(self._attempt)
+        except StoreUnavailable as exc:
+            self.last_error = exc
+            raise self._gave_up() from None
+
+    def _retrying(self, retry: retry_base) -> Retrying:
+        return Retrying(
+            retry=retry,
             wait=(wait_exponential(multiplier=RETRY_FIRST, max=RETRY_MAX)
                   + wait_random(0, RETRY_FIRST)),
             stop=self._should_stop,
@@ -103,11 +118,6 @@ class Campaign:
             before_sleep=self._note_retry,
             reraise=True,
         )
-        try:
-            return retrying(self._attempt)
-        except StoreUnavailable as exc:
-            self.last_error = exc
-            raise self._gave_up() from None
 
     def _attempt(self) -> tuple[Ticket, int, int]:
         """One enqueue and the wait for its turn; re-queues an entry that died."""
@@ -134,8 +144,11 @@ class Campaign:
             return ticket, token, generation
 
     def _await_turn(self, ticket: Ticket) -> int:
+        # A store error while waiting keeps the entry (and its place in the queue): the
+        # same ticket is stepped again with back-off. Only a dead entry is re-queued.
+        step_again = self._retrying(retry_if_exception(_transient))
         while True:
-            step = self.store.try_lead(ticket)
+            step = step_again(self.store.try_lead, ticket)
             if isinstance(step, Won):
                 ticket.won = True
                 return step.token
