@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import tenure
-from tenure.adapters.zookeeper import PASSWORD_ENV, ZooKeeperStore
+from tenure.adapters.zookeeper import ZooKeeperStore
+from tenure.adapters.zookeeper_connection import PASSWORD_ENV
 from tenure.config import parse_backend_url
 from tenure.conformance.lab.cluster import Cluster
 
@@ -41,9 +42,9 @@ def test_an_unknown_option_is_named_with_the_known_ones() -> None:
         ("zookeeper://h:1?prefix=/", "must not be '/'"),
         ("zookeeper://h:1?digest_user=alice", "digest user 'alice' has no password"),
         ("zookeeper://h:1?digest_user=a:b", "contain no ':'"),
-        (f"zookeeper://:{SECRET}@h:1", "digest user '' must be non-empty"),
+        (f"zookeeper://:{SECRET}@h:1", "digest_user= is empty"),
         ("zookeeper://h:1?digest_password_file=/dev/null", "without a user"),
-        (f"zookeeper://bob:{SECRET}@h:1?digest_user=alice", "two different digest users"),
+        (f"zookeeper://bob:{SECRET}@h:1?digest_user=alice", "user given twice"),
     ],
 )
 def test_bad_options_are_config_errors(url: str, message: str) -> None:
@@ -58,18 +59,39 @@ def test_the_password_comes_from_a_file_or_the_environment_never_into_messages(
     secret_file = tmp_path / "zk.pw"
     secret_file.write_text(SECRET + "\n")
     from_file = store(f"zookeeper://h:1?digest_user=alice&digest_password_file={secret_file}")
-    assert from_file._auth == ("alice", SECRET)
+    assert from_file.config.auth == ("alice", SECRET)
     assert SECRET not in from_file.description
     monkeypatch.setenv(PASSWORD_ENV, SECRET)
     from_env = store("zookeeper://alice@h:1")
-    assert from_env._auth == ("alice", SECRET)
+    assert from_env.config.auth == ("alice", SECRET)
+    monkeypatch.delenv(PASSWORD_ENV)
     from_url = store(f"zookeeper://alice:{SECRET}@h:1")
+    assert from_url.config.auth == ("alice", SECRET)
     assert SECRET not in from_url.description
-    with pytest.raises(tenure.ConfigError, match="given twice") as err:
-        store(f"zookeeper://alice:{SECRET}@h:1?digest_password_file={secret_file}")
-    assert SECRET not in str(err.value)
     with pytest.raises(tenure.ConfigError, match="cannot be read"):
         store(f"zookeeper://h:1?digest_user=alice&digest_password_file={tmp_path}/missing")
+
+
+def test_a_password_given_in_two_places_is_a_config_error_naming_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret_file = tmp_path / "zk.pw"
+    secret_file.write_text(SECRET + "\n")
+    file_option = f"digest_password_file={secret_file}"
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    with pytest.raises(tenure.ConfigError, match="given in two places") as err:
+        store(f"zookeeper://alice:{SECRET}@h:1?{file_option}")
+    assert "the URL" in str(err.value) and file_option in str(err.value)
+    assert SECRET not in str(err.value)
+    monkeypatch.setenv(PASSWORD_ENV, SECRET)
+    for url, first, second in [
+        (f"zookeeper://alice:{SECRET}@h:1", "the URL", f"${PASSWORD_ENV}"),
+        (f"zookeeper://h:1?digest_user=alice&{file_option}", file_option, f"${PASSWORD_ENV}"),
+    ]:
+        with pytest.raises(tenure.ConfigError, match="given in two places") as err:
+            store(url)
+        assert first in str(err.value) and second in str(err.value)
+        assert SECRET not in str(err.value)
 
 
 def test_ttls_outside_the_static_bounds_are_refused_before_connecting() -> None:

@@ -167,3 +167,33 @@ def test_a_campaign_waiting_on_a_silent_store_still_obeys_cancel(
         proxy.heal()
         lead.resign()
     proxy.close()
+
+
+def test_after_its_session_expired_a_client_campaigns_again_on_a_new_session(
+    zookeeper_cluster: Cluster,
+) -> None:
+    name = f"zk/expired/{uuid.uuid4().hex[:8]}"
+    proxy = zookeeper_cluster.proxy()
+    ttl = 2.0
+    lost: list[str] = []
+    with tenure.connect(proxy.url, ttl=ttl) as client, \
+            tenure.connect(zookeeper_cluster.url, ttl=ttl) as other:
+        lead = client.election(name).campaign(
+            timeout=10, on_lost=lambda _lead, reason: lost.append(reason))
+        session = client.store._session_id  # type: ignore[attr-defined]
+        proxy.cut()
+        # Cut for longer than the session timeout: the server expires the session, the
+        # leadership ends by its deadline, and another client takes over.
+        successor = other.election(name).campaign(timeout=4 * ttl)
+        assert lead.lost and lost
+        proxy.heal()
+        # kazoo reconnects, learns the session expired and starts a new one; the next
+        # campaign opens this client's session again and queues behind the successor.
+        successor.resign()
+        again = client.election(name).campaign(timeout=5 * ttl)
+        assert client.store._session_id != session  # type: ignore[attr-defined]
+        assert again.token > successor.token > lead.token
+        again.guarded_write(f"{name}/data", b"new-session")
+        assert other.read(f"{name}/data") == b"new-session"
+        again.resign()
+    proxy.close()
