@@ -45,6 +45,7 @@ class SessionKeeper:
         self.drift = drift
         self._on_loss = on_loss
         self._lock = threading.Condition()
+        self._opening = threading.Lock()
         self._held: set[Ticket] = set()
         self._open = False
         self._closed = False
@@ -76,7 +77,12 @@ class SessionKeeper:
             return self._generation
 
     def ensure_open(self) -> int:
-        """Opens the session if needed (blocking) and returns its generation."""
+        """Opens the session if needed (blocking) and returns its generation. Callers
+        racing here (the renewer and campaigns after an expiry) open ONE session."""
+        with self._opening:
+            return self._open_once()
+
+    def _open_once(self) -> int:
         with self._lock:
             if self._closed:
                 raise TenureError("this tenure client is closed; connect() a new one")
