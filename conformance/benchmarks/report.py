@@ -273,9 +273,13 @@ def plot(path: Path, rows: Sequence[Row], scale: Sequence[ScaleRow]) -> None:
           "resign handover, ms (bar: median; tick: p90)")
     _bars(axes[0][1], [r for r in rows if r.measurement == "failover" and r.summary],
           "crash failover, ms (bar: median; tick: p90; red: store expiry bound)")
-    for ax, kind, label in (
-        (axes[1][0], "elections", "(a) store requests/s (renewals/s) vs elections held"),
-        (axes[1][1], "waiters", "(b) notifications (requests) per change vs waiters"),
+    for ax, kind, label, xlabel, ylabel in (
+        (axes[1][0], "elections", "(a) store requests/s (renewals/s) vs elections held",
+         "elections held by one client (count, log scale)",
+         "store requests (or renewals) per second (1/s, log scale)"),
+        (axes[1][1], "waiters", "(b) notifications (requests) per change vs waiters",
+         "candidates waiting in one election (count, log scale)",
+         "notifications (or requests) per leadership change (count, log scale)"),
     ):
         for store in sorted({s.store for s in scale if s.kind == kind}):
             points = sorted((s.size, s.per_unit) for s in scale  # log axis: > 0 only
@@ -287,6 +291,8 @@ def plot(path: Path, rows: Sequence[Row], scale: Sequence[ScaleRow]) -> None:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(label, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
         ax.legend(fontsize=7)
     figure.suptitle("tenure bench -- green: tenure, grey: peers, blue: tenure via tenure "
                     "serve, red: UNSAFE Bully reference", fontsize=10)
@@ -317,4 +323,6 @@ def _bars(ax: Any, chosen: list[Row], title: str) -> None:
     ax.set_yticks(positions, labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    ax.set_xlabel("time (ms, log scale)", fontsize=8)
+    ax.set_ylabel("store / system", fontsize=8)
     ax.set_title(title, fontsize=9)
