@@ -1,10 +1,11 @@
 """Consul 1.14 in the lab: 1 server, or 3 servers, all on 127.0.0.1 with their own ports.
 
-Every server runs with ``session_ttl_min = "1s"`` (sessions of 1 s are allowed; the
-server still invalidates a session only after 2 x TTL) and ``raft_multiplier = 1``.
+Every server runs with ``session_ttl_min = "500ms"`` and ``raft_multiplier = 1``: the
+server invalidates a session only after 2 x its TTL, so tenure sends half its TTL and
+tenure's TTL 1 s (sent as 500ms) is the smallest the lab serves.
 Each node has a fixed node id, so ``restart(wipe=True)`` rejoins as the same server.
-Readiness: ``/v1/status/leader`` names a leader on every running server and a KV write
-followed by a read succeeds.
+Readiness: ``/v1/status/leader`` names a leader on every running server, each server's
+node is in the catalog (sessions need it) and a KV write followed by a read succeeds.
 
 Peer isolation is not offered: Consul's gossip runs over UDP as well as TCP, and a
 server advertises its own ports, so a TCP proxy cannot sit between servers. Client-side
@@ -67,7 +68,7 @@ class ConsulNode(Node):
                 "grpc": -1,
                 "grpc_tls": -1,
             },
-            "session_ttl_min": "1s",
+            "session_ttl_min": "500ms",
             "performance": {"raft_multiplier": 1},
             "disable_update_check": True,
             "disable_host_node_id": True,
@@ -86,8 +87,11 @@ class ConsulNode(Node):
                 f"-config-file={self.dir / 'consul.json'}"]
 
     def serves(self) -> bool:
+        # Sessions name their agent's node: creating one fails ("Missing node
+        # registration") until the node is in the catalog, a moment after the leader.
         leader = json.loads(_http(f"{self.http}/v1/status/leader"))
-        return bool(leader)
+        return bool(leader) and json.loads(
+            _http(f"{self.http}/v1/catalog/node/{self.name}")) is not None
 
 
 class ConsulCluster(Cluster):

@@ -17,9 +17,11 @@ import requests
 
 import tenure
 from tenure.adapters.consul import ConsulStore
+from tenure.adapters.consul_http import ConsulHTTP, KeyWatch
 from tenure.config import parse_backend_url
 from tenure.conformance.lab.cluster import Cluster
 from tenure.conformance.lab.consul import ConsulCluster, ConsulNode
+from tenure.store import Won
 
 pytestmark = [pytest.mark.consul]
 
@@ -50,16 +52,17 @@ def raw_leader_key(cluster: Cluster, client: tenure.Client, election: str) -> di
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("colour=red", r"unknown option\(s\) colour .*known options are ttl, drift, lock_delay"),
-        ("token=s3cret", r"'token' is not accepted.*token_file"),
+        ("colour=red", r"unknown option\(s\) colour .*known: ttl, drift, lock_delay"),
+        ("token=s3cret", r"takes no 'token' option .*token_file=PATH"),
         ("lock_delay=61", r"lock_delay='61' is out of range; use seconds in \[0, 60\]"),
         ("lock_delay=soon", r"lock_delay='soon' is not a duration"),
         ("timeout=0", r"timeout='0' is out of range"),
         ("prefix=/abs", r"prefix='/abs' must be a key path"),
         ("prefix=a/../b", r"prefix='a/../b' must be a key path"),
-        ("scheme=gopher", r"scheme='gopher' must be http or https"),
+        ("scheme=gopher", r"scheme='gopher' must be one of http, https"),
         ("ca=/etc/hostname", r"ca= needs scheme=https"),
-        ("scheme=https&ca=/no/such/ca.pem", r"ca='/no/such/ca.pem': no such file"),
+        ("scheme=https&ca=/no/such/ca.pem", r"ca='/no/such/ca.pem' cannot be read"),
+        ("scheme=https&ca=/etc/hostname", r"ca='/etc/hostname' is not a PEM file"),
         ("dc=bad%20dc", r"dc='bad dc' must be a datacenter name"),
         ("token_file=/no/such/token", r"token_file='/no/such/token' cannot be read"),
     ],
@@ -79,27 +82,42 @@ def test_credentials_and_paths_in_the_url_are_refused() -> None:
 def test_the_acl_token_comes_from_a_file_or_the_environment_and_is_never_shown(
     consul_cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CONSUL_HTTP_TOKEN", "from-consul-env")
-    monkeypatch.setenv("TENURE_CONSUL_TOKEN", "from-tenure-env")
+    monkeypatch.delenv("CONSUL_HTTP_TOKEN", raising=False)
+    monkeypatch.delenv("TENURE_CONSUL_TOKEN", raising=False)
     secret = tmp_path / "token"
     secret.write_text("from-file\n")
     with tenure.connect(f"{consul_cluster.url}?token_file={secret}", ttl=1) as client:
         store = client.store
         assert isinstance(store, ConsulStore)
-        assert store._headers == {"X-Consul-Token": "from-file"}
-        assert "from-file" not in client.backend and "from-file" not in repr(store.__dict__
-                                                                              ["_options"])
+        assert store.http.headers == {"X-Consul-Token": "from-file"}
+        assert "from-file" not in client.backend and "from-file" not in repr(store.options)
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", "from-consul-env")
     with tenure.connect(consul_cluster.url, ttl=1) as client:
         assert isinstance(client.store, ConsulStore)
-        assert client.store._headers == {"X-Consul-Token": "from-tenure-env"}
-    monkeypatch.delenv("TENURE_CONSUL_TOKEN")
-    with tenure.connect(consul_cluster.url, ttl=1) as client:
-        assert isinstance(client.store, ConsulStore)
-        assert client.store._headers == {"X-Consul-Token": "from-consul-env"}
+        assert client.store.http.headers == {"X-Consul-Token": "from-consul-env"}
     secret.write_text("")
+    monkeypatch.delenv("CONSUL_HTTP_TOKEN")
     with pytest.raises(tenure.ConfigError, match="is empty") as error:
         tenure.connect(f"{consul_cluster.url}?token_file={secret}")
     assert "from-" not in str(error.value)
+
+
+def test_a_token_given_in_two_places_is_a_config_error_naming_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("from-file\n")
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", "from-consul-env")
+    with pytest.raises(tenure.ConfigError, match="two places") as error:
+        tenure.connect(f"consul://127.0.0.1:1?token_file={secret}")
+    assert f"token_file={secret}" in str(error.value)
+    assert "$CONSUL_HTTP_TOKEN" in str(error.value)
+    assert "from-" not in str(error.value)
+    # The variable tenure read before is refused, not silently ignored.
+    monkeypatch.delenv("CONSUL_HTTP_TOKEN")
+    monkeypatch.setenv("TENURE_CONSUL_TOKEN", "from-tenure-env")
+    with pytest.raises(tenure.ConfigError, match=r"TENURE_CONSUL_TOKEN is no longer read"):
+        tenure.connect("consul://127.0.0.1:1")
 
 
 def test_ttl_outside_the_declared_range_is_refused_at_connect(consul_cluster: Cluster) -> None:
@@ -130,27 +148,59 @@ class DefaultFloorCluster(ConsulCluster):
 def test_a_ttl_under_the_servers_floor_fails_with_the_servers_message_and_the_fix() -> None:
     with DefaultFloorCluster(1) as cluster:
         cluster.start()
-        with tenure.connect(cluster.url, ttl=2) as client:
+        # tenure sends half its TTL: ttl=10 asks the server for 5 s, under its 10 s floor.
+        with tenure.connect(cluster.url, ttl=10) as client:
             with pytest.raises(tenure.ConfigError) as error:
                 client.election("floor").campaign(timeout=10)
             assert "must be between [10s=24h0m0s]" in str(error.value)
             assert "session_ttl_min" in str(error.value)
-        with tenure.connect(cluster.url, ttl=10) as client:
+            assert "5000ms" in str(error.value) and "ttl=10" in str(error.value)
+        with tenure.connect(cluster.url, ttl=20) as client:
             client.election("floor").campaign(timeout=10).resign()
 
 
 # -- sessions, tokens, lock-delay ------------------------------------------------------
 
 
-def test_sessions_carry_no_health_check_only_their_ttl(consul_cluster: Cluster) -> None:
+def test_sessions_carry_no_health_check_only_half_the_ttl(consul_cluster: Cluster) -> None:
     with tenure.connect(consul_cluster.url, ttl=1.5) as client:
         client.election("checks").campaign(timeout=10).resign()
         info = requests.get(f"{api(consul_cluster)}/v1/session/info/{session_of(client)}",
                             timeout=5).json()[0]
+        # Consul guarantees the TTL it was sent, so that is the lifetime renewals count on.
+        assert client.keeper.lifetime == 0.75
+        assert client.keeper.renew_interval == 0.25
     assert info["NodeChecks"] == [] and not info["ServiceChecks"]
     assert info["Behavior"] == "delete"
-    assert info["TTL"] == "1500ms"
+    assert info["TTL"] == "750ms"  # the server invalidates after twice that: 1.5 s
     assert info["LockDelay"] == 0
+
+
+def crashed_leader_failover(cluster: Cluster, ttl: float) -> float:
+    """Seconds from a leader's last renewal to the next candidate leading, when the
+    leader never renews again (a crash: a raw store without the session keeper)."""
+    url, _ = parse_backend_url(cluster.url)
+    name = f"crash/{time.monotonic_ns()}"
+    crashed = ConsulStore.from_url(url)
+    try:
+        last_renewal = time.monotonic()
+        assert crashed.open_session(ttl) == ttl / 2
+        ticket = crashed.enqueue(name, "crashed", b"")
+        assert isinstance(crashed.try_lead(ticket), Won)
+        with tenure.connect(cluster.url, ttl=ttl) as successor:
+            successor.election(name).campaign(timeout=ttl + 10).resign()
+            return time.monotonic() - last_renewal
+    finally:
+        crashed.close()
+
+
+@pytest.mark.slow
+def test_a_crashed_leader_is_replaced_within_its_ttl_not_twice_it(
+    consul_cluster: Cluster,
+) -> None:
+    took = sorted(crashed_leader_failover(consul_cluster, 1.0) for _ in range(3))
+    # Never before the lifetime Consul guarantees (half the TTL); at most TTL + 1 s.
+    assert took[0] >= 0.5 and took[-1] <= 2.0, took
 
 
 def test_the_token_is_the_modify_index_at_acquisition_and_rises_when_the_key_is_recreated(
@@ -296,8 +346,99 @@ def test_a_waiter_whose_session_is_invalidated_queues_again_on_a_new_session(
         old = session_of(b)
         requests.put(f"{api(consul_cluster)}/v1/session/destroy/{old}",
                      timeout=5).raise_for_status()
-        lead.resign()  # b finds its entry gone, before its renewer noticed (TTL/3 = 1.7 s)
+        lead.resign()  # b finds its entry gone (or its renewer, every 5/6 s, noticed first)
         thread.join(timeout=30)
         assert won and won[0].token > lead.token
         assert session_of(b) != old
         won[0].resign()
+
+
+# -- signals: blocking queries, no polling -------------------------------------------
+
+
+def test_a_blocking_query_signal_fires_on_a_change_and_closes_at_once(
+    consul_cluster: Cluster,
+) -> None:
+    url, _ = parse_backend_url(consul_cluster.url)
+    store = ConsulStore.from_url(url)
+    key = f"tenure/watch/{time.monotonic_ns()}"
+    try:
+        requests.put(f"{api(consul_cluster)}/v1/kv/{key}", data=b"1", timeout=5)
+        index, _ = store.http.get(key)
+        with KeyWatch(store.http, key, index).start() as change:
+            assert not change.wait(0.5)
+            requests.put(f"{api(consul_cluster)}/v1/kv/{key}", data=b"2", timeout=5)
+            assert change.wait(5)
+            assert change.wait(0)  # and from then on
+        idle = KeyWatch(store.http, key, store.http.get(key)[0]).start()
+        time.sleep(0.3)  # in the middle of its blocking query
+        started = time.monotonic()
+        assert not idle.wait(0.2)
+        assert time.monotonic() - started < 0.4  # wait(timeout) keeps to its timeout
+        idle.close()
+        idle.thread.join(1)
+        assert not idle.thread.is_alive(), "close() did not end the blocking query"
+    finally:
+        store.close()
+
+
+def test_a_waiting_candidate_sends_nothing_while_nothing_changes(
+    consul_cluster: Cluster, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    name = f"quiet/{time.monotonic_ns()}"
+    with tenure.connect(consul_cluster.url, ttl=2) as a, \
+            tenure.connect(consul_cluster.url, ttl=2) as b:
+        lead = a.election(name).campaign(timeout=10)
+        store = b.store
+        assert isinstance(store, ConsulStore)
+        sent: list[str] = []
+        queries: list[str] = []
+        call, query = ConsulHTTP.call, KeyWatch.query
+        monkeypatch.setattr(ConsulHTTP, "call", lambda self, method, path, *args, **kwargs: (
+            sent.append(path) if self is store.http else None,
+            call(self, method, path, *args, **kwargs))[1])
+        monkeypatch.setattr(KeyWatch, "query", lambda self: (
+            queries.append(self.key) if self.client is store.http else None, query(self))[1])
+        won: list[tenure.Leadership] = []
+        thread = threading.Thread(target=lambda: won.append(b.election(name).campaign(timeout=30)))
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not queries:
+            assert time.monotonic() < deadline, "b never waited"
+            time.sleep(0.01)
+        before = ([p for p in sent if "/session/renew/" not in p], list(queries))
+        time.sleep(3)  # nothing changes: b's only traffic is its session renewals
+        assert ([p for p in sent if "/session/renew/" not in p], queries) == before
+        lead.resign()
+        thread.join(10)
+        assert won and won[0].token > lead.token
+        won[0].resign()
+
+
+def test_a_leader_cut_off_from_consul_does_not_block_the_election_once_it_is_back(
+    consul_cluster: Cluster,
+) -> None:
+    """The leader loses at its deadline while cut off, so its withdraw fails; its session
+    outlives the cut (renewals resume in time). The leader key it still holds must be
+    given back at its next renewal, not only when the client closes."""
+    name = f"cut/{time.monotonic_ns()}"
+    proxy = consul_cluster.proxy(node=0)
+    with tenure.connect(proxy.url, ttl=4) as b, \
+            tenure.connect(consul_cluster.url, ttl=4) as a:
+        lost = threading.Event()
+        lead = b.election(name).campaign(timeout=10, on_lost=lambda *_: lost.set())
+        session = session_of(b)
+        won: list[float] = []
+        thread = threading.Thread(target=lambda: (
+            a.election(name).campaign(timeout=30), won.append(time.monotonic())))
+        thread.start()
+        proxy.cut()
+        assert lost.wait(3), "the cut-off leader did not lose at its deadline"
+        time.sleep(0.5)  # its withdraw has failed by now
+        assert raw_leader_key(consul_cluster, b, name)["Session"] == session
+        healed = time.monotonic()
+        proxy.heal()
+        thread.join(10)
+        assert won and won[0] - healed < 3, "the election stayed blocked after the cut"
+        assert session_of(b) == session  # the same session: it was given back, not expired
+        assert lead.lost

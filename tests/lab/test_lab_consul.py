@@ -3,6 +3,8 @@ read through py-consul, under server kills, restarts, pauses and client-path cut
 
 from __future__ import annotations
 
+import time
+
 import consul
 import pytest
 import requests
@@ -54,13 +56,22 @@ def test_single_server_serves_writes_reads_and_short_sessions(lab: LabFactory) -
     assert cluster.url == f"consul://{address}"
     put(address, "greeting", b"hello")
     assert read(address, "greeting") == b"hello"
-    # session_ttl_min = "1s": a 1 s session is accepted (the default floor is 10 s).
+    # session_ttl_min = "500ms": a 500 ms session is accepted (the default floor is 10 s)
+    # and honoured: invalidated (its key deleted) after 2 x TTL, never before the TTL.
     # Raw HTTP: py-consul itself asserts ttl >= 10 before sending.
+    created = time.monotonic()
     answer = requests.put(f"http://{address}/v1/session/create",
-                          json={"TTL": "1s", "LockDelay": "0s", "Behavior": "delete"},
+                          json={"TTL": "500ms", "LockDelay": "0s", "Behavior": "delete"},
                           timeout=5)
     assert answer.status_code == 200, answer.text
-    assert answer.json()["ID"]
+    session = answer.json()["ID"]
+    locked = requests.put(f"http://{address}/v1/kv/short-lived?acquire={session}", data=b"x",
+                          timeout=5)
+    assert locked.json() is True
+    while read(address, "short-lived") is not None:
+        assert time.monotonic() - created < 5, "the 500 ms session was never invalidated"
+        time.sleep(0.01)
+    assert 0.5 <= time.monotonic() - created <= 1.5
 
 
 def test_three_servers_elect_a_leader_and_replicate(consul3: Cluster) -> None:
