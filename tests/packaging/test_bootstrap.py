@@ -45,6 +45,10 @@ def test_editable_install_prints_no_deprecation_warning(fresh_tree: Path, tmp_pa
                                                         ) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # As bootstrap does; the pip that ships with Python hides the build backend's
+    # warnings when the build succeeds, current pip shows them.
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--upgrade",
+                    "pip"], check=True, timeout=300, capture_output=True)
     result = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps", "-e",
          str(fresh_tree)],
