@@ -19,8 +19,9 @@ default ``tenure:``):
 * channel ``P changed:<election>`` -- published on every acquire, release and proclaim.
 
 Scripts look up the holder's session key by a name read inside the script; that is
-fine on standalone instances (the backend does not support Redis Cluster). STATE's
-reply is parsed by :class:`State`.
+fine on standalone instances (the backend does not support Redis Cluster).
+:class:`Scripts` registers them on one instance's client; STATE's reply is parsed by
+:class:`State`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from redis import Redis
+from redis.commands.core import Script
 
 STATE = """
 -- KEYS: leader, counter, own session key (or a key that never exists)
@@ -121,6 +125,25 @@ for i = 1, #all, 2 do
 end
 return out
 """
+
+
+@dataclass(frozen=True)
+class Scripts:
+    """The scripts registered on one instance's client: run by EVALSHA, loaded again
+    when the instance answers NOSCRIPT (after a restart)."""
+
+    state: Script
+    acquire: Script
+    release: Script
+    register: Script
+    proclaim: Script
+    guarded_write: Script
+    contenders: Script
+
+    @classmethod
+    def on(cls, client: Redis) -> Scripts:
+        return cls(*(client.register_script(source) for source in (
+            STATE, ACQUIRE, RELEASE, REGISTER, PROCLAIM, GUARDED_WRITE, CONTENDERS)))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ import pytest
 import redis
 
 import tenure
-from tenure.adapters.redis import PASSWORD_ENV, RedisStore
+from tenure.adapters.redis import RedisStore
+from tenure.adapters.redis_quorum import PASSWORD_ENV
 from tenure.conformance.lab.fixtures import LabFactory
 
 pytestmark = [pytest.mark.redis]
@@ -94,7 +95,7 @@ def test_tls_options_reach_the_client(tmp_path: Path) -> None:
     for name in ("ca.pem", "c.pem", "k.pem"):
         (tmp_path / name).write_text(PEM)
     s = store(f"rediss://h:1?ca={tmp_path}/ca.pem&cert={tmp_path}/c.pem&key={tmp_path}/k.pem")
-    kwargs = s._instances[0].client.connection_pool.connection_kwargs
+    kwargs = s._quorum.instances[0].client.connection_pool.connection_kwargs
     assert kwargs["ssl_ca_certs"] == f"{tmp_path}/ca.pem"
     assert kwargs["ssl_certfile"] == f"{tmp_path}/c.pem"
     assert kwargs["ssl_cert_reqs"] == "required"

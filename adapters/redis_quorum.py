@@ -1,0 +1,294 @@
+"""How :mod:`tenure.adapters.redis` reaches N *independent* Redis instances and decides
+by majority (``M = N // 2 + 1``): the connection options, one client per instance, the
+parallel fan-out, and change notifications over pub/sub.
+
+Promises: :meth:`Quorum.fanout` runs one call on every instance in parallel and hands
+back each instance's answer or its failure as StoreUnavailable (it never raises);
+:meth:`Quorum.answers` lets a call succeed only when at least M instances answered, else
+StoreUnavailable -- or ConfigError when more than N - M refused the credentials
+(retrying cannot help). :meth:`Quorum.signal`, armed before a read, fires once a message
+on ``<channels><topic>`` arrived from any instance after it was armed, or any
+subscription was (re)made or broke (a message may have been missed then).
+
+Does not: retry (the clients have no retries, so a fault shows at once; the core
+retries steps), make a call atomic across instances or roll back a partial one, judge
+whether the answers agree (the caller counts what a majority said), or deliver every
+message (pub/sub is at most once and says nothing of key expiry: callers also re-read
+on a timer). Only standalone primaries: no Redis Cluster, no Sentinel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from tenure.config import BackendURL
+from tenure.errors import ConfigError, StoreUnavailable
+from tenure.options import Options
+from tenure.store import WAIT_SLICE, Signal
+
+log = logging.getLogger("tenure.adapters.redis")
+
+R = TypeVar("R")
+S = TypeVar("S")
+
+PASSWORD_ENV = "TENURE_REDIS_PASSWORD"
+DEFAULT_TIMEOUT = 1.0
+OPTIONS = {
+    "timeout": "seconds per request (default 1; capped at TTL / 4)",
+    "password_file": "file holding the password",
+    "ca": "CA bundle for rediss://",
+    "cert": "client certificate for rediss://",
+    "key": "client key for rediss://",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the instances are and how to connect to each (``options`` are
+    ``redis.Redis`` keyword arguments: db, user, password, TLS)."""
+
+    hosts: tuple[tuple[str, int], ...]
+    description: str
+    timeout: float
+    options: dict[str, Any]
+
+    @classmethod
+    def from_url(cls, url: BackendURL, opts: Options) -> Settings:
+        n = len(url.hosts)
+        if n % 2 == 0:
+            raise ConfigError(
+                f"{url.redacted} names {n} Redis instances; use an odd number (3 or 5, or 1 "
+                f"for development): a majority of {n} is {n // 2 + 1}, so {n} instances "
+                f"survive no more failures than {n - 1} would"
+            )
+        if len(set(url.hosts)) != n:
+            raise ConfigError(f"{url.redacted} names an instance twice; list each once")
+        options: dict[str, Any] = {"db": _database(url)}
+        if url.username:  # redis://:password@host is Redis's default user
+            options["username"] = url.username
+        password = opts.secret("password", env=PASSWORD_ENV)
+        if password is not None:
+            options["password"] = password
+        if url.scheme == "rediss":
+            options.update(_tls_options(opts))
+        elif given := [name for name in ("ca", "cert", "key") if opts.given(name)]:
+            raise ConfigError(
+                f"option(s) {', '.join(given)} need TLS; use rediss:// instead of redis://"
+            )
+        timeout = opts.duration("timeout", DEFAULT_TIMEOUT, low=0.0, high=300.0)
+        return cls(url.hosts, url.redacted, timeout, options)
+
+
+class Instance(Generic[S]):
+    """One Redis instance: a client without retries (a fault must show at once) and
+    what ``prepare`` made for that client (the adapter's scripts)."""
+
+    def __init__(self, host: str, port: int, timeout: float, options: dict[str, Any],
+                 prepare: Callable[[redis.Redis], S]) -> None:
+        self.address = f"{host}:{port}"
+        self.client = redis.Redis(
+            host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0), **options,
+        )
+        self.scripts = prepare(self.client)
+
+
+class CredentialsRefused(StoreUnavailable):
+    """An instance refused the credentials (an input error, unlike an outage)."""
+
+
+class Bell:
+    """Per-topic change counters, rung by the subscribers; ``ring(ALL)`` after a
+    (re)subscription wakes the waiters of every topic."""
+
+    ALL = ""  # never a topic (election names are validated non-empty)
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.counts: dict[str, int] = {}
+
+    def ring(self, topic: str) -> None:
+        with self.cond:
+            self.counts[topic] = self.counts.get(topic, 0) + 1
+            self.cond.notify_all()
+
+
+class BellSignal(Signal):
+    """Fires once the bell rang for ``topic`` (or for all) after it was armed."""
+
+    def __init__(self, bell: Bell, topic: str) -> None:
+        self._bell, self._topic = bell, topic
+        with bell.cond:
+            self._mark = self._rung()
+
+    def _rung(self) -> tuple[int, int]:
+        counts = self._bell.counts
+        return counts.get(self._topic, 0), counts.get(Bell.ALL, 0)
+
+    def wait(self, timeout: float) -> bool:
+        with self._bell.cond:
+            return self._bell.cond.wait_for(lambda: self._rung() != self._mark,
+                                            max(0.0, timeout))
+
+
+class Quorum(Generic[S]):
+    """N instances (``settings``) with majority decisions; ``channels`` is the prefix
+    of the pub/sub channels whose messages ring :meth:`signal`'s topics."""
+
+    def __init__(self, settings: Settings, *, prepare: Callable[[redis.Redis], S],
+                 channels: str) -> None:
+        self.settings = settings
+        self.n = len(settings.hosts)
+        self.majority = self.n // 2 + 1
+        self.timeout = settings.timeout
+        self._prepare = prepare
+        self._channels = channels
+        self._lock = threading.Lock()
+        self.instances = self._connect()
+        self._pool = ThreadPoolExecutor(4 * self.n, thread_name_prefix="tenure-redis")
+        self._renew_pool = ThreadPoolExecutor(self.n, thread_name_prefix="tenure-redis-renew")
+        self._bell = Bell()
+        self._stop = threading.Event()
+        self._listeners: list[threading.Thread] = []
+
+    def _connect(self) -> list[Instance[S]]:
+        return [Instance(host, port, self.timeout, self.settings.options, self._prepare)
+                for host, port in self.settings.hosts]
+
+    def cap_timeout(self, timeout: float) -> None:
+        """Lowers the per-request timeout to at most ``timeout`` (new clients if so)."""
+        with self._lock:
+            if timeout < self.timeout:
+                self.timeout = timeout
+                self.instances = self._connect()
+
+    # -- majority calls ---------------------------------------------------------------
+
+    def fanout(self, call: Callable[[Instance[S]], R], *, renewal: bool = False
+               ) -> list[R | StoreUnavailable]:
+        """``call`` on every instance in parallel (renewals on threads of their own); a
+        failure, or no answer within 2 x timeout + 0.5 s, becomes StoreUnavailable."""
+        instances = self.instances
+        if self.n == 1:
+            return [self._attempt(call, instances[0])]
+        pool = self._renew_pool if renewal else self._pool
+        futures = [pool.submit(self._attempt, call, inst) for inst in instances]
+        done, _ = wait_futures(futures, timeout=2 * self.timeout + 0.5)
+        return [
+            f.result() if f in done else StoreUnavailable(f"{inst.address}: no answer")
+            for f, inst in zip(futures, instances, strict=True)
+        ]
+
+    @staticmethod
+    def _attempt(call: Callable[[Instance[S]], R], inst: Instance[S]) -> R | StoreUnavailable:
+        try:
+            return call(inst)
+        except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+            return CredentialsRefused(f"{inst.address}: {type(exc).__name__}: {exc}")
+        except (redis.RedisError, OSError) as exc:
+            return StoreUnavailable(f"{inst.address}: {type(exc).__name__}: {exc}")
+
+    def answers(self, results: list[R | StoreUnavailable], action: str) -> list[tuple[int, R]]:
+        """The successful answers with their instance's index, or StoreUnavailable if
+        fewer than a majority (ConfigError if the credentials were refused)."""
+        answers = [(i, r) for i, r in enumerate(results) if not isinstance(r, StoreUnavailable)]
+        if len(answers) < self.majority:
+            errors = "; ".join(str(r) for r in results if isinstance(r, StoreUnavailable))
+            refused = sum(1 for r in results if isinstance(r, CredentialsRefused))
+            if refused > self.n - self.majority:
+                # Not transient: retrying cannot help, so campaigns must not wait it out.
+                raise ConfigError(
+                    f"{action}: Redis refused this client's credentials on {refused} of "
+                    f"{self.n} instances of {self.settings.description} ({errors}); fix the "
+                    f"user and password (URL, password_file option or {PASSWORD_ENV})"
+                )
+            raise StoreUnavailable(
+                f"{action}: only {len(answers)} of {self.n} Redis instances of "
+                f"{self.settings.description} answered, {self.majority} needed ({errors})"
+            )
+        return answers
+
+    # -- notifications ----------------------------------------------------------------
+
+    def signal(self, topic: str) -> BellSignal:
+        """A signal armed now for ``topic`` (starts the subscribers on first use)."""
+        self._listen()
+        return BellSignal(self._bell, topic)
+
+    def _listen(self) -> None:
+        """Starts one subscriber thread per instance (once)."""
+        with self._lock:
+            if self._listeners or self._stop.is_set():
+                return
+            self._listeners = [
+                threading.Thread(target=self._subscribe, args=(inst,), daemon=True,
+                                 name=f"tenure-redis-sub-{inst.address}")
+                for inst in self.instances
+            ]
+            for thread in self._listeners:
+                thread.start()
+
+    def _subscribe(self, inst: Instance[S]) -> None:
+        skip = len(self._channels)
+        while not self._stop.is_set():
+            pubsub = inst.client.pubsub(  # type: ignore[no-untyped-call]
+                ignore_subscribe_messages=True)
+            try:
+                pubsub.psubscribe(self._channels + "*")
+                self._bell.ring(Bell.ALL)  # (re)connected: waiters re-read the state
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=WAIT_SLICE)
+                    if message is not None and message["type"] == "pmessage":
+                        self._bell.ring(message["channel"][skip:].decode())
+            except (redis.RedisError, OSError, ValueError) as exc:
+                log.debug("subscriber on %s: %s", inst.address, exc)
+                self._bell.ring(Bell.ALL)
+            finally:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    pubsub.close()
+            self._stop.wait(0.5)
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._listeners:
+            thread.join(timeout=2)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._renew_pool.shutdown(wait=False, cancel_futures=True)
+        for inst in self.instances:
+            inst.client.close()
+
+
+def _database(url: BackendURL) -> int:
+    path = url.path.strip("/")
+    if not path:
+        return 0
+    if not path.isdigit():
+        raise ConfigError(
+            f"{url.redacted}: the path {url.path!r} must be a database number such as /0"
+        )
+    return int(path)
+
+
+def _tls_options(opts: Options) -> dict[str, Any]:
+    # Checked here (readable PEM, cert and key together), but passed as paths: redis-py
+    # takes the client certificate and key only as files (ssl.load_cert_chain).
+    opts.pem("ca")
+    opts.pem_pair("cert", "key")
+    options: dict[str, Any] = {"ssl": True, "ssl_cert_reqs": "required"}
+    for name, kwarg in (("ca", "ssl_ca_certs"), ("cert", "ssl_certfile"),
+                        ("key", "ssl_keyfile")):
+        if (path := opts.optional(name)) is not None:
+            options[kwarg] = str(Path(path).expanduser())
+    return options

@@ -1,0 +1,87 @@
+"""What tenure.adapters.redis_quorum promises, without a server: a fan-out never raises
+(a failing instance is a StoreUnavailable in its place), a call passes only on a
+majority of answers, refused credentials on a majority are a ConfigError naming the fix,
+and a bell signal fires only for what rang after it was armed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+import tenure
+from tenure.adapters.redis_quorum import (
+    PASSWORD_ENV,
+    Bell,
+    BellSignal,
+    CredentialsRefused,
+    Instance,
+    Quorum,
+    Settings,
+)
+from tenure.errors import StoreUnavailable
+
+pytestmark = [pytest.mark.redis, pytest.mark.unit]
+
+SECRET = "s3cr3t-Pa55"
+
+
+@pytest.fixture
+def three() -> Iterator[Quorum[None]]:
+    settings = Settings((("h", 1), ("h", 2), ("h", 3)), "redis://h:1,h:2,h:3", 1.0,
+                        {"db": 0, "password": SECRET})
+    q = Quorum(settings, prepare=lambda client: None, channels="t:changed:")
+    yield q
+    q.close()
+
+
+def test_a_failing_instance_is_an_answer_in_its_place_not_an_exception(
+    three: Quorum[None],
+) -> None:
+    def call(inst: Instance[None]) -> str:
+        if inst.address == "h:2":
+            raise redis.ConnectionError("refused")
+        if inst.address == "h:3":
+            raise redis.AuthenticationError("WRONGPASS")
+        return inst.address
+
+    first, second, third = three.fanout(call)
+    assert first == "h:1"
+    assert isinstance(second, StoreUnavailable) and "h:2" in str(second)
+    assert not isinstance(second, CredentialsRefused)
+    assert isinstance(third, CredentialsRefused) and "h:3" in str(third)
+
+
+def test_a_call_passes_only_on_a_majority_of_answers(three: Quorum[None]) -> None:
+    down = StoreUnavailable("h:3: down")
+    assert three.answers(["a", "b", down], "reading") == [(0, "a"), (1, "b")]
+    with pytest.raises(StoreUnavailable, match=r"reading: only 1 of 3 .* 2 needed"):
+        three.answers(["a", down, StoreUnavailable("h:2: down")], "reading")
+
+
+def test_credentials_refused_on_a_majority_are_a_config_error_naming_the_fix(
+    three: Quorum[None],
+) -> None:
+    refused = [CredentialsRefused("h:1: WRONGPASS"), CredentialsRefused("h:2: WRONGPASS")]
+    with pytest.raises(tenure.ConfigError, match=f"credentials.*password_file.*{PASSWORD_ENV}"
+                       ) as err:
+        three.answers([*refused, "ok"], "reading")
+    assert SECRET not in str(err.value)
+    # One refusal among outages is not a credential problem (yet): unavailable.
+    with pytest.raises(StoreUnavailable):
+        three.answers([refused[0], StoreUnavailable("h:2: down"), "ok"], "reading")
+
+
+def test_a_bell_signal_fires_only_for_its_topic_rung_after_arming() -> None:
+    bell = Bell()
+    bell.ring("a")
+    armed = BellSignal(bell, "a")
+    assert not armed.wait(0)  # rung before it was armed
+    bell.ring("b")
+    assert not armed.wait(0)  # another topic
+    bell.ring("a")
+    assert armed.wait(0)
+    everything = BellSignal(bell, "c")
+    bell.ring(Bell.ALL)  # a (re)subscription: every waiter re-reads
+    assert everything.wait(0)
