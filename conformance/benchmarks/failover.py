@@ -7,7 +7,7 @@ A leader and one waiting candidate (separate processes); the waiter has announce
 the waiter's ``elected`` time. A new waiter is started for the next kill.
 
 What it is: how long an election is leaderless after a crash, which is dominated by
-the store's expiry of the dead session (TTL; Consul: up to 2 x TTL) plus how soon the
+the store's expiry of the dead session (TTL, on every store) plus how soon the
 waiter hears of it. What it is not: failover after a store-node failure (that is the
 conformance suite's L3).
 """
