@@ -10,11 +10,13 @@ contract promises is the same everywhere by construction:
   When the deadline passes while waiting, one final :meth:`try_lead` decides (a
   change that landed just before the deadline still wins).
 * A store that cannot be reached is retried with exponential back-off (tenacity) until
-  the timeout or cancel: a waiting entry keeps its place and is stepped again; an
-  enqueue is retried after withdrawing what it may have left, so a failed campaign
-  leaves nothing in the store. An entry that died (SessionExpired from
-  ``try_lead``) is queued again; a refused enqueue means the session is gone, and the
-  keeper opens a new one.
+  the timeout or cancel: a waiting entry keeps its place and is stepped again. A failed
+  campaign withdraws its entry; a withdrawal that fails is retried by the keeper after
+  each successful renewal. (An enqueue whose answer was lost left no ticket: cleaning
+  up after it is the adapter's -- etcd deletes a key of an earlier attempt, ZooKeeper
+  sweeps orphan nodes, Consul withdraws after the next renewal.)
+* An entry that died (SessionExpired from ``try_lead``) is queued again; a refused
+  enqueue means the session is gone, and the keeper opens a new one.
 
 What it does not do: promise arrival order where the store has none
 (``StoreLimits.arrival_order``), or notice a change faster than the adapter's signal.
@@ -166,7 +168,7 @@ class Campaign:
                 raise self._gave_up()
 
     def _withdraw(self, ticket: Ticket) -> None:
-        withdraw_quietly(self.store, ticket)
+        withdraw_quietly(self.store, ticket, self.keeper)
 
     def _check_cancelled(self) -> None:
         if self.cancelled.is_set():
@@ -225,11 +227,17 @@ def observe(
             wait_for(step, end, stop)
 
 
-def withdraw_quietly(store: Store[Any], ticket: Ticket) -> None:
-    """Withdraws ``ticket``; a store error is logged (the entry expires with the session)."""
+def withdraw_quietly(
+    store: Store[Any], ticket: Ticket, keeper: SessionKeeper | None = None
+) -> None:
+    """Withdraws ``ticket``. On a store error the keeper retries after its next
+    successful renewal (an entry left behind would otherwise live as long as the
+    session); without a keeper it is logged and expires with the session."""
     ticket.withdrawn = True
     try:
         store.withdraw(ticket)
     except TenureError as exc:
-        log.warning("could not withdraw %s from %s (it expires with the session): %s",
+        log.warning("could not withdraw %s from %s (will retry): %s",
                     ticket.key, store.description, exc)
+        if keeper is not None:
+            keeper.withdraw_later(ticket)

@@ -192,13 +192,14 @@ class Client:
 
     def withdraw_now(self, ticket: Ticket) -> None:
         """Gives an entry back in the caller's thread (resign)."""
-        withdraw_quietly(self.store, ticket)
+        withdraw_quietly(self.store, ticket, self.keeper)
 
     def withdraw_in_background(self, ticket: Ticket) -> None:
         """Gives a lost entry back without blocking the caller (a watchdog or adapter
         thread); :meth:`close` waits for these before closing the store."""
         thread = threading.Thread(
-            target=withdraw_quietly, args=(self.store, ticket), name="tenure-withdraw",
+            target=withdraw_quietly, args=(self.store, ticket, self.keeper),
+            name="tenure-withdraw",
             daemon=True,
         )
         with self._lock:
@@ -271,7 +272,7 @@ class Election:
             # Won on a session that is past its deadline (a paused waiter): this
             # leadership may already be void in the store. Give the entry back and
             # queue again.
-            withdraw_quietly(client.store, ticket)
+            withdraw_quietly(client.store, ticket, client.keeper)
             with client._lock:
                 client._early_losses.pop(ticket, None)
 

@@ -47,6 +47,8 @@ class SessionKeeper:
         self._lock = threading.Condition()
         self._opening = threading.Lock()
         self._held: set[Ticket] = set()
+        self._leftovers: set[Ticket] = set()
+        self._sweeper: threading.Thread | None = None
         self._open = False
         self._closed = False
         self._valid_until = 0.0
@@ -125,6 +127,34 @@ class SessionKeeper:
             self._lock.notify_all()
             return self._valid_until
 
+    def withdraw_later(self, ticket: Ticket) -> None:
+        """Remembers an entry whose withdrawal failed: it is withdrawn again after each
+        successful renewal until that works (while the session lives, the store would
+        otherwise keep it -- a leader key nobody uses). It dies with the session."""
+        with self._lock:
+            if self._open:
+                self._leftovers.add(ticket)
+
+    def _sweep_leftovers(self) -> None:
+        with self._lock:
+            leftovers = set(self._leftovers)
+        for ticket in leftovers:
+            try:
+                self.store.withdraw(ticket)
+            except TenureError as exc:
+                log.warning("withdrawing %s failed again (will retry): %s", ticket.key, exc)
+                continue
+            with self._lock:
+                self._leftovers.discard(ticket)
+
+    def _start_sweep(self) -> None:
+        with self._lock:
+            if not self._leftovers or (self._sweeper is not None and self._sweeper.is_alive()):
+                return
+            self._sweeper = threading.Thread(
+                target=self._sweep_leftovers, name="tenure-withdraw-retry", daemon=True)
+            self._sweeper.start()
+
     def release(self, ticket: Ticket) -> None:
         """Stops guarding a ticket (it was resigned or already reported lost)."""
         with self._lock:
@@ -193,12 +223,14 @@ class SessionKeeper:
                 self._lock.notify_all()
             if overdue:
                 self._lose(overdue, self.deadline_reason())
+            self._start_sweep()
             next_at = t_sent + self.renew_interval
 
     def _session_expired(self, detail: str) -> None:
         with self._lock:
             held = set(self._held)
             self._held.clear()
+            self._leftovers.clear()
             self._open = False
             self._valid_until = 0.0
             self._lock.notify_all()

@@ -1,0 +1,49 @@
+"""A withdrawal that fails is not forgotten: the keeper withdraws the entry again after
+its next successful renewal, so a resigned leader's entry does not block the election
+for as long as the client lives (its session keeps the entry alive)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tenure.adapters.sqlite import SQLiteStore, SQLiteTicket
+from tenure.client import Client
+from tenure.config import load_settings
+from tenure.errors import StoreUnavailable
+
+pytestmark = [pytest.mark.unit, pytest.mark.sqlite]
+
+
+class WithdrawFailsOnce(SQLiteStore):
+    """The real SQLite store whose first withdrawal is refused as unavailable."""
+
+    refusals = 1
+    attempts = 0
+
+    def withdraw(self, ticket: SQLiteTicket) -> None:
+        self.attempts += 1
+        if self.refusals:
+            self.refusals -= 1
+            raise StoreUnavailable("injected: withdrawal lost")
+        super().withdraw(ticket)
+
+
+def test_a_failed_withdrawal_is_retried_after_the_next_renewal(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path}/s.db"
+    store = WithdrawFailsOnce(tmp_path / "s.db")
+    with Client(store, load_settings(url, ttl=1.0)) as a, \
+            Client(SQLiteStore(tmp_path / "s.db"), load_settings(url, ttl=1.0)) as b:
+        lead = a.election("e").campaign(timeout=10)
+        renewals = a.keeper.renewals
+        lead.resign()
+        # The refused withdrawal left the entry: our live session still makes it lead.
+        assert store.attempts == 1
+        assert b.election("e").leader() is not None
+        successor = b.election("e").campaign(timeout=10)
+        assert successor.token > lead.token
+        # It was the keeper's retry after a renewal that freed the election, long
+        # before the session (renewed all along) could have expired.
+        assert a.keeper.renewals > renewals
+        assert store.attempts == 2
