@@ -67,6 +67,33 @@ def boot_id() -> str:
         return f"boot@{round(time.time() - time.monotonic())}"
 
 
+def require_existing(url: BackendURL) -> None:
+    """Raises StoreUnavailable ("no tenure store at PATH") unless ``url`` names an
+    existing tenure SQLite store. Opens the file read-only and creates nothing: no
+    directory, database or bell file. For read-only callers (``tenure leader``,
+    ``observe``, ``contenders``, ``migrate``), which should not make a store appear
+    where none was; :class:`SQLiteStore` itself creates a missing store, as a
+    campaigning client expects."""
+    path = Path(url.path).expanduser().absolute()
+    fix = "check the path (the store is created by the first candidate that campaigns)"
+    if not path.is_file():
+        raise StoreUnavailable(f"no tenure store at {path}; {fix}")
+    try:
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            row = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'candidates'"
+            ).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"no tenure store at {path} ({exc}); {fix}") from None
+    if row is None:
+        raise StoreUnavailable(
+            f"no tenure store at {path}: it is an SQLite file without tenure's tables; {fix}"
+        )
+
+
 @dataclass(eq=False)
 class SQLiteTicket(Ticket):
     """A row of ``candidates``; ``order`` is its ``seq`` (and the token once it leads)."""

@@ -18,25 +18,40 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from tenure.errors import InvalidValueError, StaleToken
+from tenure.errors import ConfigError, InvalidValueError, StaleToken, StoreUnavailable
 
 
 class FencingGuard:
-    """Highest accepted fencing token per resource, kept in memory or in a SQLite file."""
+    """Highest accepted fencing token per resource, kept in memory or in a SQLite file.
+
+    A file that cannot be opened or created is a ConfigError naming it; a file that
+    fails later (disk full, locked for more than 30 s) makes ``check``, ``accept`` and
+    ``highest`` raise StoreUnavailable, and records nothing."""
 
     def __init__(self, path: str | Path | None = None) -> None:
         self._lock = threading.Lock()
         self._memory: dict[str, int] = {}
+        if path is not None and not isinstance(path, str | Path):
+            raise ConfigError(
+                f"FencingGuard path must be a str or Path, not {type(path).__name__} {path!r}"
+            )
         self._path = str(path) if path is not None else None
         self._db: sqlite3.Connection | None = None
         if self._path is not None:
-            self._db = sqlite3.connect(
-                self._path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS fences (resource TEXT PRIMARY KEY, "
-                "token INTEGER NOT NULL)"
-            )
+            try:
+                self._db = sqlite3.connect(
+                    self._path, timeout=30, isolation_level=None, check_same_thread=False
+                )
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS fences (resource TEXT PRIMARY KEY, "
+                    "token INTEGER NOT NULL)"
+                )
+            except sqlite3.Error as exc:
+                self.close()
+                raise ConfigError(
+                    f"cannot open the fencing file {self._path!r}: {exc}; give a path in a "
+                    "writable directory that exists, to a new file or an earlier FencingGuard's"
+                ) from None
 
     def close(self) -> None:
         """Closes the file (a no-op in memory)."""
@@ -66,28 +81,41 @@ class FencingGuard:
                     return False
                 self._memory[resource] = token
                 return True
-            db.execute("BEGIN IMMEDIATE")
             try:
-                row = db.execute(
-                    "SELECT token FROM fences WHERE resource = ?", (resource,)
-                ).fetchone()
-                if row is not None and token < row[0]:
-                    return False
-                db.execute(
-                    "INSERT INTO fences (resource, token) VALUES (?, ?) "
-                    "ON CONFLICT(resource) DO UPDATE SET token = excluded.token",
-                    (resource, token),
-                )
-                return True
-            finally:
-                db.execute("COMMIT")
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    row = db.execute(
+                        "SELECT token FROM fences WHERE resource = ?", (resource,)
+                    ).fetchone()
+                    if row is not None and token < row[0]:
+                        return False
+                    db.execute(
+                        "INSERT INTO fences (resource, token) VALUES (?, ?) "
+                        "ON CONFLICT(resource) DO UPDATE SET token = excluded.token",
+                        (resource, token),
+                    )
+                    return True
+                finally:
+                    if db.in_transaction:
+                        db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._unavailable(exc) from exc
 
     def highest(self, resource: str) -> int | None:
         """The highest token accepted for ``resource``, or None."""
         with self._lock:
             if self._db is None:
                 return self._memory.get(resource)
-            row = self._db.execute(
-                "SELECT token FROM fences WHERE resource = ?", (resource,)
-            ).fetchone()
+            try:
+                row = self._db.execute(
+                    "SELECT token FROM fences WHERE resource = ?", (resource,)
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise self._unavailable(exc) from exc
             return None if row is None else int(row[0])
+
+    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"the fencing file {self._path!r} cannot be used: {exc}; check that it is "
+            "writable, not locked for long by another process, and on a local disk"
+        )
