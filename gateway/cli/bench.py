@@ -1,19 +1,19 @@
 """``tenure bench``: handover, failover, loss detection and scale, tenure vs its peers.
 
     tenure bench --quick                          # a smoke run on SQLite (< 60 s)
-    tenure bench --lab all --json bench.json --plot docs/performance.png \
+    tenure bench --lab all --json bench.json --plot docs/performance.png \\
         --markdown docs/performance.md
     tenure bench --lab zookeeper --lab redis
     tenure bench --backend etcd://127.0.0.1:2379  # your store; peers use its first host
 
 Measures on every store, for tenure and the tools users would otherwise pick there
 (tooz, kazoo's Election, redis-py's Lock, a Consul guide loop, tenure via ``tenure
-serve``; the unsafe Bully reference with ``--lab bully``): resign handover, uncontended
-campaign, crash failover next to the TTL, loss detection (cut, SIGSTOP), and for tenure
-the cost of 1..N elections per client and of N waiters per election. Prints a table,
-the tenure/peer ratios and issue 9's targets (met or missed); the machine is shared,
-so quote medians and ratios. See docs/performance.md. Exit status 0 unless a tenure
-measurement failed.
+serve``; a deliberately unsafe reference algorithm with ``--lab bully``): resign
+handover, uncontended campaign, crash failover next to the TTL, loss detection (cut,
+SIGSTOP), and for tenure the cost of 1..N elections per client and of N waiters per
+election. Prints a table, the tenure/peer ratios and tenure's performance targets (met
+or missed); the machine is shared, so quote medians and ratios. See
+docs/performance.md. Exit status 0 unless a tenure measurement failed.
 """
 
 from __future__ import annotations

@@ -5,11 +5,14 @@
     tenure conformance --lab redis --json report.json             # everything, on lab clusters
 
 Non-destructive (the default) creates and removes only its own elections under
-``conformance/`` on the store: candidate processes crash, pause and resign; the
-history of each property is checked for S1/S2/S3. ``--destructive`` adds faults on the
-path between this machine and the store (local proxies: only tenure's own clients are
-cut off) and, with ``--duration``, a seeded chaos run of them. ``--lab BACKEND`` starts
-local clusters (1 node, then 3 nodes) and runs everything, store-node kills included.
+``conformance/`` on the store: candidate processes crash, pause and resign; each
+history is checked for the safety properties S1-S3 of docs/conformance.md (one leader
+at a time, increasing fencing tokens, a paused leader's writes fail). The liveness
+properties L1-L4 measure handover, failover and observers. ``--destructive`` adds
+faults on the path between this machine and the store (local proxies: only tenure's
+own clients are cut off) and, with ``--duration``, a seeded chaos run of them.
+``--lab BACKEND`` starts local clusters (1 node, then 3 nodes) and runs everything,
+store-node kills included.
 Prints a table of property x backend with pass/fail and the measured bounds; exit
 status 0 when every property held, 1 otherwise.
 """
@@ -38,7 +41,8 @@ SCHEME_PROFILES = {"zk": "zookeeper", "rediss": "redis"}
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "conformance", help="check a backend against the contract (S1-S4, L1-L4)",
+        "conformance", help="check a store deployment against the contract (safety and "
+        "liveness properties)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     where = parser.add_mutually_exclusive_group(required=True)
@@ -50,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--duration", type=non_negative_seconds, default=0.0,
                         metavar="SECONDS", help="length of a chaos run (default 0: none)")
     parser.add_argument("--seed", type=int, help="chaos seed (default: random, printed)")
-    parser.add_argument("--ttl", type=ttl_seconds, help="session TTL (default: per backend)")
+    parser.add_argument("--ttl", type=ttl_seconds, metavar="SECONDS",
+                        help="session TTL, e.g. 2 or 2s (default: per backend)")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     parser.set_defaults(handler=run)
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from tenure.cli.common import add_backend_arguments, connect, fail
-from tenure.errors import StoreUnavailable
+from tenure.cli.common import EXIT_STATUS_HELP, add_backend_arguments, connect, release_warnings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "contenders", help="list the live candidates of an election",
         description="Lists every live candidate (the leader and each waiter) as the store "
-        "reports them, in arrival order where the store has one: order, id, value.",
+        "reports them, in arrival order where the store has one: order, id, value. Only "
+        "reads: a SQLite store that does not exist is an error, not created.",
+        epilog=EXIT_STATUS_HELP,
     )
     add_backend_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON array")
@@ -21,11 +22,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    with connect(args) as client:
-        try:
-            listed = client.election(args.election).contenders()
-        except StoreUnavailable as exc:
-            return fail("contenders", str(exc))
+    with connect(args, read_only=True) as client:
+        listed = client.election(args.election).contenders()
+    release_warnings()
     if args.json:
         print(json.dumps([c.as_dict() for c in listed]))
         return 0

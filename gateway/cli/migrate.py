@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from tenure.adapters import open_store
-from tenure.cli.common import election_name
+from tenure.cli.common import EXIT_STATUS_HELP, election_name, fail, require_existing_stores
 from tenure.config import parse_backend_url
 from tenure.errors import StoreUnavailable
 from tenure.migration import STAGES, MigrationStatus, migration_status
@@ -37,12 +38,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     for name, text in (("status", "show candidates' stages, leaders, epoch and offset"),
                        ("advance", "check that rolling out STAGE is safe now")):
-        sub = actions.add_parser(name, help=text, description=text)
+        sub = actions.add_parser(
+            name, help=text, description=text + ". Only reads both stores: a SQLite store "
+            "that does not exist is an error, not created.",
+            epilog=EXIT_STATUS_HELP + ("; for advance, 1 also when the stage is not safe yet"
+                                       if name == "advance" else ""),
+        )
         sub.add_argument("--from", dest="source", required=True, metavar="URL",
                          help="the source store's backend URL")
         sub.add_argument("--to", dest="target", required=True, metavar="URL",
                          help="the target store's backend URL")
-        sub.add_argument("--election", required=True, type=election_name, metavar="NAME")
+        sub.add_argument("--election", required=True, type=election_name, metavar="NAME",
+                         help="the election being migrated")
         sub.add_argument("--json", action="store_true", help="print one JSON object")
         if name == "advance":
             sub.add_argument("stage", choices=STAGES, help="the stage to roll out next")
@@ -50,14 +57,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    stores: list[Store] = []
+    stores: list[Store[Any]] = []
     try:
-        for url in (args.source, args.target):
-            stores.append(open_store(parse_backend_url(url)[0]))
+        urls = [parse_backend_url(url)[0] for url in (args.source, args.target)]
+        for url in urls:  # only reads: a missing SQLite store is refused, not created
+            require_existing_stores(url)
+        for url in urls:
+            stores.append(open_store(url))
         status = migration_status(stores[0], stores[1], args.election)
     except StoreUnavailable as exc:
-        print(f"tenure migrate: store unavailable: {exc}", file=sys.stderr)
-        return 1
+        return fail(f"migrate {args.action}", f"store unavailable: {exc}")
     finally:
         for store in stores:
             store.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -26,7 +27,13 @@ from typing import TYPE_CHECKING
 
 from tenure.cli.common import fail, ttl_seconds
 from tenure.errors import ConfigError, StoreUnavailable, TenureError
-from tenure.http.auth import ListenPolicy, Redactor, load_tokens
+from tenure.http.auth import (
+    ListenPolicy,
+    Redactor,
+    load_tokens,
+    parse_allowed_host,
+    parse_allowed_origin,
+)
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -61,15 +68,39 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--tls-cert", metavar="FILE", help="TLS certificate chain (PEM)")
     parser.add_argument("--tls-key", metavar="FILE", help="TLS private key (PEM)")
     parser.add_argument("--ttl", type=ttl_seconds, metavar="SECONDS",
-                        help="default session TTL and keepalive window (default 10)")
+                        help="default session TTL and keepalive window, e.g. 10 or 10s "
+                        "(default 10; at most --max-ttl)")
     parser.add_argument("--max-ttl", type=ttl_seconds, default=60.0, metavar="SECONDS",
                         help="largest TTL (keepalive window) a caller may ask for: how long "
-                        "a vanished caller can keep a leadership (default 60)")
+                        "a vanished caller can keep a leadership (default 60s)")
     parser.add_argument("--max-campaigns", type=_positive_int, default=256, metavar="N",
                         help="most campaigns held at once (default 256)")
     parser.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="json: one JSON line per leadership change on stderr")
-    parser.set_defaults(handler=run)
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="also accept requests whose Host header is NAME (any port) or "
+                        "NAME:PORT, e.g. the name a reverse proxy forwards; repeatable. "
+                        "Other Host values are refused (421) against DNS rebinding")
+    parser.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
+                        help="let web pages from ORIGIN (e.g. https://dash.example.com) call "
+                        "the gateway (CORS); repeatable. Other origins are refused (403)")
+    parser.set_defaults(handler=run, own_logging=True)
+
+
+DEFAULT_TTL = 10.0
+
+
+def check_ttls(args: argparse.Namespace) -> float:
+    """The default TTL (--ttl, else 10 s); ConfigError naming both options if it is
+    larger than --max-ttl, the largest a caller may ask for."""
+    ttl: float = args.ttl if args.ttl is not None else DEFAULT_TTL
+    if ttl > args.max_ttl:
+        given = f"--ttl {ttl:g}" if args.ttl is not None else f"the default --ttl {ttl:g}"
+        raise ConfigError(
+            f"{given} is larger than --max-ttl {args.max_ttl:g}, the largest TTL a caller "
+            f"may ask for; give --ttl {args.max_ttl:g} or less, or a larger --max-ttl"
+        )
+    return ttl
 
 
 def _positive_int(text: str) -> int:
@@ -104,6 +135,29 @@ def backend_url(args: argparse.Namespace) -> str | None:
     return url
 
 
+def allowed_sites(args: argparse.Namespace,
+                  policy: ListenPolicy) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The Host names (--allowed-host, plus a host NAME given to --listen) and origins
+    (--allowed-origin) the gateway accepts besides its own address; ConfigError naming
+    a malformed one."""
+    hosts = [parse_allowed_host(name) for name in args.allowed_host]
+    if policy.path is None and not policy.loopback:
+        with contextlib.suppress(ConfigError):
+            if not ipaddress_literal(policy.host):
+                hosts.append(parse_allowed_host(policy.host))
+    origins = [parse_allowed_origin(origin) for origin in args.allowed_origin]
+    return tuple(hosts), tuple(origins)
+
+
+def ipaddress_literal(host: str) -> bool:
+    """True for an IP address (0.0.0.0 included), False for a host name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     """A server TLS context from --tls-cert/--tls-key (both or neither)."""
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -121,6 +175,7 @@ def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    ttl = check_ttls(args)
     try:
         from tenure.http.app import GatewayConfig
     except ModuleNotFoundError as exc:
@@ -132,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
     redact = Redactor.for_url(raw, extra=tokens)
     policy = ListenPolicy.parse(args.listen, args.unix)
     policy.require_token_for_remote(tokens)
+    hosts, origins = allowed_sites(args, policy)
     context = tls_context(args)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -140,9 +196,10 @@ def run(args: argparse.Namespace) -> int:
         log.warning("serving %s without TLS: bearer tokens cross the network in clear; "
                     "add --tls-cert/--tls-key", policy.describe())
     config = GatewayConfig(
-        backend_url=url, ttl=args.ttl or 10.0, config_file=args.config, tokens=tokens,
+        backend_url=url, ttl=ttl, config_file=args.config, tokens=tokens,
         max_campaigns=args.max_campaigns, max_ttl=args.max_ttl,
         json_log=sys.stderr if args.log_format == "json" else None, redact=redact,
+        allowed_hosts=hosts, allowed_origins=origins,
     )
     try:
         return asyncio.run(_serve(config, policy, context))
@@ -159,11 +216,10 @@ async def _serve(config: GatewayConfig, policy: ListenPolicy,
                  context: ssl.SSLContext | None) -> int:
     from aiohttp import web
 
-    from tenure.http.app import build_app
+    from tenure.http.app import GatewayRunner, build_app
 
     app = build_app(config)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           shutdown_timeout=2.0)
+    runner = GatewayRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     try:
         site: web.BaseSite

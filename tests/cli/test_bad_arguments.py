@@ -35,7 +35,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["run", "--election", "e", "--ttl", "abc", "--", "true"], "is not a number"),
         (["run", "--election", "e", "--ttl", "0", "--", "true"], "positive number"),
         (["run", "--election", "e", "--ttl", "0.1", "--", "true"], "TTL 0.1 s is outside"),
-        (["run", "--election", "e", "--grace", "x", "--", "true"], "not a number of seconds"),
+        (["run", "--election", "e", "--grace", "x", "--", "true"], "finite number of seconds"),
         (["run", "--election", "e", "--timeout", "nan", "--", "true"], "finite number"),
         (["run", "--election", "e", "--value", "v" * 5000, "--", "true"], "limit is 4096"),
         (["run", "--election", "e"], "no command given"),

@@ -23,8 +23,8 @@ def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
 
 def test_leader_prints_the_leader_as_text_and_json(tmp_path: Path) -> None:
     backend = f"sqlite://{tmp_path}/s.db"
-    assert cli("leader", "--backend", backend, "--election", "a/b").returncode == 3
     with tenure.connect(backend, candidate_id="node-1") as client:
+        assert cli("leader", "--backend", backend, "--election", "a/b").returncode == 3
         lead = client.election("a/b").campaign(value="10.0.0.7:80")
         text = cli("leader", "--backend", backend, "--election", "a/b")
         assert text.returncode == 0
@@ -38,6 +38,7 @@ def test_leader_prints_the_leader_as_text_and_json(tmp_path: Path) -> None:
 
 def test_observe_prints_each_change_in_token_order(tmp_path: Path) -> None:
     backend = f"sqlite://{tmp_path}/s.db"
+    tenure.connect(backend).close()  # creates the store: observe only reads
     observer = subprocess.Popen(
         [sys.executable, "-m", "tenure.cli.main", "observe", "--backend", backend,
          "--election", "obs", "--json", "--timeout", "20"],
