@@ -104,6 +104,11 @@ class Client:
         return self.settings.ttl
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self.keeper.closed
+
+    @property
     def backend(self) -> str:
         """The backend URL without secrets."""
         return self.store.description
@@ -311,6 +316,26 @@ class Election:
         (intermediate leaders that came and went during an outage may be)."""
         end = None if timeout is None else time.monotonic() + timeout
         return observe(self.client.store, self.name, stop or threading.Event(), end)
+
+    def run(
+        self,
+        work: Callable[[Leadership], object],
+        *,
+        value: bytes | str = b"",
+        on_started: Callable[[Leadership], None] | None = None,
+        on_stopped: Callable[[Leadership, str], None] | None = None,
+        on_new_leader: Callable[[LeaderInfo | None], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Leads forever: campaigns, calls ``work(leadership)`` while leading (its
+        ``leadership.ended`` event is set the moment it ends), calls ``on_stopped`` on
+        every end, and campaigns again after a loss with back-off. Returns when
+        ``work`` returns, ``stop`` is set or the client is closed; see
+        :mod:`tenure.runloop` for every rule and what it does not do."""
+        from tenure.runloop import run
+
+        run(self, work, value=value, on_started=on_started, on_stopped=on_stopped,
+            on_new_leader=on_new_leader, stop=stop)
 
     def on_change(self, callback: Callable[[LeaderInfo | None], None]) -> Observer:
         """Calls ``callback`` with the current leader and each change, from a thread,

@@ -89,6 +89,13 @@ class Leadership:
         return self._state
 
     @property
+    def ended(self) -> threading.Event:
+        """Set the moment this leadership ends -- lost (deadline passed, session ended,
+        write refused) or resigned. Work can wait on it: ``lead.ended.wait(1.0)``.
+        Read it; do not set it (use :meth:`resign`)."""
+        return self._ended
+
+    @property
     def deadline(self) -> float:
         """Monotonic time (``time.monotonic()``) after which this leadership is void."""
         if self._ended.is_set():

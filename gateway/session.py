@@ -73,6 +73,12 @@ class SessionKeeper:
             return self._valid_until
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        with self._lock:
+            return self._closed
+
+    @property
     def generation(self) -> int:
         """Incremented each time a new session replaces an expired one."""
         with self._lock:

@@ -1,0 +1,186 @@
+"""Lead forever: campaign, work while leading, stop on loss, campaign again.
+
+    def work(lead: tenure.Leadership) -> None:
+        while not lead.ended.wait(1.0):          # set the moment leadership ends
+            do_one_step(fencing_token=lead.token)
+
+    election.run(work, on_stopped=lambda lead, why: log.info("stopped: %s", why))
+
+The shape users know from client-go's ``RunOrDie`` and kazoo's ``Election.run``, with
+tenure's guarantees: ``work(leadership)`` runs in the caller's thread each time this
+candidate wins; ``leadership.ended`` (a :class:`threading.Event`) is set the moment the
+leadership is lost -- its validity deadline passed, the session ended, a write was
+refused -- or the loop is stopped. ``on_stopped(leadership, reason)`` is called exactly
+once per leadership, on every end. After a loss the loop campaigns again with
+exponential back-off; when ``work`` returns by itself the leadership is resigned and
+:meth:`RunLoop.run` returns; when ``work`` raises, the leadership is resigned,
+``on_stopped`` is called and the exception propagates. ``stop()`` (or ``stop`` set,
+:meth:`Client.close`, KeyboardInterrupt) ends the loop cleanly, resigning first.
+
+What it does NOT do: interrupt ``work``. Python cannot stop a thread; ``work`` must
+watch ``leadership.ended`` (or call ``leadership.ensure()``) and return. Use
+``tenure run`` to have a separate process killed at the deadline instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from tenure.errors import CampaignCancelled, CampaignTimeout
+from tenure.leadership import Leadership, State
+from tenure.store import LeaderInfo
+
+if TYPE_CHECKING:
+    from tenure.client import Election, Observer
+
+log = logging.getLogger("tenure")
+
+Work = Callable[[Leadership], object]
+StoppedCallback = Callable[[Leadership, str], None]
+NewLeaderCallback = Callable[[LeaderInfo | None], None]
+
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 10.0
+"""Pauses (seconds) before campaigning again after a loss; reset by a leadership that
+lasted longer than the TTL."""
+
+
+class RunLoop:
+    """One candidate leading an election for as long as the loop runs.
+
+    :meth:`run` blocks; :meth:`stop` may be called from any thread (a signal handler,
+    another worker) and makes :meth:`run` return after resigning."""
+
+    def __init__(
+        self,
+        election: Election,
+        work: Work,
+        *,
+        value: bytes | str = b"",
+        on_started: Callable[[Leadership], None] | None = None,
+        on_stopped: StoppedCallback | None = None,
+        on_new_leader: NewLeaderCallback | None = None,
+    ) -> None:
+        self.election = election
+        self.work = work
+        self.value = value
+        self.on_started = on_started
+        self.on_stopped = on_stopped
+        self.on_new_leader = on_new_leader
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._current: Leadership | None = None
+        self.leaderships = 0
+        """How many times this loop has led (for tests and metrics)."""
+
+    def stop(self) -> None:
+        """Ends the loop: a running campaign is cancelled, a held leadership resigned."""
+        self._stop.set()
+        with self._lock:
+            current = self._current
+        if current is not None:
+            current.end_resigned("the run loop was stopped")
+
+    @property
+    def stopped(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stop.is_set()
+
+    def run(self) -> None:
+        """Leads until stopped, ``work`` returns, or ``work`` raises (see the module)."""
+        observer = self._observe()
+        backoff = BACKOFF_FIRST
+        try:
+            while not self._stop.is_set() and not self.election.client.closed:
+                try:
+                    lead = self.election.campaign(self.value, cancel=self._stop)
+                except CampaignCancelled:
+                    return
+                except CampaignTimeout:  # pragma: no cover - no timeout is given
+                    continue
+                if self._lead(lead):
+                    return
+                if lead.state is State.LOST and time.monotonic() - lead.elected_at > (
+                        self.election.client.ttl):
+                    backoff = BACKOFF_FIRST
+                log.info("run loop in %s: campaigning again in %.2f s", self.election.name,
+                         backoff)
+                if self._stop.wait(backoff):
+                    return
+                backoff = min(BACKOFF_MAX, backoff * 2)
+        finally:
+            if observer is not None:
+                observer.stop()
+
+    def _lead(self, lead: Leadership) -> bool:
+        """Runs ``work`` for one leadership; True when the loop should return."""
+        with self._lock:
+            self._current = lead
+        if self._stop.is_set():
+            lead.end_resigned("the run loop was stopped")
+        self.leaderships += 1
+        try:
+            if self.on_started is not None:
+                self.on_started(lead)
+            self.work(lead)
+        except BaseException as exc:
+            lead.end_resigned(f"work raised {exc.__class__.__name__}")
+            self._stopped(lead)
+            raise
+        finally:
+            with self._lock:
+                self._current = None
+        done = lead.state is State.HELD
+        if done:
+            lead.end_resigned("work returned")
+        self._stopped(lead)
+        return done or self._stop.is_set()
+
+    def _stopped(self, lead: Leadership) -> None:
+        if self.on_stopped is None:
+            return
+        try:
+            self.on_stopped(lead, lead.lost_reason)
+        except Exception:
+            log.exception("on_stopped callback failed")
+
+    def _observe(self) -> Observer | None:
+        if self.on_new_leader is None:
+            return None
+        return self.election.on_change(self.on_new_leader)
+
+
+def run(
+    election: Election,
+    work: Work,
+    *,
+    value: bytes | str = b"",
+    on_started: Callable[[Leadership], None] | None = None,
+    on_stopped: StoppedCallback | None = None,
+    on_new_leader: NewLeaderCallback | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Builds a :class:`RunLoop` and runs it; ``stop``, when set, stops it (checked by
+    a helper thread every 0.1 s: :class:`threading.Event` has no callback)."""
+    loop = RunLoop(election, work, value=value, on_started=on_started,
+                   on_stopped=on_stopped, on_new_leader=on_new_leader)
+    finished = threading.Event()
+    if stop is not None:
+        def relay() -> None:
+            while not finished.is_set():
+                if stop.wait(0.1):
+                    loop.stop()
+                    return
+        threading.Thread(target=relay, name="tenure-run-stop", daemon=True).start()
+    try:
+        loop.run()
+    except KeyboardInterrupt:
+        loop.stop()
+        raise
+    finally:
+        finished.set()
+
