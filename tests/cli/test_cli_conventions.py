@@ -7,7 +7,6 @@ import argparse
 import importlib.metadata
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -118,7 +117,6 @@ def test_bash_completion_offers_commands_options_and_choices(scripts: dict[str, 
         assert all(word.startswith(words[-1]) for word in offered), (words, offered)
 
 
-@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
 def test_zsh_completion_offers_commands_options_and_choices(scripts: dict[str, Path]) -> None:
     # compadd and friends are zsh's completion builtins; stand-ins print what they get.
     lines = ["compdef() { :; }", 'compadd() { [[ $1 == -- ]] && shift; print -r -- "$*"; }',
