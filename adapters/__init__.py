@@ -26,11 +26,12 @@ _ADAPTERS: dict[str, tuple[str, str, str]] = {
     "consul": ("tenure.adapters.consul", "ConsulStore", "consul"),
     "redis": ("tenure.adapters.redis", "RedisStore", "redis"),
     "rediss": ("tenure.adapters.redis", "RedisStore", "redis"),
-    # Live migration between two of the above (tenure.migration); the stage is in the scheme.
-    "migrate+source": ("tenure.migration", "MigratingStore", ""),
-    "migrate+dual-source": ("tenure.migration", "MigratingStore", ""),
-    "migrate+dual-target": ("tenure.migration", "MigratingStore", ""),
-    "migrate+target": ("tenure.migration", "MigratingStore", ""),
+    # Live migration between two of the above (protocol: tenure.migration); the stage is
+    # in the scheme.
+    "migrate+source": ("tenure.adapters.migrating", "MigratingStore", ""),
+    "migrate+dual-source": ("tenure.adapters.migrating", "MigratingStore", ""),
+    "migrate+dual-target": ("tenure.adapters.migrating", "MigratingStore", ""),
+    "migrate+target": ("tenure.adapters.migrating", "MigratingStore", ""),
 }
 
 SCHEMES = tuple(_ADAPTERS)

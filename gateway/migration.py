@@ -4,10 +4,13 @@
     url = migration_url("dual-source", "zookeeper://zk1:2181", "etcd://e1:2379")
     client = tenure.connect(url, ttl=4)   # then campaign as usual
 
-A :class:`MigratingStore` is a :class:`~tenure.store.Store` built from two stores (the
-*source*, the *target*) and a *stage*; the core (``Client``, session keeper, validity,
-loss) is reused unchanged. URL form (register of the ``migrate+<stage>`` schemes in
-:mod:`tenure.adapters`)::
+This module is the protocol: the stages, the epoch marker and token offset records,
+the stage publications, and the operator's view (:func:`migration_status`, used by
+``tenure migrate status|advance``). The store that runs it -- two stores and a stage
+as one :class:`~tenure.store.Store`, ``MigratingStore`` -- is the migrating store
+beside the other stores, :mod:`tenure.adapters.migrating`; the core (``Client``,
+campaign loop, session keeper, validity, loss) is reused unchanged. URL form (the
+``migrate+<stage>`` schemes of :mod:`tenure.adapters`)::
 
     migrate+<stage>://?source=<urlencoded URL>&target=<urlencoded URL>[&ttl=..&drift=..]
 
@@ -43,10 +46,11 @@ so at most one of them is ever queued on the target: no deadlock), and
 ``dual-target``/``target`` the target. The store's own mutual exclusion on that
 shared store, with the core's validity deadline, gives S1. The deadline covers both
 sessions: one ``renew_session`` call renews both, sent after ``t_sent``, and fails if
-either fails, so ``t_sent + ttl x (1 - drift)`` lies within both sessions' lives.
-Loss on either store is loss. Stages two apart (``source`` with ``dual-target``) share
-no store: that is why the operator moves one stage at a time (``tenure migrate
-advance`` checks it).
+either fails, so ``t_sent + lifetime x (1 - drift)`` lies within both sessions' lives
+(``lifetime`` is the shorter of the two stores' guaranteed lifetimes). Loss on either
+store is loss. Stages two apart (``source`` with ``dual-target``) share no store:
+that is why the operator moves one stage at a time (``tenure migrate advance`` checks
+it).
 
 Why tokens never go backwards. Before the epoch, every leadership holds the source and
 takes its source token, which the source makes strictly increasing. The first
@@ -78,24 +82,21 @@ token is in force for this client's stage (source before ``dual-target``, target
 from it on); data is not copied between stores. ``leader()``/observe report the
 target's leader with the offset once an offset is recorded, else the source's leader
 unless its published stage is ``dual-target`` (then None: it has not led yet); a
-``dual-source`` leader reported may still be acquiring the target;
-``await_change`` waits on that store in slices of at most 1 s so that it also sees
-the offset appear. The TTL must suit both stores (``limits`` is the intersection).
+``dual-source`` leader reported may still be acquiring the target; while no offset
+is recorded an observer re-reads at least every second, so that it also sees the
+offset appear. The TTL must suit both stores (the migrating store's ``limits`` is the
+intersection).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
-from tenure.config import BackendURL, parse_backend_url
-from tenure.errors import ConfigError, NotLeader, SessionExpired, StoreUnavailable, TenureError
-from tenure.store import Contender, LeaderInfo, LossReporter, Store, StoreLimits, Ticket
+from tenure.errors import ConfigError
+from tenure.store import LeaderInfo, Store
 
 STAGES = ("source", "dual-source", "dual-target", "target")
 """The stages in the order an operator moves through them."""
@@ -103,14 +104,6 @@ STAGES = ("source", "dual-source", "dual-target", "target")
 SCHEME_PREFIX = "migrate+"
 STAGE_ELECTION_PREFIX = "_tenure_stage/"
 MARKER_PREFIX = "_tenure_migration/"
-OBSERVE_SLICE = 1.0
-
-_USES = {
-    "source": ("source",),
-    "dual-source": ("source", "target"),
-    "dual-target": ("source", "target"),
-    "target": ("target",),
-}
 
 
 class MigrationStageError(ConfigError):
@@ -177,361 +170,13 @@ class Published:
     store: str
 
 
-def published_stages(store: Store, election: str, label: str) -> list[Published]:
+def published_stages(store: Store[Any], election: str, label: str) -> list[Published]:
     """The stages published by the live candidates of ``election`` in ``store``."""
     found = []
     for contender in store.contenders(stage_election(election)):
         record = parse_record(contender.value) or {}
         found.append(Published(contender.candidate_id, str(record.get("stage", "?")), label))
     return found
-
-
-class MigratingStore(Store):
-    """Two stores and a stage, as one Store (see the module docstring)."""
-
-    def __init__(self, source: Store, target: Store, stage: str) -> None:
-        super().__init__()
-        self.stage = check_stage(stage)
-        self.source = source
-        self.target = target
-        self._stores = {"source": source, "target": target}
-        self._uses = _USES[self.stage]
-        self._lock = threading.Lock()
-        self._opened: set[str] = set()
-        self._owners: dict[str, dict[Ticket, Ticket]] = {"source": {}, "target": {}}
-        used = [self._stores[name].limits for name in self._uses]
-        steps = [lim.ttl_step for lim in used if lim.ttl_step]
-        self.limits = StoreLimits(
-            min_ttl=max(lim.min_ttl for lim in used),
-            max_ttl=min(lim.max_ttl for lim in used),
-            ttl_step=max(steps) if steps else None,
-            partition_safe=all(lim.partition_safe for lim in used),
-            warning="; ".join(lim.warning for lim in used if lim.warning),
-        )
-        for name in ("source", "target"):
-            self._stores[name].set_loss_reporter(self._reporter(name))
-
-    # -- configuration ------------------------------------------------------------
-
-    @classmethod
-    def from_url(cls, url: BackendURL) -> MigratingStore:
-        from tenure.adapters import store_class
-
-        stage = check_stage(url.scheme.removeprefix(SCHEME_PREFIX))
-        options = dict(url.options)
-        unknown = sorted(set(options) - {"source", "target"})
-        if unknown:
-            raise ConfigError(
-                f"unknown option(s) {', '.join(unknown)} for a migrate+ URL; it takes source, "
-                "target (percent-encoded backend URLs), ttl and drift"
-            )
-        inner: list[Store] = []
-        try:
-            for role in ("source", "target"):
-                if not options.get(role):
-                    raise ConfigError(
-                        f"a migrate+{stage} URL needs {role}=<percent-encoded backend URL>"
-                    )
-                parsed, core = parse_backend_url(options[role])
-                if core:
-                    raise ConfigError(
-                        f"option(s) {', '.join(sorted(core))} in the {role} URL: give ttl "
-                        "and drift on the migrate+ URL itself (one session TTL for both)"
-                    )
-                if parsed.scheme.startswith(SCHEME_PREFIX):
-                    raise ConfigError(f"the {role} of a migration cannot itself be a migration")
-                inner.append(store_class(parsed.scheme).from_url(parsed))
-        except BaseException:
-            for store in inner:
-                store.close()
-            raise
-        if inner[0].description == inner[1].description:
-            for store in inner:
-                store.close()
-            raise ConfigError(
-                f"source and target are the same store ({inner[0].description}); name two"
-            )
-        return cls(inner[0], inner[1], stage)
-
-    @property
-    def description(self) -> str:
-        return (f"{SCHEME_PREFIX}{self.stage}://?source={self.source.description}"
-                f"&target={self.target.description}")
-
-    def _used(self) -> Iterator[tuple[str, Store]]:
-        for name in self._uses:
-            yield name, self._stores[name]
-
-    def _reporter(self, name: str) -> LossReporter:
-        def report(inner: Ticket, reason: str) -> None:
-            with self._lock:
-                outer = self._owners[name].get(inner)
-            if outer is not None:
-                self._report_loss(outer, f"{name} store ({self._stores[name].description}): "
-                                         f"{reason}")
-        return report
-
-    # -- session ------------------------------------------------------------------
-
-    def open_session(self, ttl: float) -> None:
-        # A (re)open after one session expired: end the other one first, so that its
-        # entries (e.g. a held source entry) do not block others until it expires.
-        for name, store in self._used():
-            if name in self._opened:
-                with contextlib.suppress(TenureError):
-                    store.close_session()
-                self._opened.discard(name)
-            store.open_session(ttl)
-            self._opened.add(name)
-
-    def renew_session(self, held: frozenset[Ticket]) -> frozenset[Ticket]:
-        """Renews BOTH sessions (the core's ``t_sent`` precedes both requests); fails if
-        either fails -- SessionExpired first -- after trying both, so a blip on one store
-        does not let the other's session lapse."""
-        lost: set[Ticket] = set()
-        errors: list[Exception] = []
-        for name, store in self._used():
-            inner: dict[Ticket, Ticket] = {}
-            for outer in held:
-                mine = _inner(outer, name)
-                if mine is not None:
-                    inner[mine] = outer
-            try:
-                gone = store.renew_session(frozenset(inner))
-            except TenureError as exc:
-                errors.append(exc)
-                continue
-            lost.update(inner[t] for t in gone if t in inner)
-        expired = [e for e in errors if isinstance(e, SessionExpired)]
-        if expired or errors:
-            raise (expired or errors)[0]
-        return frozenset(lost)
-
-    def close_session(self) -> None:
-        errors: list[TenureError] = []
-        for name, store in self._used():
-            try:
-                store.close_session()
-            except TenureError as exc:
-                errors.append(exc)
-            self._opened.discard(name)
-        if errors:
-            raise errors[0]
-
-    # -- candidates -----------------------------------------------------------------
-
-    def enqueue(self, election: str, candidate_id: str, value: bytes) -> Ticket:
-        publication = json.dumps({"stage": self.stage, "source": self.source.description,
-                                  "target": self.target.description}).encode()
-        published: list[tuple[str, Ticket]] = []
-        first = self._uses[0]
-        try:
-            for name, store in self._used():
-                published.append(
-                    (name, store.enqueue(stage_election(election), candidate_id, publication)))
-            inner = self._stores[first].enqueue(election, candidate_id, value)
-        except BaseException:
-            for name, side in published:
-                with contextlib.suppress(TenureError):
-                    self._stores[name].withdraw(side)
-            raise
-        ticket = Ticket(election, candidate_id, f"{first}:{inner.key}", inner.order,
-                        {first: inner, "published": published, "value": value})
-        self._own(first, inner, ticket)
-        return ticket
-
-    def _own(self, name: str, inner: Ticket, outer: Ticket) -> None:
-        with self._lock:
-            self._owners[name][inner] = outer
-
-    def await_turn(
-        self, ticket: Ticket, deadline: float | None, cancelled: threading.Event
-    ) -> int:
-        election = ticket.election
-        if self.stage == "target":
-            token = self.target.await_turn(_need(ticket, "target"), deadline, cancelled)
-            offset = record_offset(self.target.read(offset_key(election)))
-            if offset is None:
-                raise MigrationStageError(
-                    f"election {election!r} has not reached stage dual-target (no token "
-                    f"offset recorded in {self.target.description}); this candidate runs "
-                    "stage target, which needs a dual-target leader to have led first: "
-                    "restart it with stage dual-target"
-                )
-            return token + offset
-        src = _need(ticket, "source")
-        source_token = self.source.await_turn(src, deadline, cancelled)
-        if self.stage in ("source", "dual-source"):
-            self._refuse_if_epoch(election)
-        if self.stage == "source":
-            return source_token
-        tgt = self.target.enqueue(election, ticket.candidate_id, _value(ticket))
-        ticket.extra["target"] = tgt
-        self._own("target", tgt, ticket)
-        target_token = self.target.await_turn(tgt, deadline, cancelled)
-        recorded = record_offset(self.target.read(offset_key(election)))
-        if self.stage == "dual-source":
-            if recorded is not None:
-                self._refuse(election, recorded, "the target")
-            self._check_still_leads(src, source_token)
-            return source_token
-        offset = recorded if recorded is not None else source_token
-        marker = json.dumps({"stage": "dual-target", "offset": offset, "by": ticket.candidate_id,
-                             "target": self.target.description}).encode()
-        if recorded is None or record_offset(self.source.read(epoch_key(election))) != offset:
-            # Guarded: commits only while we lead the source. Marker first (see docstring).
-            self.source.guarded_write(src, epoch_key(election), marker)
-        else:
-            self._check_still_leads(src, source_token)
-        if recorded is None:
-            self.target.guarded_write(tgt, offset_key(election), json.dumps(
-                {"offset": offset, "by": ticket.candidate_id,
-                 "source": self.source.description}).encode())
-        return target_token + offset
-
-    def _refuse_if_epoch(self, election: str) -> None:
-        offset = record_offset(self.source.read(epoch_key(election)))
-        if offset is not None:
-            self._refuse(election, offset, "the source")
-
-    def _refuse(self, election: str, offset: int, where: str) -> None:
-        raise MigrationStageError(
-            f"election {election!r} has moved to stage dual-target (token offset {offset} "
-            f"recorded in {where}); this candidate runs stage {self.stage} and would hand "
-            "out source tokens below the tokens already issued: restart it with stage "
-            "dual-target (going back to dual-source after a dual-target leader has led is "
-            "not possible)"
-        )
-
-    def _check_still_leads(self, src: Ticket, token: int) -> None:
-        """After waiting on the target: do we still lead the source? (A loss the source
-        adapter reported while we were not yet the core's leader would be missed.)"""
-        current = self.source.leader(src.election)
-        if current is None or current.token != token or current.candidate_id != src.candidate_id:
-            # Retryable, but not a session expiry: the core withdraws both entries and
-            # queues again without ending this client's sessions (other elections).
-            raise StoreUnavailable(
-                f"{src.candidate_id} no longer leads {src.election!r} in the source while "
-                "it acquired the target; queueing again"
-            )
-
-    def withdraw(self, ticket: Ticket) -> None:
-        errors: list[TenureError] = []
-        for name in ("target", "source"):
-            inner = _inner(ticket, name)
-            if inner is None:
-                continue
-            try:
-                self._stores[name].withdraw(inner)
-            except TenureError as exc:
-                errors.append(exc)
-            with self._lock:
-                self._owners[name].pop(inner, None)
-        published = ticket.extra.get("published")
-        for name, side in published if isinstance(published, list) else []:
-            try:
-                self._stores[name].withdraw(side)
-            except TenureError as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
-
-    def proclaim(self, ticket: Ticket, value: bytes) -> None:
-        for name in self._uses:
-            inner = _inner(ticket, name)
-            if inner is None:
-                raise NotLeader(f"proclaim refused: {ticket.candidate_id} does not lead "
-                                f"{ticket.election!r} in the {name} store")
-            self._stores[name].proclaim(inner, value)
-        ticket.extra["value"] = value
-
-    def _in_force_for_me(self) -> str:
-        return "source" if self.stage in ("source", "dual-source") else "target"
-
-    def guarded_write(self, ticket: Ticket, key: str, value: bytes) -> None:
-        name = self._in_force_for_me()
-        inner = _inner(ticket, name)
-        if inner is None:
-            raise NotLeader(f"guarded write refused: {ticket.candidate_id} does not lead "
-                            f"{ticket.election!r} in the {name} store")
-        self._stores[name].guarded_write(inner, key, value)
-
-    def read(self, key: str) -> bytes | None:
-        return self._stores[self._in_force_for_me()].read(key)
-
-    # -- observing ------------------------------------------------------------------
-
-    def _in_force(self, election: str) -> tuple[Store, int]:
-        """The store whose token is in force for ``election`` now, and its offset."""
-        if self.stage == "source":
-            return self.source, 0
-        offset = record_offset(self.target.read(offset_key(election)))
-        if offset is None:
-            return (self.source, 0) if self.stage != "target" else (self.target, 0)
-        return self.target, offset
-
-    def leader(self, election: str) -> LeaderInfo | None:
-        store, offset = self._in_force(election)
-        return self._leading(store, election, offset, store.leader(election))
-
-    def _leading(self, store: Store, election: str, offset: int,
-                 raw: LeaderInfo | None) -> LeaderInfo | None:
-        """``raw`` (the in-force store's leader) as the election's leader: with the
-        offset applied; and None for a dual-target candidate that holds the source but
-        has not recorded the offset yet (it will lead with a target token, never with
-        this source token)."""
-        if raw is None or offset or store is not self.source or self.stage == "source":
-            return _shift(raw, offset)
-        stages = {p.candidate_id: p.stage for p in published_stages(self.source, election, "")}
-        return None if stages.get(raw.candidate_id) in ("dual-target", "target") else raw
-
-    def contenders(self, election: str) -> list[Contender]:
-        if self.stage == "target":
-            return self.target.contenders(election)
-        listed = self.source.contenders(election)
-        if self.stage != "source":
-            ids = {c.candidate_id for c in listed}
-            listed += [c for c in self.target.contenders(election) if c.candidate_id not in ids]
-        return listed
-
-    def await_change(
-        self, election: str, known: LeaderInfo | None, deadline: float
-    ) -> LeaderInfo | None:
-        while True:
-            store, offset = self._in_force(election)
-            raw = store.leader(election)
-            current = self._leading(store, election, offset, raw)
-            now = time.monotonic()
-            if current != known or now >= deadline:
-                return current
-            store.await_change(election, raw, min(deadline, now + OBSERVE_SLICE))
-
-    def close(self) -> None:
-        for store in (self.source, self.target):
-            store.close()
-
-
-def _inner(ticket: Ticket, name: str) -> Ticket | None:
-    inner = ticket.extra.get(name)
-    return inner if isinstance(inner, Ticket) else None
-
-
-def _need(ticket: Ticket, name: str) -> Ticket:
-    inner = _inner(ticket, name)
-    if inner is None:
-        raise StoreUnavailable(f"{ticket.candidate_id} has no entry in the {name} store")
-    return inner
-
-
-def _value(ticket: Ticket) -> bytes:
-    value = ticket.extra.get("value", b"")
-    return value if isinstance(value, bytes) else b""
-
-
-def _shift(info: LeaderInfo | None, offset: int) -> LeaderInfo | None:
-    if info is None or not offset:
-        return info
-    return LeaderInfo(info.election, info.candidate_id, info.value, info.token + offset)
 
 
 # -- operator view (tenure migrate status / advance) ----------------------------------
@@ -597,7 +242,7 @@ class MigrationStatus:
         }
 
 
-def migration_status(source: Store, target: Store, election: str) -> MigrationStatus:
+def migration_status(source: Store[Any], target: Store[Any], election: str) -> MigrationStatus:
     """Reads the migration state of ``election`` from both stores."""
     candidates: dict[str, str] = {}
     for label, store in (("source", source), ("target", target)):
