@@ -7,20 +7,20 @@ misbehave in one of these ways:
   deadlines are far in the future, as if it never checked its lease (the Jepsen
   finding about etcd's lock recipe). A pause past the TTL then yields two leaders in
   the history (S1).
-* ``token-reuse``: the store wrapper hands out the same fencing token for every
-  leadership (like a "token" taken from a value that does not increase): S2.
+* ``token-reuse``: the store's ``try_lead`` step, wrapped, hands out the same fencing
+  token for every leadership it wins (like a "token" taken from a value that does not
+  increase): S2.
 * ``majority-of-one``: the Redis quorum guard disabled -- one instance out of N is
   enough to lead, as with naive single-key locks: under a partition each side leads (S1).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
 from tenure.client import Client, Leadership
-from tenure.store import Ticket
+from tenure.store import Step, Ticket, Won
 
 BROKEN_MODES = ("ignore-deadline", "token-reuse", "majority-of-one")
 FOREVER = 3600.0
@@ -33,13 +33,13 @@ def break_client(client: Client, how: str) -> Callable[[Leadership], float]:
         return lambda lead: time.monotonic() + FOREVER
     if how == "token-reuse":
         store = client.store
-        honest = store.await_turn
+        honest = store.try_lead
 
-        def reused_token(ticket: Ticket, deadline: float | None, cancelled: threading.Event) -> int:
-            honest(ticket, deadline, cancelled)
-            return 1
+        def reused_token(ticket: Ticket) -> Step:
+            step = honest(ticket)  # the store's own decision; only the token is wrong
+            return Won(1) if isinstance(step, Won) else step
 
-        store.await_turn = reused_token  # type: ignore[method-assign]
+        store.try_lead = reused_token  # type: ignore[method-assign]
         return lambda lead: lead.deadline
     if how == "majority-of-one":
         if not hasattr(client.store, "majority"):

@@ -30,11 +30,26 @@ import time
 from typing import Any
 
 from tenure.config import BackendURL
-from tenure.errors import CampaignCancelled, CampaignTimeout, ConfigError, NotLeader
-from tenure.store import WAIT_SLICE, Contender, LeaderInfo, Store, StoreLimits, Ticket
+from tenure.errors import ConfigError, NotLeader
+from tenure.options import Options
+from tenure.store import (
+    WAIT_SLICE,
+    Contender,
+    EventSignal,
+    LeaderInfo,
+    Step,
+    Store,
+    StoreLimits,
+    Ticket,
+    Wait,
+    Won,
+)
+
+POLL = 0.1
+"""Seconds between an observer's polls of the peers (a toy has nothing to watch)."""
 
 
-class BullyStore(Store):
+class BullyStore(Store[Ticket]):
     """One Bully peer; see the module docstring for why it is unsafe."""
 
     limits = StoreLimits(
@@ -52,15 +67,13 @@ class BullyStore(Store):
         self._leaders: dict[str, LeaderInfo] = {}
         self._data: dict[str, bytes] = {}
         self._ids: dict[str, str] = {}
+        self._tickets: dict[str, Ticket] = {}
+        self._signals: set[EventSignal] = set()
         self._server: socketserver.ThreadingTCPServer | None = None
 
     @classmethod
     def from_url(cls, url: BackendURL) -> BullyStore:
-        options = dict(url.options)
-        me_text = options.pop("me", None)
-        if options:
-            raise ConfigError(f"unknown option(s) {', '.join(sorted(options))} for bully://; "
-                              "it takes only me")
+        me_text = Options("bully", url, {"me": "this peer's position in the list"}).optional("me")
         me = -1 if me_text is None else int(me_text) if me_text.isdigit() else -2
         if not -1 <= me < len(url.hosts):
             raise ConfigError(f"bully:// option me={me_text!r} must be a position in the "
@@ -93,17 +106,17 @@ class BullyStore(Store):
                                   message["token"])
                 mine = self._leaders.get(election)
                 self._leaders[election] = info
-                self._lock.notify_all()
+                self._ring()
+                ticket = self._tickets.get(election)
                 if mine is not None and mine.candidate_id != info.candidate_id \
-                        and election in self._campaigning:
-                    self._report_loss(Ticket(election, mine.candidate_id, str(self.me),
-                                             self.me), "a higher peer declared itself leader")
+                        and election in self._campaigning and ticket is not None:
+                    self.report_loss(ticket, "a higher peer declared itself leader")
                 return {"ok": True}
             if message["type"] == "resign":
                 resigned = self._leaders.get(election)
                 if resigned is not None and resigned.candidate_id == message["id"]:
                     del self._leaders[election]
-                    self._lock.notify_all()
+                    self._ring()
                 return {"ok": True}
             if message["type"] == "contender":
                 if election not in self._campaigning:
@@ -115,9 +128,28 @@ class BullyStore(Store):
                         [current.candidate_id, current.value.hex(), current.token]}
         return {"error": "unknown message"}
 
+    # -- wake-ups: a message to this peer fires every armed signal -------------------
+
+    def _ring(self) -> None:
+        """Wakes every waiting step (a message changed what this peer believes). Called
+        with the lock held."""
+        for signal in self._signals:
+            signal.fire()
+
+    def _listen(self) -> EventSignal:
+        """A signal fired by the next coordinator or resign message to reach this peer."""
+        signal = EventSignal(on_close=lambda: self._unlisten(signal))
+        with self._lock:
+            self._signals.add(signal)
+        return signal
+
+    def _unlisten(self, signal: EventSignal) -> None:
+        with self._lock:
+            self._signals.discard(signal)
+
     # -- session --------------------------------------------------------------------
 
-    def open_session(self, ttl: float) -> None:
+    def open_session(self, ttl: float) -> float:
         self._ttl = ttl
         if self.me < 0:
             raise ConfigError("bully:// needs ?me=N to campaign (this peer's position)")
@@ -134,9 +166,10 @@ class BullyStore(Store):
         self._server = socketserver.ThreadingTCPServer(self.peers[self.me], Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return ttl  # nothing guarantees it: the flaw this reference exists to show
 
-    def renew_session(self, held: frozenset[Ticket]) -> frozenset[Ticket]:
-        return frozenset()  # nobody to ask: the flaw this reference exists to show
+    def renew_session(self, held: frozenset[Ticket]) -> None:
+        return  # nobody to ask, so it always "succeeds": the same flaw
 
     def close_session(self) -> None:
         with self._lock:
@@ -160,38 +193,37 @@ class BullyStore(Store):
     # -- candidates -----------------------------------------------------------------
 
     def enqueue(self, election: str, candidate_id: str, value: bytes) -> Ticket:
+        ticket = Ticket(election, candidate_id, str(self.me), self.me)
         with self._lock:
             self._campaigning[election] = value
             self._ids[election] = candidate_id
-        return Ticket(election, candidate_id, str(self.me), self.me)
+            self._tickets[election] = ticket
+        return ticket
 
-    def await_turn(self, ticket: Ticket, deadline: float | None, cancelled: threading.Event) -> int:
+    def try_lead(self, ticket: Ticket) -> Step:
         election = ticket.election
-        while True:
-            if cancelled.is_set():
-                raise CampaignCancelled(f"campaign in {election!r} cancelled")
-            if deadline is not None and time.monotonic() >= deadline:
-                raise CampaignTimeout(f"campaign in {election!r} timed out")
-            higher = range(self.me + 1, len(self.peers))
-            alive = [p for p in higher
-                     if (self._ask(p, {"type": "election", "election": election}) or {}).get("ok")]
-            if not alive:
-                token = time.time_ns()
-                with self._lock:
-                    value = self._campaigning.get(election, b"")
-                    self._leaders[election] = LeaderInfo(election, ticket.candidate_id, value,
-                                                         token)
-                self._broadcast({"type": "coordinator", "election": election,
-                                 "id": ticket.candidate_id, "value": value.hex(),
-                                 "token": token}, range(self.me))
-                return token
-            with self._lock:  # a higher peer is alive: wait to hear from it, then re-check
-                self._lock.wait(min(WAIT_SLICE, self._ttl))
+        signal = self._listen()  # armed before asking: a coordinator message wakes us
+        higher = range(self.me + 1, len(self.peers))
+        alive = [p for p in higher
+                 if (self._ask(p, {"type": "election", "election": election}) or {}).get("ok")]
+        if alive:  # a higher peer is alive: wait to hear from it, then re-check
+            return Wait(signal, retry_at=time.monotonic() + min(WAIT_SLICE, self._ttl))
+        signal.close()
+        token = time.time_ns()
+        with self._lock:
+            value = self._campaigning.get(election, b"")
+            self._leaders[election] = LeaderInfo(election, ticket.candidate_id, value, token)
+        self._broadcast({"type": "coordinator", "election": election,
+                         "id": ticket.candidate_id, "value": value.hex(),
+                         "token": token}, range(self.me))
+        return Won(token)
 
     def withdraw(self, ticket: Ticket) -> None:
         election = ticket.election
         with self._lock:
             self._campaigning.pop(election, None)
+            if self._tickets.get(election) is ticket:
+                del self._tickets[election]
             info = self._leaders.get(election)
             was_leader = info is not None and info.candidate_id == ticket.candidate_id
             if was_leader:
@@ -243,13 +275,9 @@ class BullyStore(Store):
                 found.append(Contender(entry[0], bytes.fromhex(entry[1]), peer))
         return found
 
-    def await_change(self, election: str, known: LeaderInfo | None,
-                     deadline: float) -> LeaderInfo | None:
-        while True:  # no notifications to wait on: a toy polls
-            current = self.leader(election)
-            if current != known or time.monotonic() >= deadline:
-                return current
-            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+    def observe_step(self, election: str) -> tuple[LeaderInfo | None, Wait]:
+        signal = self._listen()  # messages to this peer; other peers' changes: a toy polls
+        return self.leader(election), Wait(signal, retry_at=time.monotonic() + POLL)
 
     def guarded_write(self, ticket: Ticket, key: str, value: bytes) -> None:
         self._believed(ticket, "guarded write")
