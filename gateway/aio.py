@@ -32,6 +32,7 @@ from tenure.client import Client as SyncClient
 from tenure.client import Election as SyncElection
 from tenure.client import Leadership as SyncLeadership
 from tenure.errors import CampaignCancelled
+from tenure.leadership import State
 from tenure.store import LeaderInfo
 
 T = TypeVar("T")
@@ -278,7 +279,8 @@ class Leadership:
             await lead.proclaim(b"new address")
 
     ``on_lost`` callbacks run in the event loop (coroutine functions are scheduled as
-    tasks), once, on loss -- not on resign. :meth:`wait_lost` awaits the loss."""
+    tasks), once, on loss -- not on resign. :meth:`wait_lost` awaits the end (loss or
+    resign); :attr:`state` tells which."""
 
     def __init__(
         self, sync: SyncLeadership, loop: asyncio.AbstractEventLoop,
@@ -320,21 +322,27 @@ class Leadership:
         return self.sync.deadline
 
     @property
+    def state(self) -> State:
+        """HELD, LOST or RESIGNED (:class:`tenure.leadership.State`)."""
+        return self.sync.state
+
+    @property
     def lost(self) -> bool:
-        """True once lost or resigned."""
+        """True once lost; False while held and after a plain resign."""
         return self.sync.lost
 
     @property
     def lost_reason(self) -> str:
-        """Why leadership ended ("" while valid)."""
+        """Why leadership ended ("" while valid; "resigned" after a resign)."""
         return self.sync.lost_reason
 
     def remaining(self) -> float:
-        """Seconds of validity left (0 once lost)."""
+        """Seconds of validity left (0 once ended)."""
         return self.sync.remaining()
 
     def ensure(self) -> None:
-        """Raises LeadershipLost once lost (no I/O; safe to call in the loop)."""
+        """Raises LeadershipLost once lost, NotLeader after a resign (no I/O; safe to
+        call in the loop)."""
         self.sync.ensure()
 
     def on_lost(self, callback: AsyncLostCallback) -> None:
@@ -347,7 +355,7 @@ class Leadership:
     async def wait_lost(self, timeout: float | None = None) -> bool:
         """Waits until lost or resigned (True) or ``timeout`` passes (False)."""
         end = None if timeout is None else time.monotonic() + timeout
-        while not self.sync.lost:
+        while self.sync.state is State.HELD:
             wait = max(0.0, self.sync.deadline - time.monotonic()) + 0.001
             if end is not None:
                 wait = min(wait, end - time.monotonic())

@@ -11,6 +11,7 @@ import pytest
 
 import tenure
 from tenure import aio
+from tenure.leadership import State
 
 pytestmark = [pytest.mark.aio, pytest.mark.sqlite]
 
@@ -88,7 +89,11 @@ def test_the_same_exceptions_as_the_sync_api(tmp_path: Path) -> None:
             await lead.guarded_write("k/1", b"v")
             assert await b.read("k/1") == b"v"
             await lead.resign()
-            with pytest.raises(tenure.LeadershipLost):
+            # A resign is not a loss: RESIGNED, and ensure() says NotLeader.
+            assert lead.state is State.RESIGNED and not lead.lost
+            assert lead.lost_reason == "resigned"
+            assert await asyncio.wait_for(lead.wait_lost(timeout=5), timeout=10)
+            with pytest.raises(tenure.NotLeader, match="resigned"):
                 lead.ensure()
             with pytest.raises(tenure.NotLeader):
                 await lead.proclaim(b"late")

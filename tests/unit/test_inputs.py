@@ -159,8 +159,8 @@ def test_misuse_after_resign(tmp_path: Path) -> None:
         lead.resign()
         lead.resign()  # no-op
         election.resign()  # no-op when not leader
-        with pytest.raises(tenure.LeadershipLost, match="resigned"):
-            lead.ensure()
+        with pytest.raises(tenure.NotLeader, match="resigned"):
+            lead.ensure()  # a resign is not a loss
         with pytest.raises(tenure.NotLeader):
             lead.proclaim("v")
         with pytest.raises(tenure.NotLeader):

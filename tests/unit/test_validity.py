@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 import tenure
-from tenure.adapters.sqlite import SQLiteStore
+from tenure.adapters.sqlite import SQLiteStore, SQLiteTicket
 from tenure.client import Client
 from tenure.config import load_settings
 from tenure.errors import StoreUnavailable
-from tenure.store import Ticket
+from tenure.leadership import State
 
 pytestmark = [pytest.mark.unit, pytest.mark.sqlite]
 
@@ -26,12 +26,12 @@ class FlakyStore(SQLiteStore):
     delay = 0.0
     sent: list[float]
 
-    def renew_session(self, held: frozenset[Ticket]) -> frozenset[Ticket]:
+    def renew_session(self, held: frozenset[SQLiteTicket]) -> None:
         self.sent.append(time.monotonic())
         if self.fail:
             raise StoreUnavailable("injected: store unreachable")
         time.sleep(self.delay)
-        return super().renew_session(held)
+        super().renew_session(held)
 
 
 def flaky_client(tmp_path: Path, ttl: float) -> tuple[Client, FlakyStore]:
@@ -43,10 +43,14 @@ def flaky_client(tmp_path: Path, ttl: float) -> tuple[Client, FlakyStore]:
 def test_a_failing_store_is_not_a_loss_until_the_deadline(tmp_path: Path) -> None:
     client, store = flaky_client(tmp_path, ttl=1.0)
     calls: list[tuple[float, str]] = []
+    fired = threading.Event()
+
+    def on_lost(_lead: tenure.Leadership, reason: str) -> None:
+        calls.append((time.monotonic(), reason))
+        fired.set()
+
     with client:
-        lead = client.election("e").campaign(
-            on_lost=lambda _l, reason: calls.append((time.monotonic(), reason))
-        )
+        lead = client.election("e").campaign(on_lost=on_lost)
         store.fail = True
         failed_from = time.monotonic()
         deadline = lead.deadline
@@ -54,6 +58,9 @@ def test_a_failing_store_is_not_a_loss_until_the_deadline(tmp_path: Path) -> Non
         time.sleep(0.3)
         lead.ensure()  # still valid: a failing store alone is not a loss
         assert lead.wait_lost(timeout=5.0)
+        # wait_lost may return as the watchdog thread ends the leadership, just before
+        # it runs the callbacks: wait for the callback itself.
+        assert fired.wait(timeout=5.0)
         assert len(calls) == 1
         fired_at, reason = calls[0]
         assert deadline <= fired_at < deadline + 1.0  # generous: a loaded machine
@@ -126,7 +133,11 @@ def test_a_leadership_is_a_context_manager_that_resigns(tmp_path: Path) -> None:
             expected = tenure.LeaderInfo("e", client.candidate_id, b"v", lead.token)
             assert election.leader() == expected
         assert election.leader() is None
-        assert lead.lost and lead.lost_reason == "resigned"
+        # A resign is not a loss: the leadership ended as RESIGNED, with its reason.
+        assert lead.state is State.RESIGNED and not lead.lost
+        assert lead.lost_reason == "resigned"
+        with pytest.raises(tenure.NotLeader, match="resigned"):
+            lead.ensure()
 
 
 class DownStore(SQLiteStore):
@@ -134,7 +145,7 @@ class DownStore(SQLiteStore):
 
     failures = 0
 
-    def enqueue(self, election: str, candidate_id: str, value: bytes) -> Ticket:
+    def enqueue(self, election: str, candidate_id: str, value: bytes) -> SQLiteTicket:
         if self.failures > 0:
             self.failures -= 1
             raise StoreUnavailable("injected: store unreachable")
