@@ -19,8 +19,10 @@ Example::
         cluster.isolate(2)             # cut node 2 from its peers (etcd, ZooKeeper)
 
 Backends: ``etcd``, ``zookeeper``, ``consul``, ``redis`` with 1 or 3 nodes; Redis takes
-``persistence=True`` (AOF). Everything listens on 127.0.0.1 on ports chosen at run time,
-with data in a temporary dir removed on exit (set ``TENURE_LAB_KEEP=1`` to keep it).
+``persistence=True`` (AOF). ``postgres`` has 1 node, or 2: a primary and a synchronous
+standby (:meth:`~tenure.conformance.lab.postgres.PostgresCluster.promote`). Everything
+listens on 127.0.0.1 on ports chosen at run time, with data in a temporary dir removed
+on exit (set ``TENURE_LAB_KEEP=1`` to keep it).
 A store that cannot start raises :class:`LabError` with the reason and the logs: tests
 that need a store fail, they never skip. Store processes die with the Python process
 that started them, however it ends (see :mod:`tenure.conformance.lab.processes`).
@@ -33,6 +35,7 @@ from typing import Any
 from tenure.conformance.lab.cluster import ClientProxy, Cluster, LabError, Node
 from tenure.conformance.lab.consul import ConsulCluster
 from tenure.conformance.lab.etcd import EtcdCluster
+from tenure.conformance.lab.postgres import PostgresCluster
 from tenure.conformance.lab.redis import RedisCluster
 from tenure.conformance.lab.zookeeper import ZooKeeperCluster
 
@@ -41,6 +44,7 @@ BACKENDS: dict[str, type[Cluster]] = {
     "zookeeper": ZooKeeperCluster,
     "consul": ConsulCluster,
     "redis": RedisCluster,
+    "postgres": PostgresCluster,
 }
 
 __all__ = ["BACKENDS", "ClientProxy", "Cluster", "LabError", "Node", "start_cluster"]
@@ -48,8 +52,8 @@ __all__ = ["BACKENDS", "ClientProxy", "Cluster", "LabError", "Node", "start_clus
 
 def start_cluster(backend: str, nodes: int = 1, timeout: float = 90.0,
                   **options: Any) -> Cluster:
-    """Starts ``nodes`` (1 or 3) servers of ``backend`` and returns the cluster once it
-    serves; use it as a context manager so it stops. Raises ``ValueError`` for an
+    """Starts ``nodes`` (1 or 3; PostgreSQL 1 or 2) servers of ``backend`` and returns the
+    cluster once it serves; use it as a context manager so it stops. Raises ``ValueError`` for an
     unknown backend or node count and :class:`LabError` when the store cannot start."""
     try:
         cls = BACKENDS[backend]

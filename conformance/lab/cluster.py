@@ -257,13 +257,16 @@ class Cluster:
     backend: ClassVar[str] = ""
     scheme: ClassVar[str] = ""
     node_class: ClassVar[type[Node]] = Node
+    node_counts: ClassVar[tuple[int, ...]] = (1, 3)
+    """The cluster sizes this store's lab offers (PostgreSQL: 1, or 2 = primary + standby)."""
 
     def __init__(self, nodes: int = 1, base_dir: Path | None = None,
                  client_ports: list[int] | None = None, **options: Any) -> None:
         """``client_ports``: fixed client ports, one per node (default: free ports chosen
         now); ``tenure lab up --fixed-ports`` uses the ports of the compose files."""
-        if nodes not in (1, 3):
-            raise ValueError(f"nodes must be 1 or 3, got {nodes!r}")
+        if nodes not in self.node_counts:
+            counts = " or ".join(map(str, self.node_counts))
+            raise ValueError(f"{self.backend} lab: nodes must be {counts}, got {nodes!r}")
         if client_ports is not None and len(client_ports) != nodes:
             raise ValueError(f"client_ports needs {nodes} ports, got {client_ports!r}")
         self.client_ports = client_ports

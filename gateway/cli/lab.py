@@ -2,6 +2,7 @@
 
     tenure lab up etcd --nodes 3          # prints etcd://127.0.0.1:...; Ctrl-C stops it
     tenure lab up consul --detach --json  # leaves it running; prints URL, pids, ports, dirs
+    tenure lab up postgres --nodes 2      # a primary and a synchronous standby
     tenure lab status                     # detached labs and whether their nodes run
     tenure lab down [NAME]                # stops one detached lab (default: all)
 
@@ -26,7 +27,7 @@ from typing import Any
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-BACKENDS = ("etcd", "zookeeper", "consul", "redis")
+BACKENDS = ("etcd", "zookeeper", "consul", "redis", "postgres")
 
 
 def state_dir() -> Path:
@@ -37,7 +38,7 @@ def state_dir() -> Path:
 def register(subparsers: Any) -> None:
     """Adds ``lab`` with ``up``, ``status`` and ``down`` to the ``tenure`` parser."""
     lab = subparsers.add_parser(
-        "lab", help="start local etcd/ZooKeeper/Consul/Redis clusters for development",
+        "lab", help="start local etcd/ZooKeeper/Consul/Redis/PostgreSQL clusters for development",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
@@ -45,8 +46,9 @@ def register(subparsers: Any) -> None:
     up = sub.add_parser("up", help="start a cluster and print its backend URL")
     up.add_argument("backend", choices=BACKENDS, metavar="BACKEND",
                     help="one of: " + ", ".join(BACKENDS))
-    up.add_argument("--nodes", type=int, choices=(1, 3), default=1,
-                    help="1 or 3 servers (Redis: independent instances); default 1")
+    up.add_argument("--nodes", type=int, choices=(1, 2, 3), default=1,
+                    help="1 or 3 servers (Redis: independent instances; PostgreSQL: 1, or 2 "
+                    "= a primary and a synchronous standby); default 1")
     up.add_argument("--persistence", action="store_true",
                     help="Redis only: append-only file, so restarts keep data")
     up.add_argument("--json", action="store_true",
@@ -100,6 +102,20 @@ def _up(args: argparse.Namespace) -> int:
     if args.persistence and args.backend != "redis":
         print("tenure lab up: --persistence applies to redis only", file=sys.stderr)
         return 2
+    from tenure.conformance.lab import BACKENDS as LAB_CLUSTERS
+
+    counts = LAB_CLUSTERS[args.backend].node_counts
+    if args.nodes not in counts:
+        print(f"tenure lab up: {args.backend} runs with --nodes "
+              f"{' or '.join(map(str, counts))}", file=sys.stderr)
+        return 2
+    if args.fixed_ports:
+        from tenure.conformance.lab.compose import FIXED_PORTS
+
+        if args.backend not in FIXED_PORTS:
+            print(f"tenure lab up: --fixed-ports is not offered for {args.backend}",
+                  file=sys.stderr)
+            return 2
     if args.detach:
         return _up_detached(args)
     from tenure.conformance.lab import LabError, start_cluster
