@@ -90,15 +90,15 @@ class Leadership:
 
     @property
     def ended(self) -> threading.Event:
-        """Set the moment this leadership ends -- lost (deadline passed, session ended,
-        write refused) or resigned. Work can wait on it: ``lead.ended.wait(1.0)``.
-        Read it; do not set it (use :meth:`resign`)."""
+        """Set the moment this leadership ends: resigned, or lost (deadline passed,
+        session ended, write refused) once the ``on_lost`` callbacks ran. Work can wait
+        on it: ``lead.ended.wait(1.0)``. Read it; do not set it (use :meth:`resign`)."""
         return self._ended
 
     @property
     def deadline(self) -> float:
         """Monotonic time (``time.monotonic()``) after which this leadership is void."""
-        if self._ended.is_set():
+        if self._state is not State.HELD:
             return self.ended_at or self.elected_at
         return self._client.keeper.valid_until
 
@@ -133,19 +133,18 @@ class Leadership:
             )
 
     def wait_lost(self, timeout: float | None = None) -> bool:
-        """Blocks until the leadership ends, lost or resigned (True), or until
-        ``timeout`` passes (False)."""
+        """Blocks until the leadership ends, lost or resigned (True, after any
+        ``on_lost`` callbacks ran), or until ``timeout`` passes (False)."""
         end = None if timeout is None else time.monotonic() + timeout
         while True:
-            remaining = self.deadline - time.monotonic()
+            remaining = max(0.05, self.deadline - time.monotonic())
             if end is not None:
                 remaining = min(remaining, end - time.monotonic())
             if self._ended.wait(max(0.0, min(remaining, 1.0))):
                 return True
-            if self.state is not State.HELD:
-                return True
+            _ = self.state  # past the deadline, this ends it as LOST (callbacks first)
             if end is not None and time.monotonic() >= end:
-                return False
+                return self._ended.is_set()
 
     def on_lost(self, callback: LostCallback) -> None:
         """Registers ``callback(leadership, reason)``; called once on loss (at once if
@@ -215,13 +214,13 @@ class Leadership:
             self._state = state
             self._reason = reason
             self.ended_at = time.monotonic()
-            self._ended.set()
         self._client.forget(self)
         return True
 
     def end_resigned(self, reason: str) -> None:
         """Ends as RESIGNED and gives the entry back now (the caller's thread)."""
         if self._end(State.RESIGNED, reason):
+            self._ended.set()
             self._client.withdraw_now(self._ticket)
             events.publish("leadership_released", election=self.election,
                            candidate_id=self.candidate_id, token=self.token, reason=reason)
@@ -240,8 +239,13 @@ class Leadership:
                        token=self.token, reason=reason, late=late)
         with self._lock:
             callbacks = list(self._callbacks)
-        for callback in callbacks:
-            _call(callback, self, reason)
+        try:
+            for callback in callbacks:
+                _call(callback, self, reason)
+        finally:
+            # Set after the callbacks, so whoever waits on `ended` / wait_lost() sees
+            # every on_lost effect (the state is LOST from the first line on).
+            self._ended.set()
         self._client.withdraw_in_background(self._ticket)
 
 
