@@ -209,6 +209,68 @@ class Election:
             stop.set()  # the thread ends within a slice; close() waits for it
 
 
+    async def run(
+        self,
+        work: Callable[[Leadership], Awaitable[object]],
+        *,
+        value: bytes | str = b"",
+        on_started: Callable[[Leadership], object] | None = None,
+        on_stopped: Callable[[Leadership, str], object] | None = None,
+    ) -> None:
+        """Leads forever, like :meth:`tenure.Election.run`: campaigns, runs
+        ``await work(leadership)`` as a task that is CANCELLED the moment the leadership
+        is lost (deadline passed, session ended, write refused), calls ``on_stopped``
+        (plain or async) exactly once per leadership, and campaigns again after a loss
+        with back-off. Returns when ``work`` returns (the leadership is resigned first);
+        re-raises what ``work`` raises (after resigning); cancelling the task running
+        ``run`` resigns and calls ``on_stopped`` before CancelledError propagates."""
+        from tenure.runloop import BACKOFF_FIRST, BACKOFF_MAX
+
+        backoff = BACKOFF_FIRST
+        while True:
+            lead = await self.campaign(value)
+            if on_started is not None:
+                await _maybe_await(on_started(lead))
+            worker = asyncio.ensure_future(work(lead))
+            ended = asyncio.ensure_future(lead.wait_lost())
+            try:
+                await asyncio.wait({worker, ended}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                worker.cancel()
+                ended.cancel()
+                await lead.resign()
+                await _stopped(on_stopped, lead)
+                raise
+            if worker.done():
+                ended.cancel()
+                await lead.resign()
+                await _stopped(on_stopped, lead)
+                worker.result()  # re-raises what work raised
+                return
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker
+            await _stopped(on_stopped, lead)
+            await asyncio.sleep(backoff)
+            backoff = min(BACKOFF_MAX, backoff * 2)
+
+
+async def _maybe_await(result: object) -> None:
+    if inspect.isawaitable(result):
+        await result
+
+
+async def _stopped(
+    on_stopped: Callable[[Leadership, str], object] | None, lead: Leadership
+) -> None:
+    if on_stopped is None:
+        return
+    try:
+        await _maybe_await(on_stopped(lead, lead.lost_reason))
+    except Exception:
+        tenure.client.log.exception("on_stopped callback failed")
+
+
 class Campaign:
     """A pending campaign: awaitable (returns the Leadership) and an async context
     manager (resigns on exit).
