@@ -212,10 +212,14 @@ class ZooKeeperConnection:
 
     def call(self, start: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
         """Runs a kazoo ``*_async`` call and waits for its answer (see the module docstring)."""
+        return self.wait(start(*args), timeout)  # kazoo's *_async report errors in the answer
+
+    def wait(self, pending: Any, timeout: float | None = None) -> Any:
+        """Waits for the answer of a started kazoo call (see the module docstring)."""
         wait = self.call_timeout if timeout is None else timeout
         where = self.config.description
         try:
-            return start(*args).get(timeout=wait)
+            return pending.get(timeout=wait)
         except SessionExpiredError:
             raise SessionExpired(f"{where}: the ZooKeeper session expired") from None
         except KazooTimeoutError:

@@ -153,8 +153,9 @@ def test_a_campaign_waiting_on_a_silent_store_still_obeys_cancel(
 
         thread = threading.Thread(target=campaign)
         thread.start()
-        wait_until(lambda: len(b.store._leading) == 0 and a.election(name).leader() is not None
-                   and b.keeper.renewals >= 1, 10, "b queued")  # type: ignore[attr-defined]
+        watches = b.store._watches  # type: ignore[attr-defined]
+        wait_until(lambda: len(watches.leading) == 0 and a.election(name).leader() is not None
+                   and b.keeper.renewals >= 1, 10, "b queued")
         proxy.cut(blackhole=True)  # b's calls now hang: no answer, no error
         cancelled_at = time.monotonic()
         cancel.set()

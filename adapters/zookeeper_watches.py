@@ -1,0 +1,187 @@
+"""What :mod:`tenure.adapters.zookeeper` learns from kazoo's callbacks: the signals of
+waiters and observers, and the losses of its leading nodes.
+
+Promises. A signal from :meth:`Watches.armed` fires on the next event delivered to its
+election's ONE callback (:meth:`Watches.watch`, whatever node of the election a read
+watched with it: a predecessor, the leader, the children while nobody leads) and on
+every connection state change, since kazoo drops every watch on a disconnect. So a
+waiter or observer that arms before the read that sets its watch never misses a later
+change: it steps again and reads again. kazoo keeps a callback once per path (an
+election's callbacks compare equal), so stepping again never stacks watches. A node
+given to :meth:`Watches.lead` is reported through ``report_loss`` once -- when its watch
+sees it deleted, when kazoo reports the session LOST, or when the re-read after a
+reconnect finds it gone -- unless :meth:`Watches.forget` came first; and
+:meth:`Watches.report_gone` reports again each held ticket no longer leading here (the
+core drops a report made before it marked the ticket won). Reports and re-reads run on
+worker threads, never on kazoo's.
+
+Does not: read an election or decide anything. A signal may fire spuriously (another
+waiter's or observer's watch in the same election, a state change); the caller then
+just reads again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.protocol.states import EventType, WatchedEvent
+
+from tenure.adapters.zookeeper_connection import ZooKeeperConnection
+from tenure.errors import StoreUnavailable
+from tenure.store import EventSignal
+
+if TYPE_CHECKING:
+    from tenure.adapters.zookeeper import ZooKeeperTicket
+
+Watch = Callable[[WatchedEvent], None]
+
+
+def in_background(target: Callable[..., object], *args: object) -> None:
+    """Runs ``target`` on a worker thread: kazoo's threads must never block."""
+    threading.Thread(target=target, args=args, name="tenure-zookeeper", daemon=True).start()
+
+
+class _Bell:
+    """One election's watch callback and the signals armed on it."""
+
+    def __init__(self, watches: Watches) -> None:
+        self._watches = watches
+        self.signals: set[EventSignal] = set()
+
+    def watch(self, event: WatchedEvent) -> None:
+        self._watches.count(event)
+        self.ring()
+
+    def ring(self) -> None:
+        with self._watches.lock:
+            signals = list(self.signals)
+        for signal in signals:
+            signal.fire()
+
+
+class Watches:
+    """The signals and leading-node watches of one store (see the module docstring)."""
+
+    def __init__(self, conn: ZooKeeperConnection,
+                 report_loss: Callable[[ZooKeeperTicket, str], None]) -> None:
+        self.lock = threading.Lock()  # also taken on kazoo's threads, never across a call
+        self._conn = conn
+        self._report_loss = report_loss
+        self._bells: dict[str, _Bell] = {}
+        self.leading: dict[str, ZooKeeperTicket] = {}
+        """Our leading nodes by path."""
+        self.notifications = 0
+        """Watch notifications received (not counting kazoo's disconnect events)."""
+
+    # -- signals --------------------------------------------------------------------
+
+    def _bell(self, election: str) -> _Bell:
+        with self.lock:
+            return self._bells.setdefault(election, _Bell(self))
+
+    @contextlib.contextmanager
+    def armed(self, election: str) -> Iterator[EventSignal]:
+        """A signal of ``election`` armed before the block (which reads and sets the
+        watch); closed if the block raises."""
+        bell = self._bell(election)
+        signal = EventSignal(on_close=lambda: self._disarm(bell, signal))
+        with self.lock:
+            bell.signals.add(signal)
+        try:
+            yield signal
+        except BaseException:
+            signal.close()
+            raise
+
+    def _disarm(self, bell: _Bell, signal: EventSignal) -> None:
+        with self.lock:
+            bell.signals.discard(signal)
+
+    def watch(self, election: str) -> Watch:
+        """The kazoo watch callback of ``election``."""
+        return self._bell(election).watch
+
+    def count(self, event: WatchedEvent) -> bool:
+        """Counts a notification; False for kazoo's NONE event (a watch dropped on a
+        disconnect), which is not one."""
+        if event.type == EventType.NONE:
+            return False
+        with self.lock:
+            self.notifications += 1
+        return True
+
+    # -- leading nodes --------------------------------------------------------------
+
+    def lead(self, zk: KazooClient, ticket: ZooKeeperTicket) -> Any:
+        """Treats ``ticket`` as leading and watches its node; returns the node's stat
+        (None: gone). The caller forgets it if it does not lead after all."""
+        with self.lock:
+            self.leading[ticket.key] = ticket  # before the watch can see it go
+        return self._watch_own(zk, ticket)
+
+    def _watch_own(self, zk: KazooClient, ticket: ZooKeeperTicket) -> Any:
+        def watch(event: WatchedEvent) -> None:
+            if not self.count(event):
+                return  # dropped on a disconnect: the reconnect re-arms
+            if event.type == EventType.CHANGED:  # our own proclaim: re-arm
+                in_background(self._recheck, [ticket])
+            else:  # on_lost callbacks must not hold up kazoo's callback thread
+                in_background(self.forget, ticket, "its ZooKeeper node was deleted (session "
+                              "expired, or removed by another client)")
+
+        return self._conn.call(zk.exists_async, ticket.key, watch)
+
+    def forget(self, ticket: ZooKeeperTicket, loss: str = "") -> None:
+        """Stops treating ``ticket`` as leading; reports ``loss`` if it still was."""
+        with self.lock:
+            if self.leading.get(ticket.key) is not ticket:
+                return  # withdrawn by us, or already reported
+            del self.leading[ticket.key]
+        if loss:
+            self._report_loss(ticket, loss)
+
+    def retain(self, session: int | None) -> None:
+        """Silently forgets the leading nodes of every other session (None: all)."""
+        with self.lock:
+            for key in [k for k, t in self.leading.items() if t.owner != session]:
+                del self.leading[key]
+
+    def report_gone(self, held: Iterable[ZooKeeperTicket]) -> None:
+        """Reports each of ``held`` no longer leading here (its node seen gone, perhaps
+        before the core marked it won, when the first report was not applied)."""
+        with self.lock:
+            gone = [t for t in held if self.leading.get(t.key) is not t and not t.withdrawn]
+        self._report(gone, "its ZooKeeper node was deleted")
+
+    def _report(self, tickets: Iterable[ZooKeeperTicket], reason: str) -> None:
+        for ticket in tickets:
+            self._report_loss(ticket, reason)
+
+    def state_changed(self, state: str) -> None:
+        """kazoo's state listener (on its connection thread: must not block)."""
+        with self.lock:
+            bells = list(self._bells.values())
+            leading = list(self.leading.values())
+            if state == KazooState.LOST:
+                self.leading.clear()
+        for bell in bells:  # every waiter and observer steps again, so reads again
+            bell.ring()
+        if state == KazooState.LOST and leading:  # the core's reporter runs on_lost
+            in_background(self._report, leading, "the ZooKeeper session expired")
+        elif state == KazooState.CONNECTED and leading:  # kazoo dropped their watches
+            in_background(self._recheck, leading)
+
+    def _recheck(self, tickets: Iterable[ZooKeeperTicket]) -> None:
+        """Re-reads and re-watches leading nodes; one gone is a loss."""
+        zk = self._conn.current
+        with contextlib.suppress(StoreUnavailable):  # disconnected again: the next reconnect
+            for ticket in tickets:
+                if zk is not None and self._watch_own(zk, ticket) is None:
+                    self.forget(ticket, "its ZooKeeper node was deleted")
+
+
+__all__ = ["Watch", "Watches", "in_background"]
