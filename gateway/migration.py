@@ -4,9 +4,10 @@
     url = migration_url("dual-source", "zookeeper://zk1:2181", "etcd://e1:2379")
     client = tenure.connect(url, ttl=4)   # then campaign as usual
 
-This module is the protocol: the stages, the epoch marker and token offset records,
-the stage publications, and the operator's view (:func:`migration_status`, used by
-``tenure migrate status|advance``). The store that runs it -- two stores and a stage
+This module is the protocol: the stages and their rules (the stores each holds, whose
+token is in force, the refusals), the URL form, the epoch marker and token offset
+records, the stage publications, and the operator's view (:func:`migration_status`,
+used by ``tenure migrate status|advance``). The store that runs it -- two stores and a stage
 as one :class:`~tenure.store.Store`, ``MigratingStore`` -- is the migrating store
 beside the other stores, :mod:`tenure.adapters.migrating`; the core (``Client``,
 campaign loop, session keeper, validity, loss) is reused unchanged. URL form (the
@@ -81,11 +82,12 @@ issued during the migration. Guarded-write data and ``read()`` go to the store w
 token is in force for this client's stage (source before ``dual-target``, target
 from it on); data is not copied between stores. ``leader()``/observe report the
 target's leader with the offset once an offset is recorded, else the source's leader
-unless its published stage is ``dual-target`` (then None: it has not led yet); a
-``dual-source`` leader reported may still be acquiring the target; while no offset
-is recorded an observer re-reads at least every second, so that it also sees the
-offset appear. The TTL must suit both stores (the migrating store's ``limits`` is the
-intersection).
+(also on ``target``: the target's leader then holds a raw token that is no token of
+the election) unless its published stage is ``dual-target`` (then None: it has not
+led yet); a ``dual-source`` leader reported may still be acquiring the target; while
+no offset is recorded an observer re-reads at least every second, so that it also
+sees the offset appear. The TTL must suit both stores (the migrating store's
+``limits`` is the intersection).
 """
 
 from __future__ import annotations
@@ -95,11 +97,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from tenure.config import BackendURL, parse_backend_url
 from tenure.errors import ConfigError
-from tenure.store import LeaderInfo, Store
+from tenure.options import Options
+from tenure.store import LeaderInfo, Store, StoreLimits
 
 STAGES = ("source", "dual-source", "dual-target", "target")
 """The stages in the order an operator moves through them."""
+
+ROLES = ("source", "target")
+"""The two stores of a migration."""
 
 SCHEME_PREFIX = "migrate+"
 STAGE_ELECTION_PREFIX = "_tenure_stage/"
@@ -126,6 +133,30 @@ def migration_url(stage: str, source: str, target: str, **options: str) -> str:
     for key, value in options.items():
         query += f"&{key}={quote(value, safe='')}"
     return f"{SCHEME_PREFIX}{check_stage(stage)}://?{query}"
+
+
+def parse_migration_url(url: BackendURL) -> tuple[str, BackendURL, BackendURL]:
+    """The stage, source and target of a ``migrate+<stage>`` URL (the inverse of
+    :func:`migration_url`); ConfigError naming the fix for a missing inner URL, one
+    that carries ``ttl``/``drift`` (one TTL for both: on the ``migrate+`` URL), or one
+    that is itself a migration."""
+    stage = check_stage(url.scheme.removeprefix(SCHEME_PREFIX))
+    opts = Options(f"{SCHEME_PREFIX}{stage}", url, {
+        role: f"the {role} store's backend URL (percent-encoded)" for role in ROLES})
+    inner = []
+    for role in ROLES:
+        text = opts.optional(role)
+        if not text:
+            raise ConfigError(f"a migrate+{stage} URL needs {role}=<percent-encoded backend URL>")
+        parsed, core = parse_backend_url(text)
+        if core:
+            raise ConfigError(
+                f"option(s) {', '.join(sorted(core))} in the {role} URL: give ttl and drift "
+                "on the migrate+ URL itself (one session TTL for both)")
+        if parsed.scheme.startswith(SCHEME_PREFIX):
+            raise ConfigError(f"the {role} of a migration cannot itself be a migration")
+        inner.append(parsed)
+    return stage, inner[0], inner[1]
 
 
 def stage_election(election: str) -> str:
@@ -159,6 +190,88 @@ def record_offset(data: bytes | None) -> int | None:
     record = parse_record(data)
     offset = None if record is None else record.get("offset")
     return offset if isinstance(offset, int) and not isinstance(offset, bool) else None
+
+
+# -- stage rules and records (used by tenure.adapters.migrating) ----------------------
+
+USES = {
+    "source": ("source",),
+    "dual-source": ("source", "target"),
+    "dual-target": ("source", "target"),
+    "target": ("target",),
+}
+"""The stores each stage holds, in the order it takes them."""
+
+
+def token_store(stage: str) -> str:
+    """The store (``source``/``target``) whose token, guarded writes and ``read()`` are
+    in force for a candidate of ``stage``: the source before ``dual-target``, the
+    target from it on."""
+    return "source" if STAGES.index(stage) < STAGES.index("dual-target") else "target"
+
+
+def refuses_epoch(stage: str) -> bool:
+    """True for the stages that hand out source tokens, and so refuse to lead once the
+    epoch marker (or an offset) is recorded."""
+    return token_store(stage) == "source"
+
+
+def joint_limits(used: list[StoreLimits]) -> StoreLimits:
+    """What a stage holding stores with the limits ``used`` can promise: TTLs every one
+    accepts (the coarsest step), partition safety and arrival order only where all have
+    them, and every store's warning."""
+    steps = [lim.ttl_step for lim in used if lim.ttl_step]
+    return StoreLimits(
+        min_ttl=max(lim.min_ttl for lim in used),
+        max_ttl=min(lim.max_ttl for lim in used),
+        ttl_step=max(steps) if steps else None,
+        partition_safe=all(lim.partition_safe for lim in used),
+        warning="; ".join(lim.warning for lim in used if lim.warning),
+        arrival_order=all(lim.arrival_order for lim in used),
+    )
+
+
+def shifted(info: LeaderInfo | None, offset: int) -> LeaderInfo | None:
+    """``info`` with ``offset`` added to its token."""
+    if info is None or not offset:
+        return info
+    return LeaderInfo(info.election, info.candidate_id, info.value, info.token + offset)
+
+
+def publication(stage: str, source: str, target: str) -> bytes:
+    """The value of a candidate's entry in the side election :func:`stage_election`."""
+    return json.dumps({"stage": stage, "source": source, "target": target}).encode()
+
+
+def epoch_marker(offset: int, by: str, target: str) -> bytes:
+    """The epoch marker record, written in the SOURCE at :func:`epoch_key`."""
+    return json.dumps({"stage": "dual-target", "offset": offset, "by": by,
+                       "target": target}).encode()
+
+
+def offset_record(offset: int, by: str, source: str) -> bytes:
+    """The token offset record, written in the TARGET at :func:`offset_key`."""
+    return json.dumps({"offset": offset, "by": by, "source": source}).encode()
+
+
+def epoch_refusal(election: str, stage: str, offset: int, where: str) -> MigrationStageError:
+    """Why a ``source``/``dual-source`` candidate must not lead after the epoch."""
+    return MigrationStageError(
+        f"election {election!r} has moved to stage dual-target (token offset {offset} "
+        f"recorded in {where}); this candidate runs stage {stage} and would hand out "
+        "source tokens below the tokens already issued: restart it with stage "
+        "dual-target (going back to dual-source after a dual-target leader has led is "
+        "not possible)"
+    )
+
+
+def no_offset_refusal(election: str, target: str) -> MigrationStageError:
+    """Why a ``target`` candidate must not lead before a ``dual-target`` leader has."""
+    return MigrationStageError(
+        f"election {election!r} has not reached stage dual-target (no token offset "
+        f"recorded in {target}); this candidate runs stage target, which needs a "
+        "dual-target leader to have led first: restart it with stage dual-target"
+    )
 
 
 @dataclass(frozen=True)
