@@ -29,6 +29,7 @@ from tenure.config import Settings, load_settings
 from tenure.errors import ConfigError, TenureError, UsageError
 from tenure.leadership import Leadership, LostCallback, State
 from tenure.names import check_election_name, check_value, default_candidate_id
+from tenure.runloop import run as run_forever
 from tenure.session import SessionKeeper
 from tenure.store import Contender, LeaderInfo, Store, StoreLimits, Ticket
 
@@ -281,6 +282,16 @@ class Election:
             with client._lock:
                 client._early_losses.pop(ticket, None)
 
+    @property
+    def closed(self) -> bool:
+        """True once this election's client was closed."""
+        return self.client.closed
+
+    @property
+    def ttl(self) -> float:
+        """The client's session TTL in seconds."""
+        return self.client.ttl
+
     def leader(self) -> LeaderInfo | None:
         """The current leader (id, value, token) by a linearizable read, or None."""
         return self.client.store.leader(self.name)
@@ -332,9 +343,7 @@ class Election:
         every end, and campaigns again after a loss with back-off. Returns when
         ``work`` returns, ``stop`` is set or the client is closed; see
         :mod:`tenure.runloop` for every rule and what it does not do."""
-        from tenure.runloop import run
-
-        run(self, work, value=value, on_started=on_started, on_stopped=on_stopped,
+        run_forever(self, work, value=value, on_started=on_started, on_stopped=on_stopped,
             on_new_leader=on_new_leader, stop=stop)
 
     def on_change(self, callback: Callable[[LeaderInfo | None], None]) -> Observer:

@@ -24,19 +24,31 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from tenure import events
+from tenure.config import Settings
 from tenure.errors import LeadershipLost, NotLeader
 from tenure.names import check_election_name, check_value
-from tenure.store import Ticket
-
-if TYPE_CHECKING:
-    from tenure.client import Client
+from tenure.session import SessionKeeper
+from tenure.store import Store, Ticket
 
 log = logging.getLogger("tenure")
 
 LostCallback = Callable[["Leadership", str], None]
+
+
+class Owner(Protocol):
+    """What a leadership needs of the client that won it (:class:`tenure.client.Client`
+    is one); a protocol, so this module does not import the client's."""
+
+    settings: Settings
+    store: Store[Any]
+    keeper: SessionKeeper
+
+    def forget(self, leadership: Leadership) -> None: ...
+    def withdraw_now(self, ticket: Ticket) -> None: ...
+    def withdraw_in_background(self, ticket: Ticket) -> None: ...
 
 
 class State(enum.Enum):
@@ -55,7 +67,7 @@ class Leadership:
     context manager it resigns on exit. Callbacks from :meth:`on_lost` run in a tenure
     thread: keep them short (set a flag, signal a worker)."""
 
-    def __init__(self, client: Client, ticket: Ticket, value: bytes, token: int) -> None:
+    def __init__(self, client: Owner, ticket: Ticket, value: bytes, token: int) -> None:
         self._client = client
         self._ticket = ticket
         self.election = ticket.election

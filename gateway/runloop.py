@@ -28,20 +28,39 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tenure.errors import CampaignCancelled, CampaignTimeout
 from tenure.leadership import Leadership, State
 from tenure.store import LeaderInfo
-
-if TYPE_CHECKING:
-    from tenure.client import Election, Observer
 
 log = logging.getLogger("tenure")
 
 Work = Callable[[Leadership], object]
 StoppedCallback = Callable[[Leadership, str], None]
 NewLeaderCallback = Callable[[LeaderInfo | None], None]
+
+
+class Stoppable(Protocol):
+    """An observer that can be stopped (:class:`tenure.client.Observer`)."""
+
+    def stop(self) -> None: ...
+
+
+class Campaigner(Protocol):
+    """What the loop needs of an election (:class:`tenure.client.Election` is one); a
+    protocol, so this module does not import the client's."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def ttl(self) -> float: ...
+    def campaign(self, value: bytes | str = b"", *,
+                 cancel: threading.Event | None = None) -> Leadership: ...
+    def on_change(self, callback: NewLeaderCallback) -> Stoppable: ...
+
 
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 10.0
@@ -57,7 +76,7 @@ class RunLoop:
 
     def __init__(
         self,
-        election: Election,
+        election: Campaigner,
         work: Work,
         *,
         value: bytes | str = b"",
@@ -95,7 +114,7 @@ class RunLoop:
         observer = self._observe()
         backoff = BACKOFF_FIRST
         try:
-            while not self._stop.is_set() and not self.election.client.closed:
+            while not self._stop.is_set() and not self.election.closed:
                 try:
                     lead = self.election.campaign(self.value, cancel=self._stop)
                 except CampaignCancelled:
@@ -105,7 +124,7 @@ class RunLoop:
                 if self._lead(lead):
                     return
                 if lead.state is State.LOST and time.monotonic() - lead.elected_at > (
-                        self.election.client.ttl):
+                        self.election.ttl):
                     backoff = BACKOFF_FIRST
                 log.info("run loop in %s: campaigning again in %.2f s", self.election.name,
                          backoff)
@@ -148,14 +167,14 @@ class RunLoop:
         except Exception:
             log.exception("on_stopped callback failed")
 
-    def _observe(self) -> Observer | None:
+    def _observe(self) -> Stoppable | None:
         if self.on_new_leader is None:
             return None
         return self.election.on_change(self.on_new_leader)
 
 
 def run(
-    election: Election,
+    election: Campaigner,
     work: Work,
     *,
     value: bytes | str = b"",
