@@ -26,6 +26,8 @@ _ADAPTERS: dict[str, tuple[str, str, str]] = {
     "consul": ("tenure.adapters.consul", "ConsulStore", "consul"),
     "redis": ("tenure.adapters.redis", "RedisStore", "redis"),
     "rediss": ("tenure.adapters.redis", "RedisStore", "redis"),
+    "postgresql": ("tenure.adapters.postgres", "PostgresStore", "postgres"),
+    "postgres": ("tenure.adapters.postgres", "PostgresStore", "postgres"),
     # Live migration between two of the above (protocol: tenure.migration); the stage is
     # in the scheme.
     "migrate+source": ("tenure.adapters.migrating", "MigratingStore", ""),
@@ -35,7 +37,7 @@ _ADAPTERS: dict[str, tuple[str, str, str]] = {
 }
 
 SCHEMES = tuple(_ADAPTERS)
-STORES = ("sqlite", "etcd", "zookeeper", "consul", "redis")
+STORES = ("sqlite", "etcd", "zookeeper", "consul", "redis", "postgresql")
 """The stores named in the unknown-scheme message (aliases and migrate+ stages left out)."""
 
 _registered: dict[str, tuple[str, str, str]] = {}

@@ -33,7 +33,8 @@ from tenure.names import DEFAULT_MAX_VALUE_BYTES, check_candidate_id
 DEFAULT_TTL = 10.0
 DEFAULT_DRIFT = 0.01
 MAX_DRIFT = 0.5
-DEFAULT_PORTS = {"etcd": 2379, "zookeeper": 2181, "consul": 8500, "redis": 6379, "rediss": 6379}
+DEFAULT_PORTS = {"etcd": 2379, "zookeeper": 2181, "consul": 8500, "redis": 6379, "rediss": 6379,
+                 "postgresql": 5432, "postgres": 5432}
 CONFIG_KEYS = frozenset({"backend", "ttl", "drift", "candidate_id", "max_value_bytes", "options",
                          "migration"})
 

@@ -26,6 +26,10 @@ certificate for 127.0.0.1 are made with ``openssl``; :attr:`PostgresCluster.ca_f
 
 Readiness: ``pg_isready`` answers, ``psql`` runs a query, and with a standby the
 primary reports it as ``sync`` in ``pg_stat_replication``.
+
+:meth:`PostgresCluster.pgbouncer` puts Debian's PgBouncer (``$TENURE_PGBOUNCER_BIN``)
+in front of the primary, in ``transaction`` (or ``session``) pooling, and returns it
+with its URL; it stops with the cluster.
 """
 
 from __future__ import annotations
@@ -38,7 +42,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tenure.conformance.lab.cluster import HOST, Cluster, LabError, Node, wait_until
+from tenure.conformance.lab.cluster import (
+    HOST,
+    Cluster,
+    LabError,
+    Node,
+    find_binary,
+    free_port,
+    wait_until,
+)
+from tenure.conformance.lab.processes import StoreProcess, spawn
 
 SUPERUSER = "tenure"
 DATABASE = "postgres"
@@ -188,7 +201,8 @@ class PostgresNode(Node):
     def serves(self) -> bool:
         ready = subprocess.run(
             [str(self.bin / "pg_isready"), "-q", "-h", HOST, "-p", str(self.client_port),
-             "-U", SUPERUSER, "-d", DATABASE, "-t", "2"], capture_output=True, timeout=5, check=False)
+             "-U", SUPERUSER, "-d", DATABASE, "-t", "2"],
+            capture_output=True, timeout=5, check=False)
         if ready.returncode != 0:
             return False
         return self.psql("SELECT 1") == "1"
@@ -222,6 +236,7 @@ class PostgresCluster(Cluster):
         self.tls = bool(options.get("tls"))
         super().__init__(nodes, **options)
         self.tls_dir = self.base_dir / "tls"
+        self.bouncers: list[PgBouncer] = []
 
     @property
     def primary(self) -> PostgresNode:
@@ -278,6 +293,19 @@ class PostgresCluster(Cluster):
                               "'sync' AND state = 'streaming'")
         return int(synced or 0) >= 1
 
+    def pgbouncer(self, mode: str = "transaction", timeout: float = 30.0) -> PgBouncer:
+        """Starts PgBouncer in front of the primary with ``pool_mode = mode``; its
+        :attr:`PgBouncer.url` is the cluster's URL through it."""
+        bouncer = PgBouncer(self, mode)
+        self.bouncers.append(bouncer)
+        bouncer.start(timeout)
+        return bouncer
+
+    def close(self) -> None:
+        for bouncer in getattr(self, "bouncers", []):
+            bouncer.close()
+        super().close()
+
     def promote(self, node: int = 1, timeout: float = 60.0) -> None:
         """Promotes standby ``node`` to primary (``pg_ctl promote``) and waits until it
         accepts writes. The old primary is retired (killed if it still runs): restarting
@@ -316,3 +344,60 @@ class PostgresCluster(Cluster):
         key = directory / "server.key"
         self.give_to_server_user(key)
         key.chmod(0o600)
+
+
+class PgBouncer:
+    """PgBouncer in front of a lab cluster's primary (see :meth:`PostgresCluster.pgbouncer`).
+    Authentication is passed through as trust: use it with clusters without a password."""
+
+    def __init__(self, cluster: PostgresCluster, mode: str) -> None:
+        if mode not in ("transaction", "session", "statement"):
+            raise ValueError(f"pool_mode must be transaction, session or statement, not {mode!r}")
+        self.cluster = cluster
+        self.mode = mode
+        self.port = free_port()
+        self.dir = cluster.base_dir / f"pgbouncer-{self.port}"
+        self.process: StoreProcess | None = None
+
+    @property
+    def url(self) -> str:
+        """The backend URL through PgBouncer."""
+        return f"postgresql://{SUPERUSER}@{HOST}:{self.port}/{DATABASE}"
+
+    def start(self, timeout: float) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o755)
+        (self.dir / "users.txt").write_text(f'"{SUPERUSER}" ""\n')
+        primary = self.cluster.primary
+        (self.dir / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"{DATABASE} = host={HOST} port={primary.client_port} dbname={DATABASE}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = {HOST}\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {self.dir / 'users.txt'}\n"
+            f"pool_mode = {self.mode}\ndefault_pool_size = 10\nmax_client_conn = 500\n"
+            "ignore_startup_parameters = extra_float_digits\n"
+        )
+        argv = [find_binary("pgbouncer", "TENURE_PGBOUNCER_BIN"), str(self.dir / "pgbouncer.ini")]
+        user = self.cluster.user
+        if user is not None:
+            argv = [sys.executable, "-I", "-S", "-c", _AS_USER, user, str(os.getpid()), *argv]
+        self.process = spawn(f"pgbouncer-{self.port}", argv, self.dir / "pgbouncer.log",
+                             cwd=self.dir)
+        node = self.cluster.primary
+
+        def serves() -> bool:
+            assert self.process is not None
+            if not self.process.alive():
+                raise LabError(f"pgbouncer exited:\n{self.process.log_tail()}")
+            result = subprocess.run(
+                [str(node.bin / "psql"), "-X", "-At", "-h", HOST, "-p", str(self.port), "-U",
+                 SUPERUSER, "-d", DATABASE, "-c", "SELECT 1"],
+                capture_output=True, text=True, timeout=5, check=False)
+            return result.stdout.strip() == "1"
+
+        wait_until(serves, timeout, f"pgbouncer on {HOST}:{self.port}")
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.kill()

@@ -47,6 +47,9 @@ PROFILES: dict[str, Profile] = {
     "zookeeper": Profile("zookeeper", ttl=2.0, max_ttl=4.0),
     "consul": Profile("consul", ttl=1.0, expiry_factor=2.0),
     "redis": Profile("redis", ttl=1.0),
+    # One primary: PostgreSQL has no failover of its own (a promoted standby is tested in
+    # tests/postgres), so the 3-node store-fault tests do not apply.
+    "postgres": Profile("postgres", ttl=1.0, needs_cluster=False),
 }
 
 

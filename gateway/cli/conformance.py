@@ -11,8 +11,8 @@ at a time, increasing fencing tokens, a paused leader's writes fail). The livene
 properties L1-L4 measure handover, failover and observers. ``--destructive`` adds
 faults on the path between this machine and the store (local proxies: only tenure's
 own clients are cut off) and, with ``--duration``, a seeded chaos run of them.
-``--lab BACKEND`` starts local clusters (1 node, then 3 nodes) and runs everything,
-store-node kills included.
+``--lab BACKEND`` starts local clusters (1 node, then 3 nodes; PostgreSQL: 1 node, with
+the path faults too) and runs everything, store-node kills included.
 Prints a table of property x backend with pass/fail and the measured bounds; exit
 status 0 when every property held, 1 otherwise.
 """
@@ -35,8 +35,8 @@ from tenure.cli.common import non_negative_seconds, ttl_seconds
 from tenure.config import parse_backend_url
 from tenure.errors import ConfigError
 
-LAB_BACKENDS = ("etcd", "zookeeper", "consul", "redis")
-SCHEME_PROFILES = {"zk": "zookeeper", "rediss": "redis"}
+LAB_BACKENDS = ("etcd", "zookeeper", "consul", "redis", "postgres")
+SCHEME_PROFILES = {"zk": "zookeeper", "rediss": "redis", "postgresql": "postgres"}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -119,13 +119,19 @@ def run(args: argparse.Namespace) -> int:
             from tenure.conformance.lab import start_cluster
 
             profile = profile_for(args.lab)
-            with start_cluster(args.lab, nodes=1) as single:
-                check(Target(profile, single.url, single, workdir / "x1"), f"{args.lab} x1",
-                      list(properties.NON_DESTRUCTIVE), PROCESS_FAULTS)
-            with start_cluster(args.lab, nodes=3) as cluster:
-                check(Target(profile, cluster.url, cluster, workdir / "x3"), f"{args.lab} x3",
-                      list(properties.DESTRUCTIVE), (*PROCESS_FAULTS, "node-kill", "cut",
-                                                     "latency"))
+            # A store without a cluster of its own (PostgreSQL: one primary) gets the
+            # path faults on its single node instead of the 3-node runs.
+            single = list(properties.NON_DESTRUCTIVE)
+            if not profile.needs_cluster:
+                single += properties.PATH_FAULTS
+            with start_cluster(args.lab, nodes=1) as one:
+                check(Target(profile, one.url, one, workdir / "x1"), f"{args.lab} x1",
+                      single, PROCESS_FAULTS)
+            if profile.needs_cluster:
+                with start_cluster(args.lab, nodes=3) as cluster:
+                    check(Target(profile, cluster.url, cluster, workdir / "x3"),
+                          f"{args.lab} x3", list(properties.DESTRUCTIVE),
+                          (*PROCESS_FAULTS, "node-kill", "cut", "latency"))
     _print_table(console, rows)
     if args.json:
         Path(args.json).write_text(json.dumps({"seed": seed, "results": rows}, indent=1))

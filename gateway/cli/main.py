@@ -29,7 +29,7 @@ from tenure.cli import common
 from tenure.errors import TenureError
 
 SUBCOMMAND_MODULES = ("run", "leader", "observe", "contenders", "demo", "serve", "migrate",
-                      "lab", "conformance", "bench", "completion")
+                      "lab", "conformance", "bench", "completion", "postgres")
 
 EXIT_USAGE = common.EXIT_USAGE
 
