@@ -12,7 +12,15 @@ while open), ``GET|DELETE /v1/leaderships/{handle}``, ``POST .../keepalive``,
 ``.../proclaim``, ``.../write``, ``GET /metrics``, ``GET /healthz``, ``GET /openapi.json``.
 The app must run with ``handler_cancellation=True``: a caller that disconnects while its
 campaign waits cancels it (the queue entry is removed), and one whose hold stream closes
-resigns.
+resigns. Serve it with :class:`GatewayRunner`, which also answers malformed HTTP with a
+JSON problem and one log line (aiohttp alone answers text/plain and logs a traceback).
+
+In front of every route (:func:`guard`): the ``Host`` must name this gateway (else 421)
+and an ``Origin`` must be its own or an ``--allowed-origin`` (else 403) -- the DNS
+rebinding and cross-site defences of :class:`tenure.http.auth.SiteCheck`; ``OPTIONS``
+answers ``Allow`` (and the CORS preflight for an allowed origin); then the bearer token
+(401); unknown or repeated query parameters are refused by name (400), and so is a body
+that is not ``application/json`` (415).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -42,7 +51,7 @@ from tenure import aio
 from tenure.config import DEFAULT_TTL
 from tenure.errors import StoreUnavailable, TenureError
 from tenure.http import openapi
-from tenure.http.auth import Redactor, TokenCheck
+from tenure.http.auth import Redactor, SiteCheck, TokenCheck
 from tenure.http.handles import Holder, Holders, TooManyCampaigns, UnknownHandle
 from tenure.http.problems import (
     MAX_TIMEOUT,
@@ -50,9 +59,13 @@ from tenure.http.problems import (
     Field,
     HTTPProblem,
     candidate_id,
+    check_content_type,
+    check_query,
     election_name,
     from_tenure_error,
     key_name,
+    query_flag,
+    query_seconds,
     read_body,
     seconds,
     text_value,
@@ -83,6 +96,8 @@ class GatewayConfig:
     first_read_timeout: float = 10.0
     json_log: IO[str] | None = None
     redact: Redactor = field(default_factory=Redactor)
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
 
 
 class Gateway:
@@ -96,6 +111,8 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.tokens = TokenCheck(config.tokens)
+        self.sites = SiteCheck(config.allowed_hosts, config.allowed_origins)
+        self.stopping = asyncio.Event()
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.requests = Counter("tenure_http_requests", "HTTP requests answered",
@@ -113,12 +130,19 @@ class Gateway:
         self.observer: aio.Client | None = None
         self.watches: Watches | None = None
         self.backend = ""
+        self.limits = openapi.Limits(max_value_bytes=config.max_value_bytes,
+                                     max_ttl=min(MAX_TTL, config.max_ttl))
 
     async def start(self) -> None:
-        """Connects the observer client (ConfigError/StoreUnavailable if it cannot)."""
+        """Connects the observer client (ConfigError/StoreUnavailable if it cannot) and
+        learns the store's TTL range, which bounds what callers may ask for."""
         self.observer = await aio.connect(self.config.backend_url, ttl=self.config.ttl,
                                           config_file=self.config.config_file)
         self.backend = self.observer.backend
+        store = self.observer.sync.store.limits
+        self.limits = openapi.Limits(
+            max_value_bytes=self.config.max_value_bytes, min_ttl=store.min_ttl,
+            max_ttl=min(MAX_TTL, self.config.max_ttl, store.max_ttl), ttl_step=store.ttl_step)
         self.watches = Watches(self.observer, idle=self.config.watch_idle)
         self.watches.start()
         self.holders.start()
@@ -126,8 +150,15 @@ class Gateway:
         if self.json_log is not None:
             self.json_log.start()
 
+    async def shutdown(self) -> None:
+        """Before open requests are cancelled: ends every stream (observers' streams
+        close, hold streams get ``resigned``) and resigns every leadership held."""
+        self.stopping.set()
+        await self.holders.shutdown()
+
     async def close(self) -> None:
         """Resigns every held leadership, stops the watches, closes the client."""
+        self.stopping.set()
         await self.holders.close()
         if self.watches is not None:
             await self.watches.close()
@@ -166,6 +197,13 @@ CAMPAIGN_FIELDS = {
     "timeout": Field(seconds(MAX_TIMEOUT)),
 }
 
+# The query parameters each route takes (by canonical path); any other is refused (400).
+QUERY_PARAMETERS = {
+    "/v1/elections/{name}/leader": ("fresh",),
+    "/v1/elections/{name}/observe": ("timeout",),
+}
+CORS_HEADERS = "Authorization, Content-Type, Last-Event-ID"
+
 
 def _gateway(request: web.Request) -> Gateway:
     return request.app[GATEWAY]
@@ -202,18 +240,15 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def openapi_json(request: web.Request) -> web.Response:
     gw = _gateway(request)
-    return web.json_response(openapi.document(gw.config.max_value_bytes, gw.tokens.enabled,
-                                              min(MAX_TTL, gw.config.max_ttl)))
+    return web.json_response(openapi.document(gw.limits, gw.tokens.enabled))
 
 
 async def leader(request: web.Request) -> web.Response:
     gw = _gateway(request)
     name = election_name(request.match_info["name"])
-    fresh = request.query.get("fresh", "false").lower()
-    if fresh not in ("true", "false", "1", "0"):
-        raise HTTPProblem(400, "invalid_value", "'fresh' must be true or false", "fresh")
+    fresh = query_flag(request, "fresh")
     assert gw.observer is not None and gw.watches is not None
-    if fresh in ("true", "1"):
+    if fresh:
         info = await gw.observer.election(name).leader()
     else:
         info = await gw.watches.get(name).current(gw.config.first_read_timeout)
@@ -223,7 +258,7 @@ async def leader(request: web.Request) -> web.Response:
 async def observe(request: web.Request) -> web.StreamResponse:
     gw = _gateway(request)
     name = election_name(request.match_info["name"])
-    timeout = _query_seconds(request, "timeout")
+    timeout = query_seconds(request, "timeout", MAX_TIMEOUT)
     assert gw.watches is not None
     watch = gw.watches.get(name)
     end = None if timeout is None else time.monotonic() + timeout
@@ -251,7 +286,8 @@ async def observe(request: web.Request) -> web.StreamResponse:
                 break
             seq, info = item
             await response.write(_sse("leader", _leader_answer(name, info), seq))
-            item_or_none = await _next_or_heartbeat(queue, response, end, gw.config.heartbeat)
+            item_or_none = await _next_or_heartbeat(queue, response, end, gw.config.heartbeat,
+                                                    gw.stopping)
             if item_or_none is None:
                 break
             item = item_or_none
@@ -263,36 +299,37 @@ async def observe(request: web.Request) -> web.StreamResponse:
 async def _next_or_heartbeat(
     queue: asyncio.Queue[tuple[int, LeaderInfo | None] | BaseException],
     response: web.StreamResponse, end: float | None, heartbeat: float,
+    stopping: asyncio.Event,
 ) -> tuple[int, LeaderInfo | None] | BaseException | None:
-    """The next queued item, writing heartbeat comments meanwhile; None at ``end``."""
-    while True:
+    """The next queued item, writing heartbeat comments meanwhile; None at ``end`` or
+    once the gateway is stopping."""
+    while not stopping.is_set():
         wait = heartbeat if end is None else min(heartbeat, end - time.monotonic())
         if wait <= 0:
             return None
+        getting = asyncio.ensure_future(queue.get())
+        stop = asyncio.ensure_future(stopping.wait())
         try:
-            return await asyncio.wait_for(queue.get(), timeout=wait)
-        except TimeoutError:
-            if end is not None and time.monotonic() >= end:
-                return None
-            await response.write(b": heartbeat\n\n")
-
-
-def _query_seconds(request: web.Request, name: str) -> float | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    return seconds(MAX_TIMEOUT)(name, value)
+            done, _ = await asyncio.wait({getting, stop}, timeout=wait,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not getting.done():
+                getting.cancel()
+        if getting in done:
+            return getting.result()
+        if stop in done or (end is not None and time.monotonic() >= end):
+            return None
+        await response.write(b": heartbeat\n\n")
+    return None
 
 
 async def _campaign(request: web.Request, mode: str) -> Holder:
     gw = _gateway(request)
     name = election_name(request.match_info["name"])
-    fields = dict(CAMPAIGN_FIELDS, value=Field(text_value(gw.config.max_value_bytes)),
-                  ttl=Field(seconds(min(MAX_TTL, gw.config.max_ttl), positive=True)))
+    limits = gw.limits
+    fields = dict(CAMPAIGN_FIELDS, value=Field(text_value(limits.max_value_bytes)),
+                  ttl=Field(seconds(limits.max_ttl, low=limits.min_ttl, step=limits.ttl_step)))
     body = await read_body(request, fields)
     try:
         return await gw.holders.campaign(
@@ -328,7 +365,7 @@ async def hold(request: web.Request) -> web.StreamResponse:
             if not holder.ended.is_set():
                 await response.write(_sse("heartbeat", {"valid_for": holder.valid_for(),
                                                         "token": holder.leadership.token}))
-        kind = "resigned" if holder.end_reason == "resigned" else "lost"
+        kind = holder.end_kind or "resigned"
         reason = holder.end_reason
         await response.write(_sse(kind, {"reason": gw.config.redact(holder.end_reason),
                                          "token": holder.leadership.token}))
@@ -338,20 +375,26 @@ async def hold(request: web.Request) -> web.StreamResponse:
 
 
 def _holder(request: web.Request) -> Holder:
+    """The caller's holder for the path's handle, still held: 404 if unknown (or not
+    the caller's), 410 with the reason once it ended (kept that way for
+    :data:`~tenure.http.handles.TOMBSTONE_SECONDS`)."""
     gw = _gateway(request)
     try:
-        return gw.holders.get(request.match_info["handle"], gw.owner(request))
+        holder = gw.holders.get(request.match_info["handle"], gw.owner(request))
     except UnknownHandle:
         raise HTTPProblem(404, "unknown_handle",
-                          "no leadership with this handle belongs to you (it ended, or the "
-                          "handle is wrong); campaign again", "handle") from None
+                          "no leadership with this handle belongs to you (the handle is "
+                          "wrong, or it ended long ago); campaign again", "handle") from None
+    _require_held(holder)
+    return holder
 
 
 def _require_held(holder: Holder) -> None:
     if holder.ended.is_set():
-        raise HTTPProblem(410, "leadership_lost",
+        raise HTTPProblem(410, "leadership_ended",
                           f"leadership of election {holder.election!r} (token "
-                          f"{holder.leadership.token}) has ended: {holder.end_reason}")
+                          f"{holder.leadership.token}) has ended ({holder.end_kind}): "
+                          f"{holder.end_reason}; campaign again to lead")
 
 
 async def status(request: web.Request) -> web.Response:
@@ -359,29 +402,27 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def keepalive(request: web.Request) -> web.Response:
+    await read_body(request, {})
     holder = _holder(request)
-    _require_held(holder)
     _gateway(request).holders.keepalive(holder)
     return web.json_response(holder.describe())
 
 
 async def proclaim(request: web.Request) -> web.Response:
     gw = _gateway(request)
-    holder = _holder(request)
     body = await read_body(request, {
-        "value": Field(text_value(gw.config.max_value_bytes), required=True)})
-    _require_held(holder)
+        "value": Field(text_value(gw.limits.max_value_bytes), required=True)})
+    holder = _holder(request)
     await holder.leadership.proclaim(body["value"])
     return web.json_response(holder.describe())
 
 
 async def guarded_write(request: web.Request) -> web.Response:
     gw = _gateway(request)
-    holder = _holder(request)
     body = await read_body(request, {
         "key": Field(key_name, required=True),
-        "value": Field(text_value(gw.config.max_value_bytes), required=True)})
-    _require_held(holder)
+        "value": Field(text_value(gw.limits.max_value_bytes), required=True)})
+    holder = _holder(request)
     await holder.leadership.guarded_write(body["key"], body["value"])
     return web.json_response({"written": True, "key": body["key"],
                               "token": holder.leadership.token})
@@ -393,14 +434,70 @@ async def resign(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _local_address(request: web.Request) -> tuple[str, int] | None:
+    """The (ip, port) the connection arrived on; None on a unix socket."""
+    if request.transport is None:
+        return None
+    sockname = request.transport.get_extra_info("sockname")
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        return str(sockname[0]), int(sockname[1])
+    return None
+
+
+def _check_site(gw: Gateway, request: web.Request) -> None:
+    """421 for a Host that is not this gateway, 403 for a foreign Origin (on a unix
+    socket no browser can connect, so Host is not checked there; Origin still is)."""
+    tls = request.secure
+    local = _local_address(request)
+    host = request.headers.get("Host")
+    if local is not None:
+        problem = gw.sites.host_problem(host, local, tls)
+        if problem is not None:
+            status = 400 if host is None else 421
+            raise HTTPProblem(status, "misdirected_request" if host else "missing_host",
+                              problem, "Host")
+    origin = request.headers.get("Origin")
+    if origin is not None and not gw.sites.origin_allowed(origin, host or "", tls):
+        raise HTTPProblem(403, "foreign_origin",
+                          f"'Origin: {origin[:100]}' is another site: web pages elsewhere may "
+                          "not use this gateway; start it with --allowed-origin ORIGIN to let "
+                          "that page in", "Origin")
+    if origin is not None and gw.sites.cross_origin(origin):
+        request["tenure_cors_origin"] = origin
+
+
+def _options(request: web.Request) -> web.Response:
+    """``OPTIONS``: 204 with ``Allow`` (and the CORS preflight answer for an allowed
+    origin), 404 for a path no route serves."""
+    exc = request.match_info.http_exception
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        methods = sorted(exc.allowed_methods | {"OPTIONS"})
+    elif exc is None:
+        methods = sorted({request.method, "OPTIONS"})
+    else:
+        raise exc
+    headers = {"Allow": ", ".join(methods)}
+    if "tenure_cors_origin" in request:
+        headers.update({"Access-Control-Allow-Methods": ", ".join(methods),
+                        "Access-Control-Allow-Headers": CORS_HEADERS,
+                        "Access-Control-Max-Age": "600"})
+    return web.Response(status=204, headers=headers)
+
+
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Auth, error mapping, request counting."""
+    """Host/Origin checks, OPTIONS, auth, query and Content-Type checks, error mapping,
+    request counting (see the module docstring for the order)."""
     gw = _gateway(request)
     route = request.match_info.route.resource
     route_name = route.canonical if route is not None else "unmatched"
     status = 500
     try:
+        _check_site(gw, request)
+        if request.method == "OPTIONS":
+            response: web.StreamResponse = _options(request)
+            status = response.status
+            return response
         if gw.tokens.enabled and request.path != "/healthz":
             caller = gw.tokens.identify(request.headers.get("Authorization"))
             if caller is None:
@@ -408,6 +505,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                                   "this gateway needs 'Authorization: Bearer TOKEN' (a token "
                                   "from its --token-file)", headers={"WWW-Authenticate": "Bearer"})
             request["tenure_caller"] = caller
+        if request.match_info.http_exception is None:
+            check_query(request, QUERY_PARAMETERS.get(route_name, ()))
+            check_content_type(request)
         response = await handler(request)
         status = response.status
         return response
@@ -430,9 +530,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = exc.status
         if exc.status < 400:
             raise
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return HTTPProblem(exc.status, exc.reason.lower().replace(" ", "_"),
-                           f"{exc.reason}: {request.method} {request.path[:200]}"
-                           ).response(gw.config.redact)
+                           f"{exc.reason}: {request.method} {request.path[:200]}",
+                           headers=allow).response(gw.config.redact)
     except (ConnectionResetError, asyncio.CancelledError):
         status = 499
         raise
@@ -445,8 +546,58 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         gw.requests.labels(route_name, str(status)).inc()
 
 
+async def _cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Lets an ``--allowed-origin`` page read the answer (streams included)."""
+    origin = request.get("tenure_cors_origin")
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+
+
+class _JSONErrorHandler(RequestHandler):
+    """aiohttp's connection handler, answering what it cannot parse as a JSON problem
+    and logging one line (aiohttp's own answer is text/plain and its log a traceback)."""
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response was sent already; closing the connection")
+        if status >= 500:
+            log.error("internal error handling a request from %s", request.remote,
+                      exc_info=exc)
+            problem = HTTPProblem(status, "internal", "internal error (logged)")
+        else:
+            first = (message or str(exc or "") or "malformed request").strip().splitlines()
+            reason = (first[0] if first else "malformed request").rstrip(": ")[:200]
+            log.info("refused a malformed HTTP request from %s (%d): %s", request.remote,
+                     status, reason)
+            problem = HTTPProblem(status, "malformed_request",
+                                  f"malformed HTTP request ({reason}); send well-formed HTTP/1.1")
+        response = problem.response(lambda text: text)
+        response.force_close()
+        return response
+
+
+class _JSONErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _JSONErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+class GatewayRunner(web.AppRunner):
+    """``web.AppRunner`` for the gateway app: ``handler_cancellation`` on, and malformed
+    HTTP answered as JSON (:class:`_JSONErrorHandler`)."""
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        super().__init__(app, handler_cancellation=True, **kwargs)
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _JSONErrorServer  # same state, our connection handler
+        return server
+
+
 def build_app(config: GatewayConfig) -> web.Application:
-    """The aiohttp application for ``config`` (serve it with handler_cancellation=True)."""
+    """The aiohttp application for ``config`` (serve it with :class:`GatewayRunner`)."""
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
     gateway = Gateway(config)
     app[GATEWAY] = gateway
@@ -456,7 +607,12 @@ def build_app(config: GatewayConfig) -> web.Application:
         yield
         await gateway.close()
 
+    async def shutdown(app: web.Application) -> None:
+        await gateway.shutdown()
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(shutdown)
+    app.on_response_prepare.append(_cors_headers)
     app.router.add_get("/healthz", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi_json)

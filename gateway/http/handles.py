@@ -14,6 +14,12 @@ mode, as soon as the streaming response closes. Either way the gateway's own val
 deadline (the core's) still applies: a loss ends the holder and is reported to the
 caller (410 on the next call, a ``lost`` event on the stream).
 
+An ended holder (lost, resigned, keepalive lapsed, gateway stopping) is kept as a
+tombstone for ``TOMBSTONE_SECONDS`` (at most ``MAX_TOMBSTONES`` of them) so that its
+owner's next call answers 410 with the reason, not 404; after that the handle is
+unknown. :meth:`Holders.shutdown` ends every holder as ``resigned`` first, so a stream
+holder is told before the gateway exits.
+
 A caller's own view of validity: ``valid_for`` in every answer is measured when the
 answer is built, as ``min(core deadline, keepalive deadline) - now``; a caller that
 adds it to the time it SENT the request never believes in leadership longer than the
@@ -27,6 +33,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,6 +43,8 @@ from tenure.errors import TenureError
 log = logging.getLogger("tenure.http")
 
 MODES = ("handle", "stream")
+TOMBSTONE_SECONDS = 600.0
+MAX_TOMBSTONES = 10_000
 
 
 class UnknownHandle(Exception):
@@ -59,6 +68,8 @@ class Holder:
     keepalive_until: float
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_reason: str = ""
+    end_kind: str = ""  # "resigned" or "lost" once ended
+    closing: asyncio.Task[None] | None = None  # the one close of ``client``
 
     @property
     def election(self) -> str:
@@ -110,6 +121,7 @@ class Holders:
         self.config_file = config_file
         self._on_change = on_change or (lambda kind, holder: None)
         self._held: dict[str, Holder] = {}
+        self._ended: OrderedDict[str, tuple[Holder, float]] = OrderedDict()
         self._pending = 0
         self._wake = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
@@ -165,9 +177,13 @@ class Holders:
         return holder
 
     def get(self, handle: str, owner: str | None) -> Holder:
-        """The holder with ``handle`` created by ``owner``; UnknownHandle otherwise
-        (the same answer for a wrong owner, so handles cannot be probed)."""
+        """The holder with ``handle`` created by ``owner``, held or ended (a tombstone:
+        ``ended`` is set); UnknownHandle otherwise (the same answer for a wrong owner,
+        so handles cannot be probed)."""
         holder = self._held.get(handle)
+        if holder is None:
+            self._forget_old_tombstones()
+            holder = self._ended.get(handle, (None, 0.0))[0]
         if holder is None or holder.owner != owner:
             raise UnknownHandle(handle)
         return holder
@@ -178,16 +194,19 @@ class Holders:
             holder.keepalive_until = time.monotonic() + holder.ttl
             self._wake.set()
 
-    async def end(self, holder: Holder, reason: str) -> None:
-        """Resigns (if still held) and ends the holder's session; idempotent."""
-        self._held.pop(holder.handle, None)
-        first = not holder.ended.is_set()
-        if first:
-            holder.end_reason = reason
-            holder.ended.set()
+    async def end(self, holder: Holder, reason: str, kind: str = "resigned") -> None:
+        """Resigns (if still held) and ends the holder's session; idempotent (the first
+        ``reason`` and ``kind`` -- "resigned" or "lost" -- stay)."""
+        first = self._mark_ended(holder, reason, kind)
         await asyncio.shield(self._close_client(holder))
         if first:
             self._on_change("ended", holder)
+
+    async def shutdown(self, reason: str = "the gateway is shutting down") -> None:
+        """Ends every holder as ``resigned`` with ``reason`` (stream holders see it on
+        their stream before it closes) and resigns their sessions; new campaigns can
+        still start (``close`` ends those)."""
+        await asyncio.gather(*(self.end(h, reason) for h in list(self._held.values())))
 
     async def close(self) -> None:
         """Resigns every holder and stops the reaper."""
@@ -195,40 +214,65 @@ class Holders:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        await asyncio.gather(*(self.end(h, "the gateway is shutting down")
-                               for h in list(self._held.values())))
+        await self.shutdown()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
-    def _lost(self, holder: Holder, reason: str) -> None:
+    def _mark_ended(self, holder: Holder, reason: str, kind: str) -> bool:
+        """Moves ``holder`` to the tombstones; True the first time."""
+        self._held.pop(holder.handle, None)
         if holder.ended.is_set():
-            return
+            return False
         holder.end_reason = reason
+        holder.end_kind = kind
         holder.ended.set()
+        self._ended[holder.handle] = (holder, time.monotonic() + TOMBSTONE_SECONDS)
+        while len(self._ended) > MAX_TOMBSTONES:
+            self._ended.popitem(last=False)
+        return True
+
+    def _forget_old_tombstones(self) -> None:
+        now = time.monotonic()
+        while self._ended:
+            handle, (_, until) = next(iter(self._ended.items()))
+            if until > now:
+                break
+            del self._ended[handle]
+
+    def _lost(self, holder: Holder, reason: str) -> None:
+        if not self._mark_ended(holder, reason, "lost"):
+            return
         log.warning("leadership lost: election=%s token=%d: %s",
                     holder.election, holder.leadership.token, reason)
-        # Keep the handle until its keepalive lapses so its owner learns why (410).
-        task = asyncio.ensure_future(self._close_client(holder))
+        task = self._close_client(holder)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
         self._on_change("lost", holder)
 
-    async def _close_client(self, holder: Holder) -> None:
+    def _close_client(self, holder: Holder) -> asyncio.Task[None]:
+        """The one task closing ``holder``'s client: every caller awaits the same close
+        (two concurrent closes of one client must not race inside its store)."""
+        if holder.closing is None:
+            holder.closing = asyncio.ensure_future(self._close(holder.client))
+        return holder.closing
+
+    @staticmethod
+    async def _close(client: aio.Client) -> None:
         try:
-            await holder.client.close()
+            await client.close()
         except TenureError as exc:
             log.warning("closing a caller's session failed (it expires by itself): %s", exc)
 
     async def _reap(self) -> None:
-        """Ends handle-mode holders whose keepalive lapsed, and forgets lost ones."""
+        """Ends handle-mode holders whose keepalive lapsed, and forgets old tombstones."""
         while True:
             now = time.monotonic()
             due = [h for h in self._held.values()
-                   if (h.mode == "handle" or h.ended.is_set()) and h.keepalive_until <= now]
+                   if h.mode == "handle" and h.keepalive_until <= now]
             for holder in due:
-                await self.end(holder, f"no keepalive within {holder.ttl:g} s")
-            upcoming = [h.keepalive_until for h in self._held.values()
-                        if h.mode == "handle" or h.ended.is_set()]
+                await self.end(holder, f"no keepalive within {holder.ttl:g} s", "lost")
+            self._forget_old_tombstones()
+            upcoming = [h.keepalive_until for h in self._held.values() if h.mode == "handle"]
             wait = max(0.0, min(upcoming) - time.monotonic()) if upcoming else None
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

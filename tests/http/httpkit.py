@@ -110,6 +110,32 @@ def call(method: str, url: str, body: Any = None, token: str | None = None,
         return status, text.decode(errors="replace")
 
 
+def request(method: str, url: str, headers: dict[str, str] | None = None,
+            body: bytes | None = None, timeout: float = 60.0) -> tuple[int, dict[str, str], Any]:
+    """One request with exactly ``headers`` (http.client adds only Host, unless given,
+    and Content-Length); returns (status, headers, parsed JSON or text)."""
+    parts = url.split("/", 3)
+    connection = http.client.HTTPConnection(parts[2], timeout=timeout)
+    try:
+        names = {name.lower() for name in headers or {}}
+        connection.putrequest(method, "/" + (parts[3] if len(parts) > 3 else ""),
+                              skip_host="host" in names, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            connection.putheader(name, value)
+        if body is not None:
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
+        answer = connection.getresponse()
+        text = answer.read()
+        got = {name.lower(): value for name, value in answer.getheaders()}
+    finally:
+        connection.close()
+    try:
+        return answer.status, got, json.loads(text) if text else None
+    except ValueError:
+        return answer.status, got, text.decode(errors="replace")
+
+
 def sse(url: str, method: str = "GET", body: Any = None,
         timeout: float = 60.0) -> Iterator[tuple[str, dict[str, Any], float]]:
     """Yields ``(event, data, t_received)`` from a server-sent-events response."""

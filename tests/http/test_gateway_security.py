@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,9 @@ def test_off_loopback_every_call_needs_the_bearer_token_and_handles_are_bound_to
             assert status == 404, (method, path, answer)
         assert call("POST", f"{gw.url}/v1/leaderships/{handle}/keepalive", token=alice)[0] == 200
         assert call("DELETE", f"{gw.url}/v1/leaderships/{handle}", token=alice)[0] == 204
+        # Ended, it answers its owner 410 (why it ended) and anyone else still 404.
+        assert call("GET", f"{gw.url}/v1/leaderships/{handle}", token=alice)[0] == 410
+        assert call("GET", f"{gw.url}/v1/leaderships/{handle}", token=bob)[0] == 404
         status, doc = call("GET", gw.url + "/openapi.json", token=alice)
         assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
@@ -137,3 +142,22 @@ def sqlite_gateway(tmp_path_factory: pytest.TempPathFactory) -> object:
     path = tmp_path_factory.mktemp("gw")
     with Gateway.start(["--backend", f"sqlite://{path}/s.db", "--ttl", "1"]) as gw:
         yield gw
+
+
+def test_a_malformed_request_carrying_the_token_leaks_it_nowhere(tmp_path: Path) -> None:
+    token_file, (token, _) = _tokens(tmp_path)
+    args = ["--backend", f"sqlite://{tmp_path}/s.db", "--token-file", str(token_file)]
+    with Gateway.start(args) as gw:
+        host, port = gw.url.rsplit("/", 1)[1].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                         f"Authorization: Bearer {token}\x01\r\n\r\n".encode())
+            answer = sock.recv(65536)
+        deadline = time.monotonic() + 10
+        while "malformed" not in gw.stderr():
+            assert time.monotonic() < deadline, gw.stderr()
+            time.sleep(0.02)  # polling another process's stderr: nothing to await
+        logged = gw.stderr()
+    assert b" 400 " in answer.split(b"\r\n")[0] and b"application/json" in answer
+    assert token.encode() not in answer
+    assert token not in logged and "Traceback" not in logged
