@@ -1,7 +1,7 @@
 """The PostgreSQL backend: ``postgresql://user@host:port[,host:port...]/dbname[?...]``.
 
-Mapping of the contract (tables in ``schema``, default ``tenure``; SQL in
-:mod:`tenure.adapters.postgres_sql`, every step ONE autocommit statement):
+Mapping of the contract (tables in ``schema``, default ``tenure``; SQL and
+connections in :mod:`tenure.adapters.postgres_client`, every step ONE autocommit statement):
 
 * session: ONE row in ``sessions`` per client. :meth:`PostgresStore.renew_session` is
   one UPDATE, whatever the number of elections held (it also lists the client's rows,
@@ -62,28 +62,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import os
-import select
-import socket
-import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import errors, sql
-from psycopg.conninfo import make_conninfo
+from psycopg import errors
 
-from tenure.adapters import postgres_sql as q
-from tenure.config import BackendURL, parse_backend_url
+from tenure.adapters import postgres_client as q
+from tenure.adapters.postgres_client import Link, Listener, PostgresConfig, Query, parse_url
+from tenure.config import BackendURL
 from tenure.errors import ConfigError, NotLeader, SessionExpired, StoreUnavailable
-from tenure.options import Options
 from tenure.store import (
     Contender,
-    EventSignal,
     LeaderInfo,
     NoSignal,
     Signal,
@@ -97,250 +90,6 @@ from tenure.store import (
 
 log = logging.getLogger("tenure.postgres")
 R = TypeVar("R")
-Query = str | sql.SQL | sql.Composed
-
-SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-OPTIONS = {
-    "schema": "schema of tenure's tables (default tenure)",
-    "timeout": "seconds per statement (default 2; renewals at most TTL/4)",
-    "sslmode": "libpq sslmode: " + ", ".join(SSL_MODES),
-    "sslrootcert": "CA certificate file the server is verified with (PEM)",
-    "password_file": "file holding the password",
-    "listen": "HOST:PORT[,...] of the server for LISTEN (bypassing a transaction "
-              "pooler), or none to poll",
-}
-_AUTH_REFUSED = ("password authentication failed", "no password supplied",
-                 "authentication failed", "does not exist", "no pg_hba.conf entry")
-
-
-@dataclass(frozen=True)
-class PostgresConfig:
-    """What a URL says: libpq parameters (without the password), schema and timeouts."""
-
-    params: dict[str, str]
-    listen: dict[str, str] | None
-    password: str | None
-    schema: str
-    timeout: float
-    description: str
-
-    def conninfo(self, params: dict[str, str], timeout: float) -> str:
-        extra = {} if self.password is None else {"password": self.password}
-        return make_conninfo("", **params, **extra,
-                             connect_timeout=str(max(2, math.ceil(timeout))))
-
-
-def _hosts(hosts: Sequence[tuple[str, int]]) -> dict[str, str]:
-    return {"host": ",".join(h for h, _ in hosts), "port": ",".join(str(p) for _, p in hosts),
-            "target_session_attrs": "read-write"}
-
-
-def parse_url(url: BackendURL) -> PostgresConfig:
-    """Validates every option of ``url``; ConfigError naming the input otherwise."""
-    opts = Options("postgres", url, OPTIONS)
-    schema = opts.text("schema", "tenure")
-    if not q.SCHEMA_NAME.fullmatch(schema):
-        raise ConfigError(f"postgres option schema={schema!r} must be a lower-case SQL name: "
-                          "a letter or _, then letters, digits or _, at most 63")
-    dbname = url.path.lstrip("/")
-    if "/" in dbname:
-        raise ConfigError(f"postgres URL path {url.path!r} must be /DBNAME (one name)")
-    params = {**_hosts(url.hosts), "application_name": "tenure"}
-    if dbname:
-        params["dbname"] = dbname
-    user = opts.user()
-    if user is not None:
-        params["user"] = user
-    mode = opts.optional("sslmode")
-    if mode is not None:
-        params["sslmode"] = opts.choice("sslmode", mode, SSL_MODES)
-    if opts.pem("sslrootcert") is not None:
-        params["sslrootcert"] = opts.text("sslrootcert", "")
-    listen_text = opts.text("listen", "")
-    listen: dict[str, str] | None = params
-    direct: tuple[tuple[str, int], ...] = ()
-    if listen_text == "none":
-        listen = None
-    elif listen_text:
-        problem = "/" in listen_text or "@" in listen_text or "?" in listen_text
-        with contextlib.suppress(ConfigError):
-            direct = parse_backend_url(f"{url.scheme}://{listen_text}")[0].hosts
-        if problem or not direct:
-            raise ConfigError(f"postgres option listen={listen_text!r} must be HOST:PORT[,...] "
-                              "of the server itself, or none")
-        listen = {**params, **_hosts(direct)}
-    hosts = ",".join(f"{h}:{p}" for h, p in url.hosts)
-    who = f"{user}@" if user else ""
-    return PostgresConfig(
-        params, listen, opts.secret("password", env="PGPASSWORD"), schema,
-        opts.duration("timeout", 2.0, low=0, high=300),
-        f"{url.scheme}://{who}{hosts}/{dbname}" + (f"?schema={schema}" if schema != "tenure"
-                                                    else ""))
-
-
-class _Link:
-    """One autocommit connection, opened on demand. A statement that does not finish
-    in time has its socket shut down (a cancel request would let PostgreSQL commit
-    a transaction still waiting for the synchronous standby; a shut-down socket only
-    ends the wait on our side)."""
-
-    def __init__(self, config: PostgresConfig, params: dict[str, str]) -> None:
-        self.config = config
-        self.params = params
-        self.lock = threading.RLock()
-        self.conn: psycopg.Connection[Any] | None = None
-        self._running: object | None = None
-        self._state = threading.Lock()
-
-    def connection(self, timeout: float) -> psycopg.Connection[Any]:
-        if self.conn is None or self.conn.closed or self.conn.broken:
-            self.close()
-            self.conn = psycopg.connect(self.config.conninfo(self.params, timeout),
-                                        autocommit=True, prepare_threshold=None)
-        return self.conn
-
-    def run(self, query: Query, params: dict[str, Any] | None,
-            timeout: float) -> list[tuple[Any, ...]]:
-        """The rows of one statement; psycopg errors propagate (the caller maps them)."""
-        with self.lock:
-            try:
-                conn = self.connection(timeout)
-                call = object()
-                with self._state:
-                    self._running = call
-                timer = threading.Timer(timeout, self._abort, (conn, call))
-                timer.daemon = True
-                timer.start()
-                try:
-                    cursor = conn.execute(query, params)
-                    return cursor.fetchall() if cursor.description else []
-                finally:
-                    with self._state:
-                        self._running = None
-                    timer.cancel()
-            except psycopg.Error:
-                if self.conn is not None and (self.conn.broken or self.conn.closed):
-                    self.close()
-                raise
-
-    def _abort(self, conn: psycopg.Connection[Any], call: object) -> None:
-        with self._state:
-            if self._running is not call:
-                return
-            with contextlib.suppress(OSError, psycopg.Error), socket.socket(
-                    fileno=os.dup(conn.pgconn.socket)) as sock:
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
-
-
-class _Listener:
-    """The LISTEN connection and its thread: fires the signals of each election whose
-    channel is notified, and every signal when the connection breaks."""
-
-    def __init__(self, store: PostgresStore, link: _Link) -> None:
-        self.store = store
-        self.link = link
-        self.cond = threading.Condition()
-        self.signals: dict[str, set[EventSignal]] = {}
-        self.listening: set[str] = set()
-        self.pooled = False
-        self.error = ""
-        self.closed = False
-        self._wake_r, self._wake_w = os.pipe()
-        self._thread: threading.Thread | None = None
-
-    def signal(self, channel: str, timeout: float) -> EventSignal:
-        """A signal for ``channel``, returned once LISTEN on it is in effect."""
-        signal = EventSignal(on_close=lambda: self._drop(channel, signal))
-        with self.cond:
-            self.signals.setdefault(channel, set()).add(signal)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="tenure-pg-listen",
-                                                daemon=True)
-                self._thread.start()
-            if channel not in self.listening:
-                os.write(self._wake_w, b".")
-                self.cond.notify_all()  # also ends a reconnect back-off
-                if not self.cond.wait_for(lambda: channel in self.listening or self.closed,
-                                          timeout) or self.closed:
-                    self._drop_locked(channel, signal)
-                    raise StoreUnavailable(f"PostgreSQL {self.store.description}: cannot "
-                                           f"LISTEN for changes: {self.error or 'timed out'}")
-        return signal
-
-    def _drop(self, channel: str, signal: EventSignal) -> None:
-        with self.cond:
-            self._drop_locked(channel, signal)
-
-    def _drop_locked(self, channel: str, signal: EventSignal) -> None:
-        self.signals.get(channel, set()).discard(signal)
-
-    def _fire(self, channel: str | None) -> None:
-        with self.cond:
-            fired = [s for c, group in self.signals.items() if channel in (None, c)
-                     for s in group]
-        for signal in fired:
-            signal.fire()
-
-    def _loop(self) -> None:
-        backoff = 0.05
-        while not self.closed:
-            try:
-                self._serve()
-                backoff = 0.05
-            except Exception as exc:  # psycopg errors, a closed pipe: reconnect
-                with self.cond:
-                    self.error = str(exc).strip() or exc.__class__.__name__
-                    self.listening.clear()
-                    self.cond.notify_all()
-                self.link.close()
-                self._fire(None)  # notifications may have been missed
-                with self.cond:
-                    self.cond.wait(backoff)
-                backoff = min(1.0, backoff * 2)
-
-    def _serve(self) -> None:
-        conn = self.link.connection(self.store.config.timeout)
-        pid = self.link.run("SELECT pg_backend_pid()", None, self.store.config.timeout)[0][0]
-        if pid != conn.info.backend_pid and not self.pooled:
-            self.pooled = True
-            log.warning("PostgreSQL %s: the LISTEN connection goes through a connection "
-                        "pooler; through PgBouncer in transaction mode notifications are "
-                        "lost, so waiters also poll every min(TTL/4, 1 s); give listen="
-                        "HOST:PORT of the server itself", self.store.description)
-        while not self.closed:
-            with self.cond:
-                todo = [c for c in self.signals if c not in self.listening]
-            for channel in todo:
-                self.link.run(sql.SQL("LISTEN {}").format(sql.Identifier(channel)), None,
-                              self.store.config.timeout)
-            with self.cond:
-                self.listening.update(todo)
-                if todo:
-                    self.cond.notify_all()
-            for note in conn.notifies(timeout=0):
-                self._fire(note.channel)
-            readable, _, _ = select.select([conn.fileno(), self._wake_r], [], [], 1.0)
-            if self._wake_r in readable:
-                os.read(self._wake_r, 4096)
-
-    def close(self) -> None:
-        with self.cond:
-            self.closed = True
-            self.cond.notify_all()
-        os.write(self._wake_w, b".")
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-        self.link.close()
-        self._fire(None)
-        for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
-
 
 @dataclass(eq=False)
 class PostgresTicket(Ticket):
@@ -359,10 +108,10 @@ class PostgresStore(Store[PostgresTicket]):
         super().__init__()
         self.config = config
         self.sql = q.Statements.for_schema(config.schema)
-        self._main = _Link(config, config.params)
-        self._renewer = _Link(config, config.params)
-        self._listener = None if config.listen is None else _Listener(
-            self, _Link(config, config.listen))
+        self._main = Link(config, config.params)
+        self._renewer = Link(config, config.params)
+        self._listener = None if config.listen is None else Listener(
+            Link(config, config.listen), config.description)
         self._session: uuid.UUID | None = None
         self._ttl = 0.0
         self._schema_ready = False
@@ -382,12 +131,12 @@ class PostgresStore(Store[PostgresTicket]):
 
     # -- plumbing -------------------------------------------------------------------
 
-    def _run(self, action: str, query: Query, link: _Link | None = None,
+    def _run(self, action: str, query: Query, link: Link | None = None,
              timeout: float | None = None, **params: Any) -> list[tuple[Any, ...]]:
         try:
             return (link or self._main).run(query, params, timeout or self.config.timeout)
         except psycopg.Error as exc:
-            raise self._error(action, exc) from None
+            raise q.store_error(self.description, self.config.schema, action, exc) from None
 
     def _read(self, action: str, query: Query, **params: Any) -> list[tuple[Any, ...]]:
         """A read; no tables yet (nobody campaigned, nothing initialised) reads as empty,
@@ -397,31 +146,12 @@ class PostgresStore(Store[PostgresTicket]):
         except (errors.UndefinedTable, errors.InvalidSchemaName):
             return []
         except psycopg.Error as exc:
-            raise self._error(action, exc) from None
-
-    def _error(self, action: str, exc: psycopg.Error) -> Exception:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        where = f"PostgreSQL {self.description}"
-        if isinstance(exc, errors.UndefinedTable | errors.InvalidSchemaName):
-            return StoreUnavailable(
-                f"{where} has no tenure tables in schema {self.config.schema!r}; the first "
-                "campaign creates them, or run: tenure postgres init URL")
-        if isinstance(exc, errors.InsufficientPrivilege):
-            return ConfigError(
-                f"{where}: {action}: {detail}; run `tenure postgres init URL` as a user who "
-                "may create the schema, and grant this user SELECT, INSERT, UPDATE, DELETE "
-                "on its tables (tenure postgres init --grant USER)")
-        if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None and any(
-                text in detail for text in _AUTH_REFUSED):
-            return ConfigError(f"{where} refused the connection: {detail}; check the user, "
-                               "password and database of the URL")
-        return StoreUnavailable(f"{where}: {action}: {detail}")
+            raise q.store_error(self.description, self.config.schema, action, exc) from None
 
     def _signal(self, election: str) -> Signal:
         if self._listener is None:
             return NoSignal()
-        return self._listener.signal(q.channel(self.config.schema, election),
-                                     self.config.timeout)
+        return self._listener.signal(q.channel(self.config.schema, election))
 
     def _retry_at(self, seconds: float | None) -> float | None:
         """The monotonic time ``seconds`` (server time left) from now, or the polling
@@ -452,7 +182,8 @@ class PostgresStore(Store[PostgresTicket]):
             self._run("create the schema", self.sql.create, timeout=max(10, self.config.timeout))
             version = self._run("read the schema version", self.sql.version)[0][0]
         except psycopg.Error as exc:
-            raise self._error("read the schema version", exc) from None
+            raise q.store_error(self.description, self.config.schema, "read the schema version",
+                                exc) from None
         if version is None or version > q.SCHEMA_VERSION:
             raise ConfigError(
                 f"PostgreSQL {self.description}: schema {self.config.schema!r} has tenure "

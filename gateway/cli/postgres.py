@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_init(args: argparse.Namespace) -> int:
-    from tenure.adapters.postgres import PostgresStore, parse_url
-    from tenure.adapters.postgres_sql import SCHEMA_VERSION, Statements
+    from tenure.adapters.postgres import PostgresStore
+    from tenure.adapters.postgres_client import SCHEMA_VERSION, Statements, parse_url
 
     url = load_settings(args.backend, config_file=args.config).url
     if url.scheme not in ("postgresql", "postgres"):
