@@ -4,6 +4,7 @@ Jupyter and the Docker API do since their DNS-rebinding reports."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import uuid
@@ -177,3 +178,28 @@ def test_a_malformed_allowed_host_or_origin_is_refused_at_start(
     assert done.returncode == 2, done.stderr
     assert option in done.stderr and "e.g." in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_on_a_unix_socket_host_is_not_checked_but_origin_is(tmp_path: Path) -> None:
+    path = str(tmp_path / "gw.sock")
+    with Gateway.start(["--backend", f"sqlite://{tmp_path}/s.db", "--unix", path]) as gw:
+        assert gw.url == f"unix:{path}"
+
+        def get(headers: dict[str, str]) -> int:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(30)
+            sock.connect(path)
+            with sock:
+                lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                sock.sendall(f"GET /healthz HTTP/1.1\r\n{lines}Connection: close\r\n\r\n"
+                             .encode())
+                answer = b""
+                while chunk := sock.recv(4096):
+                    answer += chunk
+            return int(answer.split(b" ", 2)[1])
+
+        # No browser can reach a unix socket, so any Host is fine there...
+        assert get({"Host": "localhost"}) == 200
+        assert get({"Host": "evil.example"}) == 200
+        # ...but a request relayed from a web page elsewhere is still refused.
+        assert get({"Host": "localhost", "Origin": "https://evil.example"}) == 403
