@@ -23,6 +23,7 @@ MEASUREMENTS = ("handover", "failover", "detect-cut", "detect-pause", "campaign"
 STORE_TTL: dict[str, tuple[float, float]] = {
     "sqlite": (1.0, 1.0), "etcd": (2.0, 1.0), "zookeeper": (2.0, 1.0),
     "consul": (1.0, 1.0), "redis": (1.0, 1.0), "bully": (1.0, 1.0),
+    "postgres": (1.0, 1.0),
 }
 
 NO_LOSS_EVENT = "tooz has no leadership-lost event: its user is never told"

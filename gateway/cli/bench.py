@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 LAB_ALL = ("sqlite", "etcd", "zookeeper", "consul", "redis", "bully")
 SCHEMES = {"zk": "zookeeper", "rediss": "redis", "zookeeper": "zookeeper", "etcd": "etcd",
            "etcds": "etcd", "consul": "consul", "consuls": "consul", "redis": "redis",
-           "sqlite": "sqlite", "bully": "bully"}
+           "sqlite": "sqlite", "bully": "bully", "postgresql": "postgres", "postgres": "postgres"}
 
 
 def _sizes(text: str) -> tuple[int, ...]:
