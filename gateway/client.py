@@ -97,6 +97,8 @@ class Client:
         self._by_ticket: dict[Ticket, Leadership] = {}
         self._early_losses: dict[Ticket, str] = {}
         self._withdrawals: list[threading.Thread] = []
+        self._closing = threading.Lock()
+        self._closed_once = False
         store.bind(self._lost_from_store)
 
     @property
@@ -123,17 +125,22 @@ class Client:
         return self.store.read(check_election_name(key, what="guarded-write key"))
 
     def close(self) -> None:
-        """Resigns everything and ends the session. Idempotent."""
-        with self._lock:
-            leaderships = list(self._by_ticket.values())
-        for leadership in leaderships:
-            leadership.end_resigned("the client was closed")
-        self.keeper.close()
-        with self._lock:
-            pending, self._withdrawals = self._withdrawals, []
-        for thread in pending:
-            thread.join(timeout=self.ttl)
-        self.store.close()
+        """Resigns everything and ends the session. Idempotent, and safe to call from
+        several threads at once: the first call closes, the others wait for it."""
+        with self._closing:
+            if self._closed_once:
+                return
+            self._closed_once = True
+            with self._lock:
+                leaderships = list(self._by_ticket.values())
+            for leadership in leaderships:
+                leadership.end_resigned("the client was closed")
+            self.keeper.close()
+            with self._lock:
+                pending, self._withdrawals = self._withdrawals, []
+            for thread in pending:
+                thread.join(timeout=self.ttl)
+            self.store.close()
 
     def __enter__(self) -> Client:
         return self
