@@ -48,6 +48,15 @@ Mapping of the contract (keys under ``prefix``, default ``/tenure``):
   unless the ticket was withdrawn. These watches are best effort: not re-armed after a
   broken watch stream (the validity deadline never depends on them).
 
+Layouts (``layout=``): ``tenure``, the default, is the mapping above; ``native`` is
+etcd's own ``concurrency.Election`` (what ``etcdctl elect`` runs), so both kinds queue
+in ONE election. The election name (after ``native_prefix``) IS the recipe's prefix:
+keys ``<name>/<lease-id %x>`` holding the value only, so the lease-id hex IS the
+candidate id (readers report it; tenure's ticket carries it too). Every step above
+already is the recipe's (Campaign, Leader, waitDeletes, Proclaim, Resign, Rev); what
+differs is that the range ``<name>/`` holds election ``<name>/x`` too, and that native
+candidates have no validity deadline (docs/interop.md).
+
 Connection (:mod:`tenure.adapters.etcd_connection`): pyetcd's client over every listed
 member. A failed call moves it to the next member (round robin) and fires every open
 watch signal; calls are not retried in the adapter beyond trying an idempotent
@@ -74,6 +83,7 @@ waiter relies on its watch (and the failover firing it).
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,6 +108,8 @@ from tenure.store import (
     Won,
 )
 
+log = logging.getLogger("tenure")
+
 MAX_TTL = 86400
 _CREATE = etcdrpc.Compare.CREATE
 _BY_CREATE = etcdrpc.RangeRequest.CREATE
@@ -111,15 +123,6 @@ class EtcdTicket(Ticket):
 
     lease: int = 0
     guard: Callable[[], None] | None = None
-
-
-def _pack(candidate_id: str, value: bytes) -> bytes:
-    return candidate_id.encode() + b"\n" + value
-
-
-def _unpack(election: str, kv: Any) -> LeaderInfo:
-    candidate_id, _, value = bytes(kv.value).partition(b"\n")
-    return LeaderInfo(election, candidate_id.decode(), value, int(kv.create_revision))
 
 
 def _compare_create(key: bytes, result: int, revision: int, range_end: bytes = b"") -> Any:
@@ -171,8 +174,25 @@ class EtcdStore(Store[EtcdTicket]):
         return self._etcd.member
 
     def _election_range(self, election: str) -> tuple[bytes, bytes]:
-        start = f"{self.config.prefix}/{election}/#".encode()
+        if self.config.native:  # NewElection(s, pfx) ranges over pfx + "/"
+            start = f"{self.config.native_prefix}{election}/".encode()
+        else:
+            start = f"{self.config.prefix}/{election}/#".encode()
         return start, prefix_range_end(start)
+
+    def _pack(self, candidate_id: str, value: bytes) -> bytes:
+        """A candidate key's value: the value alone in native layout (as etcdctl elect
+        writes its proposal), else the candidate id, LF, the value."""
+        return value if self.config.native else candidate_id.encode() + b"\n" + value
+
+    def _unpack(self, election: str, kv: Any) -> LeaderInfo:
+        if self.config.native:  # no id stored: the key's lease-id hex stands for it
+            key = bytes(kv.key)
+            name = key[len(self._election_range(election)[0]):] or key
+            return LeaderInfo(election, name.decode(errors="replace"), bytes(kv.value),
+                              int(kv.create_revision))
+        candidate_id, _, value = bytes(kv.value).partition(b"\n")
+        return LeaderInfo(election, candidate_id.decode(), value, int(kv.create_revision))
 
     def _data_key(self, key: str) -> bytes:
         return f"{self.config.prefix}/data/{key}".encode()
@@ -262,7 +282,7 @@ class EtcdStore(Store[EtcdTicket]):
             raise SessionExpired(f"etcd {self.description}: no session")
         key = self._election_range(election)[0] + f"{lease:x}".encode()
         put = etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(
-            key=key, value=_pack(candidate_id, value), lease=lease))
+            key=key, value=self._pack(candidate_id, value), lease=lease))
         create = [_compare_create(key, etcdrpc.Compare.EQUAL, 0)]
         for _ in range(2):
             try:
@@ -277,6 +297,10 @@ class EtcdStore(Store[EtcdTicket]):
                     self._etcd.txn("enqueue cleanup", [], [_delete_op(key)])
                 raise
             if response.succeeded:
+                if self.config.native:  # its id is what readers (and etcdctl) see of it
+                    log.info("etcd layout=native: candidate %s is key %s", candidate_id,
+                             key.decode())
+                    candidate_id = f"{lease:x}"
                 return EtcdTicket(election, candidate_id, key.decode(),
                                   int(response.header.revision), lease=lease)
             # Found a key of an earlier attempt, or of an earlier campaign of this client
@@ -353,7 +377,8 @@ class EtcdStore(Store[EtcdTicket]):
     def proclaim(self, ticket: EtcdTicket, value: bytes) -> None:
         # The put keeps the lease: a put without one would detach the key from it.
         self._guarded(ticket, "proclaim", etcdrpc.PutRequest(
-            key=ticket.key.encode(), value=_pack(ticket.candidate_id, value), lease=ticket.lease))
+            key=ticket.key.encode(), value=self._pack(ticket.candidate_id, value),
+            lease=ticket.lease))
 
     def guarded_write(self, ticket: EtcdTicket, key: str, value: bytes) -> None:
         self._guarded(ticket, "guarded write",
@@ -370,7 +395,7 @@ class EtcdStore(Store[EtcdTicket]):
         response = self._etcd.range(etcdrpc.RangeRequest(
             key=start, range_end=end, limit=1, sort_target=_BY_CREATE,
             sort_order=etcdrpc.RangeRequest.ASCEND), "leader")
-        current = _unpack(election, response.kvs[0]) if response.kvs else None
+        current = self._unpack(election, response.kvs[0]) if response.kvs else None
         return current, int(response.header.revision)
 
     def leader(self, election: str) -> LeaderInfo | None:
@@ -386,7 +411,7 @@ class EtcdStore(Store[EtcdTicket]):
         response = self._etcd.range(etcdrpc.RangeRequest(
             key=start, range_end=end, sort_target=_BY_CREATE,
             sort_order=etcdrpc.RangeRequest.ASCEND), "contenders")
-        infos = (_unpack(election, kv) for kv in response.kvs)
+        infos = (self._unpack(election, kv) for kv in response.kvs)
         return [Contender(info.candidate_id, info.value, info.token) for info in infos]
 
     def close(self) -> None:

@@ -1,5 +1,7 @@
-"""How :mod:`tenure.adapters.etcd` reaches an etcd cluster: its URL options, and
-pyetcd's ``MultiEndpointEtcd3Client`` over every listed member.
+"""How :mod:`tenure.adapters.etcd` reaches an etcd cluster: its URL options (also the
+key layout: ``layout=tenure``, the default, or ``layout=native``, etcd's own
+``concurrency.Election``), and pyetcd's ``MultiEndpointEtcd3Client`` over every listed
+member.
 
 A failed call (unavailable, timed out, or an isolated member's ``context deadline
 exceeded``) moves the client to the next member (round robin), so the next call goes
@@ -45,7 +47,12 @@ OPTIONS = {
     "cert": "client certificate file (PEM); needs key",
     "key": "client private key file (PEM); needs cert",
     "timeout": f"seconds per request (default {DEFAULT_TIMEOUT:g})",
+    "layout": "election keys: tenure (default) or native (etcd's concurrency.Election, "
+              "the layout of etcdctl elect)",
+    "native_prefix": "layout=native only: text put before the election name to form the "
+                     "recipe's prefix (default none; / joins NewElection(s, \"/NAME\"))",
 }
+LAYOUTS = ("tenure", "native")
 GRPC_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
@@ -75,6 +82,9 @@ class EtcdConfig:
     user: str | None = None
     password: str | None = None
     credentials: grpc.ChannelCredentials | None = None
+    native: bool = False
+    """``layout=native``: election keys are etcd's own recipe's (see the adapter)."""
+    native_prefix: str = ""
 
     def __repr__(self) -> str:
         return f"EtcdConfig({self.description})"
@@ -94,6 +104,18 @@ def parse_url(url: BackendURL) -> EtcdConfig:
             "of printable characters without spaces or '#', e.g. /tenure"
         )
     timeout = opts.duration("timeout", DEFAULT_TIMEOUT, low=0, high=300)
+    native = opts.choice("layout", "tenure", LAYOUTS) == "native"
+    native_prefix = opts.text("native_prefix", "")
+    if opts.given("native_prefix") and not native:
+        raise ConfigError(
+            "etcd option native_prefix= applies to layout=native only; add layout=native "
+            "or remove native_prefix"
+        )
+    if not native_prefix.isprintable() or " " in native_prefix:
+        raise ConfigError(
+            f"etcd option native_prefix={native_prefix!r} must be printable characters "
+            "without spaces, e.g. / (the election name follows it)"
+        )
     user = opts.user()
     password = opts.secret("password", env=PASSWORD_ENV)
     if password is not None and user is None:
@@ -112,7 +134,8 @@ def parse_url(url: BackendURL) -> EtcdConfig:
         root_certificates=ca, private_key=key, certificate_chain=cert)
     return EtcdConfig(
         hosts=url.hosts, description=url.redacted, prefix=prefix, timeout=timeout,
-        user=user, password=password, credentials=credentials,
+        user=user, password=password, credentials=credentials, native=native,
+        native_prefix=native_prefix,
     )
 
 
