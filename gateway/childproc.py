@@ -1,4 +1,16 @@
-"""Child processes that cannot outlive the process that started them."""
+"""Child processes that cannot outlive the process that started them, and the handle
+``tenure run`` keeps on its deadline keeper (:mod:`tenure.deadline_keeper`).
+
+    keeper = DeadlineKeeper.start(lead.deadline, grace=5.0)
+    child = keeper.spawn(["./job.sh"], env=env)   # stopped at the deadline by the keeper
+    keeper.extend(lead.deadline)                  # after each successful renewal
+    ...
+    keeper.close()                                # the child has exited: the keeper too
+
+Both the keeper and the child carry a parent-death signal bound to the THREAD that
+spawned them (Linux ``PR_SET_PDEATHSIG``): spawn them from a thread that lives as long
+as they should, such as the main thread.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +18,64 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import select
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from tenure import deadline_keeper
 
 _PR_SET_PDEATHSIG = 1
 _libc_name = ctypes.util.find_library("c")
 _LIBC = ctypes.CDLL(_libc_name, use_errno=True) if _libc_name else None
 
+KEEPER_START_TIMEOUT = 10.0
+"""Seconds :meth:`DeadlineKeeper.start` waits for the keeper's ``ready``."""
 
-def _set_parent_death_signal() -> None:
-    # Runs in the forked child before exec: only a single foreign call, no imports.
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+KEEPER_EXIT_SLACK = 5.0
+"""Seconds, beyond the grace period, that :meth:`DeadlineKeeper.close` waits for the
+keeper to exit before killing it."""
+
+
+def _guard_child(death_signal: int, parent: int, announce_fd: int | None) -> Callable[[], None]:
+    announcement = b"child %d\n"
+
+    def preexec() -> None:
+        # Runs in the forked child before exec: only system calls, no imports, no locks.
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+        if announce_fd is not None:
+            os.write(announce_fd, announcement % os.getpid())
+
+    return preexec
 
 
 def spawn_guarded(
-    command: Sequence[str], env: Mapping[str, str] | None = None, **kwargs: object
+    command: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    death_signal: int = signal.SIGKILL,
+    announce_fd: int | None = None,
+    **kwargs: object,
 ) -> subprocess.Popen[bytes]:
-    """Starts ``command`` in a new process group, with the kernel set to SIGKILL it when
-    the thread that spawned it dies (Linux parent-death signal; spawn from a thread
-    that lives as long as the child should, e.g. the main thread)."""
+    """Starts ``command`` in a new process group (and session), with the kernel set to
+    send it ``death_signal`` (SIGKILL) when the thread that spawned it dies (Linux
+    parent-death signal; spawn from a thread that lives as long as the child should,
+    e.g. the main thread). A parent that died before the signal was armed is caught
+    too: the child then kills itself before exec.
+
+    ``announce_fd``: a file descriptor (of a pipe) on which the child writes
+    ``child PID`` before it executes ``command`` -- how a deadline keeper learns the
+    process group before the command runs. Other keyword arguments go to Popen."""
     return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
         list(command), env=env, start_new_session=True,
-        preexec_fn=_set_parent_death_signal, **kwargs,
+        preexec_fn=_guard_child(death_signal, os.getpid(), announce_fd), **kwargs,
     )
 
 
@@ -37,3 +83,155 @@ def signal_group(pid: int, signum: int) -> None:
     """Sends ``signum`` to the process group led by ``pid``; ignores a vanished group."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signum)
+
+
+class KeeperError(OSError):
+    """The deadline keeper could not be started."""
+
+
+class DeadlineKeeper:
+    """``tenure run``'s end of its deadline keeper process: start it, spawn the command
+    through it, send it each new deadline, ask it to stop the command, close it.
+
+    Promises: the keeper runs (it answered ``ready``) before :meth:`start` returns, and
+    a command started with :meth:`spawn` is known to the keeper before it executes.
+    Every method may be called from any thread; a keeper that has already exited makes
+    :meth:`extend` and :meth:`stop` return False instead of raising. What it does not
+    do: restart a keeper that died (the caller falls back to stopping the command
+    itself, see :meth:`stop`)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], commands: int, reports: int,
+                 grace: float) -> None:
+        self.process = process
+        self.grace = grace
+        self._commands: int | None = commands
+        self._reports: int | None = reports
+        self._lock = threading.Lock()
+        self._reports_lock = threading.Lock()
+        self._buffer = b""
+        self._said: list[str] = []
+        self.started_in = 0.0
+        """Seconds from spawning the keeper to its ``ready`` (its start time)."""
+
+    @classmethod
+    def start(cls, deadline: float, grace: float) -> DeadlineKeeper:
+        """Starts a keeper holding ``deadline`` (a ``time.monotonic()`` time) that will
+        allow the command ``grace`` seconds between SIGTERM and SIGKILL; waits until it
+        listens. KeeperError if it cannot be started or does not answer in time."""
+        commands_r, commands_w = os.pipe()
+        reports_r, reports_w = os.pipe()
+        began = time.monotonic()
+        try:
+            process = spawn_guarded(
+                [sys.executable, "-I", "-S", deadline_keeper.__file__, repr(deadline),
+                 repr(grace)],
+                stdin=commands_r, stdout=reports_w, death_signal=signal.SIGTERM,
+            )
+        except OSError as exc:
+            for fd in (commands_r, commands_w, reports_r, reports_w):
+                os.close(fd)
+            raise KeeperError(f"cannot start the deadline keeper: {exc}") from exc
+        os.close(commands_r)
+        os.close(reports_w)
+        keeper = cls(process, commands_w, reports_r, grace)
+        if keeper._read_report(KEEPER_START_TIMEOUT) != "ready":
+            keeper.kill()
+            raise KeeperError(
+                f"the deadline keeper did not start within {KEEPER_START_TIMEOUT:g} s "
+                f"(exit status {process.poll()}); is {sys.executable} runnable?"
+            )
+        keeper.started_in = time.monotonic() - began
+        return keeper
+
+    def spawn(self, command: Sequence[str], env: Mapping[str, str] | None = None,
+              **kwargs: Any) -> subprocess.Popen[bytes]:
+        """Starts ``command`` (see :func:`spawn_guarded`) under this keeper's guard;
+        ValueError once :meth:`close` was called."""
+        with self._lock:
+            fd = self._commands
+        if fd is None:
+            raise ValueError("this deadline keeper is closed; start a new one")
+        return spawn_guarded(command, env, announce_fd=fd, **kwargs)
+
+    def extend(self, deadline: float) -> bool:
+        """Sends a new deadline (``time.monotonic()``); False if the keeper is gone."""
+        return self._send(f"deadline {deadline!r}")
+
+    def stop(self) -> bool:
+        """Asks the keeper to stop the command now (SIGTERM, SIGKILL after the grace
+        period). False if the keeper is gone: then stop the command yourself."""
+        return self._send("stop")
+
+    def close(self) -> list[str]:
+        """Tells the keeper the command has exited (call it before reaping the command,
+        so its pid cannot be reused meanwhile), waits for the keeper to exit and
+        returns every line it reported (``ready``, ``stopping deadline``, ...)."""
+        self._send("bye")
+        with self._lock:
+            fd, self._commands = self._commands, None
+        if fd is not None:
+            os.close(fd)
+        try:
+            self.process.wait(timeout=self.grace + KEEPER_EXIT_SLACK)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        said = self.reports
+        with self._reports_lock:
+            fd, self._reports = self._reports, None
+        if fd is not None:
+            os.close(fd)
+        return said
+
+    @property
+    def reports(self) -> list[str]:
+        """The lines the keeper has reported so far (read without blocking)."""
+        while self._read_report(0) is not None:
+            pass
+        with self._reports_lock:
+            return list(self._said)
+
+    def fired(self) -> str | None:
+        """The reason the keeper stopped the command on its own (``deadline``,
+        ``orphaned``), or None."""
+        for line in self.reports:
+            verb, _, why = line.partition(" ")
+            if verb == "stopping" and why != "requested":
+                return why
+        return None
+
+    def kill(self) -> None:
+        """Kills the keeper process (not the command) and reaps it."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        self.process.wait()
+
+    def _send(self, line: str) -> bool:
+        with self._lock:
+            if self._commands is None:
+                return False
+            try:
+                os.write(self._commands, line.encode() + b"\n")
+            except BrokenPipeError:
+                return False
+            return True
+
+    def _read_report(self, timeout: float) -> str | None:
+        """The next line the keeper reported, waiting up to ``timeout`` seconds; None
+        if there is none (yet) or the keeper closed its end."""
+        end = time.monotonic() + timeout
+        with self._reports_lock:
+            while b"\n" not in self._buffer:
+                if self._reports is None:
+                    return None
+                ready, _, _ = select.select([self._reports], [], [],
+                                            max(0.0, end - time.monotonic()))
+                if not ready:
+                    return None
+                data = os.read(self._reports, 4096)
+                if not data:
+                    return None
+                self._buffer += data
+            line, _, self._buffer = self._buffer.partition(b"\n")
+            text = line.decode("ascii", "replace")
+            self._said.append(text)
+            return text

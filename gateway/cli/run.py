@@ -3,33 +3,59 @@
 Campaigns; once leader, starts COMMAND with TENURE_ELECTION, TENURE_CANDIDATE_ID and
 TENURE_FENCING_TOKEN in its environment. If leadership is lost -- including when the
 local validity deadline passes while the store does not answer -- the command's process
-group gets SIGTERM at once and SIGKILL after --grace seconds. When the command exits,
-tenure run resigns and exits with its exit status. SIGTERM/SIGINT stop the command the
-same way, resign, and exit 128+signal. If tenure run itself is killed, the kernel kills
-the command (parent-death signal), so a SIGKILLed leader never leaves an orphan running.
-Grandchildren that leave the process group are not covered: make COMMAND exec its final
-program. A store that cannot be reached at the start is an error (exit 1); later outages
-are retried while the validity deadline allows.
+group gets SIGTERM at once and SIGKILL after --grace seconds. A separate deadline keeper
+process does this at the deadline even while tenure run itself is frozen (stopped,
+swapped out, in a debugger). When the command exits, tenure run resigns and exits with
+its exit status. With --forever, tenure run instead stays up: after a loss, or when the
+command exits (it then resigns), it waits (0.1 s, doubling up to 10 s while leaderships
+keep ending within 10 s), campaigns again and starts the command again with the new
+fencing token. SIGTERM/SIGINT stop the command the same way, resign, and exit 128+signal. If
+tenure run itself is killed, the kernel kills the command (parent-death signal), so a
+SIGKILLed leader never leaves an orphan running. Grandchildren that leave the process
+group are not covered: make COMMAND exec its final program. A store that cannot be
+reached at the start is an error (exit 1); later outages are retried while the
+validity deadline allows.
 
 Exit status: the command's; 3 if --timeout passed without winning; 75 if leadership was
-lost while the command ran; 2 for bad arguments; 1 if the store cannot be reached; 130
-(143) after Ctrl-C (SIGTERM).
+lost while the command ran; 2 for bad arguments; 1 if the store cannot be reached or the
+deadline keeper cannot start; 127 if the command cannot be started; 130 (143) after
+Ctrl-C (SIGTERM). With --forever only 1, 2, 127, 130 and 143: a loss or the command's
+exit is followed by a new campaign.
+
+How it is built. The main thread campaigns, starts the keeper (tenure.deadline_keeper,
+a process of its own, ``ready`` before the command starts) and the command (which
+announces its pid to the keeper before it executes), then waits on one queue for the
+first of: the command exited, the leadership was lost, a signal. A helper thread sends
+the keeper the leadership's deadline whenever a renewal moved it; stopping the command
+is the keeper's job (SIGTERM, SIGKILL after --grace), with tenure run doing it itself
+only if the keeper is gone. The command is reaped only after the keeper was told it
+exited, so the keeper never signals a reused pid. Signals are handled by a relay
+thread, not in the handler, which only puts the signal number on a queue.
+
+Why --forever does not use tenure.runloop.RunLoop: RunLoop.stop() resigns the
+leadership at once, while the command may still run for --grace seconds; tenure run
+must stop the command first and resign after, so that no successor's command
+overlaps this one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import queue
 import signal
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from types import FrameType
 
-from tenure.childproc import signal_group, spawn_guarded
+import tenure
+from tenure.childproc import KEEPER_EXIT_SLACK, DeadlineKeeper, KeeperError, signal_group
 from tenure.cli.common import (
     EXIT_NO_LEADER,
+    EXIT_UNAVAILABLE,
     add_backend_arguments,
     connect,
     fail,
@@ -38,8 +64,18 @@ from tenure.cli.common import (
     probe,
 )
 from tenure.errors import CampaignCancelled, CampaignTimeout
+from tenure.leadership import Leadership, State
+from tenure.runloop import BACKOFF_FIRST, BACKOFF_MAX
 
 EXIT_LOST = 75
+EXIT_CANNOT_START = 127
+
+FORWARD_EVERY_MAX = 0.05
+FORWARD_EVERY_MIN = 0.005
+"""Bounds (seconds) of how often the deadline is read and forwarded to the keeper: a
+tenth of the renewal interval. The session keeper publishes no event carrying the new
+deadline (its ``renewal`` event comes just before the deadline is stored), so it is
+read; a late forward only makes the keeper's deadline earlier than the real one."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,6 +96,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="give up (exit 3) if not leader after this long, e.g. 30s (default: wait "
         "forever)",
     )
+    parser.add_argument(
+        "--forever", action="store_true",
+        help="stay up: after a loss, or when the command exits, campaign again (with "
+        "back-off) and restart the command with the new fencing token; only SIGTERM, "
+        "Ctrl-C or a command that cannot be started end tenure run",
+    )
     # dest "argv", not "command": tenure.cli.main keeps the subcommand's name in
     # args.subcommand, and this must not overwrite it.
     parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]",
@@ -75,70 +117,221 @@ def run(args: argparse.Namespace) -> int:
         return fail(
             "run", "no command given; write it after '--', e.g. tenure run ... -- ./job.sh", 2
         )
-    events: queue.Queue[tuple[str, object]] = queue.Queue()
-    cancel = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        cancel.set()
-        events.put(("signal", signum))
-
+    if args.forever and args.timeout is not None:
+        return fail("run", "--timeout cannot be combined with --forever (which campaigns "
+                    "until stopped); drop one of them", 2)
+    wrapper = Wrapper(command, args.grace, args.value)
     # Until the store has answered once, Ctrl-C raises KeyboardInterrupt, which
     # tenure.cli.main turns into one line and exit 130; from then on it cancels the
     # campaign or stops the command.
     with connect(args) as client:
         election = client.election(args.election)
         probe(election)
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        wrapper.catch_signals()
+        if args.forever:
+            return wrapper.forever(election)
+        return wrapper.once(election, args.timeout)
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How one leadership (or the campaign for it) ended.
+
+    ``kind``: ``exit`` (the command exited by itself; ``status``), ``lost`` (the
+    leadership was lost; ``reason``; the command was stopped), ``signal`` (``status`` is
+    the signal; ``reason`` says whether a command was stopped), ``timeout`` (not won in
+    time; ``reason``), ``failed`` (``status`` is the exit status, already reported)."""
+
+    kind: str
+    status: int = 0
+    reason: str = ""
+    lasted: float = 0.0
+    """Seconds the leadership was held (0 if there was none)."""
+
+
+class Wrapper:
+    """One ``tenure run``: the command, the signals caught, the current leadership's
+    event queue. Its methods run in the main thread (the spawning thread must outlive
+    the command and the keeper: their parent-death signal is bound to it)."""
+
+    def __init__(self, command: list[str], grace: float, value: str) -> None:
+        self.command = command
+        self.grace = grace
+        self.value = value
+        self.cancel = threading.Event()
+        self.signum = 0
+        self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+
+    # -- signals --------------------------------------------------------------------
+
+    def catch_signals(self) -> None:
+        """SIGTERM/SIGINT from now on cancel the campaign or stop the command. The
+        handler only puts the number on a SimpleQueue (safe in a handler); a relay
+        thread does the rest, so no lock is ever taken inside the handler."""
+        threading.Thread(target=self._relay_signals, name="tenure-run-signals",
+                         daemon=True).start()
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals.put(signum)
+
+    def _relay_signals(self) -> None:
+        while True:
+            signum = self._signals.get()
+            if not self.signum:
+                self.signum = signum
+            # cancel first, then the inbox: a leadership that swaps in a new inbox
+            # checks cancel after the swap, so the signal is never lost between them.
+            self.cancel.set()
+            self.inbox.put(("signal", signum))
+
+    # -- the two modes ----------------------------------------------------------------
+
+    def once(self, election: tenure.Election, timeout: float | None) -> int:
+        """Leads once; returns the exit status (see the module)."""
+        ended = self.lead(election, timeout)
+        if ended.kind == "exit":
+            return ended.status if ended.status >= 0 else 128 - ended.status
+        if ended.kind == "lost":
+            return EXIT_LOST
+        if ended.kind == "timeout":
+            return fail("run", ended.reason, EXIT_NO_LEADER)
+        if ended.kind == "signal":
+            return interrupted("run", ended.status, ended.reason)
+        return ended.status
+
+    def forever(self, election: tenure.Election) -> int:
+        """Leads until a signal; returns its exit status, or that of a failure to
+        start the keeper or the command."""
+        backoff = BACKOFF_FIRST
+        settle = max(BACKOFF_MAX, election.client.ttl)
+        while True:
+            ended = self.lead(election, None)
+            if ended.kind == "signal":
+                return interrupted("run", ended.status, ended.reason)
+            if ended.kind == "failed":
+                return ended.status
+            if ended.lasted > settle:
+                backoff = BACKOFF_FIRST
+            what = (f"the command exited with status {ended.status}; resigned; "
+                    if ended.kind == "exit" else "")
+            _say(f"{what}campaigning again in {backoff:.2f} s")
+            if self.cancel.wait(backoff):
+                return interrupted("run", self.signum)
+            backoff = min(BACKOFF_MAX, backoff * 2)
+
+    # -- one leadership -----------------------------------------------------------------
+
+    def lead(self, election: tenure.Election, timeout: float | None) -> Ended:
+        """Campaigns, runs the command while leading, and resigns."""
+        inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+        self.inbox = inbox
         try:
-            lead = election.campaign(
-                args.value, timeout=args.timeout, cancel=cancel,
-                on_lost=lambda _lead, reason: events.put(("lost", reason)),
-            )
+            lead = election.campaign(self.value, timeout=timeout, cancel=self.cancel)
         except CampaignTimeout as exc:
-            return fail("run", str(exc), EXIT_NO_LEADER)
+            return Ended("timeout", reason=str(exc))
         except CampaignCancelled:
-            signum = events.get()[1]
-            assert isinstance(signum, int)
-            return interrupted("run", signum)
+            return Ended("signal", self.signum)
+        lead.on_lost(lambda _lead, reason: inbox.put(("lost", reason)))
         with lead:
-            env = dict(os.environ)
-            env.update(
-                TENURE_ELECTION=lead.election,
-                TENURE_CANDIDATE_ID=lead.candidate_id,
-                TENURE_FENCING_TOKEN=str(lead.token),
-            )
-            try:
-                child = spawn_guarded(command, env=env)
-            except OSError as exc:
-                return fail("run", f"cannot start {command[0]!r}: {exc}", 127)
-            threading.Thread(
-                target=lambda: events.put(("exit", child.wait())), daemon=True
-            ).start()
-            return _supervise(child, events, args.grace)
+            ended = self._supervise(lead, inbox, election.client.keeper.renew_interval)
+        return Ended(ended.kind, ended.status, ended.reason,
+                     (lead.ended_at or lead.elected_at) - lead.elected_at)
+
+    def _supervise(self, lead: Leadership, inbox: queue.SimpleQueue[tuple[str, object]],
+                   renew_interval: float) -> Ended:
+        try:
+            keeper = DeadlineKeeper.start(lead.deadline, self.grace)
+        except KeeperError as exc:
+            return Ended("failed", fail("run", str(exc), EXIT_UNAVAILABLE))
+        if self.cancel.is_set() or lead.state is not State.HELD:
+            keeper.close()
+            return self._not_started(lead)
+        env = dict(os.environ)
+        env.update(
+            TENURE_ELECTION=lead.election,
+            TENURE_CANDIDATE_ID=lead.candidate_id,
+            TENURE_FENCING_TOKEN=str(lead.token),
+        )
+        try:
+            child = keeper.spawn(self.command, env=env)
+        except (OSError, subprocess.SubprocessError) as exc:
+            keeper.close()
+            return Ended("failed", fail("run", f"cannot start {self.command[0]!r}: {exc}",
+                                        EXIT_CANNOT_START))
+        exited = threading.Event()
+        threading.Thread(target=_await_exit, args=(child.pid, exited, inbox),
+                         name="tenure-run-child", daemon=True).start()
+        every = min(FORWARD_EVERY_MAX, max(FORWARD_EVERY_MIN, renew_interval / 10))
+        threading.Thread(target=_forward_deadlines, args=(lead, keeper, exited, every),
+                         name="tenure-run-deadlines", daemon=True).start()
+        kind, detail = inbox.get()
+        if kind == "lost":
+            _say(f"leadership lost ({detail}); stopping the command")
+        if kind != "exit":
+            self._stop(child, keeper, exited)
+        keeper.close()  # before reaping: see the module
+        status = child.wait()
+        if kind == "signal":
+            assert isinstance(detail, int)
+            return Ended("signal", detail, "; stopped the command")
+        if kind == "lost":
+            return Ended("lost", reason=str(detail))
+        if keeper.fired() == "deadline":
+            reason = lead.lost_reason or "the validity deadline passed"
+            _say(f"leadership lost ({reason}); the deadline keeper stopped the command")
+            return Ended("lost", reason=reason)
+        return Ended("exit", status)
+
+    def _not_started(self, lead: Leadership) -> Ended:
+        if self.cancel.is_set():
+            return Ended("signal", self.signum)
+        _say(f"leadership lost ({lead.lost_reason}) before the command started")
+        return Ended("lost", reason=lead.lost_reason)
+
+    def _stop(self, child: subprocess.Popen[bytes], keeper: DeadlineKeeper,
+              exited: threading.Event) -> None:
+        """Has the keeper stop the command (SIGTERM, SIGKILL after the grace period);
+        does it here only if the keeper is gone or did not manage."""
+        if exited.is_set():
+            return
+        if keeper.stop() and exited.wait(self.grace + KEEPER_EXIT_SLACK):
+            return
+        signal_group(child.pid, signal.SIGTERM)
+        signal_group(child.pid, signal.SIGCONT)
+        if not exited.wait(self.grace):
+            signal_group(child.pid, signal.SIGKILL)
+            exited.wait()
 
 
-def _supervise(
-    child: subprocess.Popen[bytes], events: queue.Queue[tuple[str, object]], grace: float
-) -> int:
-    """Waits for the child to exit, leadership to be lost, or a signal."""
-    kind, detail = events.get()
-    if kind == "exit":
-        assert isinstance(detail, int)
-        return detail if detail >= 0 else 128 - detail
-    if kind == "lost":
-        print(f"tenure run: leadership lost ({detail}); stopping the command", file=sys.stderr)
-    _stop(child, grace)
-    if kind == "lost":
-        return EXIT_LOST
-    assert isinstance(detail, int)
-    return interrupted("run", detail, "; stopped the command")
+def _await_exit(pid: int, exited: threading.Event,
+                inbox: queue.SimpleQueue[tuple[str, object]]) -> None:
+    """Waits for the command to exit WITHOUT reaping it (WNOWAIT): until the keeper
+    has been told, its pid must stay taken."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    exited.set()
+    inbox.put(("exit", pid))
 
 
-def _stop(child: subprocess.Popen[bytes], grace: float) -> None:
-    signal_group(child.pid, signal.SIGTERM)
-    try:
-        child.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        signal_group(child.pid, signal.SIGKILL)
-        child.wait()
+def _forward_deadlines(lead: Leadership, keeper: DeadlineKeeper, done: threading.Event,
+                       every: float) -> None:
+    """Sends the keeper the leadership's deadline each time a renewal extended it,
+    until the command exits or the leadership ends (then tenure run stops the command
+    itself, through the keeper). Only extensions are sent: a deadline that moves back
+    (the session ended) is a loss, which tenure run handles."""
+    sent = lead.deadline
+    while not done.wait(every):
+        if lead.ended.is_set():
+            return
+        deadline = lead.deadline
+        if deadline > sent:
+            if not keeper.extend(deadline):
+                return
+            sent = deadline
+
+
+def _say(text: str) -> None:
+    print(f"tenure run: {text}", file=sys.stderr, flush=True)
