@@ -220,13 +220,17 @@ class SessionKeeper:
                 next_at = time.monotonic() + min(self.renew_interval, max(0.05, self.ttl / 10))
                 continue
             self.renewals += 1
-            events.publish("renewal", backend=self.store.description, ok=True,
-                           latency=time.monotonic() - t_sent, error="")
             with self._lock:
                 overdue = set(self._held) if time.monotonic() >= self._valid_until else set()
                 self._held -= overdue
                 self._valid_until = t_sent + self.lifetime * (1 - self.drift)
+                valid_until = self._valid_until
                 self._lock.notify_all()
+            # Published after the new deadline is in force, and carrying it, so a
+            # subscriber (metrics, a deadline keeper) can forward it at once.
+            events.publish("renewal", backend=self.store.description, ok=True,
+                           latency=time.monotonic() - t_sent, error="",
+                           valid_until=valid_until)
             if overdue:
                 self._lose(overdue, self.deadline_reason())
             self._start_sweep()
