@@ -288,7 +288,8 @@ def test_an_unavailable_store_is_retried_with_back_off_until_the_timeout(
     # Retried, with growing pauses (exponential back-off), not a busy loop.
     gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert 3 <= tries <= 12, gaps
-    assert gaps[-1] > gaps[0], gaps
+    # (The last pause may be cut short by the deadline: compare the ones before.)
+    assert gaps[-2] > gaps[0], gaps
     # A failing step retries the SAME entry (it keeps its place in the queue); a
     # failing enqueue leaves nothing. Either way nothing is left in the store.
     assert len(store.enqueued) == (1 if failing == "try_lead" else 0)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import tenure
+from tenure import events
 from tenure.adapters.sqlite import SQLiteStore, SQLiteTicket
 from tenure.client import Client
 from tenure.config import load_settings
@@ -74,16 +75,27 @@ def test_a_failing_store_is_not_a_loss_until_the_deadline(tmp_path: Path) -> Non
 
 def test_the_deadline_counts_from_the_send_time_not_the_reply(tmp_path: Path) -> None:
     client, store = flaky_client(tmp_path, ttl=1.5)
-    with client:
-        lead = client.election("e").campaign()
-        store.delay = 0.3
-        before = len(store.sent)
-        while len(store.sent) < before + 2:
-            time.sleep(0.05)
-        time.sleep(0.35)  # let the slow renewal complete
-        sent = store.sent[-1]
-        # The reply came 0.3 s after the send: a deadline from the reply would be 0.3 s later.
-        assert lead.deadline == pytest.approx(sent + 1.5, abs=0.1)
+    renewed: list[float] = []
+    slow_done = threading.Event()
+
+    def on_event(event: events.Event) -> None:
+        if event.kind == "renewal" and event.fields.get("ok") and store.delay:
+            renewed.append(float(event.fields["valid_until"]))
+            slow_done.set()
+
+    unsubscribe = events.subscribe(on_event)
+    try:
+        with client:
+            lead = client.election("e").campaign()
+            store.delay = 0.3
+            assert slow_done.wait(10), "no slow renewal completed"
+            sent = store.sent[-1]
+            # The reply came 0.3 s after the send: a deadline from the reply would be
+            # 0.3 s later. (drift is 0 here.)
+            assert renewed[0] == pytest.approx(sent + 1.5, abs=0.05)
+            assert lead.deadline >= renewed[0]
+    finally:
+        unsubscribe()
 
 
 def test_close_releases_leadership_at_once_for_others(tmp_path: Path) -> None:
