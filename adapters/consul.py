@@ -11,23 +11,26 @@ Mapping of the contract:
   ``PUT /v1/session/renew/<id>`` (404 -> SessionExpired); Consul never revives a session;
 * queue: one key per candidate, ``<prefix>/<election>/~queue/<uuid>``, acquired with
   the session (so it dies with it), ordered by ``CreateIndex`` (Raft order);
-* try_lead: a ``?consistent`` read of the queue decides. The first entry acquires
+* try_lead: a ``?consistent`` read of the queue decides (skipped for an entry found
+  first before, also by the enqueue transaction's ``get-tree``: entries only ever leave
+  ahead of it, new ones queue behind it). The first entry acquires
   ``<prefix>/<election>/~leader`` with the session in a transaction that also checks
   its own queue key: Won(the acquisition's ``ModifyIndex``, a Raft index, which rises
   across deletion and recreation of the key; ``LockIndex`` does not). Any other entry
   gets Wait(a blocking query on its predecessor's key only -- no herd); an entry blocked
   by a leader key of a session not in the queue waits on the leader key. The signal is
-  armed by the index the decisive read returned: a blocking query from that index
-  fires on any change after the read, so none is missed;
-* observe_step: a ``?consistent`` read of the leader key and a blocking query from its
-  index;
+  armed by the index the decisive read returned, so no change after it is missed: a
+  blocking query of its own from that index for a client's first FAST_WAITS waits,
+  a wait in the client's one :class:`Watcher` beyond (connections stay bounded);
+* observe_step: a ``?consistent`` read of the leader key and such a signal on it;
 * writes: proclaim, guarded writes (under ``<prefix>/data/``) and withdrawals are
   transactions (``/v1/txn``) with ``check-session`` on both the leader key and the
   ticket's own queue key, so a stale ticket of this client can never touch a newer
   leadership; a refused one raises NotLeader. ``proclaim`` keeps the token in the value;
-* losses: a guard thread per held leadership blocking-queries the leader key and
-  reports through ``report_loss`` once a consistent read shows it is no longer held by
-  the ticket's session (deleted by an operator, session invalidated);
+* losses: ONE guard per client, its :class:`Watcher`: one thread and one blocking
+  query over the folder of every held leader key; after each change one consistent
+  check reports through ``report_loss`` exactly the keys no longer held by their
+  ticket's session (deleted by an operator, session invalidated);
 * leftovers: an entry whose withdraw failed, or whose enqueue got no answer (it may
   have committed), is withdrawn again after the next successful renewal: while the
   session lives, nothing else would remove it from the queue or free its leader key.
@@ -48,8 +51,11 @@ TTL or its owner, so lock_delay = 0 is safe.
 
 Limits: a server accepts session TTLs in [``session_ttl_min`` (default 10 s), 24 h], so
 tenure's TTL must be at least 2 x ``session_ttl_min``: 20 s on a default server (a
-refusal is a ConfigError saying so). Each waiter and each held leadership keeps one
-blocking query in a thread (sent again every 10 s while nothing changes). HTTP goes
+refusal is a ConfigError saying so). A client uses at most FAST_WAITS + 2 threads and
+FAST_WAITS + 10 connections, whatever it holds or waits on; while nothing changes it
+sends its renewals and one blocking query per 10 s. A change under the guarded folder
+costs one check: O(keys guarded) up to 64 of them, else O(keys in the folder), paced
+to a tenth of the watcher's time (:class:`Watcher`). HTTP goes
 through :mod:`tenure.adapters.consul_http`, not py-consul's API, which refuses TTLs
 under 10 s, sends no token with transactions and cannot abort a blocking query.
 """
@@ -68,7 +74,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from tenure.adapters.consul_http import TOKEN_ENV, ConsulHTTP, KeyGuard, KeyWatch
+from tenure.adapters.consul_http import TOKEN_ENV, ConsulHTTP, Watched, Watcher
 from tenure.config import BackendURL
 from tenure.errors import ConfigError, NotLeader, SessionExpired, StoreUnavailable, TenureError
 from tenure.options import Options
@@ -161,6 +167,9 @@ class ConsulTicket(Ticket):
     session: str = ""
     value: bytes = b""
     token: int = 0
+    first: bool = False
+    """Found first in the queue (by the enqueue or a read): its steps read it no more."""
+    guard: Watched | None = field(default=None, repr=False)
 
 
 class ConsulStore(Store[ConsulTicket]):
@@ -181,7 +190,8 @@ class ConsulStore(Store[ConsulTicket]):
                                description=description)
         self._session = ""
         self._lifetime = 0.0
-        self._guards: dict[str, KeyWatch] = {}
+        self.watcher = Watcher(self.http)
+        """Every wait and the one guard of every held leader key of this client."""
         self._pending: dict[str, ConsulTicket] = {}
         """Entries that may be left in the store (a withdraw failed, an enqueue got no
         answer): withdrawn at the next successful renewal, so they never block a queue."""
@@ -238,7 +248,7 @@ class ConsulStore(Store[ConsulTicket]):
     def renew_session(self, held: frozenset[ConsulTicket]) -> None:
         # A hung store must not hold the renewer past a third of the lifetime. A taken
         # leader key is reported by the leadership's guard, not here.
-        response = self.http.call("PUT", f"/v1/session/renew/{self._session}",
+        response = self.http.call("PUT", f"/v1/session/renew/{self._session}", renewal=True,
                                   timeout=min(self.options.timeout, max(0.1, self._lifetime / 3)))
         if response.status_code == 404 or (response.status_code == 200
                                            and not response.json()):
@@ -261,7 +271,7 @@ class ConsulStore(Store[ConsulTicket]):
             self._cleaning.release()
 
     def close_session(self) -> None:
-        self._stop_guards()
+        self.watcher.drop_guards()
         if self._session:
             session, self._session = self._session, ""
             self.http.call("PUT", f"/v1/session/destroy/{session}")
@@ -272,8 +282,10 @@ class ConsulStore(Store[ConsulTicket]):
         key = self._queue_prefix(election) + uuid.uuid4().hex
         ticket = ConsulTicket(election, candidate_id, key, session=self._session, value=value)
         try:
-            results, errors = self.http.txn([{"Verb": "lock", "Key": key, "Session": ticket.session,
-                                              "Value": _record(candidate_id, value)}])
+            results, errors = self.http.txn([
+                {"Verb": "lock", "Key": key, "Session": ticket.session,
+                 "Value": _record(candidate_id, value)},
+                {"Verb": "get-tree", "Key": self._queue_prefix(election)}])
         except StoreUnavailable:
             with self._lock:  # it may have committed, ahead of the entry queued next
                 self._pending[key] = ticket
@@ -281,6 +293,8 @@ class ConsulStore(Store[ConsulTicket]):
         if errors:
             raise SessionExpired(f"Consul refused a queue entry ({errors[0]})")
         ticket.order = int(results[0]["CreateIndex"])
+        ticket.first = not any(e.get("Session") and int(e["CreateIndex"]) < ticket.order
+                               for e in results[1:])
         return ticket
 
     def _checks(self, ticket: ConsulTicket) -> list[dict[str, Any]]:
@@ -290,10 +304,9 @@ class ConsulStore(Store[ConsulTicket]):
 
     def withdraw(self, ticket: ConsulTicket) -> None:
         with self._lock:
-            guard = self._guards.pop(ticket.key, None)
             self._pending[ticket.key] = ticket
-        if guard is not None:
-            guard.close()
+        if ticket.guard is not None:
+            self.watcher.drop(ticket.guard)
         leader = self._leader_key(ticket.election)
         _, errors = self.http.txn([*self._checks(ticket), {"Verb": "delete", "Key": leader},
                                    {"Verb": "delete", "Key": ticket.key}])
@@ -308,15 +321,18 @@ class ConsulStore(Store[ConsulTicket]):
         return sorted(live, key=lambda e: int(e["CreateIndex"]))
 
     def try_lead(self, ticket: ConsulTicket) -> Won | Wait:
-        queue = self._queue(ticket.election)
-        mine = [i for i, e in enumerate(queue)
-                if e["Key"] == ticket.key and e["Session"] == ticket.session]
-        if not mine:
-            raise SessionExpired(f"the entry of {ticket.candidate_id} in "
-                                 f"{ticket.election!r} died with its session")
-        if mine[0] > 0:
-            ahead = queue[mine[0] - 1]
-            return Wait(KeyWatch(self.http, ahead["Key"], int(ahead["ModifyIndex"])).start())
+        if not ticket.first:
+            queue = self._queue(ticket.election)
+            mine = [i for i, e in enumerate(queue)
+                    if e["Key"] == ticket.key and e["Session"] == ticket.session]
+            if not mine:
+                raise SessionExpired(f"the entry of {ticket.candidate_id} in "
+                                     f"{ticket.election!r} died with its session")
+            if mine[0] > 0:
+                ahead = queue[mine[0] - 1]
+                seen = int(ahead["ModifyIndex"])
+                return Wait(self.watcher.signal(ahead["Key"], seen, seen))
+            ticket.first = True  # for good: entries only leave ahead of it
         leader = self._leader_key(ticket.election)
         results, errors = self.http.txn([
             {"Verb": "check-session", "Key": ticket.key, "Session": ticket.session},
@@ -337,7 +353,7 @@ class ConsulStore(Store[ConsulTicket]):
         index, entries = self.http.get(leader)
         if not entries:  # freed since the transaction
             return Wait(NoSignal(), retry_at=time.monotonic() + RETRY_SOON)
-        return Wait(KeyWatch(self.http, leader, index).start())  # held by a session not queued
+        return Wait(self.watcher.signal(leader, index, index))  # held by a session not queued
 
     def proclaim(self, ticket: ConsulTicket, value: bytes) -> None:
         _, errors = self.http.txn([*self._checks(ticket), {
@@ -373,7 +389,8 @@ class ConsulStore(Store[ConsulTicket]):
     def observe_step(self, election: str) -> tuple[LeaderInfo | None, Wait]:
         key = self._leader_key(election)
         index, entries = self.http.get(key)
-        return self._info(election, entries), Wait(KeyWatch(self.http, key, index).start())
+        seen = int(entries[0]["ModifyIndex"]) if entries else 0
+        return self._info(election, entries), Wait(self.watcher.signal(key, seen, index))
 
     def contenders(self, election: str) -> list[Contender]:
         found = [Contender(*_parse(e)[:2], int(e["CreateIndex"]))  # in CreateIndex order
@@ -387,26 +404,16 @@ class ConsulStore(Store[ConsulTicket]):
 
     def _guard(self, ticket: ConsulTicket) -> None:
         """Reports a loss once the leader key is no longer held by the ticket's session
-        (deleted by an operator, session invalidated), confirmed by a consistent read."""
+        (deleted by an operator, session invalidated), confirmed by a consistent check
+        of the client's one :class:`Watcher`."""
         def lost() -> None:
             if not ticket.withdrawn:
                 self.report_loss(ticket, "the Consul leader key is no longer held by this "
                                  "client's session")
 
-        guard = KeyGuard(self.http, self._leader_key(ticket.election), ticket.session, lost)
-        with self._lock:
-            previous = self._guards.pop(ticket.key, None)
-            self._guards[ticket.key] = guard
-        if previous is not None:
-            previous.close()
-        guard.start()
-
-    def _stop_guards(self) -> None:
-        with self._lock:
-            guards, self._guards = list(self._guards.values()), {}
-        for guard in guards:
-            guard.close()
+        ticket.guard = self.watcher.guard(self._leader_key(ticket.election), ticket.session,
+                                          ticket.token, lost)
 
     def close(self) -> None:
-        self._stop_guards()
+        self.watcher.close()
         self.http.close()

@@ -16,8 +16,9 @@ import pytest
 import requests
 
 import tenure
+from tenure.adapters import consul_http
 from tenure.adapters.consul import ConsulStore
-from tenure.adapters.consul_http import ConsulHTTP, KeyWatch
+from tenure.adapters.consul_http import BlockingQuery, ConsulHTTP, KeyWatch
 from tenure.config import parse_backend_url
 from tenure.conformance.lab.cluster import Cluster
 from tenure.conformance.lab.consul import ConsulCluster, ConsulNode
@@ -264,7 +265,16 @@ def test_lock_delay_is_honoured_after_a_leaders_session_is_invalidated(
 # -- queue and losses ------------------------------------------------------------------
 
 
-def test_waiting_candidates_are_served_in_arrival_order(consul_cluster: Cluster) -> None:
+# fast: each wait has a blocking query of its own; 0: every wait shares the watcher
+LANES = pytest.mark.parametrize("fast_waits", [consul_http.FAST_WAITS, 0],
+                                ids=["own-query", "shared-watcher"])
+
+
+@LANES
+def test_waiting_candidates_are_served_in_arrival_order(
+    consul_cluster: Cluster, monkeypatch: pytest.MonkeyPatch, fast_waits: int,
+) -> None:
+    monkeypatch.setattr(consul_http, "FAST_WAITS", fast_waits)
     name = f"order/{time.monotonic_ns()}"
     clients = [tenure.connect(consul_cluster.url, ttl=2, candidate_id=f"c{i}")
                for i in range(4)]
@@ -382,9 +392,11 @@ def test_a_blocking_query_signal_fires_on_a_change_and_closes_at_once(
         store.close()
 
 
+@LANES
 def test_a_waiting_candidate_sends_nothing_while_nothing_changes(
-    consul_cluster: Cluster, monkeypatch: pytest.MonkeyPatch,
+    consul_cluster: Cluster, monkeypatch: pytest.MonkeyPatch, fast_waits: int,
 ) -> None:
+    monkeypatch.setattr(consul_http, "FAST_WAITS", fast_waits)
     name = f"quiet/{time.monotonic_ns()}"
     with tenure.connect(consul_cluster.url, ttl=2) as a, \
             tenure.connect(consul_cluster.url, ttl=2) as b:
@@ -393,17 +405,19 @@ def test_a_waiting_candidate_sends_nothing_while_nothing_changes(
         assert isinstance(store, ConsulStore)
         sent: list[str] = []
         queries: list[str] = []
-        call, query = ConsulHTTP.call, KeyWatch.query
+        call, query = ConsulHTTP.call, BlockingQuery.get
         monkeypatch.setattr(ConsulHTTP, "call", lambda self, method, path, *args, **kwargs: (
             sent.append(path) if self is store.http else None,
             call(self, method, path, *args, **kwargs))[1])
-        monkeypatch.setattr(KeyWatch, "query", lambda self: (
-            queries.append(self.key) if self.client is store.http else None, query(self))[1])
+        monkeypatch.setattr(BlockingQuery, "get", lambda self, path, *args: (
+            queries.append(path) if self.client is store.http else None,
+            query(self, path, *args))[1])
         won: list[tenure.Leadership] = []
         thread = threading.Thread(target=lambda: won.append(b.election(name).campaign(timeout=30)))
         thread.start()
+        # the shared watcher's first query returns at once, then it checks and waits
         deadline = time.monotonic() + 10
-        while not queries:
+        while len(queries) < (1 if fast_waits else 2):
             assert time.monotonic() < deadline, "b never waited"
             time.sleep(0.01)
         before = ([p for p in sent if "/session/renew/" not in p], list(queries))
