@@ -33,17 +33,27 @@ Mapping of the contract (M = N // 2 + 1; every decision needs M answers; keys ar
   if too few answered). ``data:<key>`` carries (token, seq); ``read`` returns the value
   of the highest (token, seq) a majority answered. ``leader()`` needs M instances
   agreeing on it, its session alive there.
-* signal: acquire, release and proclaim PUBLISH on ``changed:<election>``; the quorum's
-  bell (one pattern subscription per instance), armed before the read, fires on such a
-  message or a (re)subscription. Expiry is silent and a message can be lost, so
-  ``retry_at`` = the holder's session PTTL or min(TTL / 4, 1 s), whichever is first. A
-  split vote (nobody took M) retries after a random 5-50 ms, not on the bell its own
-  releases ring, so the split candidates do not collide again in lockstep.
-* order: no queue (``arrival_order=False``): whoever's acquisition round lands first.
-* contenders: ``enqueue`` registers the ticket in ``contenders:<election>`` on M, where
-  its session is alive (an entry counts only while its session key exists there);
-  ``withdraw`` deletes it. A listing reads a majority and keeps the entries seen live on
-  at least answers - (N - M) of them, as every live registered one is.
+* order (FIFO): ``enqueue`` is ONE script per instance that takes the next
+  ``qseq:<election>`` there and files the ticket under it in ``queue:<election>`` and
+  ``contenders:<election>`` (where its session is alive); its order is the highest value
+  of the M answers (a second round sets it where they differ). A later enqueue meets an
+  instance both majorities share with qseq >= that order, so it queues behind. A ticket
+  competes only if M answering instances show no live entry ahead of it (the holder
+  aside): while an earlier one is live on M, no later one can. Order only decides who
+  TRIES -- acquisition is the majority script above, so it cannot make two leaders.
+* signal: each client subscribes to its own ``wake:<client>``; ``withdraw`` (one script:
+  compare-and-delete the leader key, remove the entry) publishes there for the next
+  live entry behind the removed one and, if it released the key, the first live entry:
+  O(1) messages per change, nobody else woken. ``observe_step`` uses ``changed:*``
+  (acquire, release, proclaim), subscribed only by clients that observe. Both signals
+  are armed before the read and fire on a (re)subscription. Expiry is silent and
+  messages can be lost, so ``retry_at`` is, first in line, the holder's PTTL or
+  min(TTL / 4, 1 s) (the polling fallback); behind, the PTTL of the live entry ahead
+  (<= TTL): a dead or paused one is passed over within TTL + one read. A split vote
+  retries after a random 5-50 ms. A ticket that saw the key free with an unchanged
+  counter for a whole TTL competes anyway (those ahead are not stepping). Entries an
+  enqueue's clean-up or a withdrawal left on some instance are removed after renewals.
+* contenders: a majority's queues; entries seen live on at least answers - (N - M).
 
 Clock reasoning: a renewal sent at t (local monotonic clock) arrives later, and PEXPIRE
 sets expiry >= arrival + TTL >= t + TTL, so ``open_session`` returns TTL and the core's
@@ -59,12 +69,15 @@ data, the next token can be LOWER than an earlier one. Use ``maxmemory-policy no
 
 Limits: N odd; N = 1 works but is not partition-safe (``StoreLimits``). No Redis Cluster
 or replica failover (a replica may lose acknowledged counters): independent primaries.
-TTL 0.5 s to 1 day, in milliseconds. Every change wakes every waiter of the election.
+TTL 0.5 s to 1 day, in milliseconds. FIFO holds while each waiter stays live on the
+instances it registered on: one left live on N - M or fewer (its session expired on the
+others: restarted empty, or cut off for over a TTL) may be overtaken. A client cut off
+from a majority loses its session within TTL and the waiters behind it move up. The
+queue's keys are new: upgrade all clients of an election together (or a new prefix).
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import random
@@ -94,6 +107,7 @@ from tenure.store import (
     Won,
 )
 
+CHANGES, WAKE = "changes", "wake"  # the quorum's feeds: observers, waiters
 OPTIONS = {"prefix": "key prefix (default tenure:)", **quorum.OPTIONS}
 DEFAULT_PREFIX = "tenure:"
 SINGLE_INSTANCE_WARNING = (
@@ -105,10 +119,12 @@ SINGLE_INSTANCE_WARNING = (
 
 @dataclass(eq=False)
 class RedisTicket(Ticket):
-    """A registered candidate; ``key`` is its random ticket id. Once it leads:
-    ``token``, the instances ``acquired`` it was won on, the version ``vseq`` of its
-    proclaimed value, and ``majority_lost`` once a renewal covered fewer than a
-    majority of ``acquired`` (the leadership is void)."""
+    """A registered candidate; ``key`` is its random ticket id, ``order`` its place in
+    the queue, ``vacant`` the counter and time at which it first saw the leader key
+    free while not first in line. Once it leads: ``token``, the instances ``acquired``
+    it was won on, the version ``vseq`` of its proclaimed value, and ``majority_lost``
+    once a renewal covered fewer than a majority of ``acquired`` (the leadership is
+    void)."""
 
     sid: str = ""
     value: bytes = b""
@@ -116,6 +132,7 @@ class RedisTicket(Ticket):
     vseq: int = 0
     acquired: frozenset[int] = frozenset()
     majority_lost: bool = False
+    vacant: tuple[int, float] | None = None
 
 
 class RedisStore(Store[RedisTicket]):
@@ -124,11 +141,14 @@ class RedisStore(Store[RedisTicket]):
     def __init__(self, settings: quorum.Settings, *, prefix: str = DEFAULT_PREFIX) -> None:
         super().__init__()
         self.prefix = prefix
-        self._quorum = quorum.Quorum(settings, prepare=lua.Scripts.on,
-                                     channels=self._key("changed", ""))
+        self._client_id = uuid.uuid4().hex  # names this client's wake channel
+        self._quorum = quorum.Quorum(settings, prepare=lua.Scripts.on, feeds={
+            CHANGES: quorum.Feed(self._key("changed", "*"), pattern=True),
+            WAKE: quorum.Feed(self._key("wake", self._client_id)),
+        })
         self.n = self._quorum.n
         self.limits = StoreLimits(
-            min_ttl=0.5, max_ttl=86400.0, arrival_order=False,
+            min_ttl=0.5, max_ttl=86400.0, arrival_order=True,
             partition_safe=self.n >= 3,
             warning="" if self.n >= 3 else SINGLE_INSTANCE_WARNING,
         )
@@ -136,9 +156,13 @@ class RedisStore(Store[RedisTicket]):
         self._ttl, self._ttl_ms = 0.0, 0
         self._sid = ""
         self._renewed_at = 0.0
+        self._registered: set[RedisTicket] = set()
         self._holding: set[RedisTicket] = set()
         """Tickets whose leader keys we took (from the win on, before the core marks them
         won, until withdrawn or reported lost)."""
+        self._leftovers: dict[RedisTicket, set[int]] = {}
+        """Entries to remove again, and the instances that did not confirm it."""
+        self._sweeper: threading.Thread | None = None
         self._renewals: deque[tuple[float, frozenset[int]]] = deque(maxlen=64)
         self._seq = itertools.count(1)
 
@@ -167,8 +191,12 @@ class RedisStore(Store[RedisTicket]):
         self._quorum.majority = value
 
     def _key(self, kind: str, name: str) -> str:
-        """``<prefix><kind>:<name>``: session, leader, counter, contenders, changed, data."""
+        """``<prefix><kind>:<name>``: session, leader, counter, contenders, queue, qseq,
+        data; channels changed, wake."""
         return f"{self.prefix}{kind}:{name}"
+
+    def _keys(self, election: str, *kinds: str) -> list[str]:
+        return [self._key(kind, election) for kind in kinds]
 
     # -- session ----------------------------------------------------------------------
 
@@ -219,6 +247,10 @@ class RedisStore(Store[RedisTicket]):
             lost = {t for t in self._holding if t.majority_lost and t in held}
             unadopted = any(t.majority_lost and t not in held for t in self._holding)
             self._holding -= lost
+            if self._leftovers and (self._sweeper is None or not self._sweeper.is_alive()):
+                self._sweeper = threading.Thread(target=self._sweep, daemon=True,
+                                                 name="tenure-redis-sweep")
+                self._sweeper.start()
         for ticket in lost:
             self.report_loss(ticket, f"its session was renewed on only {len(renewed)} of "
                                      f"{self.n} Redis instances, too few of those it won on")
@@ -231,15 +263,18 @@ class RedisStore(Store[RedisTicket]):
             return
         key = self._key("session", self._sid)
         with self._lock:
-            channels = {self._key("changed", t.election) for t in self._holding}
+            tickets = self._registered | self._holding | set(self._leftovers)
+            self._registered.clear()
             self._holding.clear()
+            self._leftovers.clear()
         self._sid = ""
+        calls = [self._withdraw_call(t) for t in tickets]
 
         def end(inst: quorum.Instance[lua.Scripts]) -> None:
             pipe = inst.client.pipeline(transaction=False)
+            for keys, args in calls:  # wakes whoever is behind each entry
+                inst.scripts.withdraw(keys, args, client=pipe)
             pipe.delete(key)
-            for channel in channels:
-                pipe.publish(channel, b"closed")
             pipe.execute()
 
         self._quorum.fanout(end)
@@ -251,42 +286,96 @@ class RedisStore(Store[RedisTicket]):
             raise SessionExpired("no Redis session is open")
         ticket = RedisTicket(election, candidate_id, uuid.uuid4().hex, sid=self._sid,
                              value=value)
-        keys = [self._key("contenders", election), self._key("session", self._sid)]
-        args: list[str | bytes] = [ticket.key, f"{self._sid}\n{candidate_id}\n".encode() + value]
+        keys = self._keys(election, "contenders", "queue", "qseq")
+        keys.insert(1, self._key("session", self._sid))
+        args: list[str | bytes] = [
+            ticket.key, lua.entry(self._sid, self._client_id, candidate_id, value)]
         results = self._quorum.fanout(lambda inst: inst.scripts.register(keys, args))
-        if sum(1 for r in results if r == 1) < self.majority:
-            with contextlib.suppress(StoreUnavailable):  # leave no partial registration
-                self._unregister(ticket)
-            if sum(1 for r in results if r == 0) > self.n - self.majority:
-                raise SessionExpired(f"session {self._sid} is gone on a majority of {self.n}")
-            self._quorum.answers(results, f"enqueueing in {election!r}")
-            raise StoreUnavailable(f"enqueueing in {election!r}: registered on too few")
+        orders = [int(r) for r in results if not isinstance(r, StoreUnavailable) and r]
+        try:
+            if len(orders) < self.majority:
+                if sum(1 for r in results if r == 0) > self.n - self.majority:
+                    raise SessionExpired(f"session {self._sid} is gone on a majority of {self.n}")
+                self._quorum.answers(results, f"enqueueing in {election!r}")
+                raise StoreUnavailable(f"enqueueing in {election!r}: registered on too few")
+            ticket.order = max(orders)
+            if min(orders) != ticket.order:  # concurrent enqueues, or a lagging instance
+                again = (self._keys(election, "queue", "qseq"), [ticket.key, str(ticket.order)])
+                self._quorum.answers(
+                    self._quorum.fanout(lambda inst: inst.scripts.order(*again)),
+                    f"ordering the entry in {election!r}")
+        except BaseException:
+            self._forget(ticket)  # leave no partial registration behind
+            raise
+        with self._lock:
+            self._registered.add(ticket)
         return ticket
 
-    def _unregister(self, ticket: RedisTicket) -> int:
-        registry = self._key("contenders", ticket.election)
-        results = self._quorum.fanout(lambda inst: inst.client.hdel(registry, ticket.key))
-        return sum(1 for r in results if not isinstance(r, StoreUnavailable))
+    def _withdraw_call(self, ticket: RedisTicket) -> tuple[list[str], list[str]]:
+        keys = self._keys(ticket.election, "leader", "contenders", "queue")
+        args = [ticket.key, self._key("changed", ticket.election), self._key("wake", ""),
+                self._key("session", ""), ticket.election]
+        return keys, args
 
-    def _states(self, election: str, sid: str) -> list[lua.State]:
-        keys = [self._key("leader", election), self._key("counter", election),
-                self._key("session", sid)]
-        args = [self._key("session", "")]
+    def _forget(self, ticket: RedisTicket) -> int:
+        """Gives the leader key back (compare-and-delete) and removes the entry on every
+        instance that answers (the others again after later renewals); the answers."""
+        keys, args = self._withdraw_call(ticket)
+        results = self._quorum.fanout(lambda inst: inst.scripts.withdraw(keys, args))
+        answered = {i for i, r in enumerate(results) if not isinstance(r, StoreUnavailable)}
+        with self._lock:
+            self._registered.discard(ticket)
+            self._holding.discard(ticket)
+            missing = self._leftovers.get(ticket, set(range(self.n))) - answered
+            if missing:
+                self._leftovers[ticket] = missing
+            else:
+                self._leftovers.pop(ticket, None)
+        return len(answered)
+
+    def _sweep(self) -> None:
+        """Removes the left-over entries of the current session (off the renewal path)."""
+        with self._lock:
+            self._leftovers = {t: m for t, m in self._leftovers.items() if t.sid == self._sid}
+            tickets = list(self._leftovers)
+        for ticket in tickets:
+            self._forget(ticket)
+
+    def _states(self, election: str, sid: str, ticket: RedisTicket | None = None
+                ) -> list[lua.State]:
+        keys = self._keys(election, "leader", "counter", "queue", "contenders")
+        keys.insert(2, self._key("session", sid))
+        args = [self._key("session", ""), ticket.key if ticket else "",
+                str(ticket.order if ticket else 0)]
         results = self._quorum.fanout(lambda inst: lua.State.parse(inst.scripts.state(keys, args)))
         return [s for _, s in self._quorum.answers(results, f"reading election {election!r}")]
 
     def try_lead(self, ticket: RedisTicket) -> Step:
-        bell = self._quorum.signal(ticket.election)  # armed before the read
+        bell = self._quorum.signal(WAKE, ticket.election)  # armed before the read
         if ticket.sid != self._sid:
             raise SessionExpired(f"the session of {ticket.candidate_id} was replaced")
-        states = self._states(ticket.election, ticket.sid)
+        states = self._states(ticket.election, ticket.sid, ticket)
         if sum(1 for s in states if s.own_pttl == -2) > self.n - self.majority:
             raise SessionExpired(f"the session of {ticket.candidate_id} expired")
+        behind = [s for s in states if s.behind]
+        first = len(states) - len(behind) >= self.majority
         busy = [s for s in states if s.held and s.sid != ticket.sid]
+        now = time.monotonic()
         if len(busy) > self.n - self.majority:
-            return self._wait(bell, lua.holder_expiry(busy))
+            ticket.vacant = None
+            if first:  # next in line: woken by the holder's withdrawal, or its expiry
+                return self._wait(bell, lua.holder_expiry(busy))
+            return self._behind(bell, behind, math.inf)
+        if not first:
+            counter = max(s.counter for s in states)
+            if ticket.vacant is None or ticket.vacant[0] != counter:
+                ticket.vacant = (counter, now)
+            idle = ticket.vacant[1] + self._ttl - now
+            if idle > 0:
+                return self._behind(bell, behind, idle)
+            # Free for a whole TTL and nobody took it: those ahead are not stepping.
         proposal = max(s.counter for s in states) + 1
-        keys = [self._key("leader", ticket.election), self._key("counter", ticket.election),
+        keys = [*self._keys(ticket.election, "leader", "counter"),
                 self._key("session", ticket.sid)]
         args: list[Any] = [ticket.sid, ticket.key, proposal, ticket.candidate_id, ticket.value,
                            0, self._ttl_ms, self._key("session", ""),
@@ -301,7 +390,7 @@ class RedisStore(Store[RedisTicket]):
                 if not any(t >= t_sent and len(renewed & acquired) < self.majority
                            for t, renewed in self._renewals):
                     ticket.token, ticket.vseq, ticket.acquired = proposal, 0, acquired
-                    ticket.majority_lost = False
+                    ticket.majority_lost, ticket.vacant = False, None
                     self._holding.add(ticket)
                     return Won(proposal)
         if acquired:
@@ -311,7 +400,7 @@ class RedisStore(Store[RedisTicket]):
         if 2 in codes or len(acquired) >= self.majority:
             # A counter moved on, or we were too slow or raced a renewal: again at once.
             return Wait(bell, retry_at=time.monotonic())
-        # A split vote: retry after a random pause, not on the bell our releases ring.
+        # A split vote: retry after a random pause, not on a bell.
         return Wait(NoSignal(), retry_at=time.monotonic() + random.uniform(0.005, 0.05))
 
     def _wait(self, bell: Signal, expires_in: float) -> Wait:
@@ -320,6 +409,12 @@ class RedisStore(Store[RedisTicket]):
         poll = min(self._ttl / 4, 1.0) if self._ttl else 1.0
         return Wait(bell, retry_at=time.monotonic() + min(expires_in, poll))
 
+    def _behind(self, bell: Signal, behind: list[lua.State], limit: float) -> Wait:
+        """Wait on the bell (the withdrawal of the entry ahead), re-stepping when the
+        session of a live entry ahead may have expired (within TTL) or after ``limit``."""
+        ahead = lua.expiry([s.ahead_pttl for s in behind])
+        return Wait(bell, retry_at=time.monotonic() + min(ahead, limit, self._ttl or 1.0))
+
     def _release(self, ticket: RedisTicket) -> int:
         keys = [self._key("leader", ticket.election)]
         args = [ticket.key, self._key("changed", ticket.election)]
@@ -327,9 +422,7 @@ class RedisStore(Store[RedisTicket]):
         return sum(1 for r in results if not isinstance(r, StoreUnavailable))
 
     def withdraw(self, ticket: RedisTicket) -> None:
-        with self._lock:
-            self._holding.discard(ticket)
-        if min(self._release(ticket), self._unregister(ticket)) < self.majority:
+        if self._forget(ticket) < self.majority:
             raise StoreUnavailable(
                 f"withdrawing from {ticket.election!r} reached fewer than {self.majority} "
                 "Redis instances; the rest free up when the session expires"
@@ -398,26 +491,23 @@ class RedisStore(Store[RedisTicket]):
         return self._current(election)[0]
 
     def observe_step(self, election: str) -> tuple[LeaderInfo | None, Wait]:
-        bell = self._quorum.signal(election)  # armed before the read
+        bell = self._quorum.signal(CHANGES, election)  # armed before the read
         current, expires_in = self._current(election)
         return current, self._wait(bell, expires_in)
 
     def contenders(self, election: str) -> list[Contender]:
-        keys, args = [self._key("contenders", election)], [self._key("session", "")]
+        keys, args = self._keys(election, "queue", "contenders"), [self._key("session", "")]
         results = self._quorum.fanout(lambda inst: list[Any](inst.scripts.contenders(keys, args)))
         answers = self._quorum.answers(results, f"listing the contenders of {election!r}")
-        seen: dict[bytes, tuple[int, bytes]] = {}
+        seen: dict[bytes, tuple[int, int, bytes]] = {}
         for _, reply in answers:
-            for field, entry in zip(reply[::2], reply[1::2], strict=True):
-                count, _ = seen.get(bytes(field), (0, b""))
-                seen[bytes(field)] = (count + 1, bytes(entry))
+            for field, score, entry in zip(reply[::3], reply[1::3], reply[2::3], strict=True):
+                count, order, _ = seen.get(bytes(field), (0, 0, b""))
+                seen[bytes(field)] = (count + 1, max(order, int(float(score))), bytes(entry))
         needed = max(1, len(answers) - (self.n - self.majority))
-        found = []
-        for count, entry in seen.values():
-            if count >= needed:
-                _, candidate_id, value = entry.split(b"\n", 2)
-                found.append(Contender(candidate_id.decode(), value))
-        return sorted(found, key=lambda c: c.candidate_id)
+        found = sorted((order, field, entry) for field, (count, order, entry) in seen.items()
+                       if count >= needed)
+        return [Contender(*lua.parse_entry(entry), order) for order, _, entry in found]
 
     def close(self) -> None:
         self._quorum.close()

@@ -7,8 +7,10 @@ back each instance's answer or its failure as StoreUnavailable (it never raises)
 :meth:`Quorum.answers` lets a call succeed only when at least M instances answered, else
 StoreUnavailable -- or ConfigError when more than N - M refused the credentials
 (retrying cannot help). :meth:`Quorum.signal`, armed before a read, fires once a message
-on ``<channels><topic>`` arrived from any instance after it was armed, or any
-subscription was (re)made or broke (a message may have been missed then).
+of its :class:`Feed` for its topic arrived from any instance after it was armed, or a
+subscription of that feed was (re)made or broke (a message may have been missed then).
+A feed is subscribed (one connection and thread per instance) only once a signal of it
+is first asked for, so a client that never observes receives no change messages.
 
 Does not: retry (the clients have no retries, so a fault shows at once; the core
 retries steps), make a call atomic across instances or roll back a partial one, judge
@@ -36,7 +38,7 @@ from redis.retry import Retry
 from tenure.config import BackendURL
 from tenure.errors import ConfigError, StoreUnavailable
 from tenure.options import Options
-from tenure.store import WAIT_SLICE, Signal
+from tenure.store import Signal
 
 log = logging.getLogger("tenure.adapters.redis")
 
@@ -44,6 +46,9 @@ R = TypeVar("R")
 S = TypeVar("S")
 
 PASSWORD_ENV = "TENURE_REDIS_PASSWORD"
+LISTEN_SLICE = 1.0
+"""Longest a subscriber thread blocks before checking for close (which interrupts it
+anyway by closing the connections): an idle client wakes once a second per subscription."""
 DEFAULT_TIMEOUT = 1.0
 OPTIONS = {
     "timeout": "seconds per request (default 1; capped at TTL / 4)",
@@ -109,33 +114,47 @@ class CredentialsRefused(StoreUnavailable):
     """An instance refused the credentials (an input error, unlike an outage)."""
 
 
+@dataclass(frozen=True)
+class Feed:
+    """A kind of message: a channel ``pattern`` (``<prefix>*``; the topic is what the
+    ``*`` matched) or ONE ``channel`` (the topic is the message itself)."""
+
+    channel: str
+    pattern: bool = False
+
+    def topic(self, channel: bytes, data: bytes) -> str:
+        """The topic a message on ``channel`` with ``data`` rings."""
+        return channel[len(self.channel) - 1:].decode() if self.pattern else data.decode()
+
+
 class Bell:
-    """Per-topic change counters, rung by the subscribers; ``ring(ALL)`` after a
-    (re)subscription wakes the waiters of every topic."""
+    """Per-(feed, topic) change counters, rung by the subscribers; ``ring(feed, ALL)``
+    after a (re)subscription wakes the waiters of every topic of that feed."""
 
     ALL = ""  # never a topic (election names are validated non-empty)
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
-        self.counts: dict[str, int] = {}
+        self.counts: dict[tuple[str, str], int] = {}
 
-    def ring(self, topic: str) -> None:
+    def ring(self, feed: str, topic: str) -> None:
         with self.cond:
-            self.counts[topic] = self.counts.get(topic, 0) + 1
+            self.counts[feed, topic] = self.counts.get((feed, topic), 0) + 1
             self.cond.notify_all()
 
 
 class BellSignal(Signal):
-    """Fires once the bell rang for ``topic`` (or for all) after it was armed."""
+    """Fires once the bell rang for ``topic`` of ``feed`` (or for all of the feed)
+    after it was armed."""
 
-    def __init__(self, bell: Bell, topic: str) -> None:
-        self._bell, self._topic = bell, topic
+    def __init__(self, bell: Bell, feed: str, topic: str) -> None:
+        self._bell, self._feed, self._topic = bell, feed, topic
         with bell.cond:
             self._mark = self._rung()
 
     def _rung(self) -> tuple[int, int]:
         counts = self._bell.counts
-        return counts.get(self._topic, 0), counts.get(Bell.ALL, 0)
+        return counts.get((self._feed, self._topic), 0), counts.get((self._feed, Bell.ALL), 0)
 
     def wait(self, timeout: float) -> bool:
         with self._bell.cond:
@@ -144,24 +163,24 @@ class BellSignal(Signal):
 
 
 class Quorum(Generic[S]):
-    """N instances (``settings``) with majority decisions; ``channels`` is the prefix
-    of the pub/sub channels whose messages ring :meth:`signal`'s topics."""
+    """N instances (``settings``) with majority decisions; ``feeds`` names the kinds of
+    pub/sub messages whose topics :meth:`signal` waits for."""
 
     def __init__(self, settings: Settings, *, prepare: Callable[[redis.Redis], S],
-                 channels: str) -> None:
+                 feeds: dict[str, Feed]) -> None:
         self.settings = settings
         self.n = len(settings.hosts)
         self.majority = self.n // 2 + 1
         self.timeout = settings.timeout
         self._prepare = prepare
-        self._channels = channels
+        self._feeds = feeds
         self._lock = threading.Lock()
         self.instances = self._connect()
         self._pool = ThreadPoolExecutor(4 * self.n, thread_name_prefix="tenure-redis")
         self._renew_pool = ThreadPoolExecutor(self.n, thread_name_prefix="tenure-redis-renew")
         self._bell = Bell()
         self._stop = threading.Event()
-        self._listeners: list[threading.Thread] = []
+        self._listeners: dict[str, list[threading.Thread]] = {}
 
     def _connect(self) -> list[Instance[S]]:
         return [Instance(host, port, self.timeout, self.settings.options, self._prepare)
@@ -222,39 +241,46 @@ class Quorum(Generic[S]):
 
     # -- notifications ----------------------------------------------------------------
 
-    def signal(self, topic: str) -> BellSignal:
-        """A signal armed now for ``topic`` (starts the subscribers on first use)."""
-        self._listen()
-        return BellSignal(self._bell, topic)
+    def signal(self, feed: str, topic: str) -> BellSignal:
+        """A signal armed now for ``topic`` of ``feed`` (subscribes the feed on first use)."""
+        self._listen(feed)
+        return BellSignal(self._bell, feed, topic)
 
-    def _listen(self) -> None:
-        """Starts one subscriber thread per instance (once)."""
+    def _listen(self, feed: str) -> None:
+        """Starts one subscriber thread per instance for ``feed`` (once)."""
         with self._lock:
-            if self._listeners or self._stop.is_set():
+            if feed in self._listeners or self._stop.is_set():
                 return
-            self._listeners = [
-                threading.Thread(target=self._subscribe, args=(inst,), daemon=True,
-                                 name=f"tenure-redis-sub-{inst.address}")
+            threads = [
+                threading.Thread(target=self._subscribe, args=(inst, feed), daemon=True,
+                                 name=f"tenure-redis-{feed}-{inst.address}")
                 for inst in self.instances
             ]
-            for thread in self._listeners:
+            self._listeners[feed] = threads
+            for thread in threads:
                 thread.start()
 
-    def _subscribe(self, inst: Instance[S]) -> None:
-        skip = len(self._channels)
+    def _subscribe(self, inst: Instance[S], feed: str) -> None:
+        spec = self._feeds[feed]
         while not self._stop.is_set():
-            pubsub = inst.client.pubsub(  # type: ignore[no-untyped-call]
-                ignore_subscribe_messages=True)
+            pubsub = inst.client.pubsub()  # type: ignore[no-untyped-call]
             try:
-                pubsub.psubscribe(self._channels + "*")
-                self._bell.ring(Bell.ALL)  # (re)connected: waiters re-read the state
+                if spec.pattern:
+                    pubsub.psubscribe(spec.channel)
+                else:
+                    pubsub.subscribe(spec.channel)
                 while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=WAIT_SLICE)
-                    if message is not None and message["type"] == "pmessage":
-                        self._bell.ring(message["channel"][skip:].decode())
+                    message = pubsub.get_message(timeout=LISTEN_SLICE)
+                    if message is None:
+                        continue
+                    if message["type"] in ("subscribe", "psubscribe"):
+                        # (re)subscribed: what was published before is unknown, re-read
+                        self._bell.ring(feed, Bell.ALL)
+                    elif message["type"] in ("message", "pmessage"):
+                        self._bell.ring(feed, spec.topic(message["channel"], message["data"]))
             except (redis.RedisError, OSError, ValueError) as exc:
                 log.debug("subscriber on %s: %s", inst.address, exc)
-                self._bell.ring(Bell.ALL)
+                self._bell.ring(feed, Bell.ALL)
             finally:
                 with contextlib.suppress(redis.RedisError, OSError):
                     pubsub.close()
@@ -262,12 +288,13 @@ class Quorum(Generic[S]):
 
     def close(self) -> None:
         self._stop.set()
-        for thread in self._listeners:
-            thread.join(timeout=2)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._renew_pool.shutdown(wait=False, cancel_futures=True)
         for inst in self.instances:
-            inst.client.close()
+            inst.client.close()  # also shuts the subscribers' sockets: they stop at once
+        for threads in self._listeners.values():
+            for thread in threads:
+                thread.join(timeout=2)
 
 
 def _database(url: BackendURL) -> int:

@@ -11,17 +11,23 @@ default ``tenure:``):
 * ``P counter:<election>`` -- the highest token ever accepted on this instance (no
   expiry; it must survive restarts for the token guarantee);
 * ``P data:<key>`` -- a hash ``value, token, seq`` written by guarded writes;
-* ``P contenders:<election>`` -- a hash ``ticket -> sid LF cid LF value``: every
-  candidate that enqueued (Redis has no queue, so this registry is what
-  ``contenders()`` lists); REGISTER writes a field only where its session is alive, a
-  field counts only while its session key exists on the same instance, and CONTENDERS
-  deletes the dead ones it meets;
-* channel ``P changed:<election>`` -- published on every acquire, release and proclaim.
+* ``P contenders:<election>`` -- a hash ``ticket -> sid LF client LF cid LF value``:
+  every candidate that enqueued (``client`` names its wake channel);
+* ``P queue:<election>`` -- a sorted set ``ticket -> order``: the same candidates in
+  arrival order (ties, from concurrent enqueues, by ticket id, as Redis sorts them);
+  ``P qseq:<election>`` -- the highest order handed out on this instance (no expiry).
+  An entry (hash field and queue member, written and removed together) counts only
+  while its session key exists on the same instance; the scripts that walk the queue
+  delete the dead entries they meet;
+* channel ``P changed:<election>`` -- published on every acquire, release and proclaim
+  (for observers);
+* channel ``P wake:<client>`` -- one per client; WITHDRAW publishes the election's name
+  there to wake the entry behind the one it removes (its turn may have come) and, when
+  it released the leader key, the first live entry of the queue. Nobody else is woken.
 
-Scripts look up the holder's session key by a name read inside the script; that is
-fine on standalone instances (the backend does not support Redis Cluster).
-:class:`Scripts` registers them on one instance's client; STATE's reply is parsed by
-:class:`State`.
+Scripts look up session keys by names read inside the script; that is fine on
+standalone instances (the backend does not support Redis Cluster). :class:`Scripts`
+registers them on one instance's client; STATE's reply is parsed by :class:`State`.
 """
 
 from __future__ import annotations
@@ -34,17 +40,75 @@ from typing import Any
 from redis import Redis
 from redis.commands.core import Script
 
-STATE = """
--- KEYS: leader, counter, own session key (or a key that never exists)
--- ARGV: session key prefix
--- -> {counter, own_pttl} or {counter, own_pttl, holder_pttl, sid, ticket, token, cid,
---     value, vseq}
+SCAN = """
+-- The first entry of queue q (registry r, session key prefix p) strictly after
+-- (later = true) or before (later = false) the position (ref, member), starting the
+-- range at score `from`; ref = nil: from the head. Live means its session key exists
+-- here; dead entries met are deleted. `skip` (a ticket) is passed over while live.
+-- -> {ticket, client, session pttl} or nil
+local function scan(q, r, p, from, ref, member, later, skip)
+  local off = 0
+  while true do
+    local batch
+    if later then
+      batch = redis.call('ZRANGEBYSCORE', q, from, '+inf', 'WITHSCORES', 'LIMIT', off, 16)
+    else
+      batch = redis.call('ZREVRANGEBYSCORE', q, from, '-inf', 'WITHSCORES', 'LIMIT', off, 16)
+    end
+    local removed = 0
+    for i = 1, #batch, 2 do
+      local m, s = batch[i], tonumber(batch[i + 1])
+      local beyond = ref == nil or s ~= ref
+      if not beyond then
+        if later then beyond = m > member else beyond = m < member end
+      end
+      if beyond then
+        local entry = redis.call('HGET', r, m)
+        local pttl, client = -2, nil
+        if entry then
+          local sid
+          sid, client = string.match(entry, '^([^\\n]*)\\n([^\\n]*)\\n')
+          if sid then pttl = redis.call('PTTL', p .. sid) end
+        end
+        if pttl == -2 then
+          redis.call('ZREM', q, m)
+          redis.call('HDEL', r, m)
+          removed = removed + 1
+        elseif m ~= skip then
+          return {m, client, pttl}
+        end
+      end
+    end
+    if #batch < 32 then return nil end
+    off = off + 16 - removed
+  end
+end
+"""
+
+STATE = SCAN + """
+-- KEYS: leader, counter, own session key (or a key that never exists), queue, registry
+-- ARGV: session key prefix, ticket ('' = no queue part), its order
+-- -> {counter, own_pttl, ahead_pttl} or {counter, own_pttl, ahead_pttl, holder_pttl, sid,
+--     ticket, token, cid, value, vseq}; ahead_pttl is the session PTTL of the nearest
+--     live entry ahead of the ticket other than the leader key's holder, -2 if none.
+--     The ticket's own score is set to its order where it differs (an enqueue that
+--     agreed on the order after this instance had answered).
 local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
 local own = redis.call('PTTL', KEYS[3])
 local h = redis.call('HMGET', KEYS[1], 'sid', 'ticket', 'token', 'cid', 'value', 'vseq')
-if not h[1] then return {counter, own} end
+local ahead = -2
+if ARGV[2] ~= '' then
+  local order = tonumber(ARGV[3])
+  local score = redis.call('ZSCORE', KEYS[4], ARGV[2])
+  if score and tonumber(score) ~= order then
+    redis.call('ZADD', KEYS[4], 'XX', order, ARGV[2])
+  end
+  local found = scan(KEYS[4], KEYS[5], ARGV[1], ARGV[3], order, ARGV[2], false, h[2])
+  if found then ahead = found[3] end
+end
+if not h[1] then return {counter, own, ahead} end
 local holder = redis.call('PTTL', ARGV[1] .. h[1])
-return {counter, own, holder, h[1], h[2], h[3], h[4], h[5], h[6]}
+return {counter, own, ahead, holder, h[1], h[2], h[3], h[4], h[5], h[6]}
 """
 
 ACQUIRE = """
@@ -73,6 +137,7 @@ return {1, proposal}
 
 RELEASE = """
 -- KEYS: leader; ARGV: ticket, channel -> 1 if it was ours and is deleted, else 0
+-- (gives back a partial acquisition; the entry keeps its place in the queue)
 if redis.call('HGET', KEYS[1], 'ticket') == ARGV[1] then
   redis.call('DEL', KEYS[1])
   redis.call('PUBLISH', ARGV[2], 'released')
@@ -82,12 +147,54 @@ return 0
 """
 
 REGISTER = """
--- KEYS: contenders registry, own session key; ARGV: ticket, entry
--- -> 1 registered; 0 our session is gone here (nothing written: a registration
---    counts only while its session key exists on the same instance)
+-- KEYS: registry, own session key, queue, qseq; ARGV: ticket, entry
+-- -> the entry's order on this instance (>= 1); 0 our session is gone here (nothing
+--    written: an entry counts only while its session key exists on the same instance)
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+local seq = redis.call('INCR', KEYS[4])
+redis.call('ZADD', KEYS[3], seq, ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return seq
+"""
+
+ORDER = """
+-- KEYS: queue, qseq; ARGV: ticket, order -> 1
+-- The order the instances agreed on (their highest): set it where the entry exists,
+-- and never hand out an order at or below it again here.
+if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
 return 1
+"""
+
+WITHDRAW = SCAN + """
+-- KEYS: leader, registry, queue
+-- ARGV: ticket, changed channel, wake channel prefix, session key prefix, election
+-- -> 1 if the leader key was ours (deleted), else 0. Removes the entry, then wakes the
+--    next live entry behind it and, if the leader key was ours, the first live entry.
+local released = 0
+if redis.call('HGET', KEYS[1], 'ticket') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], 'released')
+  released = 1
+end
+local score = redis.call('ZSCORE', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+local woken = nil
+if score then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  local after = scan(KEYS[3], KEYS[2], ARGV[4], score, tonumber(score), ARGV[1], true, nil)
+  if after then
+    redis.call('PUBLISH', ARGV[3] .. after[2], ARGV[5])
+    woken = after[1]
+  end
+end
+if released == 1 then
+  local head = scan(KEYS[3], KEYS[2], ARGV[4], '-inf', nil, '', true, nil)
+  if head and head[1] ~= woken then redis.call('PUBLISH', ARGV[3] .. head[2], ARGV[5]) end
+end
+return released
 """
 
 PROCLAIM = """
@@ -110,17 +217,20 @@ return 1
 """
 
 CONTENDERS = """
--- KEYS: contenders registry; ARGV: session key prefix
--- -> {ticket, entry, ...} of the entries whose session is alive here (dead ones deleted)
+-- KEYS: queue, registry; ARGV: session key prefix
+-- -> {ticket, order, entry, ...} of the live entries in queue order (dead ones deleted)
 local out = {}
-local all = redis.call('HGETALL', KEYS[1])
+local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 for i = 1, #all, 2 do
-  local sid = string.match(all[i + 1], '^([^\\n]*)')
-  if redis.call('EXISTS', ARGV[1] .. sid) == 1 then
+  local entry = redis.call('HGET', KEYS[2], all[i])
+  local sid = entry and string.match(entry, '^([^\\n]*)\\n')
+  if sid and redis.call('EXISTS', ARGV[1] .. sid) == 1 then
     out[#out + 1] = all[i]
     out[#out + 1] = all[i + 1]
+    out[#out + 1] = entry
   else
-    redis.call('HDEL', KEYS[1], all[i])
+    redis.call('ZREM', KEYS[1], all[i])
+    redis.call('HDEL', KEYS[2], all[i])
   end
 end
 return out
@@ -136,6 +246,8 @@ class Scripts:
     acquire: Script
     release: Script
     register: Script
+    order: Script
+    withdraw: Script
     proclaim: Script
     guarded_write: Script
     contenders: Script
@@ -143,16 +255,19 @@ class Scripts:
     @classmethod
     def on(cls, client: Redis) -> Scripts:
         return cls(*(client.register_script(source) for source in (
-            STATE, ACQUIRE, RELEASE, REGISTER, PROCLAIM, GUARDED_WRITE, CONTENDERS)))
+            STATE, ACQUIRE, RELEASE, REGISTER, ORDER, WITHDRAW, PROCLAIM, GUARDED_WRITE,
+            CONTENDERS)))
 
 
 @dataclass(frozen=True)
 class State:
     """One instance's view of an election: the STATE script's reply. A PTTL of -2
-    means the key is gone on that instance."""
+    means the key is gone on that instance; ``ahead_pttl`` is that of the nearest live
+    entry ahead of the asking ticket, the leader key's holder aside (-2: none)."""
 
     counter: int
     own_pttl: int
+    ahead_pttl: int = -2
     holder_pttl: int = -2
     sid: str = ""
     ticket: str = ""
@@ -166,18 +281,39 @@ class State:
         """A leader key whose holder's session is alive on this instance."""
         return bool(self.sid) and self.holder_pttl != -2
 
+    @property
+    def behind(self) -> bool:
+        """A live entry other than the holder is ahead of the asking ticket here."""
+        return self.ahead_pttl != -2
+
     @staticmethod
     def parse(reply: list[Any]) -> State:
-        if len(reply) < 3:
-            return State(int(reply[0]), int(reply[1]))
+        head = (int(reply[0]), int(reply[1]), int(reply[2]))
+        if len(reply) < 4:
+            return State(*head)
         return State(
-            int(reply[0]), int(reply[1]), int(reply[2]), reply[3].decode(), reply[4].decode(),
-            int(reply[5]), reply[6].decode(), bytes(reply[7]), int(reply[8] or 0),
+            *head, int(reply[3]), reply[4].decode(), reply[5].decode(), int(reply[6]),
+            reply[7].decode(), bytes(reply[8]), int(reply[9] or 0),
         )
 
 
+def expiry(pttls: Sequence[int]) -> float:
+    """Seconds until the first of these session PTTLs (ms) runs out (inf if none is
+    counting down), plus 2 ms so that a re-read then finds the key gone."""
+    return min((p / 1000 + 0.002 for p in pttls if p >= 0), default=math.inf)
+
+
 def holder_expiry(states: Sequence[State]) -> float:
-    """Seconds until the first holder session of ``states`` may expire there (inf if
-    none), plus 2 ms so that a re-read then finds it gone."""
-    return min((s.holder_pttl / 1000 + 0.002 for s in states if s.holder_pttl >= 0),
-               default=math.inf)
+    """Seconds until the first holder session of ``states`` may expire there."""
+    return expiry([s.holder_pttl for s in states])
+
+
+def entry(sid: str, client: str, candidate_id: str, value: bytes) -> bytes:
+    """A registry entry (see the module docstring)."""
+    return f"{sid}\n{client}\n{candidate_id}\n".encode() + value
+
+
+def parse_entry(raw: bytes) -> tuple[str, bytes]:
+    """The candidate id and value of a registry entry."""
+    _, _, candidate_id, value = raw.split(b"\n", 3)
+    return candidate_id.decode(), value

@@ -16,6 +16,7 @@ from tenure.adapters.redis_quorum import (
     Bell,
     BellSignal,
     CredentialsRefused,
+    Feed,
     Instance,
     Quorum,
     Settings,
@@ -31,7 +32,8 @@ SECRET = "s3cr3t-Pa55"
 def three() -> Iterator[Quorum[None]]:
     settings = Settings((("h", 1), ("h", 2), ("h", 3)), "redis://h:1,h:2,h:3", 1.0,
                         {"db": 0, "password": SECRET})
-    q = Quorum(settings, prepare=lambda client: None, channels="t:changed:")
+    q = Quorum(settings, prepare=lambda client: None,
+               feeds={"changes": Feed("t:changed:*", pattern=True)})
     yield q
     q.close()
 
@@ -75,13 +77,28 @@ def test_credentials_refused_on_a_majority_are_a_config_error_naming_the_fix(
 
 def test_a_bell_signal_fires_only_for_its_topic_rung_after_arming() -> None:
     bell = Bell()
-    bell.ring("a")
-    armed = BellSignal(bell, "a")
+    bell.ring("wake", "a")
+    armed = BellSignal(bell, "wake", "a")
     assert not armed.wait(0)  # rung before it was armed
-    bell.ring("b")
+    bell.ring("wake", "b")
     assert not armed.wait(0)  # another topic
-    bell.ring("a")
+    bell.ring("changes", "a")
+    assert not armed.wait(0)  # the same topic of another feed
+    bell.ring("wake", "a")
     assert armed.wait(0)
-    everything = BellSignal(bell, "c")
-    bell.ring(Bell.ALL)  # a (re)subscription: every waiter re-reads
+    everything = BellSignal(bell, "wake", "c")
+    bell.ring("changes", Bell.ALL)  # another feed was (re)subscribed
+    assert not everything.wait(0)
+    bell.ring("wake", Bell.ALL)  # a (re)subscription of its feed: every waiter re-reads
     assert everything.wait(0)
+
+
+def test_a_feed_takes_its_topic_from_the_pattern_match_or_from_the_message() -> None:
+    assert Feed("t:changed:*", pattern=True).topic(b"t:changed:e/1", b"acquired") == "e/1"
+    assert Feed("t:wake:c1").topic(b"t:wake:c1", b"e/1") == "e/1"
+
+
+def test_no_subscription_is_made_before_a_signal_of_its_feed_is_asked_for(
+    three: Quorum[None],
+) -> None:
+    assert three._listeners == {}  # a client that never waits or observes subscribes nothing
