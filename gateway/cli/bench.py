@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from tenure.cli.common import positive_int
 from tenure.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -48,16 +49,6 @@ def _sizes(text: str) -> tuple[int, ...]:
     return values
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "bench", help="benchmarks: tenure against the peer tools on the same stores",
@@ -79,9 +70,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              "from a JSON file an earlier run wrote")
     parser.add_argument("--quick", action="store_true",
                         help="a few samples each (smoke run; default store: SQLite)")
-    parser.add_argument("--handovers", type=_count, help="resign handovers (default 50)")
-    parser.add_argument("--kills", type=_count, help="crash failovers (default 10)")
-    parser.add_argument("--detections", type=_count, help="cuts and pauses (default 3)")
+    parser.add_argument("--handovers", type=positive_int, help="resign handovers (default 50)")
+    parser.add_argument("--kills", type=positive_int, help="crash failovers (default 10)")
+    parser.add_argument("--detections", type=positive_int, help="cuts and pauses (default 3)")
     parser.add_argument("--scale-elections", type=_sizes, metavar="N,N,...",
                         help="elections per client for scale (a) (default 1,100,1000)")
     parser.add_argument("--scale-waiters", type=_sizes, metavar="N,N,...",

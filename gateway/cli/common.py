@@ -67,6 +67,17 @@ def ttl_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1, or an error naming the text."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 def non_negative_seconds(text: str) -> float:
     """argparse type for durations such as ``--grace`` and ``--timeout``: a finite
     duration >= 0 ("5", "5s", "500ms")."""

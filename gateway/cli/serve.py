@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tenure.cli.common import fail, ttl_seconds
+from tenure.cli.common import fail, positive_int, ttl_seconds
 from tenure.errors import ConfigError, StoreUnavailable, TenureError
 from tenure.http.auth import (
     ListenPolicy,
@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--max-ttl", type=ttl_seconds, default=60.0, metavar="SECONDS",
                         help="largest TTL (keepalive window) a caller may ask for: how long "
                         "a vanished caller can keep a leadership (default 60s)")
-    parser.add_argument("--max-campaigns", type=_positive_int, default=256, metavar="N",
+    parser.add_argument("--max-campaigns", type=positive_int, default=256, metavar="N",
                         help="most campaigns held at once (default 256)")
     parser.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="json: one JSON line per leadership change on stderr")
@@ -101,16 +101,6 @@ def check_ttls(args: argparse.Namespace) -> float:
             f"may ask for; give --ttl {args.max_ttl:g} or less, or a larger --max-ttl"
         )
     return ttl
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
 
 
 def backend_url(args: argparse.Namespace) -> str | None:
