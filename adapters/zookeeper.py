@@ -50,6 +50,19 @@ session current at a ``sync``'s answer is the one it went on). ``open_session`` 
 too: a session kazoo made after an expiry may have been touched last before the core's
 send time.
 
+Layouts (``layout=``): ``tenure``, the default, is the mapping above; ``native`` writes
+the nodes of Curator's ``LeaderSelector``/``InterProcessMutex`` (protected mode), so
+tenure, Curator and kazoo's ``Lock``/``Election`` queue in ONE election (docs/interop.md).
+The election name IS the recipe's path, under the URL path (``prefix`` then holds only
+guarded-write data): nodes ``<path>/_c_<uuid>-lock-<seq>`` holding the value only, so the
+node's name IS the candidate id. Contenders are the children ending in ``lock-`` or
+``__lock__`` and ten digits -- kazoo's contender pattern with ``extra_lock_patterns=
+["lock-"]``; Curator takes what follows the last ``lock-`` -- ordered by that sequence
+(one counter per parent, so arrival order); other children (``latch-`` nodes, leases)
+are not candidates. Every step above is already the recipes' (lowest leads, a waiter
+watches only its predecessor with a data watch, ``ephemeralOwner`` checked); the token
+stays the czxid, which native nodes have too.
+
 Limits: a follower relays touches to the ensemble's leader every tickTime/2: choose
 ``drift >= tickTime / (2 x TTL)`` if it matters (200 ms, 4 s: 0.025). Sequences are
 signed 32-bit. kazoo drops a connection silent for 2/3 of the timeout and tries the next
@@ -60,6 +73,8 @@ ZooKeeper's strongest read, not a quorum read.
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 import threading
 import uuid
 from dataclasses import dataclass
@@ -73,7 +88,7 @@ from kazoo.security import CREATOR_ALL_ACL, OPEN_ACL_UNSAFE
 from tenure.adapters.zookeeper_connection import ZooKeeperConfig, ZooKeeperConnection, parse_url
 from tenure.adapters.zookeeper_watches import Watch, Watches, in_background
 from tenure.config import BackendURL
-from tenure.errors import NotLeader, SessionExpired, StoreUnavailable
+from tenure.errors import ConfigError, NotLeader, SessionExpired, StoreUnavailable
 from tenure.store import (
     Contender,
     EventSignal,
@@ -85,6 +100,12 @@ from tenure.store import (
     Wait,
     Won,
 )
+
+log = logging.getLogger("tenure")
+
+NATIVE_CONTENDER = re.compile(r"(?:__lock__|lock-)(-?\d{10})$")
+"""A contender of the native layout: kazoo's pattern (``__lock__``) with Curator's lock
+name (``lock-``, what kazoo's ``extra_lock_patterns`` adds), then ZooKeeper's sequence."""
 
 
 def _component(name: str) -> str:
@@ -104,6 +125,12 @@ def _encode(candidate_id: str, value: bytes) -> bytes:
 def _parse(data: bytes) -> tuple[str, bytes]:
     candidate, _, value = bytes(data).partition(b"\n")
     return candidate.decode(), value
+
+
+def _native_sequence(node: str) -> int | None:
+    """A native contender's sequence, or None for a child that is not one."""
+    match = NATIVE_CONTENDER.search(node)
+    return int(match.group(1)) if match else None
 
 
 @dataclass(eq=False)
@@ -187,7 +214,35 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
     # -- candidates -----------------------------------------------------------------
 
     def _election_node(self, election: str) -> str:
-        return f"{self._root}/elections/{_component(election)}"
+        if not self.config.native:
+            return f"{self._root}/elections/{_component(election)}"
+        parts = election.split("/")  # the recipe's path: its segments are real znodes
+        if any(p in ("", ".", "..") for p in parts) or (
+                not self.config.base and parts[0] == "zookeeper"):
+            raise ConfigError(
+                f"election {election!r} is not a usable ZooKeeper path under layout=native; "
+                "name it like svc/leader (no empty, '.' or '..' segments, not under /zookeeper)")
+        return f"{self.config.base}/{election}"
+
+    def _node_prefix(self, guid: str) -> str:
+        """The name of a candidate node before ZooKeeper's sequence."""
+        return f"_c_{guid}-lock-" if self.config.native else f"c-{guid}-"
+
+    def _ranked(self, children: list[str]) -> list[tuple[int, str]]:
+        """(sequence, child) of each candidate among ``children``, lowest first."""
+        if not self.config.native:
+            return sorted((_sequence(c), c) for c in children)
+        found = ((_native_sequence(c), c) for c in children)
+        return sorted((seq, c) for seq, c in found if seq is not None)
+
+    def _pack(self, candidate_id: str, value: bytes) -> bytes:
+        """A node's data: the value alone in the native layout (Curator's participant id,
+        kazoo's identifier), else the candidate id, LF, the value."""
+        return value if self.config.native else _encode(candidate_id, value)
+
+    def _unpack(self, node: str, data: bytes) -> tuple[str, bytes]:
+        """(candidate id, value) of a node: native nodes store no id, their name is it."""
+        return (node, bytes(data)) if self.config.native else _parse(data)
 
     def _ensure(self, zk: KazooClient, path: str) -> None:
         if path not in self._parents:
@@ -196,11 +251,13 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
 
     def enqueue(self, election: str, candidate_id: str, value: bytes) -> ZooKeeperTicket:
         zk = self._conn.client()
-        parent, guid = self._election_node(election), uuid.uuid4().hex
+        parent = self._election_node(election)
+        guid = str(uuid.uuid4()) if self.config.native else uuid.uuid4().hex  # Curator's form
         for attempt in range(2):
             self._ensure(zk, parent)
-            created = zk.create_async(f"{parent}/c-{guid}-", _encode(candidate_id, value),
-                                      self._acl, ephemeral=True, sequence=True, include_data=True)
+            created = zk.create_async(f"{parent}/{self._node_prefix(guid)}",
+                                      self._pack(candidate_id, value), self._acl,
+                                      ephemeral=True, sequence=True, include_data=True)
             try:
                 path, stat = self._conn.wait(created)
                 break
@@ -220,6 +277,11 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
             with contextlib.suppress(StoreUnavailable, NoNodeError):
                 self._call(zk.delete_async, path)
             raise SessionExpired(f"{self.description}: the ZooKeeper session expired")
+        if self.config.native:  # its id is what readers (and Curator, kazoo) see of it
+            node = path.rsplit("/", 1)[1]
+            log.info("zookeeper layout=native: candidate %s is node %s", candidate_id, path)
+            return ZooKeeperTicket(election, node, path, _sequence(path), token=stat.czxid,
+                                   owner=stat.ephemeralOwner, guid=guid)
         return ZooKeeperTicket(election, candidate_id, path, _sequence(path), token=stat.czxid,
                                owner=stat.ephemeralOwner, guid=guid)
 
@@ -238,7 +300,7 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
             for parent, guid in orphans:
                 with contextlib.suppress(NoNodeError):
                     for child in self._call(zk.get_children_async, parent):
-                        if child.startswith(f"c-{guid}-"):
+                        if child.startswith(self._node_prefix(guid)):
                             with contextlib.suppress(NoNodeError):
                                 self._call(zk.delete_async, f"{parent}/{child}")
                 with self._lock:
@@ -276,10 +338,10 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
             children = []
         if mine not in children:
             raise SessionExpired(f"{entry} is gone (its session expired or it was deleted)")
-        lower = [c for c in children if _sequence(c) < ticket.order]
+        lower = [c for seq, c in self._ranked(children) if seq < ticket.order]
         if lower:
             try:
-                self._call(zk.get_async, f"{parent}/{max(lower, key=_sequence)}",
+                self._call(zk.get_async, f"{parent}/{lower[-1]}",
                            self._watches.watch(ticket.election))
             except NoNodeError:
                 signal.fire()  # gone already: look again at once
@@ -306,7 +368,7 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
         self._require_led(ticket, "proclaim")
         try:
             self._call(self._conn.client().set_async, ticket.key,
-                       _encode(ticket.candidate_id, value))
+                       self._pack(ticket.candidate_id, value))
         except NoNodeError:
             raise self._refused(ticket, "proclaim") from None
 
@@ -355,17 +417,18 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
                 if watch is not None and self._call(zk.exists_async, parent, watch) is not None:
                     continue  # created in between
                 return None
-            if not children:
+            ranked = self._ranked(children)
+            if not ranked:
                 if watch is None or child_watch is not None:
                     return None
                 child_watch = watch  # look again, watching for a first candidate
                 continue
+            first = ranked[0][1]
             try:
-                data, stat = self._call(zk.get_async, f"{parent}/{min(children, key=_sequence)}",
-                                        watch)
+                data, stat = self._call(zk.get_async, f"{parent}/{first}", watch)
             except NoNodeError:
                 continue
-            return LeaderInfo(election, *_parse(data), int(stat.czxid))
+            return LeaderInfo(election, *self._unpack(first, data), int(stat.czxid))
 
     def leader(self, election: str) -> LeaderInfo | None:
         return self._read_leader(election, None)
@@ -384,12 +447,12 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
         except NoNodeError:
             return []
         found = []
-        for child in sorted(children, key=_sequence):
+        for _, child in self._ranked(children):
             try:  # a node may go between the listing and its read: it is not live then
                 data, stat = self._call(zk.get_async, f"{parent}/{child}")
             except NoNodeError:
                 continue
-            found.append(Contender(*_parse(data), int(stat.czxid)))
+            found.append(Contender(*self._unpack(child, data), int(stat.czxid)))
         return found
 
     def close(self) -> None:

@@ -43,7 +43,10 @@ OPTIONS = {
     "digest_user": "user for digest authentication and creator-only ACLs",
     "prefix": f"znode under the URL path holding tenure's nodes (default {DEFAULT_PREFIX})",
     "timeout": f"seconds to wait for a connection and for calls (default {DEFAULT_TIMEOUT:g})",
+    "layout": "election nodes: tenure (default) or native (Curator's LeaderSelector/"
+              "InterProcessMutex nodes, also kazoo's Election/Lock)",
 }
+LAYOUTS = ("tenure", "native")
 OBSERVER_SESSION_MS = 10_000
 """Session timeout asked for by a store used only for reading (no candidates)."""
 
@@ -57,6 +60,11 @@ class ZooKeeperConfig:
     description: str
     auth: tuple[str, str] | None = field(default=None, repr=False)
     timeout: float = DEFAULT_TIMEOUT
+    native: bool = False
+    """``layout=native``: election nodes are Curator's (see the adapter); elections are
+    then ``<URL path>/<election>`` and ``prefix`` holds only guarded-write data."""
+    base: str = ""
+    """The URL path alone (native elections live under it, not under ``prefix``)."""
 
 
 def parse_url(url: BackendURL) -> ZooKeeperConfig:
@@ -72,8 +80,10 @@ def parse_url(url: BackendURL) -> ZooKeeperConfig:
     if not root:
         raise ConfigError("option prefix must not be '/'; give a node such as /tenure")
     timeout = opts.duration("timeout", DEFAULT_TIMEOUT, low=0.0, high=300.0)
+    native = opts.choice("layout", "tenure", LAYOUTS) == "native"
     hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in url.hosts)
-    return ZooKeeperConfig(hosts, root, url.redacted, _digest_auth(opts), timeout)
+    return ZooKeeperConfig(hosts, root, url.redacted, _digest_auth(opts), timeout,
+                           native=native, base=_check_path(url.path, "the URL path"))
 
 
 def _check_path(value: str, what: str) -> str:

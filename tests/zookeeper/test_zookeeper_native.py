@@ -1,0 +1,496 @@
+"""``layout=native`` on ZooKeeper: tenure candidates, REAL kazoo recipes (``Election``,
+``Lock``) in their own processes and a REAL Curator ``LeaderSelector`` (a Java program,
+conformance/interop/curator, built by scripts/install-stores.d/50-curator) queue in ONE
+election on the same path.
+
+Both sides record their leaderships into one history in the conformance format, on this
+host's monotonic clock: a tenure leadership from its ``elected`` event to its resign and
+last validity deadline; a native one from the moment its ``leading`` line is read (no
+deadline) to the moment the test sends ``release`` (recorded before sending) or SIGKILL.
+A native interval is thus inside the real one, so real overlaps show as overlaps. The
+checker finds no two leaders at once and strictly increasing tokens (czxids) across kinds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kazoo.client import KazooClient
+
+import tenure
+from tenure.adapters.zookeeper import ZooKeeperStore
+from tenure.adapters.zookeeper_connection import parse_url
+from tenure.childproc import signal_group, spawn_guarded
+from tenure.config import load_settings, parse_backend_url
+from tenure.conformance.lab.cluster import Cluster, wait_until
+from tenure.conformance.suite import history
+
+pytestmark = [pytest.mark.zookeeper, pytest.mark.interop]
+
+TTL = 2.0  # the lab's tickTime 200 ms allows sessions of 0.4-4 s
+WAIT = 30.0
+REPO = Path(__file__).resolve().parents[2]
+KAZOO_CANDIDATE = REPO / "conformance" / "interop" / "zk_candidate.py"
+CURATOR_CLASS = "tenure.interop.CuratorCandidate"
+NODE = re.compile(r"^_c_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-lock-\d{10}$")
+
+
+def hosts(cluster: Cluster) -> str:
+    return ",".join(node.client_address for node in cluster.nodes)
+
+
+def native_url(cluster: Cluster) -> str:
+    return f"{cluster.url}?layout=native"
+
+
+def unique(stem: str) -> str:
+    return f"interop/{stem}-{time.monotonic_ns()}"
+
+
+def curator_command(cluster: Cluster, path: str, ident: str) -> list[str]:
+    """The Curator candidate's command line; fails (never skips) when it is not built."""
+    cache = Path(os.environ.get("TENURE_CACHE", "/var/cache/tenure"))
+    built = Path(os.environ.get("TENURE_CURATOR_DIR", cache / "curator" / "current"))
+    jar = built / "curator-candidate-1.jar"
+    assert jar.is_file(), (f"the Curator candidate is not built ({jar} is missing): run "
+                           "scripts/install-stores (its step install-stores.d/50-curator)")
+    return ["java", "-cp", f"{jar}{os.pathsep}{built / 'lib'}/*", CURATOR_CLASS,
+            hosts(cluster), path, ident, str(int(TTL * 1000))]
+
+
+class NativeCandidate:
+    """A candidate process speaking the line protocol of conformance/interop (queued,
+    leading NODE CZXID, released); records its leadership into the shared history."""
+
+    def __init__(self, command: list[str], name: str, election: str, history_path: Path):
+        self.name, self.election, self.history_path = name, election, history_path
+        self.cond = threading.Condition()
+        self.lines: list[str] = []
+        self.queued = False
+        self.node = ""
+        self.token = 0
+        self.elected_at = math.nan
+        self.released = False
+        self.eof = False
+        self._stderr: list[bytes] = []
+        self.process = spawn_guarded(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            t, line = time.monotonic(), raw.decode().strip()
+            with self.cond:
+                self.lines.append(line)
+                word, *rest = line.split()
+                if word == "queued":
+                    self.queued = True
+                elif word == "leading":
+                    self.node, self.token, self.elected_at = rest[0], int(rest[1]), t
+                    self._record("elected", t, deadline=math.inf)
+                elif word == "released":
+                    self.released = True
+                self.cond.notify_all()
+        with self.cond:
+            self.eof = True
+            self.cond.notify_all()
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self._stderr.append(line)
+
+    def _record(self, kind: str, t: float, **fields: Any) -> None:
+        history.record(self.history_path, kind=kind, cid=self.name, election=self.election,
+                       token=self.token, t=t, **fields)
+
+    def _wait(self, what: str, done: Any, timeout: float) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: done() or self.eof, timeout)
+            ok = done()
+        assert ok, (f"{self.name}: not {what} within {timeout:g} s; printed {self.lines}; "
+                    f"stderr: {b''.join(self._stderr).decode(errors='replace')[-2000:]}")
+
+    def wait_queued(self, timeout: float = WAIT) -> None:
+        self._wait("queued", lambda: self.queued, timeout)
+
+    def wait_elected(self, timeout: float = WAIT) -> float:
+        self._wait("elected", lambda: self.token > 0, timeout)
+        return self.elected_at
+
+    @property
+    def leading(self) -> bool:
+        with self.cond:
+            return self.token > 0
+
+    def release(self) -> float:
+        """Records ``resign``, then tells the process to give leadership up."""
+        sent = time.monotonic()
+        self._record("resign", sent)
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"release\n")
+        self.process.stdin.flush()
+        self._wait("released", lambda: self.released, WAIT)
+        return sent
+
+    def kill(self) -> float:
+        sent = time.monotonic()
+        if self.leading:
+            self._record("lost", sent, reason="SIGKILL")
+        signal_group(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        return sent
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            signal_group(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+class TenureCandidate:
+    """A tenure candidate in this process, recording like the conformance candidate."""
+
+    def __init__(self, url: str, election: str, history_path: Path, name: str) -> None:
+        self.client = tenure.connect(url, ttl=TTL, candidate_id=name)
+        self.election, self.history_path, self.name = election, history_path, name
+        self.lead: tenure.Leadership | None = None
+        self.elected_at = math.nan
+        self._won = threading.Event()
+        self._error: BaseException | None = None
+
+    def _record(self, kind: str, t: float, **fields: Any) -> None:
+        assert self.lead is not None
+        history.record(self.history_path, kind=kind, cid=self.name, election=self.election,
+                       token=self.lead.token, t=t, **fields)
+
+    def _campaign(self) -> None:
+        try:
+            lead = self.client.election(self.election).campaign(
+                value=self.name.encode(), timeout=2 * WAIT)
+        except BaseException as exc:  # reported by wait_elected
+            self._error = exc
+        else:
+            self.lead, self.elected_at = lead, time.monotonic()
+            self._record("elected", self.elected_at, deadline=lead.deadline)
+        self._won.set()
+
+    def campaign_in_background(self, reader: tenure.Client) -> None:
+        """Campaigns on a thread; returns once its node is queued."""
+        before = len(reader.election(self.election).contenders())
+        threading.Thread(target=self._campaign, daemon=True).start()
+        wait_until(lambda: len(reader.election(self.election).contenders()) > before
+                   or self._won.is_set(), WAIT, f"{self.name} queued")
+
+    def wait_elected(self, timeout: float = WAIT) -> float:
+        assert self._won.wait(timeout), f"{self.name} was not elected within {timeout:g} s"
+        assert self._error is None, f"{self.name}: {self._error!r}"
+        return self.elected_at
+
+    @property
+    def token(self) -> int:
+        assert self.lead is not None
+        return self.lead.token
+
+    @property
+    def leading(self) -> bool:
+        return self._won.is_set() and self.lead is not None
+
+    def release(self) -> float:
+        assert self.lead is not None
+        self.lead.ensure()
+        self._record("valid", time.monotonic(), deadline=self.lead.deadline)
+        sent = time.monotonic()
+        self._record("resign", sent)
+        self.lead.resign()
+        return sent
+
+
+Candidate = NativeCandidate | TenureCandidate
+
+
+@pytest.fixture
+def processes() -> Iterator[list[NativeCandidate]]:
+    started: list[NativeCandidate] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def zk(zookeeper_cluster: Cluster) -> Iterator[KazooClient]:
+    client = KazooClient(hosts=hosts(zookeeper_cluster), timeout=10)
+    client.start(timeout=WAIT)
+    yield client
+    client.stop()
+    client.close()
+
+
+def run_tenure_leader(url: str, election: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tenure", "leader", "--backend", url, "--election", election,
+         *extra], capture_output=True, text=True, timeout=60)
+
+
+def save_handovers(name: str, samples: dict[str, list[float]]) -> None:
+    artifacts = REPO / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    path = artifacts / "zookeeper-native-handover.json"
+    data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    data[name] = {k: {"samples_s": v, "median_s": statistics.median(v)}
+                  for k, v in samples.items() if v}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+# -- the option and the node layout ------------------------------------------------------
+
+
+def test_layout_is_tenure_by_default_native_on_request_and_checked(tmp_path: Path) -> None:
+    def config(url: str) -> Any:
+        return parse_url(parse_backend_url(url)[0])
+
+    assert config("zookeeper://127.0.0.1:2181").native is False
+    assert config("zookeeper://127.0.0.1:2181?layout=tenure").native is False
+    native = config("zookeeper://127.0.0.1:2181/apps?layout=native")
+    assert native.native is True and native.base == "/apps" and native.root == "/apps/tenure"
+    with pytest.raises(tenure.ConfigError, match=r"layout='raft' must be one of tenure, native"):
+        config("zookeeper://127.0.0.1:2181?layout=raft")
+    toml = tmp_path / "tenure.toml"
+    toml.write_text('backend = "zookeeper://127.0.0.1:2181"\n[options]\nlayout = "native"\n')
+    assert parse_url(load_settings(config_file=str(toml)).url).native is True
+
+
+def test_a_native_node_is_curators_form_and_kazoo_with_the_lock_pattern_sees_it(
+    zookeeper_cluster: Cluster, zk: KazooClient,
+) -> None:
+    name = unique("layout")
+    path = f"/{name}"
+    with tenure.connect(native_url(zookeeper_cluster), ttl=TTL, candidate_id="t") as client:
+        lead = client.election(name).campaign(value=b"first", timeout=WAIT)
+        [node] = zk.get_children(path)
+        data, stat = zk.get(f"{path}/{node}")
+        # Curator's protected LeaderSelector node: _c_<uuid>-lock-<seq>, the value only.
+        assert NODE.match(node), node
+        assert data == b"first" and stat.czxid == lead.token
+        assert stat.ephemeralOwner != 0  # ephemeral, as the recipes' nodes
+        assert lead.candidate_id == node and client.candidate_id == "t"
+        lead.proclaim(b"second")
+        assert client.election(name).leader() == tenure.LeaderInfo(name, node, b"second",
+                                                                   lead.token)
+        # kazoo with the pattern counts it as a contender; kazoo as it comes does not.
+        assert zk.Lock(path, "x", extra_lock_patterns=["lock-"]).contenders() == ["second"]
+        assert zk.Election(path, "x").contenders() == []
+        # A child that is no contender (a LeaderLatch node) is not read as a candidate.
+        zk.create(f"{path}/_c_0-latch-", b"latch", ephemeral=True, sequence=True)
+        assert [c.candidate_id for c in client.election(name).contenders()] == [node]
+        lead.resign()
+    with tenure.connect(zookeeper_cluster.url, ttl=TTL, candidate_id="t-default") as client:
+        store = client.store
+        assert isinstance(store, ZooKeeperStore)
+        lead = client.election(name).campaign(value=b"mine", timeout=WAIT)
+        assert lead.ticket.key.startswith(f"/tenure/elections/{name.replace('/', '%2F')}/c-")
+        assert client.election(name).leader() == tenure.LeaderInfo(
+            name, "t-default", b"mine", lead.token)
+        lead.resign()
+
+
+# -- mixed elections ---------------------------------------------------------------------
+
+
+def mixed_election(name: str, order: list[Candidate], reader: tenure.Client,
+                   on_leader: Any = None) -> dict[str, list[float]]:
+    """Queues ``order`` (already started, in that arrival order), then releases each
+    leader in turn: the next in line must lead, each only after the previous released.
+    Returns the handover durations by direction."""
+    handovers: dict[str, list[float]] = {"tenure->native": [], "native->tenure": [],
+                                         "native->native": [], "tenure->tenure": []}
+    order[0].wait_elected()
+    for previous, following in itertools.pairwise(order):
+        assert not following.leading, f"{following.name} leads while {previous.name} does"
+        info = reader.election(name).leader()
+        assert info is not None and info.token == previous.token, (info, previous.name)
+        if isinstance(previous, NativeCandidate):
+            assert info.candidate_id == previous.node and info.value == previous.name.encode()
+        if on_leader is not None:
+            on_leader(previous)
+        sent = previous.release()
+        elected = following.wait_elected()
+        kinds = ["native" if isinstance(c, NativeCandidate) else "tenure"
+                 for c in (previous, following)]
+        handovers["->".join(kinds)].append(elected - sent)
+        assert following.token > previous.token
+    order[-1].release()
+    return handovers
+
+
+def test_tenure_and_kazoo_recipes_share_one_queue_in_arrival_order(
+    zookeeper_cluster: Cluster, processes: list[NativeCandidate], tmp_path: Path,
+) -> None:
+    """tenure, kazoo's Election (its lock given the pattern), tenure, kazoo's Lock:
+    they lead in that order, one at a time; observers and ``tenure leader`` see each."""
+    name = unique("kazoo")
+    url, history_path = native_url(zookeeper_cluster), tmp_path / "history.jsonl"
+    seen: list[tenure.LeaderInfo | None] = []
+
+    def kazoo(mode: str, ident: str) -> NativeCandidate:
+        candidate = NativeCandidate(
+            [sys.executable, str(KAZOO_CANDIDATE), mode, hosts(zookeeper_cluster),
+             f"/{name}", ident, str(TTL)], ident, name, history_path)
+        processes.append(candidate)
+        candidate.wait_queued()
+        return candidate
+
+    with tenure.connect(url, ttl=TTL) as reader:
+        watch = reader.election(name).on_change(seen.append)
+        first = TenureCandidate(url, name, history_path, "tenure-a")
+        second = TenureCandidate(url, name, history_path, "tenure-b")
+        try:
+            first.campaign_in_background(reader)
+            first.wait_elected()
+            k_election = kazoo("kazoo-election", "kazoo-election")
+            second.campaign_in_background(reader)
+            k_lock = kazoo("kazoo-lock", "kazoo-lock")
+            order: list[Candidate] = [first, k_election, second, k_lock]
+            queue = [c.value for c in reader.election(name).contenders()]
+            assert queue == [b"tenure-a", b"kazoo-election", b"tenure-b", b"kazoo-lock"]
+
+            def cli_sees(leader: Candidate) -> None:
+                if leader is k_election:  # the CLI reads the native leader
+                    text = run_tenure_leader(url, name)
+                    assert text.returncode == 0, text.stderr
+                    assert text.stdout.strip() == (
+                        f"leader {k_election.node} token {k_election.token} "
+                        "value kazoo-election")
+
+            handovers = mixed_election(name, order, reader, cli_sees)
+            wait_until(lambda: any(i is not None and i.token == k_lock.token for i in seen),
+                       WAIT, "the observer to see kazoo's Lock lead")
+        finally:
+            watch.stop()
+            first.client.close()
+            second.client.close()
+    tokens = [c.token for c in order]
+    assert tokens == sorted(set(tokens)), f"tokens must strictly increase: {tokens}"
+    observed = [i.token for i in seen if i is not None]
+    assert observed == sorted(observed) and set(tokens) <= set(observed), (tokens, observed)
+    report = history.check(history.load(history_path))
+    assert report.ok, report.summary()
+    assert len(report.intervals) == 4
+    save_handovers("kazoo", handovers)
+
+
+def test_tenure_and_curator_leader_selector_share_one_queue_in_arrival_order(
+    zookeeper_cluster: Cluster, processes: list[NativeCandidate], tmp_path: Path,
+) -> None:
+    """tenure, Curator, tenure, Curator: they lead in that order, one at a time."""
+    name = unique("curator")
+    url, history_path = native_url(zookeeper_cluster), tmp_path / "history.jsonl"
+
+    def curator(ident: str) -> NativeCandidate:
+        candidate = NativeCandidate(curator_command(zookeeper_cluster, f"/{name}", ident),
+                                    ident, name, history_path)
+        processes.append(candidate)
+        candidate.wait_queued(timeout=2 * WAIT)  # a JVM starting on a loaded machine
+        return candidate
+
+    with tenure.connect(url, ttl=TTL) as reader:
+        first = TenureCandidate(url, name, history_path, "tenure-a")
+        second = TenureCandidate(url, name, history_path, "tenure-b")
+        try:
+            first.campaign_in_background(reader)
+            first.wait_elected()
+            c1 = curator("curator-1")
+            second.campaign_in_background(reader)
+            c2 = curator("curator-2")
+            order: list[Candidate] = [first, c1, second, c2]
+            queue = [c.value for c in reader.election(name).contenders()]
+            assert queue == [b"tenure-a", b"curator-1", b"tenure-b", b"curator-2"]
+            handovers = mixed_election(name, order, reader)
+        finally:
+            first.client.close()
+            second.client.close()
+    tokens = [c.token for c in order]
+    assert tokens == sorted(set(tokens)), f"tokens must strictly increase: {tokens}"
+    report = history.check(history.load(history_path))
+    assert report.ok, report.summary()
+    assert len(report.intervals) == 4
+    save_handovers("curator", handovers)
+
+
+def test_sigkill_of_leaders_of_both_kinds_hands_over_one_at_a_time(
+    zookeeper_cluster: Cluster, processes: list[NativeCandidate], tmp_path: Path,
+) -> None:
+    """A tenure leader (own process) SIGKILLed -> the Curator waiter leads once tenure's
+    session expired; the Curator leader SIGKILLed -> the kazoo waiter; it SIGKILLed ->
+    the tenure waiter. One history, no overlap, rising tokens."""
+    name = unique("kill")
+    url, history_path = native_url(zookeeper_cluster), tmp_path / "history.jsonl"
+
+    def spawn(command: list[str], ident: str) -> NativeCandidate:
+        candidate = NativeCandidate(command, ident, name, history_path)
+        processes.append(candidate)
+        candidate.wait_queued(timeout=2 * WAIT)
+        return candidate
+
+    def kazoo_like(mode: str, ident: str) -> list[str]:
+        return [sys.executable, str(KAZOO_CANDIDATE), mode, hosts(zookeeper_cluster),
+                f"/{name}", ident, str(TTL)]
+
+    with tenure.connect(url, ttl=TTL) as reader:
+        t_proc = spawn(kazoo_like("tenure", "tenure-proc"), "tenure-proc")
+        t_proc.wait_elected()
+        cur = spawn(curator_command(zookeeper_cluster, f"/{name}", "curator"), "curator")
+        kaz = spawn(kazoo_like("kazoo-election", "kazoo"), "kazoo")
+        mine = TenureCandidate(url, name, history_path, "tenure-in")
+        try:
+            mine.campaign_in_background(reader)
+            killed = t_proc.kill()
+            took = cur.wait_elected(timeout=WAIT) - killed
+            assert took >= TTL * 0.5, f"Curator led {took:.2f} s after the kill: too early"
+            cur.kill()
+            kaz.wait_elected()
+            kaz.kill()
+            mine.wait_elected()
+            assert [t_proc.token, cur.token, kaz.token, mine.token] == sorted(
+                {t_proc.token, cur.token, kaz.token, mine.token})
+            mine.release()
+        finally:
+            mine.client.close()
+    report = history.check(history.load(history_path))
+    assert report.ok, report.summary()
+    assert len(report.intervals) == 4
+
+
+def test_kazoo_election_without_the_lock_pattern_does_not_see_tenure_and_leads_too(
+    zookeeper_cluster: Cluster, processes: list[NativeCandidate], tmp_path: Path,
+) -> None:
+    """The hazard docs/interop.md warns of: kazoo's Election as it comes counts only
+    ``__lock__`` nodes, so it leads beside a tenure (or Curator) leader."""
+    name = unique("plain-kazoo")
+    url = native_url(zookeeper_cluster)
+    with tenure.connect(url, ttl=TTL, candidate_id="t") as client:
+        lead = client.election(name).campaign(value=b"tenure", timeout=WAIT)
+        plain = NativeCandidate(
+            [sys.executable, str(KAZOO_CANDIDATE), "kazoo-default", hosts(zookeeper_cluster),
+             f"/{name}", "plain", str(TTL)], "plain", name, tmp_path / "h.jsonl")
+        processes.append(plain)
+        plain.wait_elected()
+        lead.ensure()  # tenure still leads: two leaders, as documented
+        # tenure sees kazoo's node, behind its own: the arbitration is one-sided.
+        assert [c.value for c in client.election(name).contenders()] == [b"tenure", b"plain"]
+        lead.resign()
