@@ -32,6 +32,7 @@ from tenure.client import Client as SyncClient
 from tenure.client import Election as SyncElection
 from tenure.client import Leadership as SyncLeadership
 from tenure.errors import CampaignCancelled
+from tenure.handoff import HandoffResult
 from tenure.leadership import State
 from tenure.store import LeaderInfo
 
@@ -431,6 +432,27 @@ class Leadership:
         """Releases leadership at once; a no-op if already ended."""
         await asyncio.to_thread(self.sync.resign)
         self._ended.set()
+
+    async def handoff(
+        self, to: str, *, timeout: float = 10.0, on_failure: str = "keep",
+    ) -> HandoffResult[Leadership]:
+        """Hands leadership to the waiting candidate ``to``, like
+        :meth:`tenure.Leadership.handoff` (same rules, same result); when this
+        candidate leads again after a failed handoff with ``keep``,
+        ``result.leadership`` is a new :class:`Leadership` of this module."""
+        sync = await _in_thread(
+            lambda: self.sync.handoff(to, timeout=timeout, on_failure=on_failure),
+            "tenure-aio-handoff")
+        if sync.released:
+            self._ended.set()
+        leadership: Leadership | None = None
+        if sync.leadership is self.sync:
+            leadership = self
+        elif sync.leadership is not None:
+            leadership = Leadership(sync.leadership, self._loop)
+            sync.leadership.on_lost(lambda _sync, reason: leadership._fire_lost(reason))
+        return HandoffResult(sync.ok, sync.candidate, sync.message, sync.released,
+                             sync.leader, leadership, sync.elapsed, sync.token)
 
     async def proclaim(self, value: bytes | str) -> None:
         """Changes this leader's value without giving up leadership."""

@@ -101,6 +101,10 @@ class Campaign:
         self.cancelled = cancelled
         self.last_error: StoreUnavailable | None = None
         self.describe_leader: Callable[[], str] = lambda: "unknown"
+        self.admits: Callable[[Store[Any], Ticket, int], bool] | None = None
+        """Called once the store let a ticket win: False makes it step aside (withdrawn
+        and queued again, never reported won) -- :class:`tenure.handoff.HandoffGate`."""
+        self.stepped_aside = 0
 
     def run(self) -> tuple[Ticket, int, int]:
         """Campaigns until won (see the module docstring)."""
@@ -134,6 +138,11 @@ class Campaign:
                 raise
             try:
                 token = self._await_turn(ticket)
+                if self.admits is not None and not self._retrying(
+                        retry_if_exception(_transient))(self.admits, self.store, ticket, token):
+                    self._withdraw(ticket)
+                    self.stepped_aside += 1
+                    continue
             except SessionExpired as exc:
                 # The entry died (with its session, or removed by an operator): queue
                 # again. Only a refused enqueue proves the session itself is gone.

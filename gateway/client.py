@@ -27,6 +27,7 @@ from tenure import events
 from tenure.campaign import Campaign, observe, withdraw_quietly
 from tenure.config import Settings, load_settings
 from tenure.errors import ConfigError, TenureError, UsageError
+from tenure.handoff import HandoffGate
 from tenure.leadership import Leadership, LostCallback, State
 from tenure.names import check_election_name, check_value, default_candidate_id
 from tenure.runloop import run as run_forever
@@ -99,6 +100,8 @@ class Client:
         self._withdrawals: list[threading.Thread] = []
         self._closing = threading.Lock()
         self._closed_once = False
+        self.handoff_gate = HandoffGate()
+        """Lets a won campaign step aside for a named successor (:mod:`tenure.handoff`)."""
         store.bind(self._lost_from_store)
 
     @property
@@ -258,6 +261,7 @@ class Election:
         campaign = Campaign(client.store, client.keeper, self.name, client.candidate_id,
                             data, timeout, cancel or threading.Event())
         campaign.describe_leader = lambda: _describe(self.leader_or_none())
+        campaign.admits = client.handoff_gate.admits
         try:
             leadership = self._win(campaign, data)
         except BaseException:

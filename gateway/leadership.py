@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tenure import events
 from tenure.config import Settings
@@ -32,6 +32,9 @@ from tenure.errors import LeadershipLost, NotLeader
 from tenure.names import check_election_name, check_value
 from tenure.session import SessionKeeper
 from tenure.store import Store, Ticket
+
+if TYPE_CHECKING:
+    from tenure.handoff import HandoffResult, OnFailure
 
 log = logging.getLogger("tenure")
 
@@ -46,6 +49,7 @@ class Owner(Protocol):
     store: Store[Any]
     keeper: SessionKeeper
 
+    def election(self, name: str) -> Any: ...
     def forget(self, leadership: Leadership) -> None: ...
     def withdraw_now(self, ticket: Ticket) -> None: ...
     def withdraw_in_background(self, ticket: Ticket) -> None: ...
@@ -173,6 +177,26 @@ class Leadership:
         """Releases leadership at once so the next candidate leads promptly.
         A no-op if already resigned or lost."""
         self.end_resigned("resigned")
+
+    def handoff(
+        self, to: str, *, timeout: float = 10.0, on_failure: str = "keep",
+    ) -> HandoffResult[Leadership]:
+        """Hands leadership to the waiting candidate ``to``: it becomes the next leader,
+        with a larger token, and no other waiter is reported won in between (they step
+        aside; see :mod:`tenure.handoff`). Blocks until ``to`` leads or ``timeout``
+        seconds passed. Never raises for a failed handoff: the result says what
+        happened, naming the candidate. ``on_failure="keep"``: when ``to`` is not a
+        live contender this leadership is kept (nothing was released); when ``to``
+        does not take over after the release, this candidate queues again at once and
+        the others let it lead again -- with a NEW token (``result.leadership``).
+        ``on_failure="resign"``: it stays resigned. NotLeader if this leadership has
+        already ended; ConfigError for bad arguments."""
+        from tenure.handoff import check_handoff_args, hand_off
+
+        successor, seconds = check_handoff_args(to, timeout, on_failure)
+        self._require_held("handoff")
+        mode: OnFailure = "keep" if on_failure == "keep" else "resign"
+        return hand_off(self, self._client.election(self.election), successor, seconds, mode)
 
     def proclaim(self, value: bytes | str) -> None:
         """Changes this leader's value without giving up leadership. NotLeader if it is

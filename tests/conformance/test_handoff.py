@@ -1,0 +1,178 @@
+"""Planned handoff to a named successor (``Leadership.handoff``) on every backend: the
+named waiter -- not the first in line -- leads next with a larger token and no other
+waiter is reported won in between; an absent successor is refused by name (the leader
+keeps leading or resigns as asked); a successor SIGKILLed after the release is passed
+over (the old leader leads again with ``keep``, a waiter leads with ``resign``)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+
+import tenure
+from tenure.conformance.suite.backends import Target
+from tenure.conformance.suite.harness import CandidateProcess
+from tenure.leadership import State
+
+pytestmark = pytest.mark.conformance
+
+CANDIDATE = Path(__file__).with_name("handoff_candidate.py")
+
+
+def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Re-reads the store until ``check`` holds (there is no event for "enqueued")."""
+    end = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < end, f"not within {timeout:g} s: {what}"
+        time.sleep(0.02)
+
+
+class Waiter:
+    """A candidate campaigning in a thread of this process, recording when it won."""
+
+    def __init__(self, target: Target, name: str, candidate_id: str, **options: object):
+        self.client = tenure.connect(target.url, ttl=target.profile.ttl,
+                                     candidate_id=candidate_id)
+        self.candidate_id = candidate_id
+        self.won: list[tuple[int, float]] = []
+        self.done = threading.Event()
+        self.lead: tenure.Leadership | None = None
+        self.cancel = threading.Event()
+
+        def campaign() -> None:
+            try:
+                self.lead = self.client.election(name).campaign(  # type: ignore[arg-type]
+                    cancel=self.cancel, **options)
+                self.won.append((self.lead.token, time.monotonic()))
+            except tenure.TenureError:
+                pass
+            finally:
+                self.done.set()
+
+        self.thread = threading.Thread(target=campaign, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.cancel.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), f"{self.candidate_id}: campaign not cancelled"
+        self.client.close()
+
+
+def ids(target: Target, name: str, client: tenure.Client) -> list[str]:
+    return [c.candidate_id for c in client.election(name).contenders()]
+
+
+@contextmanager
+def queue(target: Target, name: str, leader: tenure.Client,
+          waiter_ids: list[str]) -> Iterator[list[Waiter]]:
+    """Waiters enqueued one after the other (each listed before the next starts)."""
+    with ExitStack() as stack:
+        waiters: list[Waiter] = []
+        for candidate_id in waiter_ids:
+            waiter = Waiter(target, name, candidate_id)
+            stack.callback(waiter.close)
+            waiters.append(waiter)
+            eventually(lambda cid=candidate_id: cid in ids(target, name, leader), 30,
+                       f"{candidate_id} enqueued")
+        yield waiters
+
+
+def connect(target: Target, candidate_id: str) -> tenure.Client:
+    return tenure.connect(target.url, ttl=target.profile.ttl, candidate_id=candidate_id)
+
+
+def test_handoff_lands_on_the_named_waiter_with_a_larger_token(target: Target) -> None:
+    name = target.election("handoff")
+    with connect(target, "leader") as client:
+        lead = client.election(name).campaign(timeout=30)
+        with queue(target, name, client, ["first", "second", "named"]) as waiters:
+            first, second, named = waiters
+            result = lead.handoff(to="named", timeout=target.profile.failover_bound + 10)
+            assert result.ok, result.message
+            assert named.done.wait(30), "the named waiter's campaign did not return"
+            assert named.won and named.won[0][0] == result.leader.token > lead.token  # type: ignore[union-attr]
+            assert lead.state is State.RESIGNED
+            assert not first.done.is_set() and not second.done.is_set(), (
+                "another waiter was reported won during the handoff")
+            assert client.election(name).leader().candidate_id == "named"  # type: ignore[union-attr]
+            # The marker is consumed: the next ordinary handover is not held up.
+            assert named.lead is not None
+            named.lead.resign()
+            eventually(lambda: first.done.is_set() or second.done.is_set(),
+                       target.profile.failover_bound + 10, "a waiter leads after the successor")
+            winners = [w for w in (first, second) if w.won]
+            assert len(winners) == 1 and winners[0].won[0][0] > named.won[0][0]
+
+
+@pytest.mark.parametrize("on_failure", ["keep", "resign"])
+def test_handoff_to_an_absent_candidate_is_refused_by_name(
+    target: Target, on_failure: str
+) -> None:
+    name = target.election("handoff-absent")
+    with connect(target, "leader") as client:
+        lead = client.election(name).campaign(timeout=30)
+        with queue(target, name, client, ["waiter"]) as (waiter,):
+            result = lead.handoff(to="ghost", timeout=5, on_failure=on_failure)
+            assert not result.ok
+            assert "'ghost' is not a live contender" in result.message
+            assert "waiter" in result.message
+            if on_failure == "keep":
+                assert result.leadership is lead and not result.released
+                assert lead.state is State.HELD
+                assert client.election(name).leader().token == lead.token  # type: ignore[union-attr]
+                assert not waiter.done.is_set()
+            else:
+                assert lead.state is State.RESIGNED and result.released
+                assert waiter.done.wait(target.profile.failover_bound + 10)
+                assert waiter.won[0][0] > lead.token
+
+
+@pytest.mark.parametrize("on_failure", ["keep", "resign"])
+def test_handoff_to_a_successor_killed_after_the_release(
+    target: Target, on_failure: str
+) -> None:
+    ttl = target.profile.ttl
+    name = target.election("handoff-killed")
+    command = [sys.executable, str(CANDIDATE), target.url, name, str(ttl), "doomed"]
+    with connect(target, "leader") as client:
+        lead = client.election(name).campaign(timeout=30)
+        with queue(target, name, client, ["first", "second"]) as (first, second):
+            doomed = CandidateProcess(command, "doomed")
+            try:
+                eventually(lambda: "doomed" in ids(target, name, client), 30, "doomed enqueued")
+                doomed.pause()  # it cannot take over before it is killed
+                timeout = target.profile.failover_bound * 2 + 10
+                outcome: list[object] = []
+                handing = threading.Thread(
+                    target=lambda: outcome.append(
+                        lead.handoff(to="doomed", timeout=timeout, on_failure=on_failure)),
+                    daemon=True)
+                handing.start()
+                assert lead.ended.wait(30), "the leader did not release"
+                doomed.kill()
+                handing.join(timeout + 30)
+                result = outcome[0]
+                assert not result.ok and result.released  # type: ignore[attr-defined]
+                assert "'doomed' did not take over" in result.message  # type: ignore[attr-defined]
+                if on_failure == "keep":
+                    kept = result.leadership  # type: ignore[attr-defined]
+                    assert kept is not None and kept.token > lead.token
+                    assert kept.state is State.HELD
+                    assert not first.done.is_set() and not second.done.is_set()
+                else:
+                    assert result.leadership is None  # type: ignore[attr-defined]
+                    eventually(lambda: first.done.is_set() or second.done.is_set(), 30,
+                               "a waiter leads")
+                    now = client.election(name).leader()
+                    assert now is not None and now.candidate_id in ("first", "second")
+                    assert now.token > lead.token
+            finally:
+                doomed.resume()
+                doomed.kill()
