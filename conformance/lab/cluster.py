@@ -132,6 +132,10 @@ class Node:
         fixed = cluster.client_ports
         self.client_port = fixed[index] if fixed else free_port()
         self.process: StoreProcess | None = None
+        # Hook for tenure.conformance.faults: the address the node binds and advertises,
+        # and a command prefix (``ip netns exec NS``) that starts it in a namespace.
+        self.host: str = HOST
+        self.command_prefix: list[str] = []
 
     # -- to implement --------------------------------------------------------------
 
@@ -157,7 +161,7 @@ class Node:
     @property
     def client_address(self) -> str:
         """``host:port`` clients of the store use for this node."""
-        return f"{HOST}:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     @property
     def pid(self) -> int | None:
@@ -174,8 +178,8 @@ class Node:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.prepare()
         try:
-            self.process = spawn(self.name, self.argv(), self.log_path, cwd=self.dir,
-                                 env=self.env())
+            self.process = spawn(self.name, [*self.command_prefix, *self.argv()],
+                                 self.log_path, cwd=self.dir, env=self.env())
         except OSError as exc:
             raise LabError(f"cannot start {self.name}: {exc}") from exc
 
@@ -331,7 +335,7 @@ class Cluster:
         """A TCP proxy in front of node ``node``'s client port (``None``: one in front of
         every node). Its ``url`` is the backend URL through the proxy."""
         targets = self.nodes if node is None else [self.nodes[node]]
-        proxies = [Proxy((HOST, n.client_port), name=f"client->{n.name}") for n in targets]
+        proxies = [Proxy((n.host, n.client_port), name=f"client->{n.name}") for n in targets]
         self.proxies.extend(proxies)
         return ClientProxy(self.scheme, proxies)
 

@@ -20,7 +20,7 @@ import urllib.request
 import uuid
 from typing import Any
 
-from tenure.conformance.lab.cluster import HOST, Cluster, Node, find_binary, free_port
+from tenure.conformance.lab.cluster import Cluster, Node, find_binary, free_port
 
 
 def _http(url: str, method: str = "GET", data: bytes | None = None,
@@ -53,10 +53,10 @@ class ConsulNode(Node):
             "data_dir": str(self.data_dir),
             "server": True,
             "bootstrap_expect": len(self.cluster.nodes),
-            "bind_addr": HOST,
-            "client_addr": HOST,
-            "advertise_addr": HOST,
-            "retry_join": [f"{HOST}:{n.serf_lan_port}" for n in self.cluster.nodes
+            "bind_addr": self.host,
+            "client_addr": self.host,
+            "advertise_addr": self.host,
+            "retry_join": [f"{n.host}:{n.serf_lan_port}" for n in self.cluster.nodes
                            if n is not self],
             "retry_interval": "1s",
             "ports": {

@@ -67,8 +67,9 @@ class EtcdNode(Node):
     @property
     def peer_url(self) -> str:
         """The advertised peer URL (the proxy when there are peers)."""
-        port = self.peer_proxy.port if self.peer_proxy is not None else self.peer_port
-        return f"http://{HOST}:{port}"
+        if self.peer_proxy is not None:
+            return f"http://{HOST}:{self.peer_proxy.port}"
+        return f"http://{self.host}:{self.peer_port}"
 
     @property
     def http(self) -> str:
@@ -82,7 +83,7 @@ class EtcdNode(Node):
             "--data-dir", str(self.data_dir),
             "--listen-client-urls", self.http,
             "--advertise-client-urls", self.http,
-            "--listen-peer-urls", f"http://{HOST}:{self.peer_port}",
+            "--listen-peer-urls", f"http://{self.host}:{self.peer_port}",
             "--initial-advertise-peer-urls", self.peer_url,
             "--initial-cluster", initial,
             "--initial-cluster-state", self.initial_state,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from tenure.conformance.lab.cluster import HOST, Cluster, Node, find_binary
+from tenure.conformance.lab.cluster import Cluster, Node, find_binary
 
 
 def ping(address: tuple[str, int], timeout: float = 2.0) -> bool:
@@ -27,7 +27,7 @@ class RedisNode(Node):
         argv = [
             find_binary("redis-server", "TENURE_REDIS_BIN"),
             "--port", str(self.client_port),
-            "--bind", HOST,
+            "--bind", self.host,
             "--daemonize", "no",
             "--save", "",
             "--dir", str(self.data_dir),
@@ -40,7 +40,7 @@ class RedisNode(Node):
         return argv
 
     def serves(self) -> bool:
-        return ping((HOST, self.client_port))
+        return ping((self.host, self.client_port))
 
 
 class RedisCluster(Cluster):

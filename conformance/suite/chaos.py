@@ -12,6 +12,14 @@ that path. The same seed gives the same schedule (the system's answers differ ru
 run, as timing does). At the end every fault is healed, the history is checked for
 S1/S2/S3, and a failing run saves its history and schedule for replay
 (``python -m tenure.conformance.suite.replay FILE``).
+
+Kernel-level fault classes (:mod:`tenure.conformance.faults.classes`: partitions in
+network namespaces, one-way and random loss, store-leader pauses and kill loops, a Redis
+instance restarted empty, an etcd member re-added, candidates' wall clocks stepped) are
+drawn when named in ``faults`` and the target supports them: network classes need a
+cluster started by :class:`tenure.conformance.faults.lab.NetLab`; then candidates are
+spawned in turn into client namespaces A and B and the host, so partitions have
+candidates on both sides. ``clock-step`` runs every candidate under libfaketime.
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tenure.conformance.faults import classes
+from tenure.conformance.faults.candidates import spawn as spawn_candidate
+from tenure.conformance.faults.lab import net_of
 from tenure.conformance.lab.proxy import ProxyGroup
 from tenure.conformance.suite import history
 from tenure.conformance.suite.backends import Target
@@ -31,6 +42,8 @@ from tenure.conformance.suite.harness import CandidateGroup, CandidateProcess
 
 PROCESS_FAULTS = ("kill", "pause")
 STORE_FAULTS = ("node-kill", "cut", "latency")
+FAULT_CLASSES = classes.CLASSES
+ALL_FAULTS = PROCESS_FAULTS + STORE_FAULTS + FAULT_CLASSES
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,9 @@ class ChaosConfig:
     duration: float = 20.0
     candidates: int = 4
     faults: tuple[str, ...] = PROCESS_FAULTS + STORE_FAULTS
+    rotate: bool = False
+    """Draw the applicable kinds in a seeded rotation instead of at random, and run past
+    ``duration`` until each was drawn once (CI's short runs of every fault class)."""
 
 
 @dataclass
@@ -53,6 +69,8 @@ class ChaosReport:
     schedule: list[dict[str, Any]] = field(default_factory=list)
     check: history.Report | None = None
     saved: str = ""
+    worst_failover: dict[str, float] = field(default_factory=dict)
+    unobserved: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -73,6 +91,7 @@ class ChaosReport:
             "seed": self.seed, "backend": self.backend, "faults": dict(self.faults),
             "leaderships": len(check.intervals) if check else 0,
             "violations": check.violations if check else [], "ok": self.ok,
+            "worst_failover": self.worst_failover, "unobserved": self.unobserved,
         }
 
 
@@ -91,29 +110,70 @@ class _Run:
         self.group = CandidateGroup(target.url, target.election("chaos"), workdir)
         self.repairs: list[tuple[float, str, Any]] = []
         self.report = ChaosReport(config.seed, target.profile.name)
+        self.net = net_of(cluster)
+        if self.net is not None:
+            for side in classes.CLIENT_SIDES:
+                if side not in self.net.sandbox.namespaces:
+                    self.net.add_client(side)
+        clock = workdir / "wallclock" if "clock-step" in config.faults else None
+        self.injector = classes.Injector(cluster, self.net, target.profile.ttl, self.rng,
+                                         clock_file=clock, wall_events=self.wall_events)
+        self.rotation: list[str] = []
         self.kinds = [
             k for k in config.faults
             if k in PROCESS_FAULTS or (k == "node-kill" and cluster is not None)
             or (k in path_faults and self.proxy is not None)
+            or (k in FAULT_CLASSES and self.injector.applies(k))
         ]
 
-    def log(self, kind: str, **detail: Any) -> None:
+    def log(self, kind: str, **detail: Any) -> dict[str, Any]:
         self.report.faults[kind] += 1
-        self.report.schedule.append({"t": time.monotonic() - self.started, "fault": kind,
-                                     **detail})
+        now = time.monotonic()
+        entry = {"t": now - self.started, "at": now, "fault": kind, **detail}
+        self.report.schedule.append(entry)
+        return entry
+
+    def rotated(self) -> bool:
+        """True once every applicable kind was injected (``rotate``: the run's minimum)."""
+        return set(self.kinds) <= set(self.report.faults)
+
+    def wall_events(self) -> list[dict[str, Any]]:
+        return [e for m in self.group.members for e in list(m.events) if e["kind"] == "wall"]
 
     def spawn(self) -> CandidateProcess:
-        via_proxy = self.proxy is not None and len(self.group.members) % 2 == 1
+        index = len(self.group.members)
+        via_proxy = self.proxy is not None and index % 2 == 1
         self.group.backend = self.proxy.url if via_proxy and self.proxy else self.target.url
         hold = round(self.rng.uniform(0.2, 2.0), 2)
-        return self.group.spawn(ttl=self.target.profile.ttl, hold=hold, rounds=10**6,
-                                tick=0.05)
+        clock = self.injector.clock_file
+        if self.net is None and clock is None:
+            return self.group.spawn(ttl=self.target.profile.ttl, hold=hold, rounds=10**6,
+                                    tick=0.05)
+        # Namespaced targets: sides A, B and the host in turn (the host ones may use the
+        # proxy, which listens on the host's loopback only).
+        side = classes.CLIENT_SIDES[index % 3] if self.net and index % 3 < 2 else None
+        netns = self.net.sandbox.namespaces[side].prefix if self.net and side else None
+        if netns is not None:
+            self.group.backend = self.target.url
+        return spawn_candidate(self.group, ttl=self.target.profile.ttl, hold=hold,
+                               rounds=10**6, tick=0.05, netns=netns, clock_file=clock)
 
     def running(self) -> list[CandidateProcess]:
         return [m for m in self.group.members if m.process.poll() is None]
 
     def inject(self) -> None:
-        kind = self.rng.choice(self.kinds)
+        if self.config.rotate:
+            if not self.rotation:
+                self.rotation = self.rng.sample(self.kinds, len(self.kinds))
+            kind = self.rotation[0]
+            before = self.report.faults[kind]
+            self._inject(kind)
+            if self.report.faults[kind] > before or kind not in FAULT_CLASSES:
+                self.rotation.pop(0)  # a class blocked by a pending repair waits its turn
+            return
+        self._inject(self.rng.choice(self.kinds))
+
+    def _inject(self, kind: str) -> None:
         ttl = self.target.profile.ttl
         now = time.monotonic()
         members = self.running()
@@ -149,6 +209,23 @@ class _Run:
             self.proxy.latency(ms)
             self.repairs.append((now + self.rng.uniform(0.5, 2.0) * ttl, "no-latency", None))
             self.log(kind, ms=ms)
+        elif kind in FAULT_CLASSES:
+            if any(r[1] in ("call-net", "call-node", "restart") for r in self.repairs):
+                # One at a time: each heal removes every rule, and a node fault during a
+                # partition leaves no majority (an etcd member re-add would stall).
+                return
+            done = self.injector.inject(kind)
+            if done is None:
+                return
+            entry = self.log(kind, evidence=done.evidence, observed=done.observed,
+                             **done.detail)
+            if not done.observed:
+                self.report.unobserved.append(f"{kind}: {done.evidence}")
+            if done.repair is not None:
+                due = time.monotonic() + done.repair_after
+                entry["repair_at"] = due
+                lane = "call-net" if kind in classes.NET_CLASSES else "call-node"
+                self.repairs.append((due, lane, done.repair))
 
     def repair_due(self, everything: bool = False) -> None:
         now = time.monotonic()
@@ -163,6 +240,8 @@ class _Run:
                 self.proxy.heal()
             elif action == "no-latency" and self.proxy is not None:
                 self.proxy.latency(0)
+            elif action in ("call-net", "call-node"):
+                subject()
 
 
 def run_chaos(target: Target, config: ChaosConfig, workdir: Path) -> ChaosReport:
@@ -174,7 +253,9 @@ def run_chaos(target: Target, config: ChaosConfig, workdir: Path) -> ChaosReport
             run.spawn()
         run.group.members[0].wait_for("started", timeout=60)
         end = run.started + config.duration
-        while time.monotonic() < end:
+        # rotate: past the duration until every kind was injected, within 2 minutes more.
+        while time.monotonic() < end or (config.rotate and not run.rotated()
+                                          and time.monotonic() < end + 120):
             # The pace of the schedule, not synchronisation: faults land at random times.
             time.sleep(run.rng.uniform(0.2, 1.2) * target.profile.ttl)
             run.repair_due()
@@ -183,11 +264,14 @@ def run_chaos(target: Target, config: ChaosConfig, workdir: Path) -> ChaosReport
         if target.cluster is not None:
             target.cluster.wait_serving()
     finally:
+        run.repair_due(everything=True)
         run.group.close()
         if run.proxy is not None:
             run.proxy.close()
     events = history.load(run.group.history_path) if run.group.history_path.exists() else []
     run.report.check = history.check(events)
+    run.report.worst_failover = classes.worst_gaps(
+        run.report.check.intervals, run.report.schedule, target.profile.failover_bound)
     if not run.report.ok:
         run.report.saved = str(save(run.report, run.group.history_path))
     return run.report
