@@ -24,6 +24,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+# GRPC_ENABLE_FORK_SUPPORT is left alone on purpose. grpcio's wheels enable gRPC's
+# pthread_atfork handlers by default; with this client's watch and keepalive threads
+# inside gRPC they skip themselves ("Other threads are currently calling into gRPC,
+# skipping fork() handlers") and a fork()ed child could die of SIGABRT before its exec.
+# The cure is not to fork: tenure starts its processes with vfork + exec
+# (tenure.childproc, tenure.guard_exec). Setting the variable here would not be
+# reliable (grpc reads it when it is first imported, possibly by pyetcd or by the
+# application before this module) and would override the application's own choice
+# for its gRPC code and leak into its child processes' environment.
 import grpc
 import pyetcd
 from pyetcd import etcdrpc

@@ -9,14 +9,13 @@
 
 Both the keeper and the child carry a parent-death signal bound to the THREAD that
 spawned them (Linux ``PR_SET_PDEATHSIG``): spawn them from a thread that lives as long
-as they should, such as the main thread.
+as they should, such as the main thread. Neither is started by forking the calling
+process (see :func:`spawn_guarded`), so a process running gRPC threads can start them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import select
 import signal
@@ -24,14 +23,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tenure import deadline_keeper
-
-_PR_SET_PDEATHSIG = 1
-_libc_name = ctypes.util.find_library("c")
-_LIBC = ctypes.CDLL(_libc_name, use_errno=True) if _libc_name else None
+from tenure import deadline_keeper, guard_exec
 
 KEEPER_START_TIMEOUT = 10.0
 """Seconds :meth:`DeadlineKeeper.start` waits for the keeper's ``ready``."""
@@ -39,21 +34,6 @@ KEEPER_START_TIMEOUT = 10.0
 KEEPER_EXIT_SLACK = 5.0
 """Seconds, beyond the grace period, that :meth:`DeadlineKeeper.close` waits for the
 keeper to exit before killing it."""
-
-
-def _guard_child(death_signal: int, parent: int, announce_fd: int | None) -> Callable[[], None]:
-    announcement = b"child %d\n"
-
-    def preexec() -> None:
-        # Runs in the forked child before exec: only system calls, no imports, no locks.
-        if _LIBC is not None:
-            _LIBC.prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGKILL)
-        if announce_fd is not None:
-            os.write(announce_fd, announcement % os.getpid())
-
-    return preexec
 
 
 def spawn_guarded(
@@ -72,11 +52,37 @@ def spawn_guarded(
 
     ``announce_fd``: a file descriptor (of a pipe) on which the child writes
     ``child PID`` before it executes ``command`` -- how a deadline keeper learns the
-    process group before the command runs. Other keyword arguments go to Popen."""
-    return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
-        list(command), env=env, start_new_session=True,
-        preexec_fn=_guard_child(death_signal, os.getpid(), announce_fd), **kwargs,
-    )
+    process group before the command runs. Other keyword arguments go to Popen
+    (except ``preexec_fn``, ``pass_fds`` and ``start_new_session``, which are taken).
+
+    It never forks the calling process: the child is started with ``vfork()`` +
+    ``exec`` of :mod:`tenure.guard_exec`, which does the steps above and then
+    ``exec``s ``command`` in its place (same pid). A ``fork()`` of a process running
+    gRPC threads (the etcd backend) aborts the child; see that module. Returns once
+    ``command`` is executing; raises the ``OSError`` Popen would (FileNotFoundError,
+    PermissionError) if it cannot be executed."""
+    status_r, status_w = os.pipe()
+    fds = (status_w,) if announce_fd is None else (status_w, announce_fd)
+    try:
+        process = subprocess.Popen(  # type: ignore[call-overload]
+            [sys.executable, "-I", "-S", guard_exec.__file__, str(int(death_signal)),
+             str(os.getpid()), str(-1 if announce_fd is None else announce_fd),
+             str(status_w), "--", *command],
+            env=env, start_new_session=True, pass_fds=fds, **kwargs,
+        )
+    except BaseException:
+        os.close(status_r)
+        raise
+    finally:
+        os.close(status_w)
+    assert isinstance(process, subprocess.Popen)
+    with os.fdopen(status_r, "rb") as status:
+        failure = status.read()  # EOF: the exec succeeded (the pipe is close-on-exec)
+    if failure:
+        process.wait()
+        number, _, reason = failure.decode("utf-8", "replace").partition(" ")
+        raise OSError(int(number) if number.isdigit() else 0, reason, command[0])
+    return process
 
 
 def signal_group(pid: int, signum: int) -> None:

@@ -242,8 +242,9 @@ class Wrapper:
 
     def _supervise(self, lead: Leadership, inbox: queue.SimpleQueue[tuple[str, object]],
                    renew_interval: float) -> Ended:
+        started_with = lead.deadline
         try:
-            keeper = DeadlineKeeper.start(lead.deadline, self.grace)
+            keeper = DeadlineKeeper.start(started_with, self.grace)
         except KeeperError as exc:
             return Ended("failed", fail("run", str(exc), EXIT_UNAVAILABLE))
         if self.cancel.is_set() or lead.state is not State.HELD:
@@ -255,18 +256,23 @@ class Wrapper:
             TENURE_CANDIDATE_ID=lead.candidate_id,
             TENURE_FENCING_TOKEN=str(lead.token),
         )
+        # Deadlines are forwarded from now on, not once the command runs: starting it
+        # takes a while on a loaded machine, and the keeper must not stop it at a
+        # deadline that renewals have meanwhile moved (seen with a TTL of 1 s).
+        exited = threading.Event()
+        every = min(FORWARD_EVERY_MAX, max(FORWARD_EVERY_MIN, renew_interval / 10))
+        threading.Thread(target=_forward_deadlines,
+                         args=(lead, keeper, exited, every, started_with),
+                         name="tenure-run-deadlines", daemon=True).start()
         try:
             child = keeper.spawn(self.command, env=env)
         except (OSError, subprocess.SubprocessError) as exc:
+            exited.set()
             keeper.close()
             return Ended("failed", fail("run", f"cannot start {self.command[0]!r}: {exc}",
                                         EXIT_CANNOT_START))
-        exited = threading.Event()
         threading.Thread(target=_await_exit, args=(child.pid, exited, inbox),
                          name="tenure-run-child", daemon=True).start()
-        every = min(FORWARD_EVERY_MAX, max(FORWARD_EVERY_MIN, renew_interval / 10))
-        threading.Thread(target=_forward_deadlines, args=(lead, keeper, exited, every),
-                         name="tenure-run-deadlines", daemon=True).start()
         kind, detail = inbox.get()
         if kind == "lost":
             _say(f"leadership lost ({detail}); stopping the command")
@@ -317,12 +323,12 @@ def _await_exit(pid: int, exited: threading.Event,
 
 
 def _forward_deadlines(lead: Leadership, keeper: DeadlineKeeper, done: threading.Event,
-                       every: float) -> None:
-    """Sends the keeper the leadership's deadline each time a renewal extended it,
-    until the command exits or the leadership ends (then tenure run stops the command
-    itself, through the keeper). Only extensions are sent: a deadline that moves back
-    (the session ended) is a loss, which tenure run handles."""
-    sent = lead.deadline
+                       every: float, sent: float) -> None:
+    """Sends the keeper the leadership's deadline each time a renewal extended it
+    beyond ``sent`` (the last it was given), until the command exits or the leadership
+    ends (then tenure run stops the command itself, through the keeper). Only
+    extensions are sent: a deadline that moves back (the session ended) is a loss,
+    which tenure run handles."""
     while not done.wait(every):
         if lead.ended.is_set():
             return
