@@ -9,13 +9,19 @@ Mapping of the contract (M = N // 2 + 1; every decision needs M answers; keys ar
   instance, in parallel, whatever the number of elections. PEXPIRE never creates a key,
   so an expired session is never revived. Renewed on M: done; gone on more than N - M,
   or not renewed on M for a whole TTL: SessionExpired.
-* try_lead: one step reads a majority's ``leader:<election>`` hash (session id, ticket,
-  token, candidate id, value): held by live sessions of others on M -> Wait. Else a
-  script takes the key on each instance where it is absent or its holder's session key
-  is gone (so a renewal never touches per-election keys): Won if it took M and the round
-  came back within TTL x (1 - 0.5) of being sent (0.5 = the largest drift tenure
-  accepts); else it releases what it took (compare-and-delete) -> Wait.
-* fencing token: the proposal is 1 + the highest ``counter:<election>`` of a majority;
+* try_lead: ONE script per instance (ACQUIRE, in parallel) reads the
+  ``leader:<election>`` hash (session id, ticket, token, candidate id, value), the
+  counter and the ticket's place in the queue, and takes the key where it is absent or
+  its holder's session key is gone (so a renewal never touches per-election keys), no
+  live entry is ahead of the ticket and the proposal is above the counter: Won if it
+  took M and the round came back within TTL x (1 - 0.5) of being sent (0.5 = the
+  largest drift tenure accepts). Else it releases what it took (compare-and-delete) and
+  the same replies are the read the step decides on: held by live sessions of others on
+  M -> Wait; a stale proposal -> one more round with 1 + the highest counter of the M
+  replies. No read precedes the script: the ticket proposes 1 + the highest counter it
+  saw (its enqueue, its last step, or the counter its wake carried). The script is the
+  step's one linearizable read; it checks everything a separate read would.
+* fencing token: the proposal is 1 + the highest ``counter:<election>`` the ticket saw;
   the SAME script accepts only where counter < proposal and sets counter = proposal, so
   each instance accepts strictly rising tokens in acquisition order. Leaderships L1
   before L2 took majorities sharing an instance i, L1 first: had L2 taken i first, L1
@@ -44,13 +50,15 @@ Mapping of the contract (M = N // 2 + 1; every decision needs M answers; keys ar
 * signal: each client subscribes to its own ``wake:<client>``; ``withdraw`` (one script:
   compare-and-delete the leader key, remove the entry) publishes there for the next
   live entry behind the removed one and, if it released the key, the first live entry:
-  O(1) messages per change, nobody else woken. ``observe_step`` uses ``changed:*``
-  (acquire, release, proclaim), subscribed only by clients that observe. Both signals
-  are armed before the read and fire on a (re)subscription. Expiry is silent and
-  messages can be lost, so ``retry_at`` is, first in line, the holder's PTTL or
-  min(TTL / 4, 1 s) (the polling fallback); behind, the PTTL of the live entry ahead
-  (<= TTL): a dead or paused one is passed over within TTL + one read. A split vote
-  retries after a random 5-50 ms. A ticket that saw the key free with an unchanged
+  O(1) messages per change, nobody else woken. The message carries the counter (the
+  woken ticket's proposal - 1); a waiter steps once wakes came from M instances (the
+  first instance's can arrive before the others ran the withdrawal). ``observe_step``
+  uses ``changed:*`` (acquire, release, proclaim), subscribed only by clients that
+  observe. Both signals are armed before the read and fire on a (re)subscription.
+  Expiry is silent and messages can be lost, so ``retry_at`` is, first in line, the
+  holder's PTTL or min(TTL / 4, 1 s) (the polling fallback); behind, the PTTL of the
+  live entry ahead (<= TTL): a dead or paused one is passed over within TTL + one read.
+  A split vote retries after a random 5-50 ms. A ticket that saw the key free with an unchanged
   counter for a whole TTL competes anyway (those ahead are not stepping). Entries an
   enqueue's clean-up or a withdrawal left on some instance are removed after renewals.
 * contenders: a majority's queues; entries seen live on at least answers - (N - M).
@@ -121,10 +129,10 @@ SINGLE_INSTANCE_WARNING = (
 class RedisTicket(Ticket):
     """A registered candidate; ``key`` is its random ticket id, ``order`` its place in
     the queue, ``vacant`` the counter and time at which it first saw the leader key
-    free while not first in line. Once it leads: ``token``, the instances ``acquired``
-    it was won on, the version ``vseq`` of its proclaimed value, and ``majority_lost``
-    once a renewal covered fewer than a majority of ``acquired`` (the leadership is
-    void)."""
+    free while not first in line, ``counter`` the highest counter it saw. Once it
+    leads: ``token``, the instances ``acquired`` it was won on, the version ``vseq`` of
+    its proclaimed value, and ``majority_lost`` once a renewal covered fewer than a
+    majority of ``acquired`` (the leadership is void)."""
 
     sid: str = ""
     value: bytes = b""
@@ -133,6 +141,9 @@ class RedisTicket(Ticket):
     acquired: frozenset[int] = frozenset()
     majority_lost: bool = False
     vacant: tuple[int, float] | None = None
+    counter: int | None = None
+    """The highest fencing-token counter this ticket saw (enqueue, each step): its next
+    step proposes counter + 1 in the acquisition script itself, with no read before."""
 
 
 class RedisStore(Store[RedisTicket]):
@@ -286,19 +297,22 @@ class RedisStore(Store[RedisTicket]):
             raise SessionExpired("no Redis session is open")
         ticket = RedisTicket(election, candidate_id, uuid.uuid4().hex, sid=self._sid,
                              value=value)
-        keys = self._keys(election, "contenders", "queue", "qseq")
+        keys = self._keys(election, "contenders", "queue", "qseq", "counter")
         keys.insert(1, self._key("session", self._sid))
         args: list[str | bytes] = [
             ticket.key, lua.entry(self._sid, self._client_id, candidate_id, value)]
-        results = self._quorum.fanout(lambda inst: inst.scripts.register(keys, args))
-        orders = [int(r) for r in results if not isinstance(r, StoreUnavailable) and r]
+        results = self._quorum.fanout(
+            lambda inst: [int(x) for x in inst.scripts.register(keys, args)])
+        replies = [r for r in results if not isinstance(r, StoreUnavailable)]
+        orders = [order for order, _ in replies if order]
         try:
             if len(orders) < self.majority:
-                if sum(1 for r in results if r == 0) > self.n - self.majority:
+                if sum(1 for order, _ in replies if order == 0) > self.n - self.majority:
                     raise SessionExpired(f"session {self._sid} is gone on a majority of {self.n}")
                 self._quorum.answers(results, f"enqueueing in {election!r}")
                 raise StoreUnavailable(f"enqueueing in {election!r}: registered on too few")
             ticket.order = max(orders)
+            ticket.counter = max(counter for _, counter in replies)
             if min(orders) != ticket.order:  # concurrent enqueues, or a lagging instance
                 again = (self._keys(election, "queue", "qseq"), [ticket.key, str(ticket.order)])
                 self._quorum.answers(
@@ -312,7 +326,7 @@ class RedisStore(Store[RedisTicket]):
         return ticket
 
     def _withdraw_call(self, ticket: RedisTicket) -> tuple[list[str], list[str]]:
-        keys = self._keys(ticket.election, "leader", "contenders", "queue")
+        keys = self._keys(ticket.election, "leader", "contenders", "queue", "counter")
         args = [ticket.key, self._key("changed", ticket.election), self._key("wake", ""),
                 self._key("session", ""), ticket.election]
         return keys, args
@@ -351,12 +365,26 @@ class RedisStore(Store[RedisTicket]):
         return [s for _, s in self._quorum.answers(results, f"reading election {election!r}")]
 
     def try_lead(self, ticket: RedisTicket) -> Step:
-        bell = self._quorum.signal(WAKE, ticket.election)  # armed before the read
+        # Armed before the read; fired by the wakes of a majority (one instance's wake can
+        # come before the others have run the withdrawal: stepping then would find the key
+        # still held there), or by a (re)subscription.
+        bell = self._quorum.signal(WAKE, ticket.election, needed=self.majority)
         if ticket.sid != self._sid:
             raise SessionExpired(f"the session of {ticket.candidate_id} was replaced")
-        states = self._states(ticket.election, ticket.sid, ticket)
+        if ticket.counter is None:  # nothing known yet
+            return self._decide(ticket, bell, self._states(ticket.election, ticket.sid, ticket))
+        woken_with = self._quorum.note(WAKE, ticket.election)  # the counter a wake carried
+        if woken_with is not None:
+            ticket.counter = max(ticket.counter, woken_with)
+        # One round trip: the acquisition script reads what STATE would and takes the key
+        # only where this ticket may lead; if it cannot win, its replies are the read.
+        return self._compete(ticket, bell, ticket.counter + 1, hinted=True)
+
+    def _decide(self, ticket: RedisTicket, bell: Signal, states: list[lua.State]) -> Step:
+        """The step from a majority's view of the election: wait, or compete."""
         if sum(1 for s in states if s.own_pttl == -2) > self.n - self.majority:
             raise SessionExpired(f"the session of {ticket.candidate_id} expired")
+        ticket.counter = max(s.counter for s in states)
         behind = [s for s in states if s.behind]
         first = len(states) - len(behind) >= self.majority
         busy = [s for s in states if s.held and s.sid != ticket.sid]
@@ -367,21 +395,35 @@ class RedisStore(Store[RedisTicket]):
                 return self._wait(bell, lua.holder_expiry(busy))
             return self._behind(bell, behind, math.inf)
         if not first:
-            counter = max(s.counter for s in states)
-            if ticket.vacant is None or ticket.vacant[0] != counter:
-                ticket.vacant = (counter, now)
+            if ticket.vacant is None or ticket.vacant[0] != ticket.counter:
+                ticket.vacant = (ticket.counter, now)
             idle = ticket.vacant[1] + self._ttl - now
             if idle > 0:
                 return self._behind(bell, behind, idle)
             # Free for a whole TTL and nobody took it: those ahead are not stepping.
-        proposal = max(s.counter for s in states) + 1
+        # The queue was judged above, on a majority: the script need not check it again.
+        return self._compete(ticket, bell, ticket.counter + 1, hinted=False)
+
+    def _forced(self, ticket: RedisTicket) -> bool:
+        """The key was seen free, with this counter, for a whole TTL while not first."""
+        return (ticket.vacant is not None and ticket.vacant[0] == ticket.counter
+                and time.monotonic() >= ticket.vacant[1] + self._ttl)
+
+    def _compete(self, ticket: RedisTicket, bell: Signal, proposal: int, *,
+                 hinted: bool) -> Step:
+        """The acquisition script on every instance with ``proposal``; ``hinted``: no
+        read came before it, so the script also checks the queue, and if it does not win,
+        its replies decide the step as a read would (:meth:`_decide`)."""
         keys = [*self._keys(ticket.election, "leader", "counter"),
-                self._key("session", ticket.sid)]
+                self._key("session", ticket.sid),
+                *self._keys(ticket.election, "queue", "contenders")]
+        force = not hinted or self._forced(ticket)
         args: list[Any] = [ticket.sid, ticket.key, proposal, ticket.candidate_id, ticket.value,
                            0, self._ttl_ms, self._key("session", ""),
-                           self._key("changed", ticket.election)]
+                           self._key("changed", ticket.election), ticket.order,
+                           "1" if force else "0"]
         t_sent = time.monotonic()
-        results = self._quorum.fanout(lambda inst: inst.scripts.acquire(keys, args))
+        results = self._quorum.fanout(lambda inst: list[Any](inst.scripts.acquire(keys, args)))
         took = time.monotonic() - t_sent
         codes = [int(r[0]) if not isinstance(r, StoreUnavailable) else None for r in results]
         acquired = frozenset(i for i, code in enumerate(codes) if code == 1)
@@ -391,12 +433,22 @@ class RedisStore(Store[RedisTicket]):
                            for t, renewed in self._renewals):
                     ticket.token, ticket.vseq, ticket.acquired = proposal, 0, acquired
                     ticket.majority_lost, ticket.vacant = False, None
+                    ticket.counter = proposal
                     self._holding.add(ticket)
                     return Won(proposal)
         if acquired:
             self._release(ticket)
         if codes.count(-1) > self.n - self.majority:
             raise SessionExpired(f"the session of {ticket.candidate_id} expired")
+        if hinted:
+            # The replies are a majority's read (raises if too few); where we took the key
+            # and gave it back, it is free now with counter = proposal.
+            replies = self._quorum.answers(results, f"reading election {ticket.election!r}")
+            return self._decide(ticket, bell, [
+                lua.State(proposal, int(r[2]), int(r[3])) if int(r[0]) == 1
+                else lua.State.parse(r[1:]) for _, r in replies])
+        ticket.counter = max([proposal - 1] + [int(r[1]) for r in results
+                                               if not isinstance(r, StoreUnavailable)])
         if 2 in codes or len(acquired) >= self.majority:
             # A counter moved on, or we were too slow or raced a renewal: again at once.
             return Wait(bell, retry_at=time.monotonic())

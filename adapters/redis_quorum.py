@@ -6,9 +6,11 @@ Promises: :meth:`Quorum.fanout` runs one call on every instance in parallel and 
 back each instance's answer or its failure as StoreUnavailable (it never raises);
 :meth:`Quorum.answers` lets a call succeed only when at least M instances answered, else
 StoreUnavailable -- or ConfigError when more than N - M refused the credentials
-(retrying cannot help). :meth:`Quorum.signal`, armed before a read, fires once a message
-of its :class:`Feed` for its topic arrived from any instance after it was armed, or a
-subscription of that feed was (re)made or broke (a message may have been missed then).
+(retrying cannot help). :meth:`Quorum.signal`, armed before a read, fires once messages
+of its :class:`Feed` for its topic arrived from as many instances as it asks (one by
+default) after it was armed, or a subscription of that feed was (re)made or broke (a
+message may have been missed then); :meth:`Quorum.note` is the highest number such
+messages carried for a topic.
 A feed is subscribed (one connection and thread per instance) only once a signal of it
 is first asked for, so a client that never observes receives no change messages.
 
@@ -117,49 +119,66 @@ class CredentialsRefused(StoreUnavailable):
 @dataclass(frozen=True)
 class Feed:
     """A kind of message: a channel ``pattern`` (``<prefix>*``; the topic is what the
-    ``*`` matched) or ONE ``channel`` (the topic is the message itself)."""
+    ``*`` matched) or ONE ``channel`` (the topic is the message itself, up to a space;
+    a whole number after the space is a *note*, see :meth:`Quorum.note`)."""
 
     channel: str
     pattern: bool = False
 
-    def topic(self, channel: bytes, data: bytes) -> str:
-        """The topic a message on ``channel`` with ``data`` rings."""
-        return channel[len(self.channel) - 1:].decode() if self.pattern else data.decode()
+    def parse(self, channel: bytes, data: bytes) -> tuple[str, int | None]:
+        """The topic a message on ``channel`` with ``data`` rings, and its note."""
+        if self.pattern:
+            return channel[len(self.channel) - 1:].decode(), None
+        topic, _, note = data.decode().partition(" ")
+        return topic, int(note) if note.isdigit() else None
 
 
 class Bell:
-    """Per-(feed, topic) change counters, rung by the subscribers; ``ring(feed, ALL)``
-    after a (re)subscription wakes the waiters of every topic of that feed."""
+    """Per-(feed, topic) change counters, rung by the subscribers (``source``: the
+    instance's index); ``ring(feed, ALL)`` after a (re)subscription wakes the waiters of
+    every topic of that feed. ``notes`` keeps the highest note each (feed, topic)
+    carried."""
 
     ALL = ""  # never a topic (election names are validated non-empty)
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.counts: dict[tuple[str, str], int] = {}
+        self.sources: dict[tuple[str, str], dict[int, int]] = {}
+        self.notes: dict[tuple[str, str], int] = {}
 
-    def ring(self, feed: str, topic: str) -> None:
+    def ring(self, feed: str, topic: str, note: int | None = None, source: int = 0) -> None:
         with self.cond:
             self.counts[feed, topic] = self.counts.get((feed, topic), 0) + 1
+            rung = self.sources.setdefault((feed, topic), {})
+            rung[source] = rung.get(source, 0) + 1
+            if note is not None:
+                self.notes[feed, topic] = max(note, self.notes.get((feed, topic), note))
             self.cond.notify_all()
 
 
 class BellSignal(Signal):
-    """Fires once the bell rang for ``topic`` of ``feed`` (or for all of the feed)
-    after it was armed."""
+    """Fires once the bell rang for ``topic`` of ``feed`` from ``needed`` instances (or
+    for all of the feed, from any) after it was armed."""
 
-    def __init__(self, bell: Bell, feed: str, topic: str) -> None:
-        self._bell, self._feed, self._topic = bell, feed, topic
+    def __init__(self, bell: Bell, feed: str, topic: str, needed: int = 1) -> None:
+        self._bell, self._feed, self._topic, self._needed = bell, feed, topic, needed
         with bell.cond:
-            self._mark = self._rung()
+            self._all = self._all_count()
+            self._mark = dict(bell.sources.get((feed, topic), {}))
 
-    def _rung(self) -> tuple[int, int]:
-        counts = self._bell.counts
-        return counts.get((self._feed, self._topic), 0), counts.get((self._feed, Bell.ALL), 0)
+    def _all_count(self) -> int:
+        return self._bell.counts.get((self._feed, Bell.ALL), 0)
+
+    def _fired(self) -> bool:
+        if self._all_count() != self._all:
+            return True
+        rung = self._bell.sources.get((self._feed, self._topic), {})
+        return sum(1 for i, c in rung.items() if c > self._mark.get(i, 0)) >= self._needed
 
     def wait(self, timeout: float) -> bool:
         with self._bell.cond:
-            return self._bell.cond.wait_for(lambda: self._rung() != self._mark,
-                                            max(0.0, timeout))
+            return self._bell.cond.wait_for(self._fired, max(0.0, timeout))
 
 
 class Quorum(Generic[S]):
@@ -241,10 +260,17 @@ class Quorum(Generic[S]):
 
     # -- notifications ----------------------------------------------------------------
 
-    def signal(self, feed: str, topic: str) -> BellSignal:
-        """A signal armed now for ``topic`` of ``feed`` (subscribes the feed on first use)."""
+    def signal(self, feed: str, topic: str, needed: int = 1) -> BellSignal:
+        """A signal armed now for ``topic`` of ``feed``, fired by messages from
+        ``needed`` instances (subscribes the feed on first use)."""
         self._listen(feed)
-        return BellSignal(self._bell, feed, topic)
+        return BellSignal(self._bell, feed, topic, needed)
+
+    def note(self, feed: str, topic: str) -> int | None:
+        """The highest note a message of ``topic`` of ``feed`` carried so far (from any
+        instance), or None. Only a hint: messages can be lost or late."""
+        with self._bell.cond:
+            return self._bell.notes.get((feed, topic))
 
     def _listen(self, feed: str) -> None:
         """Starts one subscriber thread per instance for ``feed`` (once)."""
@@ -252,15 +278,15 @@ class Quorum(Generic[S]):
             if feed in self._listeners or self._stop.is_set():
                 return
             threads = [
-                threading.Thread(target=self._subscribe, args=(inst, feed), daemon=True,
+                threading.Thread(target=self._subscribe, args=(i, inst, feed), daemon=True,
                                  name=f"tenure-redis-{feed}-{inst.address}")
-                for inst in self.instances
+                for i, inst in enumerate(self.instances)
             ]
             self._listeners[feed] = threads
             for thread in threads:
                 thread.start()
 
-    def _subscribe(self, inst: Instance[S], feed: str) -> None:
+    def _subscribe(self, index: int, inst: Instance[S], feed: str) -> None:
         spec = self._feeds[feed]
         while not self._stop.is_set():
             pubsub = inst.client.pubsub()  # type: ignore[no-untyped-call]
@@ -277,7 +303,8 @@ class Quorum(Generic[S]):
                         # (re)subscribed: what was published before is unknown, re-read
                         self._bell.ring(feed, Bell.ALL)
                     elif message["type"] in ("message", "pmessage"):
-                        self._bell.ring(feed, spec.topic(message["channel"], message["data"]))
+                        topic, note = spec.parse(message["channel"], message["data"])
+                        self._bell.ring(feed, topic, note, source=index)
             except (redis.RedisError, OSError, ValueError) as exc:
                 log.debug("subscriber on %s: %s", inst.address, exc)
                 self._bell.ring(feed, Bell.ALL)

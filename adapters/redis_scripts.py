@@ -21,9 +21,10 @@ default ``tenure:``):
   delete the dead entries they meet;
 * channel ``P changed:<election>`` -- published on every acquire, release and proclaim
   (for observers);
-* channel ``P wake:<client>`` -- one per client; WITHDRAW publishes the election's name
-  there to wake the entry behind the one it removes (its turn may have come) and, when
-  it released the leader key, the first live entry of the queue. Nobody else is woken.
+* channel ``P wake:<client>`` -- one per client; WITHDRAW publishes
+  ``<election> <counter>`` there to wake the entry behind the one it removes (its turn
+  may have come) and, when it released the leader key, the first live entry of the
+  queue. Nobody else is woken. The counter is a hint for the woken one's proposal.
 
 Scripts look up session keys by names read inside the script; that is fine on
 standalone instances (the backend does not support Redis Cluster). :class:`Scripts`
@@ -111,28 +112,51 @@ local holder = redis.call('PTTL', ARGV[1] .. h[1])
 return {counter, own, ahead, holder, h[1], h[2], h[3], h[4], h[5], h[6]}
 """
 
-ACQUIRE = """
--- KEYS: leader, counter, own session key
--- ARGV: sid, ticket, proposal, cid, value, vseq, ttl_ms, session key prefix, channel
--- -> {-1, counter} our session is gone here (never recreated: PEXPIRE on a missing
---    key is a no-op); {0, counter} a live session of another client holds the key;
---    {2, counter} the proposal is not above this instance's counter; {1, proposal} won.
-if redis.call('PEXPIRE', KEYS[3], ARGV[7]) == 0 then
-  return {-1, tonumber(redis.call('GET', KEYS[2]) or '0')}
-end
+ACQUIRE = SCAN + """
+-- KEYS: leader, counter, own session key, queue, registry
+-- ARGV: sid, ticket, proposal, cid, value, vseq, ttl_ms, session key prefix, channel,
+--       order (0: no queue check), force ('1': take it even behind a live entry)
+-- Reads what STATE reads (so a waiter that knows the counter needs no read before it)
+-- and takes the key only where this ticket may lead: -> {code, counter, own_pttl,
+-- ahead_pttl[, holder_pttl, sid, ticket, token, cid, value, vseq]}, the rest being
+-- STATE's reply as it was before the take, with code
+--   -1 our session is gone here (never recreated: PEXPIRE only runs on a live key);
+--    0 a live session of another client holds the key;
+--    3 a live entry other than the holder is ahead of the ticket here (not forced);
+--    2 the proposal is not above this instance's counter;
+--    1 won: counter = proposal, and no holder is reported.
 local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
-local holder = redis.call('HGET', KEYS[1], 'sid')
-if holder and holder ~= ARGV[1] and redis.call('EXISTS', ARGV[8] .. holder) == 1 then
-  return {0, counter}
+local own = redis.call('PTTL', KEYS[3])
+local h = redis.call('HMGET', KEYS[1], 'sid', 'ticket', 'token', 'cid', 'value', 'vseq')
+local ahead = -2
+local order = tonumber(ARGV[10])
+if order > 0 then
+  local score = redis.call('ZSCORE', KEYS[4], ARGV[2])
+  if score and tonumber(score) ~= order then
+    redis.call('ZADD', KEYS[4], 'XX', order, ARGV[2])
+  end
+  local found = scan(KEYS[4], KEYS[5], ARGV[8], ARGV[10], order, ARGV[2], false, h[2])
+  if found then ahead = found[3] end
 end
+local function state(code)
+  if not h[1] then return {code, counter, own, ahead} end
+  local holder = redis.call('PTTL', ARGV[8] .. h[1])
+  return {code, counter, own, ahead, holder, h[1], h[2], h[3], h[4], h[5], h[6]}
+end
+if own == -2 then return state(-1) end
+if h[1] and h[1] ~= ARGV[1] and redis.call('EXISTS', ARGV[8] .. h[1]) == 1 then
+  return state(0)
+end
+if ahead ~= -2 and ARGV[11] ~= '1' then return state(3) end
 local proposal = tonumber(ARGV[3])
-if counter >= proposal then return {2, counter} end
+if counter >= proposal then return state(2) end
+redis.call('PEXPIRE', KEYS[3], ARGV[7])
 redis.call('SET', KEYS[2], ARGV[3])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'sid', ARGV[1], 'ticket', ARGV[2], 'token', ARGV[3],
            'cid', ARGV[4], 'value', ARGV[5], 'vseq', ARGV[6])
 redis.call('PUBLISH', ARGV[9], 'acquired')
-return {1, proposal}
+return {1, proposal, own, ahead}
 """
 
 RELEASE = """
@@ -147,14 +171,16 @@ return 0
 """
 
 REGISTER = """
--- KEYS: registry, own session key, queue, qseq; ARGV: ticket, entry
--- -> the entry's order on this instance (>= 1); 0 our session is gone here (nothing
---    written: an entry counts only while its session key exists on the same instance)
-if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+-- KEYS: registry, own session key, queue, qseq, counter; ARGV: ticket, entry
+-- -> {order, counter}: the entry's order on this instance (>= 1; 0: our session is gone
+--    here, nothing written: an entry counts only while its session key exists on the
+--    same instance) and the election's counter (the first ACQUIRE's proposal - 1)
+local counter = tonumber(redis.call('GET', KEYS[5]) or '0')
+if redis.call('EXISTS', KEYS[2]) == 0 then return {0, counter} end
 local seq = redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[3], seq, ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return seq
+return {seq, counter}
 """
 
 ORDER = """
@@ -169,10 +195,13 @@ return 1
 """
 
 WITHDRAW = SCAN + """
--- KEYS: leader, registry, queue
+-- KEYS: leader, registry, queue, counter
 -- ARGV: ticket, changed channel, wake channel prefix, session key prefix, election
 -- -> 1 if the leader key was ours (deleted), else 0. Removes the entry, then wakes the
---    next live entry behind it and, if the leader key was ours, the first live entry.
+--    next live entry behind it and, if the leader key was ours, the first live entry,
+--    with the message '<election> <counter>' (the counter spares the woken waiter a
+--    read before its acquisition script).
+local wake = ARGV[5] .. ' ' .. (redis.call('GET', KEYS[4]) or '0')
 local released = 0
 if redis.call('HGET', KEYS[1], 'ticket') == ARGV[1] then
   redis.call('DEL', KEYS[1])
@@ -186,13 +215,13 @@ if score then
   redis.call('ZREM', KEYS[3], ARGV[1])
   local after = scan(KEYS[3], KEYS[2], ARGV[4], score, tonumber(score), ARGV[1], true, nil)
   if after then
-    redis.call('PUBLISH', ARGV[3] .. after[2], ARGV[5])
+    redis.call('PUBLISH', ARGV[3] .. after[2], wake)
     woken = after[1]
   end
 end
 if released == 1 then
   local head = scan(KEYS[3], KEYS[2], ARGV[4], '-inf', nil, '', true, nil)
-  if head and head[1] ~= woken then redis.call('PUBLISH', ARGV[3] .. head[2], ARGV[5]) end
+  if head and head[1] ~= woken then redis.call('PUBLISH', ARGV[3] .. head[2], wake) end
 end
 return released
 """

@@ -94,8 +94,9 @@ def test_a_bell_signal_fires_only_for_its_topic_rung_after_arming() -> None:
 
 
 def test_a_feed_takes_its_topic_from_the_pattern_match_or_from_the_message() -> None:
-    assert Feed("t:changed:*", pattern=True).topic(b"t:changed:e/1", b"acquired") == "e/1"
-    assert Feed("t:wake:c1").topic(b"t:wake:c1", b"e/1") == "e/1"
+    assert Feed("t:changed:*", pattern=True).parse(b"t:changed:e/1", b"acquired") == ("e/1", None)
+    assert Feed("t:wake:c1").parse(b"t:wake:c1", b"e/1") == ("e/1", None)
+    assert Feed("t:wake:c1").parse(b"t:wake:c1", b"e/1 17") == ("e/1", 17)
 
 
 def test_no_subscription_is_made_before_a_signal_of_its_feed_is_asked_for(
