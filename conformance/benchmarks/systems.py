@@ -27,6 +27,8 @@ STORE_TTL: dict[str, tuple[float, float]] = {
 }
 
 NO_LOSS_EVENT = "tooz has no leadership-lost event: its user is never told"
+REDIS_LOCK_NO_LOSS = ("python-redis-lock has no lost event: a failed extension ends its "
+                      "renewal thread with an exception, and the holder is not told")
 SERVE_DETECTION = ("through the gateway the session is the gateway's (the tenure row "
                    "measures it); a caller learns of a loss from its next keepalive")
 
@@ -138,6 +140,12 @@ def systems_for(store: str, url: str) -> list[System]:
         found.append(System(
             store, "redis-py Lock", "redis-lock", lambda h: f"redis://{first(h)}", hosts,
             ttl, factor, note=f"{_package('redis')}; blocking acquire polls every 0.1 s"))
+        found.append(System(
+            store, "python-redis-lock", "python-redis-lock", lambda h: f"redis://{first(h)}",
+            hosts, float(whole), factor,
+            note=f"{_package('python-redis-lock')}; a waiter blocks in BLPOP, woken by the "
+                 "release; whole-second expiry",
+            unsupported={"detect-cut": REDIS_LOCK_NO_LOSS, "detect-pause": REDIS_LOCK_NO_LOSS}))
     found.append(System(
         store, "tenure via serve", "tenure-serve", lambda h: "", hosts, ttl, factor,
         note="HTTP gateway in handle mode, keepalive every ttl/3", needs_gateway=True,

@@ -20,6 +20,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "tooz": ("tooz_peer", "ToozContender"),
     "kazoo": ("kazoo_peer", "KazooContender"),
     "redis-lock": ("redis_lock", "RedisLockContender"),
+    "python-redis-lock": ("python_redis_lock", "PythonRedisLockContender"),
     "consul-guide": ("consul_guide", "ConsulGuideContender"),
 }
 
@@ -30,8 +31,12 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "tooz": ("tooz",),
     "kazoo": ("kazoo",),
     "redis-lock": ("redis",),
+    "python-redis-lock": ("redis_lock",),
     "consul-guide": (),
 }
+
+#: Modules that are not in tenure's ``bench`` extra: the package that brings each.
+PIP_NAMES: dict[str, str] = {"redis_lock": "python-redis-lock"}
 
 
 def make_contender(tool: str, url: str, election: str, ttl: float, member_id: str,
@@ -49,7 +54,8 @@ def unavailable(tool: str) -> str | None:
         try:
             importlib.import_module(name)
         except ImportError as exc:
-            return f"{name} is not installed ({exc}); pip install 'tenure[bench]'"
+            package = PIP_NAMES.get(name, "'tenure[bench]'")
+            return f"{name} is not installed ({exc}); pip install {package}"
     return None
 
 
