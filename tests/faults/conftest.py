@@ -34,6 +34,14 @@ class NetLabs:
         attach_cluster(self.request, net.cluster)
         return net
 
+    def get(self, backend: str, nodes: int = 3) -> NetLab:
+        """The module's cluster of ``backend`` (started on first use; rules healed)."""
+        for net in self.labs:
+            if net.backend == backend and len(net.cluster.nodes) == nodes:
+                net.faults.heal()
+                return net
+        return self.start(backend, nodes)
+
     def close(self) -> None:
         for net in self.labs:
             net.close()
