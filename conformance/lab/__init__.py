@@ -20,7 +20,8 @@ Example::
 
 Backends: ``etcd``, ``zookeeper``, ``consul``, ``redis`` with 1 or 3 nodes; Redis takes
 ``persistence=True`` (AOF). ``postgres`` has 1 node, or 2: a primary and a synchronous
-standby (:meth:`~tenure.conformance.lab.postgres.PostgresCluster.promote`). Everything
+standby (:meth:`~tenure.conformance.lab.postgres.PostgresCluster.promote`). ``kubernetes``
+has 1 node: a kube-apiserver over its own 1-member etcd (:mod:`.kubernetes`). Everything
 listens on 127.0.0.1 on ports chosen at run time, with data in a temporary dir removed
 on exit (set ``TENURE_LAB_KEEP=1`` to keep it).
 A store that cannot start raises :class:`LabError` with the reason and the logs: tests
@@ -35,6 +36,7 @@ from typing import Any
 from tenure.conformance.lab.cluster import ClientProxy, Cluster, LabError, Node
 from tenure.conformance.lab.consul import ConsulCluster
 from tenure.conformance.lab.etcd import EtcdCluster
+from tenure.conformance.lab.kubernetes import KubernetesCluster
 from tenure.conformance.lab.postgres import PostgresCluster
 from tenure.conformance.lab.redis import RedisCluster
 from tenure.conformance.lab.zookeeper import ZooKeeperCluster
@@ -45,6 +47,7 @@ BACKENDS: dict[str, type[Cluster]] = {
     "consul": ConsulCluster,
     "redis": RedisCluster,
     "postgres": PostgresCluster,
+    "kubernetes": KubernetesCluster,
 }
 
 __all__ = ["BACKENDS", "ClientProxy", "Cluster", "LabError", "Node", "start_cluster"]

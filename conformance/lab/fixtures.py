@@ -9,8 +9,8 @@ Fixtures:
 * ``lab_clusters`` (session scope): ``lab_clusters.get("redis", nodes=1)`` returns a
   cluster shared by every test of the session that asks for the same backend, node count
   and options; tests must leave it serving.
-* ``etcd_cluster``, ``zookeeper_cluster``, ``consul_cluster``, ``redis_cluster``: shared
-  1-node clusters (session scope).
+* ``etcd_cluster``, ``zookeeper_cluster``, ``consul_cluster``, ``redis_cluster``,
+  ``kubernetes_cluster``: shared 1-node clusters (session scope).
 
 When a test fails, the log tail of every cluster it used is added to its report. The
 terminal summary lists every cluster's start time. ``--stores=docker`` starts the
@@ -150,6 +150,12 @@ def consul_cluster(request: pytest.FixtureRequest, lab_clusters: SharedClusters)
 @pytest.fixture
 def redis_cluster(request: pytest.FixtureRequest, lab_clusters: SharedClusters) -> Cluster:
     return _shared("redis", request, lab_clusters)
+
+
+@pytest.fixture
+def kubernetes_cluster(request: pytest.FixtureRequest, lab_clusters: SharedClusters) -> Cluster:
+    """A shared kube-apiserver over its own etcd (session scope)."""
+    return _shared("kubernetes", request, lab_clusters)
 
 
 def attach_cluster(request: pytest.FixtureRequest, cluster: Cluster) -> None:

@@ -3,6 +3,7 @@
     tenure lab up etcd --nodes 3          # prints etcd://127.0.0.1:...; Ctrl-C stops it
     tenure lab up consul --detach --json  # leaves it running; prints URL, pids, ports, dirs
     tenure lab up postgres --nodes 2      # a primary and a synchronous standby
+    tenure lab up kubernetes              # kube-apiserver over etcd; prints its kubeconfig
     tenure lab status                     # detached labs and whether their nodes run
     tenure lab down [NAME]                # stops one detached lab (default: all)
 
@@ -27,7 +28,7 @@ from typing import Any
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-BACKENDS = ("etcd", "zookeeper", "consul", "redis", "postgres")
+BACKENDS = ("etcd", "zookeeper", "consul", "redis", "postgres", "kubernetes")
 
 
 def state_dir() -> Path:
@@ -78,6 +79,8 @@ def _print_cluster(info: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(info, indent=2))
         return
     print(info["url"])
+    if "kubeconfig" in info:  # kubernetes: what kubectl and client-go take
+        print(f"  kubeconfig  {info['kubeconfig']}", file=sys.stderr)
     for node in info["nodes"]:
         print(f"  {node['name']:<11} pid {node['pid']}  {node['client_address']}"
               f"  data {node['data_dir']}", file=sys.stderr)
