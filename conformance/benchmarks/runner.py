@@ -218,11 +218,6 @@ def run_scale(store: StoreUnderTest, sizes: Sizes, progress: Progress) -> list[S
                 "election listens on the election's one bell file (inotify), so each "
                 "change wakes every waiter on the host"))
             continue
-        note = ""
-        cap = scale.WAITER_CAP.get(store.backend)
-        if kind == "waiters" and cap is not None and size > cap[0]:
-            note = f"scaled down from {size} to {cap[0]}: {cap[1]}"
-            size = cap[0]
         if (kind, size) in done:
             continue
         done.add((kind, size))
@@ -235,7 +230,6 @@ def run_scale(store: StoreUnderTest, sizes: Sizes, progress: Progress) -> list[S
                                           min(window, 3.0))
         except Exception as exc:
             row = scale.ScaleRow(store.backend, kind, size, "failed", _reason(exc))
-        row.note = note
         rows.append(row)
         progress(f"{store.backend:9} scale {kind:9} {size:6}: {_scale_line(row)} "
                  f"({time.monotonic() - started:.1f} s)")

@@ -5,8 +5,9 @@ before the window, then one TTL to settle); over a window of several TTLs we rea
 store's own request counter (:mod:`.storestats`) and the client's CPU time and renewal
 count. Target: flat in the number of elections (one session, renewed once per TTL/3,
 whatever it holds).
-(b) **Waiters per election**: N+1 clients (own sessions, in-process threads: 500
-processes would swamp 2 cores) queue in one election; the leader resigns and the next
+(b) **Waiters per election**: N+1 clients (own sessions; threads in a few worker
+processes, 100 per process -- 50 on Consul -- each process connecting from its own
+loopback address, as separate hosts would) queue in one election; the leader resigns and the next
 leads, a few times; per change we report the clients' notification counters (etcd,
 ZooKeeper) and the store requests beyond the idle rate (renewals, polls) -- the lower
 of the rates measured in a window just before and just after the changes, since
@@ -35,16 +36,13 @@ from tenure.conformance.benchmarks.workers import Worker
 WAITER_TTL = {"zookeeper": 4.0}
 DEFAULT_WAITER_TTL = 10.0
 
-#: Most waiters one benchmark process can hold on each store, and why (larger sizes are
-#: scaled down to this, and the row says so).
-WAITER_CAP: dict[str, tuple[int, str]] = {
-    "zookeeper": (200, "500 kazoo sessions in one process on 2 cores miss their pings "
-                       "(their sessions expired in a trial run); the waiters would need "
-                       "several processes or hosts"),
-    "consul": (90, "Consul allows 200 HTTP connections per client IP by default "
-                   "(limits.http_max_conns_per_client) and each tenure client holds about "
-                   "two (renewals, blocking query); one host cannot queue more"),
-}
+#: Waiters per worker process (the first process also holds the leader). kazoo sessions
+#: miss their pings when a few hundred share one process on 2 cores; a waiting Consul
+#: client keeps up to 3 HTTP connections (renewals, blocking query, ordinary requests)
+#: and Consul allows 200 per client address (limits.http_max_conns_per_client), so 50
+#: per process, each process from its own loopback address, keeps within that limit.
+WAITERS_PER_PROCESS: dict[str, int] = {"consul": 50}
+DEFAULT_WAITERS_PER_PROCESS = 100
 
 #: Setup allowances (seconds): past them a point is reported failed, not waited for.
 SETUP_BASE = 30.0
@@ -85,9 +83,10 @@ class ScaleRow:
 
 
 def _command(mode: str, url: str, ttl: float, size: int, extra: list[str]) -> list[str]:
+    if "--prefix" not in extra:
+        extra = ["--prefix", f"bench/scale/{uuid.uuid4().hex[:8]}", *extra]
     return [sys.executable, "-m", "tenure.conformance.benchmarks.scale_worker", mode,
-            "--url", url, "--ttl", repr(ttl), "--size", str(size),
-            "--prefix", f"bench/scale/{uuid.uuid4().hex[:8]}", *extra]
+            "--url", url, "--ttl", repr(ttl), "--size", str(size), *extra]
 
 
 def elections_point(backend: str, url: str, hosts: str, ttl: float, size: int,
@@ -116,25 +115,54 @@ def elections_point(backend: str, url: str, hosts: str, ttl: float, size: int,
 
 def waiters_point(backend: str, url: str, hosts: str, size: int, changes: int,
                   window: float) -> ScaleRow:
-    """(b) ``size`` waiters on one election, ``changes`` leader changes."""
+    """(b) ``size`` waiters on one election, ``changes`` leader changes.
+
+    The waiters run in several worker processes (:data:`WAITERS_PER_PROCESS`), each
+    connecting from its own loopback address when the store is on loopback (127.0.0.2,
+    127.0.0.3, ...), so per-address limits of the store apply to each process as they
+    would to separate hosts. The first process holds the leader and queues first, so
+    with arrival order the next leaders are its waiters; the others only wait."""
     ttl = WAITER_TTL.get(backend, DEFAULT_WAITER_TTL)
-    changes = min(changes, size)  # each change uses up one waiter
+    per_process = WAITERS_PER_PROCESS.get(backend, DEFAULT_WAITERS_PER_PROCESS)
+    first = min(size, per_process - 1)
+    changes = min(changes, first)  # each change uses up one waiter of the first process
+    chunks = [first] + [min(per_process, size - done)
+                        for done in range(first, size, per_process)]
     row = ScaleRow(backend, "waiters", size, counter=storestats.describe(backend))
+    if len(chunks) > 1:
+        row.note = f"waiters in {len(chunks)} processes" + (
+            ", each from its own loopback address" if _loopback(hosts) else "")
     read = storestats.reader(backend, hosts)
-    worker = Worker(_command("waiters", url, ttl, size, ["--changes", str(changes)]),
-                    f"waiters-{size}")
+    prefix = f"bench/scale/{uuid.uuid4().hex[:8]}"
+    workers: list[Worker] = []
     try:
         started = time.monotonic()
-        worker.next("queued", timeout=SETUP_BASE + SETUP_PER_CLIENT * size)
+        for index, count in enumerate(chunks):
+            extra = ["--changes", str(changes), "--prefix", prefix]
+            extra += ["--lead"] if index == 0 else []
+            if _loopback(hosts):
+                extra += ["--source", f"127.0.0.{2 + index}"]
+            workers.append(Worker(_command("waiters", url, ttl, count, extra),
+                                  f"waiters-{size}#{index}"))
+            if index == 0:  # the leader and the first waiters queue before the others
+                workers[0].next("queued", timeout=SETUP_BASE + SETUP_PER_CLIENT * (count + 1))
+        for worker in workers[1:]:
+            worker.next("queued", timeout=SETUP_BASE + SETUP_PER_CLIENT * size)
         row.setup_s = time.monotonic() - started
         if read is not None:
             idle0, t0 = read(), time.monotonic()
             time.sleep(window)  # idle window: the renewal rate of N+1 sessions
             idle1, t1 = read(), time.monotonic()
             idle_rate = (idle1 - idle0 - _self_count(backend)) / (t1 - t0)
+        for worker in workers[1:]:
+            worker.send("start")
+        for worker in workers[1:]:
+            worker.next("started")
+        if read is not None:
             before, t2 = read(), time.monotonic()
-        worker.send("start")
-        changed = worker.next("changed", timeout=300)
+        workers[0].send("start")
+        workers[0].next("started")
+        workers[0].next("changed", timeout=300)
         if read is not None:
             after, t3 = read(), time.monotonic()
             time.sleep(window)  # idle again: the rate once every waiter has settled
@@ -142,20 +170,31 @@ def waiters_point(backend: str, url: str, hosts: str, size: int, changes: int,
             idle_rate = min(idle_rate, (idle2 - after - _self_count(backend)) / (t4 - t3))
             busy = after - before - _self_count(backend)
             row.requests_per_change = (busy - idle_rate * (t3 - t2)) / changes
-        worker.send("count")
-        notified = worker.next("notified", timeout=300)
-        if notified.get("notifications") is not None:
-            row.notifications_per_change = notified["notifications"] / changes
-        calls = changed.get("client_calls")
+        for worker in workers:
+            worker.send("count")
+        reports = [worker.next("notified", timeout=300) for worker in workers]
+        counted = [r["notifications"] for r in reports]
+        if all(c is not None for c in counted):
+            row.notifications_per_change = sum(counted) / changes
+        calls = [r["client_calls"] for r in reports if r.get("client_calls")]
         if calls:  # Consul: counted in the clients, no store-side counter
-            row.counter = "Consul HTTP requests counted in the clients (blocking-query " \
-                          "returns as notifications)"
-            row.requests_per_change = (calls["_call"] + calls["_block"]) / changes
-            row.notifications_per_change = calls["_block"] / changes
-        worker.send("stop")
+            row.counter = "Consul HTTP requests counted in the clients (ConsulHTTP.sent, " \
+                          "session renewals left out); blocking queries returning a " \
+                          "change as notifications"
+            row.requests_per_change = sum(c["requests"] - c["renewals"] for c in calls) \
+                / changes
+            row.notifications_per_change = sum(c["returns"] for c in calls) / changes
+        for worker in workers:
+            worker.send("stop")
     finally:
-        worker.close()
+        for worker in workers:
+            worker.close()
     return row
+
+
+def _loopback(hosts: str) -> bool:
+    """Every host of the store is a loopback address (127.0.0.0/8)."""
+    return bool(hosts) and all(h.strip().startswith("127.") for h in hosts.split(","))
 
 
 def _self_count(backend: str) -> float:
