@@ -11,7 +11,7 @@ from kazoo.client import KazooClient, KazooState
 
 from tenure.conformance.lab.cluster import Cluster, eventually, wait_until
 from tenure.conformance.lab.fixtures import LabFactory
-from tenure.conformance.lab.zookeeper import ZooKeeperNode
+from tenure.conformance.lab.zookeeper import ZooKeeperNode, ephemeral_range
 
 pytestmark = [pytest.mark.lab, pytest.mark.zookeeper]
 
@@ -66,6 +66,17 @@ def test_ensemble_has_one_leader_and_replicates(zk3: Cluster) -> None:
         client.create("/replicated", b"yes")
     for node in zk3.nodes:
         assert read(node.client_address, "/replicated") == b"yes"
+
+
+def test_ensemble_ports_are_below_the_ephemeral_range(zk3: Cluster) -> None:
+    """A leader binds its quorum port late, and restarted servers rebind theirs: a port
+    the kernel may hand out as a source port meanwhile was once taken by a peer's
+    connection, and the new leader could not serve for minutes."""
+    low, _ = ephemeral_range()
+    for node in zk3.nodes:
+        assert isinstance(node, ZooKeeperNode)
+        ports = (node.client_port, node.quorum_port, node.election_port)
+        assert max(ports) < low, f"{node.name}: ports {ports} (ephemeral from {low})"
 
 
 @pytest.mark.slow
