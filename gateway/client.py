@@ -348,14 +348,17 @@ class Election:
         on_stopped: Callable[[Leadership, str], None] | None = None,
         on_new_leader: Callable[[LeaderInfo | None], None] | None = None,
         stop: threading.Event | None = None,
+        accept_handoff_requests: bool = False,
     ) -> None:
         """Leads forever: campaigns, calls ``work(leadership)`` while leading (its
         ``leadership.ended`` event is set the moment it ends), calls ``on_stopped`` on
         every end, and campaigns again after a loss with back-off. Returns when
         ``work`` returns, ``stop`` is set or the client is closed; see
-        :mod:`tenure.runloop` for every rule and what it does not do."""
+        :mod:`tenure.runloop` for every rule and what it does not do.
+        ``accept_handoff_requests``: serve ``tenure handoff`` requests while leading."""
         run_forever(self, work, value=value, on_started=on_started, on_stopped=on_stopped,
-            on_new_leader=on_new_leader, stop=stop)
+            on_new_leader=on_new_leader, stop=stop,
+            accept_handoff_requests=accept_handoff_requests)
 
     def on_change(self, callback: Callable[[LeaderInfo | None], None]) -> Observer:
         """Calls ``callback`` with the current leader and each change, from a thread,

@@ -119,6 +119,8 @@ class HandoffGate:
     def admits(self, store: Store[Any], ticket: Ticket, token: int) -> bool:
         """True: ``ticket`` (which the store just let win with ``token``) leads.
         False: it must step aside (the caller withdraws it and queues again)."""
+        if len(ticket.election) + len(MARKER_SEGMENT) + 1 > MAX_NAME_LENGTH:
+            return True  # no marker can exist: a handoff refuses such long names
         key = marker_key(ticket.election)
         self.reads += 1
         marker = Marker.decode(store.read(key))
@@ -199,11 +201,12 @@ def check_handoff_args(to: object, timeout: object, on_failure: object) -> tuple
 
 def hand_off(
     lead: Leadership, election: Any, to: str, timeout: float, on_failure: OnFailure,
-    request: str = "",
+    request: str = "", recampaign: bool = True,
 ) -> HandoffResult[Leadership]:
     """Implements :meth:`Leadership.handoff`; ``election`` is the client's Election
     (for the re-campaign of ``keep``). ``request`` names a remote request (acked in
-    the marker)."""
+    the marker); ``recampaign=False`` leaves the re-campaign of ``keep`` to the
+    caller (a run loop campaigns again by itself)."""
     started = time.monotonic()
     store: Store[Any] = election.client.store
     key = marker_key(lead.election)
@@ -232,11 +235,12 @@ def hand_off(
     marker = Marker(uuid.uuid4().hex, to, lead.candidate_id, lead.token, timeout, keep,
                     request=request)
     lead.guarded_write(key, marker.encode())
+    lead.handed_off_to = to
     lead.end_resigned(f"handed off to {to}")
     again: list[Leadership] = []
     cancel = threading.Event()
     campaigner = None
-    if keep:
+    if keep and recampaign:
         campaigner = threading.Thread(target=_campaign_again, name="tenure-handoff-keep",
                                       args=(election, lead.value, timeout, cancel, again),
                                       daemon=True)

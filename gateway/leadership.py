@@ -85,6 +85,8 @@ class Leadership:
         self._callbacks: list[LostCallback] = []
         self.elected_at = time.monotonic()
         self.ended_at: float | None = None
+        self.handed_off_to: str | None = None
+        """The successor named when this leadership was released by a handoff."""
 
     def __repr__(self) -> str:
         state = self.state

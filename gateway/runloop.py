@@ -16,6 +16,10 @@ exponential back-off; when ``work`` returns by itself the leadership is resigned
 :meth:`RunLoop.run` returns; when ``work`` raises, the leadership is resigned,
 ``on_stopped`` is called and the exception propagates. ``stop()`` (or ``stop`` set,
 :meth:`Client.close`, KeyboardInterrupt) ends the loop cleanly, resigning first.
+With ``accept_handoff_requests=True`` each leadership serves ``tenure handoff``
+requests (:mod:`tenure.handoff_requests`): the handoff ends the leadership
+(``leadership.ended`` is set, ``on_stopped`` is called with "handed off to ...") and
+the loop queues again at once, without back-off.
 
 What it does NOT do: interrupt ``work``. Python cannot stop a thread; ``work`` must
 watch ``leadership.ended`` (or call ``leadership.ensure()``) and return. Use
@@ -83,8 +87,10 @@ class RunLoop:
         on_started: Callable[[Leadership], None] | None = None,
         on_stopped: StoppedCallback | None = None,
         on_new_leader: NewLeaderCallback | None = None,
+        accept_handoff_requests: bool = False,
     ) -> None:
         self.election = election
+        self.accept_handoff_requests = accept_handoff_requests
         self.work = work
         self.value = value
         self.on_started = on_started
@@ -123,6 +129,8 @@ class RunLoop:
                     continue
                 if self._lead(lead):
                     return
+                if lead.handed_off_to is not None:
+                    continue  # queue again at once (a failed handoff with keep)
                 if lead.state is State.LOST and time.monotonic() - lead.elected_at > (
                         self.election.ttl):
                     backoff = BACKOFF_FIRST
@@ -142,6 +150,11 @@ class RunLoop:
         if self._stop.is_set():
             lead.end_resigned("the run loop was stopped")
         self.leaderships += 1
+        listener = None
+        if self.accept_handoff_requests:
+            from tenure.handoff_requests import HandoffListener
+
+            listener = HandoffListener(lead, recampaign=False)
         try:
             if self.on_started is not None:
                 self.on_started(lead)
@@ -153,6 +166,8 @@ class RunLoop:
         finally:
             with self._lock:
                 self._current = None
+            if listener is not None:
+                listener.stop()
         done = lead.state is State.HELD
         if done:
             lead.end_resigned("work returned")
@@ -182,11 +197,13 @@ def run(
     on_stopped: StoppedCallback | None = None,
     on_new_leader: NewLeaderCallback | None = None,
     stop: threading.Event | None = None,
+    accept_handoff_requests: bool = False,
 ) -> None:
     """Builds a :class:`RunLoop` and runs it; ``stop``, when set, stops it (checked by
     a helper thread every 0.1 s: :class:`threading.Event` has no callback)."""
     loop = RunLoop(election, work, value=value, on_started=on_started,
-                   on_stopped=on_stopped, on_new_leader=on_new_leader)
+                   on_stopped=on_stopped, on_new_leader=on_new_leader,
+                   accept_handoff_requests=accept_handoff_requests)
     finished = threading.Event()
     if stop is not None:
         def relay() -> None:

@@ -28,8 +28,8 @@ import tenure
 from tenure.cli import common
 from tenure.errors import TenureError
 
-SUBCOMMAND_MODULES = ("run", "leader", "observe", "contenders", "demo", "serve", "migrate",
-                      "lab", "conformance", "bench", "completion", "postgres")
+SUBCOMMAND_MODULES = ("run", "leader", "observe", "contenders", "handoff", "demo", "serve",
+                      "migrate", "lab", "conformance", "bench", "completion", "postgres")
 
 EXIT_USAGE = common.EXIT_USAGE
 

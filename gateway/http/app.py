@@ -54,8 +54,10 @@ from tenure.http import openapi
 from tenure.http.auth import Redactor, SiteCheck, TokenCheck
 from tenure.http.handles import Holder, Holders, TooManyCampaigns, UnknownHandle
 from tenure.http.problems import (
+    MAX_HANDOFF_TIMEOUT,
     MAX_TIMEOUT,
     MAX_TTL,
+    MIN_HANDOFF_TIMEOUT,
     Field,
     HTTPProblem,
     candidate_id,
@@ -428,6 +430,38 @@ async def guarded_write(request: web.Request) -> web.Response:
                               "token": holder.leadership.token})
 
 
+def _successor(name: str, raw: Any) -> str:
+    if raw is None:
+        raise HTTPProblem(400, "invalid_value", f"{name!r} must name a waiting candidate", name)
+    return str(candidate_id(name, raw))
+
+
+def _on_failure(name: str, raw: Any) -> str:
+    if raw is None:
+        return "keep"
+    if raw not in ("keep", "resign"):
+        raise HTTPProblem(400, "invalid_value",
+                          f"{name!r} must be \"keep\" or \"resign\", not {raw!r}", name)
+    return str(raw)
+
+
+async def handoff(request: web.Request) -> web.Response:
+    """Hands the leadership to the waiting candidate ``to``; 200 with the outcome
+    (``ok`` false when it failed: ``message`` names the candidate and says why)."""
+    body = await read_body(request, {
+        "to": Field(_successor, required=True),
+        "timeout": Field(seconds(MAX_HANDOFF_TIMEOUT, low=MIN_HANDOFF_TIMEOUT)),
+        "on_failure": Field(_on_failure)})
+    holder = _holder(request)
+    result = await _gateway(request).holders.handoff(
+        holder, body["to"], body.get("timeout") or 10.0, body.get("on_failure") or "keep")
+    answer = result.as_dict()
+    answer["handle"] = None if result.leadership is None else holder.handle
+    if result.leadership is not None:
+        answer["token"] = holder.leadership.token
+    return web.json_response(answer)
+
+
 async def resign(request: web.Request) -> web.Response:
     holder = _holder(request)
     await _gateway(request).holders.end(holder, "resigned")
@@ -625,4 +659,5 @@ def build_app(config: GatewayConfig) -> web.Application:
     app.router.add_post("/v1/leaderships/{handle}/keepalive", keepalive)
     app.router.add_post("/v1/leaderships/{handle}/proclaim", proclaim)
     app.router.add_post("/v1/leaderships/{handle}/write", guarded_write)
+    app.router.add_post("/v1/leaderships/{handle}/handoff", handoff)
     return app

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 from tenure import aio
 from tenure.errors import TenureError
+from tenure.handoff import HandoffResult
 
 log = logging.getLogger("tenure.http")
 
@@ -187,6 +188,24 @@ class Holders:
         if holder is None or holder.owner != owner:
             raise UnknownHandle(handle)
         return holder
+
+    async def handoff(
+        self, holder: Holder, to: str, timeout: float, on_failure: str,
+    ) -> HandoffResult[aio.Leadership]:
+        """Hands ``holder``'s leadership to the waiting candidate ``to`` (see
+        :mod:`tenure.handoff`). Once released, the holder ends as resigned ("handed off
+        to ..."); when this candidate leads again after a failed handoff with
+        ``keep``, the holder keeps its handle and carries the new leadership."""
+        result = await holder.leadership.handoff(to, timeout=timeout, on_failure=on_failure)
+        kept = result.leadership
+        if kept is not None and kept is not holder.leadership:
+            holder.leadership = kept
+            kept.on_lost(lambda _lead, reason: self._lost(holder, reason))
+            holder.keepalive_until = time.monotonic() + holder.ttl
+        elif kept is None and result.released:
+            how = "handed off to" if result.ok else "resigned after a failed handoff to"
+            await self.end(holder, f"{how} {to!r}")
+        return result
 
     def keepalive(self, holder: Holder) -> None:
         """Extends a handle-mode holder's keepalive deadline to now + ttl."""

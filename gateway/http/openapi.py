@@ -20,7 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tenure.http.problems import MAX_TIMEOUT, MAX_TTL
+from tenure.http.problems import (
+    MAX_HANDOFF_TIMEOUT,
+    MAX_TIMEOUT,
+    MAX_TTL,
+    MIN_HANDOFF_TIMEOUT,
+)
 
 # One segment: 1+ of [A-Za-z0-9._-] but not "..": it starts with a non-dot, is ".", is
 # a dot and a non-dot, or is two dots and more. No look-around: every regex engine
@@ -106,7 +111,7 @@ def _handle_links() -> dict[str, Any]:
     by_handle = {"handle": "$response.body#/handle"}
     return {op: {"operationId": op, "parameters": by_handle,
                  "description": f"{op} with the handle this campaign returned"}
-            for op in ("status", "keepalive", "proclaim", "guardedWrite", "resign")}
+            for op in ("status", "keepalive", "proclaim", "guardedWrite", "handoff", "resign")}
 
 
 def document(limits: Limits | None = None, auth: bool = False) -> dict[str, Any]:
@@ -224,8 +229,44 @@ def document(limits: Limits | None = None, auth: bool = False) -> dict[str, Any]
                 "responses": {"200": _json({"$ref": "#/components/schemas/Written"},
                                            "written, committed only while leader"),
                               **_errors(*held_errors, 413, 415)}}},
+            "/v1/leaderships/{handle}/handoff": {"post": {
+                "operationId": "handoff", "parameters": [handle],
+                "description": "hands this leadership to the waiting candidate `to`: it "
+                "leads next with a larger token and no other waiter in between; 200 with "
+                "`ok` false when it failed (`message` names the candidate and says why; "
+                "`still_leading` says whether `on_failure: keep` kept or regained it)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False, "required": ["to"],
+                    "properties": {
+                        "to": {"type": "string", "minLength": 1, "maxLength": 200,
+                               "pattern": "^[!-~]+$",
+                               "description": "the candidate id of a live waiter"},
+                        "timeout": {"type": ["number", "null"],
+                                    "minimum": MIN_HANDOFF_TIMEOUT,
+                                    "maximum": MAX_HANDOFF_TIMEOUT,
+                                    "description": "seconds for the successor to take over; "
+                                    "default 10"},
+                        "on_failure": {"enum": ["keep", "resign", None],
+                                       "description": "keep leading (default) or resign "
+                                       "when the handoff fails"}}}}}},
+                "responses": {"200": _json({"$ref": "#/components/schemas/Handoff"},
+                                           "the outcome of the handoff"),
+                              **_errors(*held_errors, 413, 415)}}},
         },
         "components": {"schemas": {
+            "Handoff": {"type": "object",
+                        "required": ["ok", "candidate", "message", "released",
+                                     "still_leading", "leader", "handle"],
+                        "properties": {
+                            "ok": {"type": "boolean"}, "candidate": {"type": "string"},
+                            "message": {"type": "string"}, "released": {"type": "boolean"},
+                            "still_leading": {"type": "boolean"},
+                            "leader": {"oneOf": [{"$ref": "#/components/schemas/Leader"},
+                                                 {"type": "null"}]},
+                            "handle": {"type": ["string", "null"]},
+                            "token": {"type": "integer"},
+                            "from_token": {"type": "integer"},
+                            "elapsed": {"type": "number"}}},
             "Error": {"type": "object", "required": ["error", "message", "field"],
                       "properties": {
                           "error": {"type": "string"}, "message": {"type": "string"},

@@ -36,6 +36,9 @@ from tenure.names import check_candidate_id, check_election_name
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_TIMEOUT = 86400.0
+MIN_HANDOFF_TIMEOUT = 0.1
+MAX_HANDOFF_TIMEOUT = 3600.0
+"""Bounds (seconds) of a handoff's timeout (:func:`tenure.handoff.check_handoff_args`)."""
 MAX_TTL = 3600.0
 
 

@@ -176,3 +176,40 @@ def test_handoff_to_a_successor_killed_after_the_release(
             finally:
                 doomed.resume()
                 doomed.kill()
+
+
+def test_the_normal_path_pays_one_marker_read_per_won_campaign(target: Target) -> None:
+    """The cost of handoff off the handoff path: one read per WON campaign (none per
+    step, wait or renewal). Prints the handover median with and without it (pytest -s)."""
+    name = target.election("handoff-cost")
+    rounds = 10
+    handovers: dict[bool, list[float]] = {True: [], False: []}
+    with connect(target, "a") as a, connect(target, "b") as b:
+        for gated in (True, False) * (rounds // 2):
+            if not gated:
+                b.handoff_gate.admits = lambda store, ticket, token: True  # type: ignore[method-assign]
+            else:
+                b.handoff_gate = type(b.handoff_gate)()
+            lead = a.election(name).campaign(timeout=30)
+            reads_before = b.handoff_gate.reads
+            got: list[float] = []
+            done = threading.Event()
+
+            def campaign() -> None:
+                won = b.election(name).campaign(timeout=30)
+                got.append(time.monotonic())
+                won.resign()
+                done.set()
+
+            thread = threading.Thread(target=campaign, daemon=True)
+            thread.start()
+            eventually(lambda: "b" in ids(target, name, a), 30, "b enqueued")
+            released = time.monotonic()
+            lead.resign()
+            assert done.wait(30)
+            thread.join(30)
+            handovers[gated].append(got[0] - released)
+            assert b.handoff_gate.reads - reads_before == (1 if gated else 0)
+    median = {k: sorted(v)[len(v) // 2] * 1000 for k, v in handovers.items()}
+    print(f"\n{target.profile.name}: handover median {median[True]:.2f} ms with the marker "
+          f"read, {median[False]:.2f} ms without ({rounds // 2} each)")
