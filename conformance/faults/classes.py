@@ -84,13 +84,17 @@ class Injector:
         """Whether ``kind`` can be injected on this target."""
         c, net = self.cluster, self.net
         three = c is not None and len(c.nodes) == 3
+        if kind == "partition-isolate" and three and self.backend == "zookeeper":
+            return True  # the lab's peer proxies (ZooKeeper's peer traffic is all TCP)
         if kind in NET_CLASSES:
             if net is None or not net.namespaced:
                 return False
             if kind == "latency-link":
                 return netem_available()
             return three
-        if kind in ("store-pause", "leader-kill"):
+        if kind == "store-pause":
+            return c is not None
+        if kind == "leader-kill":  # PostgreSQL's lab primary has its own restart path
             return c is not None and c.backend != "postgres"
         if kind == "redis-wipe":
             return c is not None and c.backend == "redis"
@@ -139,7 +143,8 @@ class Injector:
     # -- network classes -----------------------------------------------------------
 
     def _partition_isolate(self) -> Injected:
-        assert self.net is not None
+        if self.net is None or not self.net.namespaced:
+            return self._proxy_isolate()
         labels = self._labels()
         victim = self._leader_or_random()
         if self.backend == "redis":
@@ -154,6 +159,22 @@ class Injector:
             ok, seen = self._observe(lambda: self.net.sees_peer(peer, victim) is False,  # type: ignore[union-attr]
                                      f"{labels[peer]} reports {labels[victim]} unreachable")
         return Injected({"node": labels[victim]}, self._heal(), self._hold(1.0, 2.5), seen, ok)
+
+    def _proxy_isolate(self) -> Injected:
+        """Fallback where nodes are not in namespaces: the lab's peer proxies."""
+        cluster = self.cluster
+        assert cluster is not None
+        victim = self._leader_or_random()
+        name = cluster.nodes[victim].name
+        cluster.isolate(victim)
+        peer = (victim + 1) % len(cluster.nodes)
+
+        def unreachable() -> bool:
+            return self.net is not None and self.net.sees_peer(peer, victim) is False
+
+        ok, seen = self._observe(unreachable, f"{name} out of the quorum (peer proxies cut)")
+        return Injected({"node": name, "via": "peer proxies"}, lambda: cluster.rejoin(victim),
+                        self._hold(1.0, 2.5), seen, ok)
 
     def _sides(self) -> tuple[list[str], list[str], int]:
         labels = self._labels()

@@ -111,12 +111,14 @@ class _Run:
         self.repairs: list[tuple[float, str, Any]] = []
         self.report = ChaosReport(config.seed, target.profile.name)
         self.net = net_of(cluster)
+        if self.net is not None and not self.net.namespaced:
+            self.net = None  # nodes on 127.0.0.1 (ZooKeeper): candidates stay on the host
         if self.net is not None:
             for side in classes.CLIENT_SIDES:
                 if side not in self.net.sandbox.namespaces:
                     self.net.add_client(side)
         clock = workdir / "wallclock" if "clock-step" in config.faults else None
-        self.injector = classes.Injector(cluster, self.net, target.profile.ttl, self.rng,
+        self.injector = classes.Injector(cluster, net_of(cluster), target.profile.ttl, self.rng,
                                          clock_file=clock, wall_events=self.wall_events)
         self.rotation: list[str] = []
         self.kinds = [

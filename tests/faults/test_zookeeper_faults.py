@@ -1,0 +1,35 @@
+"""ZooKeeper x3: SIGSTOP of the ZooKeeper leader past the TTL (a new leader is elected),
+kill/restart of the leader, and an isolated server -- through the lab's peer proxies:
+ZooKeeper stays on 127.0.0.1 in the lab (its peer traffic is all TCP, so the proxies cut
+it completely); see docs/faults.md. Candidates' wall clocks stepped. One seeded rotation;
+each test shows its class happened and the history held S1/S2/S3."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tenure.conformance.faults.lab import NetLab
+from tenure.conformance.suite.chaos import ChaosReport
+
+from .conftest import NetLabs, assert_class, rotation
+
+pytestmark = [pytest.mark.faults, pytest.mark.zookeeper, pytest.mark.chaos]
+
+KINDS = ("partition-isolate", "store-pause", "leader-kill", "clock-step")
+
+
+@pytest.fixture(scope="module")
+def net(netlabs: NetLabs) -> NetLab:
+    return netlabs.start("zookeeper", 3)
+
+
+@pytest.fixture(scope="module")
+def report(net: NetLab, tmp_path_factory: pytest.TempPathFactory) -> ChaosReport:
+    return rotation(net, Path(tmp_path_factory.mktemp("zookeeper-faults")), KINDS)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fault_class_happens_and_safety_holds(report: ChaosReport, kind: str) -> None:
+    assert_class(report, kind)
