@@ -55,13 +55,14 @@ the nodes of Curator's ``LeaderSelector``/``InterProcessMutex`` (protected mode)
 tenure, Curator and kazoo's ``Lock``/``Election`` queue in ONE election (docs/interop.md).
 The election name IS the recipe's path, under the URL path (``prefix`` then holds only
 guarded-write data): nodes ``<path>/_c_<uuid>-lock-<seq>`` holding the value only, so the
-node's name IS the candidate id. Contenders are the children ending in ``lock-`` or
-``__lock__`` and ten digits -- kazoo's contender pattern with ``extra_lock_patterns=
-["lock-"]``; Curator takes what follows the last ``lock-`` -- ordered by that sequence
-(one counter per parent, so arrival order); other children (``latch-`` nodes, leases)
-are not candidates. Every step above is already the recipes' (lowest leads, a waiter
-watches only its predecessor with a data watch, ``ephemeralOwner`` checked); the token
-stays the czxid, which native nodes have too.
+node's owner -- its session id in hex, ``ephemeralOwner`` -- IS the candidate id (the
+same for every election a client is in, as tenure's migration needs). Contenders are
+the children ending in ``lock-`` or ``__lock__`` and ten digits -- kazoo's contender
+pattern with ``extra_lock_patterns=["lock-"]``; Curator takes what follows the last
+``lock-`` -- ordered by that sequence (one counter per parent, so arrival order);
+other children (``latch-`` nodes, leases) are not candidates. Every step above is
+already the recipes' (lowest leads, a waiter watches only its predecessor with a data
+watch, ``ephemeralOwner`` checked); the token stays the czxid, which native nodes have.
 
 Limits: a follower relays touches to the ensemble's leader every tickTime/2: choose
 ``drift >= tickTime / (2 x TTL)`` if it matters (200 ms, 4 s: 0.025). Sequences are
@@ -240,9 +241,10 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
         kazoo's identifier), else the candidate id, LF, the value."""
         return value if self.config.native else _encode(candidate_id, value)
 
-    def _unpack(self, node: str, data: bytes) -> tuple[str, bytes]:
-        """(candidate id, value) of a node: native nodes store no id, their name is it."""
-        return (node, bytes(data)) if self.config.native else _parse(data)
+    def _unpack(self, data: bytes, stat: Any) -> tuple[str, bytes]:
+        """(candidate id, value) of a node: native nodes store no id, their owning
+        session (hex) stands for it."""
+        return (f"{stat.ephemeralOwner:x}", bytes(data)) if self.config.native else _parse(data)
 
     def _ensure(self, zk: KazooClient, path: str) -> None:
         if path not in self._parents:
@@ -277,11 +279,11 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
             with contextlib.suppress(StoreUnavailable, NoNodeError):
                 self._call(zk.delete_async, path)
             raise SessionExpired(f"{self.description}: the ZooKeeper session expired")
-        if self.config.native:  # its id is what readers (and Curator, kazoo) see of it
-            node = path.rsplit("/", 1)[1]
-            log.info("zookeeper layout=native: candidate %s is node %s", candidate_id, path)
-            return ZooKeeperTicket(election, node, path, _sequence(path), token=stat.czxid,
-                                   owner=stat.ephemeralOwner, guid=guid)
+        if self.config.native:  # its id is what readers see of it: the owning session
+            log.info("zookeeper layout=native: candidate %s is node %s of session %x",
+                     candidate_id, path, stat.ephemeralOwner)
+            return ZooKeeperTicket(election, f"{stat.ephemeralOwner:x}", path, _sequence(path),
+                                   token=stat.czxid, owner=stat.ephemeralOwner, guid=guid)
         return ZooKeeperTicket(election, candidate_id, path, _sequence(path), token=stat.czxid,
                                owner=stat.ephemeralOwner, guid=guid)
 
@@ -428,7 +430,7 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
                 data, stat = self._call(zk.get_async, f"{parent}/{first}", watch)
             except NoNodeError:
                 continue
-            return LeaderInfo(election, *self._unpack(first, data), int(stat.czxid))
+            return LeaderInfo(election, *self._unpack(data, stat), int(stat.czxid))
 
     def leader(self, election: str) -> LeaderInfo | None:
         return self._read_leader(election, None)
@@ -452,7 +454,7 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
                 data, stat = self._call(zk.get_async, f"{parent}/{child}")
             except NoNodeError:
                 continue
-            found.append(Contender(*self._unpack(child, data), int(stat.czxid)))
+            found.append(Contender(*self._unpack(data, stat), int(stat.czxid)))
         return found
 
     def close(self) -> None:

@@ -17,7 +17,8 @@ MODE is what runs the candidate:
 
 It prints one line per event, flushed, the same protocol as the Curator candidate
 (conformance/interop/curator): ``queued NODE`` once its node exists, ``leading NODE
-CZXID`` when it leads, ``released`` after a ``release`` line on stdin, ``error TEXT``.
+CZXID OWNER`` when it leads (OWNER: the node's session id in hex, tenure's candidate
+id), ``released`` after a ``release`` line on stdin, ``error TEXT``.
 EOF on stdin ends it (its session is closed, its node goes).
 """
 
@@ -50,7 +51,8 @@ def run_kazoo(mode: str, hosts: str, path: str, ident: str, session: float) -> N
         with lock:
             node = lock.node
             stat = zk.exists(f"{path}/{node}")
-            say(f"leading {node} {stat.czxid if stat else -1}")
+            owner = f"{stat.ephemeralOwner:x}" if stat else "-"
+            say(f"leading {node} {stat.czxid if stat else -1} {owner}")
             release.wait()
         say("released")
 
@@ -81,7 +83,8 @@ def run_tenure(hosts: str, path: str, ident: str, session: float) -> None:
 
         def campaign() -> None:
             lead = election.campaign(value=ident.encode(), timeout=120)
-            ticket.append(f"leading {lead.candidate_id} {lead.token}")
+            node = lead.ticket.key.rsplit("/", 1)[1]
+            ticket.append(f"leading {node} {lead.token} {lead.candidate_id}")
             won.set()
             for line in sys.stdin:
                 if line.strip() == "release":

@@ -38,6 +38,7 @@ from tenure.childproc import signal_group, spawn_guarded
 from tenure.config import load_settings, parse_backend_url
 from tenure.conformance.lab.cluster import Cluster, wait_until
 from tenure.conformance.suite import history
+from tenure.migration import MigrationStatus, migration_status, migration_url
 
 pytestmark = [pytest.mark.zookeeper, pytest.mark.interop]
 
@@ -74,7 +75,7 @@ def curator_command(cluster: Cluster, path: str, ident: str) -> list[str]:
 
 class NativeCandidate:
     """A candidate process speaking the line protocol of conformance/interop (queued,
-    leading NODE CZXID, released); records its leadership into the shared history."""
+    leading NODE CZXID OWNER, released); records its leadership into the shared history."""
 
     def __init__(self, command: list[str], name: str, election: str, history_path: Path):
         self.name, self.election, self.history_path = name, election, history_path
@@ -82,6 +83,7 @@ class NativeCandidate:
         self.lines: list[str] = []
         self.queued = False
         self.node = ""
+        self.owner = ""
         self.token = 0
         self.elected_at = math.nan
         self.released = False
@@ -102,7 +104,8 @@ class NativeCandidate:
                 if word == "queued":
                     self.queued = True
                 elif word == "leading":
-                    self.node, self.token, self.elected_at = rest[0], int(rest[1]), t
+                    self.node, self.token, self.owner = rest[0], int(rest[1]), rest[2]
+                    self.elected_at = t
                     self._record("elected", t, deadline=math.inf)
                 elif word == "released":
                     self.released = True
@@ -190,8 +193,11 @@ class TenureCandidate:
             self._record("elected", self.elected_at, deadline=lead.deadline)
         self._won.set()
 
-    def campaign_in_background(self, reader: tenure.Client) -> None:
-        """Campaigns on a thread; returns once its node is queued."""
+    def campaign_in_background(self, reader: tenure.Client | None) -> None:
+        """Campaigns on a thread; with ``reader``, returns once its node is queued."""
+        if reader is None:
+            threading.Thread(target=self._campaign, daemon=True).start()
+            return
         before = len(reader.election(self.election).contenders())
         threading.Thread(target=self._campaign, daemon=True).start()
         wait_until(lambda: len(reader.election(self.election).contenders()) > before
@@ -288,16 +294,18 @@ def test_a_native_node_is_curators_form_and_kazoo_with_the_lock_pattern_sees_it(
         assert NODE.match(node), node
         assert data == b"first" and stat.czxid == lead.token
         assert stat.ephemeralOwner != 0  # ephemeral, as the recipes' nodes
-        assert lead.candidate_id == node and client.candidate_id == "t"
+        # No id is stored: the owning session in hex is the candidate id.
+        owner = f"{stat.ephemeralOwner:x}"
+        assert lead.candidate_id == owner and client.candidate_id == "t"
         lead.proclaim(b"second")
-        assert client.election(name).leader() == tenure.LeaderInfo(name, node, b"second",
+        assert client.election(name).leader() == tenure.LeaderInfo(name, owner, b"second",
                                                                    lead.token)
         # kazoo with the pattern counts it as a contender; kazoo as it comes does not.
         assert zk.Lock(path, "x", extra_lock_patterns=["lock-"]).contenders() == ["second"]
         assert zk.Election(path, "x").contenders() == []
         # A child that is no contender (a LeaderLatch node) is not read as a candidate.
         zk.create(f"{path}/_c_0-latch-", b"latch", ephemeral=True, sequence=True)
-        assert [c.candidate_id for c in client.election(name).contenders()] == [node]
+        assert [c.candidate_id for c in client.election(name).contenders()] == [owner]
         lead.resign()
     with tenure.connect(zookeeper_cluster.url, ttl=TTL, candidate_id="t-default") as client:
         store = client.store
@@ -325,7 +333,7 @@ def mixed_election(name: str, order: list[Candidate], reader: tenure.Client,
         info = reader.election(name).leader()
         assert info is not None and info.token == previous.token, (info, previous.name)
         if isinstance(previous, NativeCandidate):
-            assert info.candidate_id == previous.node and info.value == previous.name.encode()
+            assert info.candidate_id == previous.owner and info.value == previous.name.encode()
         if on_leader is not None:
             on_leader(previous)
         sent = previous.release()
@@ -334,6 +342,8 @@ def mixed_election(name: str, order: list[Candidate], reader: tenure.Client,
                  for c in (previous, following)]
         handovers["->".join(kinds)].append(elected - sent)
         assert following.token > previous.token
+    if on_leader is not None:
+        on_leader(order[-1])
     order[-1].release()
     return handovers
 
@@ -370,16 +380,17 @@ def test_tenure_and_kazoo_recipes_share_one_queue_in_arrival_order(
             assert queue == [b"tenure-a", b"kazoo-election", b"tenure-b", b"kazoo-lock"]
 
             def cli_sees(leader: Candidate) -> None:
+                token = leader.token
+                wait_until(lambda: any(i is not None and i.token == token for i in seen),
+                           WAIT, f"the observer to see {leader.name} lead")
                 if leader is k_election:  # the CLI reads the native leader
                     text = run_tenure_leader(url, name)
                     assert text.returncode == 0, text.stderr
                     assert text.stdout.strip() == (
-                        f"leader {k_election.node} token {k_election.token} "
+                        f"leader {k_election.owner} token {k_election.token} "
                         "value kazoo-election")
 
             handovers = mixed_election(name, order, reader, cli_sees)
-            wait_until(lambda: any(i is not None and i.token == k_lock.token for i in seen),
-                       WAIT, "the observer to see kazoo's Lock lead")
         finally:
             watch.stop()
             first.client.close()
@@ -494,3 +505,71 @@ def test_kazoo_election_without_the_lock_pattern_does_not_see_tenure_and_leads_t
         # tenure sees kazoo's node, behind its own: the arbitration is one-sided.
         assert [c.value for c in client.election(name).contenders()] == [b"tenure", b"plain"]
         lead.resign()
+
+
+def test_rolling_migration_from_the_native_layout_to_tenures_own(
+    zookeeper_cluster: Cluster, processes: list[NativeCandidate], tmp_path: Path,
+) -> None:
+    """docs/interop.md's runbook on ZooKeeper: a ``migrate+source`` candidate (source: the
+    native layout, target: tenure's layout on the same ensemble) queues behind a kazoo
+    leader, which ``tenure migrate status`` lists as a plain source entry (so
+    ``dual-target`` is refused while it runs); once it released, dual-source, dual-target
+    and target take over one by one. One leader at a time, rising tokens, and in the end
+    the native election is empty while tenure's layout holds the leader."""
+    name = unique("migrate")
+    source, target = native_url(zookeeper_cluster), zookeeper_cluster.url
+    history_path = tmp_path / "history.jsonl"
+    tokens: list[int] = []
+
+    def candidate(stage: str) -> TenureCandidate:
+        member = TenureCandidate(migration_url(stage, source, target), name, history_path,
+                                 f"c-{stage}")
+        member.campaign_in_background(None)
+        return member
+
+    with tenure.connect(source, ttl=TTL) as on_source, \
+            tenure.connect(target, ttl=TTL) as on_target:
+
+        def status() -> MigrationStatus:
+            return migration_status(on_source.store, on_target.store, name)
+
+        native = NativeCandidate(
+            [sys.executable, str(KAZOO_CANDIDATE), "kazoo-election", hosts(zookeeper_cluster),
+             f"/{name}", "kazoo", str(TTL)], "kazoo", name, history_path)
+        processes.append(native)
+        native.wait_elected()
+        tokens.append(native.token)
+        older = candidate("source")
+        wait_until(lambda: "source" in status().candidates.values(), WAIT,
+                   "the source candidate's stage")
+        seen = status()
+        assert seen.candidates[native.owner] == "source (plain URL)", seen.candidates
+        assert any(native.owner in problem for problem in seen.problems("dual-target"))
+        native.release()
+        older.wait_elected()
+        members = [older]
+        try:
+            tokens.append(older.token)
+            for stage in ("dual-source", "dual-target", "target"):
+                assert status().problems(stage) == [], status().problems(stage)
+                newer = candidate(stage)
+                members.append(newer)
+                wait_until(lambda stage=stage: stage in status().candidates.values(), WAIT,
+                           f"the {stage} candidate's stage")
+                older.release()
+                newer.wait_elected()
+                tokens.append(newer.token)
+                older.client.close()
+                older = newer
+            assert on_source.election(name).leader() is None  # the native queue is empty
+            in_target = on_target.election(name).leader()
+            assert in_target is not None and in_target.candidate_id == "c-target"
+            older.release()
+        finally:
+            for member in members:
+                member.client.close()
+    assert tokens == sorted(set(tokens)), f"tokens must strictly increase: {tokens}"
+    report = history.check(history.load(history_path))
+    assert report.ok, report.summary()
+    assert [i.cid for i in report.intervals] == [
+        "kazoo", "c-source", "c-dual-source", "c-dual-target", "c-target"]

@@ -25,8 +25,9 @@ import org.apache.zookeeper.data.Stat;
  *
  * <ul>
  *   <li>{@code queued} once its node is among the participants;
- *   <li>{@code leading NODE CZXID} when {@code takeLeadership} is called (NODE is the lowest
- *       node as Curator sorts them, checked to hold ID; CZXID is its creation zxid);
+ *   <li>{@code leading NODE CZXID OWNER} when {@code takeLeadership} is called (NODE is the
+ *       lowest node as Curator sorts them, checked to hold ID; CZXID is its creation zxid,
+ *       OWNER its session id in hex);
  *   <li>{@code released} when it gives leadership up after a {@code release} line on stdin;
  *   <li>{@code lost} when Curator interrupts its leadership (connection SUSPENDED/LOST);
  *   <li>{@code error TEXT} on anything unexpected (then it exits 1).
@@ -76,7 +77,8 @@ public final class CuratorCandidate {
                     say("error lowest node " + first + " holds " + holder + ", not " + id);
                     System.exit(1);
                 }
-                say("leading " + first + " " + stat.getCzxid());
+                say("leading " + first + " " + stat.getCzxid() + " "
+                        + Long.toHexString(stat.getEphemeralOwner()));
                 try {
                     release.await();
                     say("released");
