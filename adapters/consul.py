@@ -49,6 +49,20 @@ backend. Consul restarts every session timer when its own leader changes (consul
 that delays expiry, never hastens it. Without health checks a session ends only by its
 TTL or its owner, so lock_delay = 0 is safe.
 
+Layouts (``layout=``): ``tenure``, the default, is the mapping above; ``native`` is the
+key of ``consul lock PREFIX`` (Consul's ``api.Lock``): the election name IS ``PREFIX``
+(no ``prefix`` in front; it keeps holding guarded-write data), the leader key is
+``PREFIX/.lock`` (``native_key=``, default ``.lock``), acquired with tenure's session
+and the lock's flag value ``0x2ddccbc058a50c18``; its value is the campaign's value
+alone; ``native_key=`` empty makes the election name itself the key (the leader-election
+guide's single key, flags 0). Like ``api.Lock``, candidates keep no queue: each tries
+the acquisition, and waits on a blocking query of the key while a session holds it (no
+arrival order). Release is ``unlock`` (the key stays, as ``Unlock`` leaves it). The
+holder's session id is the candidate id readers report, the key's ``ModifyIndex`` the
+token (the acquisition's, until a tenure holder's proclaim raises it). A key with other
+flags (``consul lock -n N``'s semaphore) is a ConfigError. What the native side does
+differently (session checks, its 15 s lock-delay, its monitor): docs/interop.md.
+
 Limits: a server accepts session TTLs in [``session_ttl_min`` (default 10 s), 24 h], so
 tenure's TTL must be at least 2 x ``session_ttl_min``: 20 s on a default server (a
 refusal is a ConfigError saying so). A client uses at most FAST_WAITS + 2 threads and
@@ -65,6 +79,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import math
 import os
 import re
@@ -80,13 +95,23 @@ from tenure.errors import ConfigError, NotLeader, SessionExpired, StoreUnavailab
 from tenure.options import Options
 from tenure.store import Contender, LeaderInfo, NoSignal, Store, StoreLimits, Ticket, Wait, Won
 
+log = logging.getLogger("tenure")
+
 OPTIONS = {
     "lock_delay": "Consul lock-delay of the session, 0-60 s (default 0)",
     "dc": "datacenter (default: the agent's)", "token_file": "file holding the ACL token",
     "prefix": "KV prefix (default tenure)", "scheme": "http or https",
     "ca": "CA bundle (PEM) to verify the servers with",
     "timeout": "seconds to wait for an answer (default 5)",
+    "layout": "keys: tenure (default) or native (the key of consul lock PREFIX, PREFIX/.lock "
+              "with the lock flag; the election name is PREFIX)",
+    "native_key": "layout=native only: the key under the election name (default .lock, "
+                  "consul lock's; empty: the election name itself, the leader-election guide's)",
 }
+LOCK_FLAG_VALUE = 0x2DDCCBC058A50C18
+"""``api.LockFlagValue``: marks a key as a lock (not a semaphore) for ``consul lock``."""
+SEMAPHORE_FLAG_VALUE = 0xE0F69A2BAA414DE0
+"""``api.SemaphoreFlagValue``: ``consul lock -n N`` (N > 1) holds ``PREFIX/.lock`` with it."""
 RETRY_SOON = 0.1
 """Consul tells no end of a lock-delay: the first waiter steps again this often."""
 
@@ -103,6 +128,8 @@ class _Settings:
     lock_delay: float
     timeout: float
     token: str | None = field(repr=False)
+    native: bool = False
+    native_key: str = ".lock"
 
 
 def parse_options(url: BackendURL) -> _Settings:
@@ -134,10 +161,18 @@ def parse_options(url: BackendURL) -> _Settings:
     if token is not None and not token.strip():
         raise ConfigError(f"consul token_file={opts.optional('token_file')!r} is empty; put "
                           "the ACL token in it")
+    native = opts.choice("layout", "tenure", ("tenure", "native")) == "native"
+    native_key = opts.text("native_key", ".lock")
+    if opts.given("native_key") and not native:
+        raise ConfigError("consul option native_key= applies to layout=native only; add "
+                          "layout=native or remove native_key")
+    if native_key and (not _PREFIX.fullmatch(native_key) or ".." in native_key.split("/")):
+        raise ConfigError(f"consul option native_key={native_key!r} must be a key path of "
+                          "[A-Za-z0-9._-] segments joined by '/' (default .lock), or empty")
     return _Settings(scheme, ca and os.path.expanduser(ca), dc, prefix,
                      opts.duration("lock_delay", 0.0, low=0.0, high=60.0, allow_zero=True),
                      opts.duration("timeout", 5.0, low=0.1, high=300.0, allow_zero=True),
-                     token and token.strip())
+                     token and token.strip(), native=native, native_key=native_key)
 
 
 def _segment(part: str) -> str:
@@ -197,6 +232,7 @@ class ConsulStore(Store[ConsulTicket]):
         answer): withdrawn at the next successful renewal, so they never block a queue."""
         self._lock = threading.Lock()
         self._cleaning = threading.Lock()
+        self._native = NativeLock(self)
 
     @classmethod
     def from_url(cls, url: BackendURL) -> ConsulStore:
@@ -279,6 +315,8 @@ class ConsulStore(Store[ConsulTicket]):
     # -- candidates -----------------------------------------------------------------
 
     def enqueue(self, election: str, candidate_id: str, value: bytes) -> ConsulTicket:
+        if self.options.native:
+            return self._native.enqueue(election, candidate_id, value)
         key = self._queue_prefix(election) + uuid.uuid4().hex
         ticket = ConsulTicket(election, candidate_id, key, session=self._session, value=value)
         try:
@@ -307,6 +345,11 @@ class ConsulStore(Store[ConsulTicket]):
             self._pending[ticket.key] = ticket
         if ticket.guard is not None:
             self.watcher.drop(ticket.guard)
+        if self.options.native:
+            self._native.withdraw(ticket)
+            with self._lock:
+                self._pending.pop(ticket.key, None)
+            return
         leader = self._leader_key(ticket.election)
         _, errors = self.http.txn([*self._checks(ticket), {"Verb": "delete", "Key": leader},
                                    {"Verb": "delete", "Key": ticket.key}])
@@ -321,6 +364,8 @@ class ConsulStore(Store[ConsulTicket]):
         return sorted(live, key=lambda e: int(e["CreateIndex"]))
 
     def try_lead(self, ticket: ConsulTicket) -> Won | Wait:
+        if self.options.native:
+            return self._native.try_lead(ticket)
         if not ticket.first:
             queue = self._queue(ticket.election)
             mine = [i for i, e in enumerate(queue)
@@ -356,6 +401,9 @@ class ConsulStore(Store[ConsulTicket]):
         return Wait(self.watcher.signal(leader, index, index))  # held by a session not queued
 
     def proclaim(self, ticket: ConsulTicket, value: bytes) -> None:
+        if self.options.native:
+            self._native.proclaim(ticket, value)
+            return
         _, errors = self.http.txn([*self._checks(ticket), {
             "Verb": "lock", "Key": self._leader_key(ticket.election), "Session": ticket.session,
             "Value": _record(ticket.candidate_id, value, ticket.token)}])
@@ -365,7 +413,8 @@ class ConsulStore(Store[ConsulTicket]):
         ticket.value = value
 
     def guarded_write(self, ticket: ConsulTicket, key: str, value: bytes) -> None:
-        _, errors = self.http.txn([*self._checks(ticket), {
+        checks = self._native.checks(ticket) if self.options.native else self._checks(ticket)
+        _, errors = self.http.txn([*checks, {
             "Verb": "set", "Key": self._data_key(key), "Value": base64.b64encode(value).decode()}])
         if errors:
             raise NotLeader(f"guarded write refused by Consul: {ticket.candidate_id} does "
@@ -384,15 +433,23 @@ class ConsulStore(Store[ConsulTicket]):
         return LeaderInfo(election, *_parse(entries[0]))
 
     def leader(self, election: str) -> LeaderInfo | None:
+        if self.options.native:
+            return self._native.info(election, self.http.get(self._native.key(election))[1])
         return self._info(election, self.http.get(self._leader_key(election))[1])
 
     def observe_step(self, election: str) -> tuple[LeaderInfo | None, Wait]:
-        key = self._leader_key(election)
+        key = self._native.key(election) if self.options.native else self._leader_key(election)
         index, entries = self.http.get(key)
         seen = int(entries[0]["ModifyIndex"]) if entries else 0
-        return self._info(election, entries), Wait(self.watcher.signal(key, seen, index))
+        info = (self._native.info(election, entries) if self.options.native
+                else self._info(election, entries))
+        return info, Wait(self.watcher.signal(key, seen, index))
 
     def contenders(self, election: str) -> list[Contender]:
+        if self.options.native:  # neither consul lock nor the guide registers waiters
+            holder = self.leader(election)
+            return [] if holder is None else [
+                Contender(holder.candidate_id, holder.value, holder.token)]
         found = [Contender(*_parse(e)[:2], int(e["CreateIndex"]))  # in CreateIndex order
                  for e in self._queue(election)]
         current = self.leader(election) if found else None
@@ -411,9 +468,94 @@ class ConsulStore(Store[ConsulTicket]):
                 self.report_loss(ticket, "the Consul leader key is no longer held by this "
                                  "client's session")
 
-        ticket.guard = self.watcher.guard(self._leader_key(ticket.election), ticket.session,
-                                          ticket.token, lost)
+        key = (self._native.key(ticket.election) if self.options.native
+               else self._leader_key(ticket.election))
+        ticket.guard = self.watcher.guard(key, ticket.session, ticket.token, lost)
 
     def close(self) -> None:
         self.watcher.close()
         self.http.close()
+
+
+class NativeLock:
+    """The steps of ``layout=native`` (see the module docstring): ``api.Lock``'s key,
+    acquired with the store's session; no queue."""
+
+    def __init__(self, store: ConsulStore) -> None:
+        self.store = store
+        self.flags = LOCK_FLAG_VALUE if store.options.native_key == ".lock" else 0
+
+    def key(self, election: str) -> str:
+        parts = [*map(_segment, election.split("/"))]
+        native_key = self.store.options.native_key
+        return "/".join([*parts, native_key] if native_key else parts)
+
+    def info(self, election: str, entries: Any) -> LeaderInfo | None:
+        """The holder: its session is its id, the key's value its value."""
+        if not entries or not entries[0].get("Session"):
+            return None
+        entry = entries[0]
+        return LeaderInfo(election, str(entry["Session"]),
+                          base64.b64decode(entry.get("Value") or ""), int(entry["ModifyIndex"]))
+
+    def checks(self, ticket: ConsulTicket) -> list[dict[str, Any]]:
+        return [{"Verb": "check-session", "Key": ticket.key, "Session": ticket.session}]
+
+    def enqueue(self, election: str, candidate_id: str, value: bytes) -> ConsulTicket:
+        session = self.store._session
+        if not session:
+            raise SessionExpired("no Consul session")
+        key = self.key(election)
+        log.info("consul layout=native: candidate %s is session %s on key %s", candidate_id,
+                 session, key)
+        return ConsulTicket(election, session, key, session=session, value=value)
+
+    def _lock_op(self, ticket: ConsulTicket, value: bytes) -> dict[str, Any]:
+        return {"Verb": "lock", "Key": ticket.key, "Session": ticket.session,
+                "Flags": self.flags, "Value": base64.b64encode(value).decode()}
+
+    def try_lead(self, ticket: ConsulTicket) -> Won | Wait:
+        http = self.store.http
+        if ticket.session != self.store._session:
+            raise SessionExpired(f"the session of {ticket.candidate_id} ended")
+        index, entries = http.get(ticket.key)
+        entry = entries[0] if entries else None
+        if entry is not None and self.flags and int(entry.get("Flags") or 0) != self.flags:
+            kind = ("a semaphore (consul lock -n N, N > 1)"
+                    if int(entry.get("Flags") or 0) == SEMAPHORE_FLAG_VALUE else "not a lock")
+            raise ConfigError(f"Consul key {ticket.key!r} is {kind}: its flags are "
+                              f"{int(entry.get('Flags') or 0):#x}, not consul lock's "
+                              f"{self.flags:#x}; a leader election needs consul lock with -n 1")
+        if entry is not None and entry.get("Session") not in (None, "", ticket.session):
+            return Wait(self.store.watcher.signal(ticket.key, int(entry["ModifyIndex"]), index))
+        results, errors = http.txn([self._lock_op(ticket, ticket.value)])
+        if not errors:
+            ticket.token = int(results[0]["ModifyIndex"])
+            self.store._guard(ticket)
+            return Won(ticket.token)
+        if "Permission denied" in errors[0]:
+            raise ConfigError(f"Consul refused to lock {ticket.key!r} ({errors[0]}); give an "
+                              f"ACL token with key write rights via token_file= or ${TOKEN_ENV}")
+        if "invalid session" in errors[0].lower():
+            raise SessionExpired(f"Consul session {ticket.session} expired ({errors[0]})")
+        # Taken since the read, or a lock-delay after the holder's session ended (Consul
+        # tells not when it ends: api.Lock retries after 5 s, we sooner).
+        index, entries = http.get(ticket.key)
+        if entries and entries[0].get("Session"):
+            seen = int(entries[0]["ModifyIndex"])
+            return Wait(self.store.watcher.signal(ticket.key, seen, index))
+        return Wait(NoSignal(), retry_at=time.monotonic() + RETRY_SOON)
+
+    def withdraw(self, ticket: ConsulTicket) -> None:
+        """Releases the key if this ticket's session holds it (``Unlock``: it stays); also
+        after an acquisition whose answer was lost (refused when another holds it)."""
+        self.store.http.txn([*self.checks(ticket), {
+            "Verb": "unlock", "Key": ticket.key, "Session": ticket.session,
+            "Flags": self.flags}])
+
+    def proclaim(self, ticket: ConsulTicket, value: bytes) -> None:
+        _, errors = self.store.http.txn([*self.checks(ticket), self._lock_op(ticket, value)])
+        if errors:
+            raise NotLeader(f"proclaim refused by Consul: {ticket.candidate_id} does not "
+                            f"hold {ticket.key!r}")
+        ticket.value = value

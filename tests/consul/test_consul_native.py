@@ -1,0 +1,404 @@
+"""``layout=native`` on Consul: tenure candidates and the REAL ``consul lock`` command
+(Consul's ``api.Lock``) hold ONE key, ``PREFIX/.lock`` with the lock flag, each with its
+own session; and the leader-election guide's single key (``native_key=`` empty).
+
+Both sides record their leaderships into one history in the conformance format: a tenure
+one from ``elected`` to its resign and last validity deadline; a ``consul lock`` one from
+the moment its child's first line is read (the child runs only while the lock is held)
+to the moment the test tells the child to exit (recorded before). A native interval lies
+inside the real one, so a real overlap -- the child running while tenure leads -- shows
+as one, and the checker finds none.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tenure
+from tenure.adapters.consul import LOCK_FLAG_VALUE, parse_options
+from tenure.childproc import signal_group, spawn_guarded
+from tenure.config import load_settings, parse_backend_url
+from tenure.conformance.lab.cluster import Cluster, find_binary, wait_until
+from tenure.conformance.suite import history
+
+pytestmark = [pytest.mark.consul, pytest.mark.interop]
+
+TTL = 2.0  # the lab's session_ttl_min is 500 ms; tenure sends TTL/2
+WAIT = 30.0
+ROUNDS = 3
+REPO = Path(__file__).resolve().parents[2]
+
+
+def api(cluster: Cluster) -> str:
+    return f"http://{cluster.nodes[0].client_address}"
+
+
+def kv(cluster: Cluster, key: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"{api(cluster)}/v1/kv/{key}?consistent",
+                                    timeout=WAIT) as answer:
+            entry: dict[str, Any] = json.loads(answer.read())[0]
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return None
+        raise
+    entry["Value"] = base64.b64decode(entry.get("Value") or "")
+    return entry
+
+
+def put(cluster: Cluster, path: str, body: bytes = b"") -> Any:
+    request = urllib.request.Request(f"{api(cluster)}{path}", data=body, method="PUT")
+    with urllib.request.urlopen(request, timeout=WAIT) as answer:
+        return json.loads(answer.read() or b"null")
+
+
+def sessions(cluster: Cluster) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{api(cluster)}/v1/session/list", timeout=WAIT) as answer:
+        found: list[dict[str, Any]] = json.loads(answer.read())
+    return found
+
+
+def unique(stem: str) -> str:
+    return f"interop/{stem}-{time.monotonic_ns()}"
+
+
+class ConsulLock:
+    """``consul lock -name NAME PREFIX CHILD``: its child prints ``leading``, then waits
+    for a line on a FIFO, prints ``released`` and exits (consul lock then releases)."""
+
+    def __init__(self, cluster: Cluster, prefix: str, name: str, history_path: Path,
+                 tmp: Path, *extra: str) -> None:
+        self.cluster, self.prefix, self.name = cluster, prefix, name
+        self.history_path = history_path
+        self.fifo = tmp / f"{name}.fifo"
+        os.mkfifo(self.fifo)
+        self.cond = threading.Condition()
+        self.lines: list[str] = []
+        self.token = 0
+        self.session = ""
+        self.elected_at = math.nan
+        self.eof = False
+        child = f"echo leading; read line < {self.fifo}; echo released"
+        self.process = spawn_guarded(
+            [find_binary("consul", "TENURE_CONSUL_BIN"), "lock", f"-http-addr={api(cluster)}",
+             f"-name={name}", *extra, prefix, child],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            t, line = time.monotonic(), raw.decode(errors="replace").strip()
+            with self.cond:
+                self.lines.append(line)
+                entry = kv(self.cluster, f"{self.prefix}/.lock") if line == "leading" else None
+                if entry is not None and entry.get("Session") and not self.token:
+                    self.token, self.session = int(entry["ModifyIndex"]), entry["Session"]
+                    self.elected_at = t
+                    self._record("elected", t, deadline=math.inf)
+                elif line == "leading":  # a semaphore holder: its .lock has no session
+                    self.token = -1
+                self.cond.notify_all()
+        with self.cond:
+            self.eof = True
+            self.cond.notify_all()
+
+    def _record(self, kind: str, t: float, **fields: Any) -> None:
+        history.record(self.history_path, kind=kind, cid=self.name, election=self.prefix,
+                       token=self.token, t=t, **fields)
+
+    def wait_session(self) -> None:
+        """Waits until consul lock created its session (it then waits on the key)."""
+        wait_until(lambda: any(s.get("Name") == self.name for s in sessions(self.cluster)),
+                   WAIT, f"consul lock {self.name} to create its session")
+
+    def wait_elected(self, timeout: float = WAIT) -> float:
+        with self.cond:
+            self.cond.wait_for(lambda: self.token > 0 or self.eof, timeout)
+            ok = self.token > 0
+        assert ok, f"consul lock {self.name} did not run its child: {self.lines}"
+        return self.elected_at
+
+    @property
+    def running_child(self) -> bool:
+        with self.cond:
+            return self.token > 0
+
+    def release(self) -> float:
+        sent = time.monotonic()
+        self._record("resign", sent)
+        with open(self.fifo, "w") as fifo:
+            fifo.write("go\n")
+        assert self.process.wait(timeout=WAIT) == 0, self.lines
+        return sent
+
+    def kill(self) -> float:
+        """SIGKILL to consul lock and its child (one process group)."""
+        sent = time.monotonic()
+        if self.token > 0:
+            self._record("lost", sent, reason="SIGKILL")
+        signal_group(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        return sent
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            signal_group(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+class TenureCandidate:
+    """A tenure candidate in this process, recording like the conformance candidate."""
+
+    def __init__(self, url: str, election: str, history_path: Path, name: str) -> None:
+        self.client = tenure.connect(url, ttl=TTL, candidate_id=name)
+        self.election, self.history_path, self.name = election, history_path, name
+        self.lead: tenure.Leadership | None = None
+        self.elected_at = math.nan
+        self._won = threading.Event()
+        self._error: BaseException | None = None
+
+    def _record(self, kind: str, t: float, **fields: Any) -> None:
+        assert self.lead is not None
+        history.record(self.history_path, kind=kind, cid=self.name, election=self.election,
+                       token=self.lead.token, t=t, **fields)
+
+    def _campaign(self) -> None:
+        try:
+            lead = self.client.election(self.election).campaign(
+                value=self.name.encode(), timeout=2 * WAIT)
+        except BaseException as exc:  # reported by wait_elected
+            self._error = exc
+        else:
+            self.lead, self.elected_at = lead, time.monotonic()
+            self._record("elected", self.elected_at, deadline=lead.deadline)
+        self._won.set()
+
+    def campaign_in_background(self) -> None:
+        self.lead, self._error = None, None
+        self._won.clear()
+        threading.Thread(target=self._campaign, daemon=True).start()
+
+    def wait_elected(self, timeout: float = WAIT) -> float:
+        assert self._won.wait(timeout), f"{self.name} was not elected within {timeout:g} s"
+        assert self._error is None, f"{self.name}: {self._error!r}"
+        return self.elected_at
+
+    @property
+    def leading(self) -> bool:
+        return self._won.is_set() and self.lead is not None
+
+    def release(self) -> float:
+        assert self.lead is not None
+        self.lead.ensure()
+        self._record("valid", time.monotonic(), deadline=self.lead.deadline)
+        sent = time.monotonic()
+        self._record("resign", sent)
+        self.lead.resign()
+        return sent
+
+
+@pytest.fixture
+def locks() -> Iterator[list[ConsulLock]]:
+    started: list[ConsulLock] = []
+    yield started
+    for lock in started:
+        lock.stop()
+
+
+def run_tenure_leader(url: str, election: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tenure", "leader", "--backend", url, "--election", election],
+        capture_output=True, text=True, timeout=60)
+
+
+# -- the options -------------------------------------------------------------------------
+
+
+def test_layout_and_native_key_options_are_checked(tmp_path: Path) -> None:
+    def options(url: str) -> Any:
+        return parse_options(parse_backend_url(url)[0])
+
+    assert options("consul://127.0.0.1:8500").native is False
+    native = options("consul://127.0.0.1:8500?layout=native")
+    assert native.native is True and native.native_key == ".lock"
+    assert options("consul://127.0.0.1:8500?layout=native&native_key=").native_key == ""
+    with pytest.raises(tenure.ConfigError, match=r"layout='lock' must be one of tenure, native"):
+        options("consul://127.0.0.1:8500?layout=lock")
+    with pytest.raises(tenure.ConfigError, match=r"native_key= applies to layout=native only"):
+        options("consul://127.0.0.1:8500?native_key=.lock")
+    with pytest.raises(tenure.ConfigError, match=r"native_key='/x' must be a key path"):
+        options("consul://127.0.0.1:8500?layout=native&native_key=/x")
+    toml = tmp_path / "tenure.toml"
+    toml.write_text('backend = "consul://127.0.0.1:8500"\n[options]\nlayout = "native"\n')
+    assert parse_options(load_settings(config_file=str(toml)).url).native is True
+
+
+# -- consul lock -------------------------------------------------------------------------
+
+
+def test_tenure_and_consul_lock_exclude_each_other_and_hand_over_both_ways(
+    consul_cluster: Cluster, locks: list[ConsulLock], tmp_path: Path,
+) -> None:
+    """Rounds of: tenure holds PREFIX/.lock (consul lock's key and flag); a consul lock
+    waits (its child does not run) until tenure resigns, then runs its child; tenure
+    waits while the child runs (``tenure leader`` shows the native holder) and leads when
+    the child exits. One history; handover times both ways."""
+    name = unique("lock")
+    url = f"{consul_cluster.url}?layout=native"
+    history_path = tmp_path / "history.jsonl"
+    mine = TenureCandidate(url, name, history_path, "tenure-a")
+    handovers: dict[str, list[float]] = {"tenure->native": [], "native->tenure": []}
+    tokens: list[int] = []
+    try:
+        mine.campaign_in_background()
+        mine.wait_elected()
+        for round_ in range(ROUNDS):
+            assert mine.lead is not None
+            entry = kv(consul_cluster, f"{name}/.lock")
+            assert entry is not None, "tenure's leader key is missing"
+            assert entry["Flags"] == LOCK_FLAG_VALUE and entry["Value"] == b"tenure-a"
+            assert entry["Session"] == mine.lead.candidate_id
+            tokens.append(mine.lead.token)
+            native = ConsulLock(consul_cluster, name, f"{name.replace('/', '-')}-{round_}",
+                                history_path, tmp_path)
+            locks.append(native)
+            native.wait_session()
+            assert not native.running_child, "consul lock ran its child while tenure leads"
+            sent = mine.release()
+            handovers["tenure->native"].append(native.wait_elected() - sent)
+            tokens.append(native.token)
+            mine.campaign_in_background()
+            if round_ == 0:
+                text = run_tenure_leader(url, name)
+                assert text.returncode == 0, text.stderr
+                assert text.stdout.strip() == (  # consul lock writes no value
+                    f"leader {native.session} token {native.token}")
+            assert not mine.leading, "tenure leads while consul lock's child runs"
+            sent = native.release()
+            handovers["native->tenure"].append(mine.wait_elected() - sent)
+        assert mine.lead is not None
+        tokens.append(mine.lead.token)
+        mine.release()
+    finally:
+        mine.client.close()
+    assert tokens == sorted(set(tokens)), f"tokens must strictly increase: {tokens}"
+    report = history.check(history.load(history_path))
+    assert report.ok, report.summary()
+    assert len(report.intervals) == 2 * ROUNDS + 1
+    artifacts = REPO / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "consul-native-handover.json").write_text(json.dumps(
+        {k: {"samples_s": v, "median_s": statistics.median(v)} for k, v in handovers.items()},
+        indent=2) + "\n")
+
+
+def test_a_consul_lock_semaphore_on_the_prefix_is_refused_by_name(
+    consul_cluster: Cluster, locks: list[ConsulLock], tmp_path: Path,
+) -> None:
+    name = unique("semaphore")
+    semaphore = ConsulLock(consul_cluster, name, f"{name.replace('/', '-')}-sem",
+                           tmp_path / "h.jsonl", tmp_path, "-n=2")
+    locks.append(semaphore)
+    wait_until(lambda: kv(consul_cluster, f"{name}/.lock") is not None, WAIT,
+               "the semaphore's .lock key")
+    with (tenure.connect(f"{consul_cluster.url}?layout=native", ttl=TTL) as client,
+          pytest.raises(tenure.ConfigError, match=r"is a semaphore \(consul lock -n N")):
+        client.election(name).campaign(timeout=WAIT)
+
+
+def test_the_guides_single_key_is_acquired_with_tenures_session(
+    consul_cluster: Cluster,
+) -> None:
+    """``native_key=`` empty: the election name is the key, as in Consul's leader-election
+    guide; a native session's ``?acquire`` fails while tenure holds it, succeeds after."""
+    name = unique("guide")
+    url = f"{consul_cluster.url}?layout=native&native_key="
+    with tenure.connect(url, ttl=TTL) as client:
+        lead = client.election(name).campaign(value=b"node-a", timeout=WAIT)
+        entry = kv(consul_cluster, name)
+        assert entry is not None and entry["Session"] == lead.candidate_id
+        assert entry["Value"] == b"node-a" and entry["Flags"] == 0
+        native = put(consul_cluster, "/v1/session/create",
+                     json.dumps({"Name": "guide", "TTL": "10s"}).encode())["ID"]
+        try:
+            assert put(consul_cluster, f"/v1/kv/{name}?acquire={native}", b"node-b") is False
+            lead.resign()
+            assert put(consul_cluster, f"/v1/kv/{name}?acquire={native}", b"node-b") is True
+            holder = client.election(name).leader()
+            assert holder is not None and holder.candidate_id == native
+            assert holder.value == b"node-b"
+        finally:
+            put(consul_cluster, f"/v1/session/destroy/{native}")
+
+
+@pytest.mark.slow
+def test_sigkill_of_either_holder_fails_over_after_its_own_sessions_ttl_and_lock_delay(
+    consul_cluster: Cluster, locks: list[ConsulLock], tmp_path: Path,
+) -> None:
+    """A SIGKILLed ``tenure run`` leader: consul lock runs its child about one tenure TTL
+    later (tenure's session: TTL/2 sent, invalidated within 2 x that, no lock-delay). A
+    SIGKILLed consul lock: tenure leads only after its 15 s session is invalidated (up to
+    30 s after its last renewal) AND its 15 s default lock-delay has passed."""
+    name = unique("kill")
+    url = f"{consul_cluster.url}?layout=native"
+    history_path = tmp_path / "history.jsonl"
+    run = spawn_guarded(
+        [sys.executable, "-m", "tenure", "run", "--backend", url, "--election", name,
+         "--ttl", str(TTL), "--value", "tenure-run", "--",
+         "sh", "-c", "echo leading $TENURE_FENCING_TOKEN; exec sleep 600"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert run.stdout is not None
+        first = run.stdout.readline().decode().split()
+        assert first[:1] == ["leading"], first
+        run_token = int(first[1])
+        history.record(history_path, kind="elected", cid="tenure-run", election=name,
+                       token=run_token, t=time.monotonic(), deadline=math.inf)
+        native = ConsulLock(consul_cluster, name, f"{name.replace('/', '-')}-k", history_path,
+                            tmp_path)
+        locks.append(native)
+        native.wait_session()
+        killed = time.monotonic()
+        history.record(history_path, kind="lost", cid="tenure-run", election=name,
+                       token=run_token, t=killed, reason="SIGKILL")
+        signal_group(run.pid, signal.SIGKILL)
+        run.wait()
+        tenure_to_native = native.wait_elected() - killed
+        assert tenure_to_native <= 2 * TTL + 5, f"consul lock took {tenure_to_native:.1f} s"
+    finally:
+        if run.poll() is None:
+            signal_group(run.pid, signal.SIGKILL)
+            run.wait()
+    mine = TenureCandidate(url, name, history_path, "tenure-b")
+    try:
+        mine.campaign_in_background()
+        killed = native.kill()
+        native_to_tenure = mine.wait_elected(timeout=60) - killed
+        # consul lock's session: 15 s TTL (invalidated 15-30 s after its last renewal),
+        # then Consul's 15 s default lock-delay before anyone may acquire the key.
+        assert native_to_tenure >= 15, f"tenure led {native_to_tenure:.1f} s after the kill"
+        assert mine.lead is not None and mine.lead.token > native.token > run_token
+        mine.release()
+    finally:
+        mine.client.close()
+    print(f"failover after SIGKILL: tenure -> consul lock {tenure_to_native:.2f} s, "
+          f"consul lock -> tenure {native_to_tenure:.2f} s")
+    report = history.check(history.load(history_path))
+    assert report.ok, report.summary()
+    assert len(report.intervals) == 3
