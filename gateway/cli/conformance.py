@@ -15,6 +15,15 @@ own clients are cut off) and, with ``--duration``, a seeded chaos run of them.
 the path faults too) and runs everything, store-node kills included.
 Prints a table of property x backend with pass/fail and the measured bounds; exit
 status 0 when every property held, 1 otherwise.
+
+Soak mode (``--soak MINUTES``) runs seeded chaos rounds back to back instead (round i has
+seed SEED+i; ``--duration`` sets the round length, default 20 s) with a running count
+and a progress display, saves every failing history for replay, and ends with a table:
+faults survived per class, leaderships, violations, the worst failover per class.
+``--lab BACKEND --soak`` runs on a 3-node lab cluster with every store node in its own
+network namespace (ZooKeeper: on 127.0.0.1; PostgreSQL: 1 node) and draws every fault
+class that applies (tenure.conformance.faults); ``--backend URL --destructive --soak``
+draws the candidate, path and clock faults. Exit status 0 only with no violation.
 """
 
 from __future__ import annotations
@@ -57,10 +66,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--ttl", type=ttl_seconds, metavar="SECONDS",
                         help="session TTL, e.g. 2 or 2s (default: per backend)")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    parser.add_argument("--soak", type=positive_minutes, metavar="MINUTES",
+                        help="run seeded chaos rounds back to back for MINUTES and count "
+                        "faults, leaderships and violations")
     parser.set_defaults(handler=run)
 
 
 Row = dict[str, Any]
+
+
+def positive_minutes(text: str) -> float:
+    """argparse type for ``--soak``: minutes, a number > 0 ("30", "0.5")."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"--soak takes a number of minutes > 0, e.g. --soak 30; got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"no conformance profile for backend scheme {scheme!r}")
         return base if args.ttl is None else Profile(base.name, args.ttl, base.expiry_factor,
                                                      base.slack, base.needs_cluster)
+
+    if args.soak is not None:
+        from tenure.conformance.faults.soak import run_cli
+
+        return run_cli(args, seed, console, profile_for)
 
     def check(target: Target, label: str,
               checks: list[Callable[[Target], properties.Outcome]],
