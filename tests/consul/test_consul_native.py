@@ -265,6 +265,15 @@ def test_tenure_and_consul_lock_exclude_each_other_and_hand_over_both_ways(
     mine = TenureCandidate(url, name, history_path, "tenure-a")
     handovers: dict[str, list[float]] = {"tenure->native": [], "native->tenure": []}
     tokens: list[int] = []
+    seen: list[tenure.LeaderInfo | None] = []
+    reader = tenure.connect(url, ttl=TTL)
+    watch = reader.election(name).on_change(seen.append)
+
+    def observed(token: int, candidate_id: str) -> None:
+        wait_until(lambda: any(i is not None and i.token == token
+                               and i.candidate_id == candidate_id for i in seen),
+                   WAIT, f"tenure's observer to see holder {candidate_id} (token {token})")
+
     try:
         mine.campaign_in_background()
         mine.wait_elected()
@@ -275,6 +284,7 @@ def test_tenure_and_consul_lock_exclude_each_other_and_hand_over_both_ways(
             assert entry["Flags"] == LOCK_FLAG_VALUE and entry["Value"] == b"tenure-a"
             assert entry["Session"] == mine.lead.candidate_id
             tokens.append(mine.lead.token)
+            observed(mine.lead.token, mine.lead.candidate_id)
             native = ConsulLock(consul_cluster, name, f"{name.replace('/', '-')}-{round_}",
                                 history_path, tmp_path)
             locks.append(native)
@@ -284,6 +294,7 @@ def test_tenure_and_consul_lock_exclude_each_other_and_hand_over_both_ways(
             handovers["tenure->native"].append(native.wait_elected() - sent)
             tokens.append(native.token)
             mine.campaign_in_background()
+            observed(native.token, native.session)  # observe sees the native holder
             if round_ == 0:
                 text = run_tenure_leader(url, name)
                 assert text.returncode == 0, text.stderr
@@ -296,8 +307,12 @@ def test_tenure_and_consul_lock_exclude_each_other_and_hand_over_both_ways(
         tokens.append(mine.lead.token)
         mine.release()
     finally:
+        watch.stop()
+        reader.close()
         mine.client.close()
     assert tokens == sorted(set(tokens)), f"tokens must strictly increase: {tokens}"
+    shown = [i.token for i in seen if i is not None]
+    assert shown == sorted(shown), f"observed tokens went back: {shown}"
     report = history.check(history.load(history_path))
     assert report.ok, report.summary()
     assert len(report.intervals) == 2 * ROUNDS + 1
