@@ -44,6 +44,7 @@ class SoakTotals:
     worst_failover: dict[str, float] = field(default_factory=dict)
     saved: list[str] = field(default_factory=list)
     verdicts: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
 
     def add(self, report: ChaosReport) -> None:
         """Adds one round's report."""
@@ -87,6 +88,7 @@ class SoakTotals:
             "leaderless_rounds": self.leaderless_rounds, "unobserved": self.unobserved,
             "worst_failover": {k: round(v, 3) for k, v in self.worst_failover.items()},
             "saved_histories": self.saved, "verdicts": dict(self.verdicts),
+            "errors": self.errors,
         }
 
 
@@ -101,7 +103,18 @@ def soak(target: Target, *, minutes: float, seed: int, faults: tuple[str, ...],
         config = ChaosConfig(seed=round_seed, duration=round_seconds, candidates=candidates,
                              faults=faults)
         workdir = Path(target.workdir) / f"round-{totals.rounds:05d}"
-        report = run_chaos(target, config, workdir)
+        try:
+            report = run_chaos(target, config, workdir)
+        except Exception as exc:  # a store that did not come back: count it, go on if it serves
+            totals.rounds += 1
+            totals.errors.append(f"seed {round_seed}: {type(exc).__name__}: {exc}"[:2000])
+            totals.verdicts["error"] += 1
+            if target.cluster is not None:
+                try:
+                    target.cluster.wait_serving(120)
+                except Exception:
+                    break
+            continue
         totals.add(report)
         shutil.rmtree(workdir, ignore_errors=True)  # failing rounds were copied to artifacts/
         if on_round is not None:
@@ -166,6 +179,8 @@ def run_cli(args: Any, seed: int, console: Any,
         def on_round(totals: SoakTotals, report: ChaosReport) -> None:
             progress.update(task, completed=min(totals.elapsed, args.soak * 60),
                             description=totals.line())
+            if not progress.console.is_terminal:  # logs get the running count line by line
+                progress.console.print(f"{totals.elapsed / 60:5.1f} min  {totals.line()}")
             if report.check is not None and report.check.violations:
                 progress.console.print(f"[red]round seed {report.seed}:[/] "
                                        f"{report.summary()}")
@@ -176,7 +191,7 @@ def run_cli(args: Any, seed: int, console: Any,
     print_totals(console, label, totals)
     if args.json:
         Path(args.json).write_text(json.dumps(totals.as_dict(), indent=1))
-    return 0 if not totals.violations else 1
+    return 0 if not totals.violations and not totals.errors else 1
 
 
 def print_totals(console: Any, label: str, totals: SoakTotals) -> None:
@@ -196,7 +211,9 @@ def print_totals(console: Any, label: str, totals: SoakTotals) -> None:
     console.print(f"leaderships {totals.leaderships}; [{colour}]violations "
                   f"{len(totals.violations)}[/]; rounds without a leader "
                   f"{len(totals.leaderless_rounds)}; faults not observed "
-                  f"{len(totals.unobserved)}")
+                  f"{len(totals.unobserved)}; rounds that failed to run {len(totals.errors)}")
+    for error in totals.errors:
+        console.print(f"[yellow]{error}[/]")
     for violation in totals.violations:
         console.print(f"[red]{violation}[/]")
     for path in totals.saved:
