@@ -28,6 +28,7 @@ _ADAPTERS: dict[str, tuple[str, str, str]] = {
     "rediss": ("tenure.adapters.redis", "RedisStore", "redis"),
     "postgresql": ("tenure.adapters.postgres", "PostgresStore", "postgres"),
     "postgres": ("tenure.adapters.postgres", "PostgresStore", "postgres"),
+    "kubernetes": ("tenure.adapters.kubernetes", "KubernetesStore", "kubernetes"),
     # Live migration between two of the above (protocol: tenure.migration); the stage is
     # in the scheme.
     "migrate+source": ("tenure.adapters.migrating", "MigratingStore", ""),
@@ -37,7 +38,7 @@ _ADAPTERS: dict[str, tuple[str, str, str]] = {
 }
 
 SCHEMES = tuple(_ADAPTERS)
-STORES = ("sqlite", "etcd", "zookeeper", "consul", "redis", "postgresql")
+STORES = ("sqlite", "etcd", "zookeeper", "consul", "redis", "postgresql", "kubernetes")
 """The stores named in the unknown-scheme message (aliases and migrate+ stages left out)."""
 
 _registered: dict[str, tuple[str, str, str]] = {}

@@ -200,6 +200,12 @@ def parse_backend_url(url: str) -> tuple[BackendURL, dict[str, str]]:
         return BackendURL(scheme, (), unquote(path), options), core
     if scheme.startswith("migrate+"):  # two backend URLs in the query (tenure.migration)
         return BackendURL(scheme, (), parts.path, options), core
+    if scheme == "kubernetes":  # kubernetes://[NAMESPACE]: the server is in the kubeconfig
+        if parts.path.strip("/") or "@" in parts.netloc:
+            raise ConfigError(
+                f"backend URL {_shown(url)}: a kubernetes URL names only a namespace, "
+                "as kubernetes://NAMESPACE?kubeconfig=PATH&context=NAME")
+        return BackendURL(scheme, (), unquote(parts.netloc), options), core
     netloc = parts.netloc
     username = password = None
     if "@" in netloc:

@@ -51,6 +51,8 @@ PROFILES: dict[str, Profile] = {
     # One primary: PostgreSQL has no failover of its own (a promoted standby is tested in
     # tests/postgres), so the 3-node store-fault tests do not apply.
     "postgres": Profile("postgres", ttl=1.0, needs_cluster=False),
+    # One kube-apiserver over one etcd (tests/kubernetes restarts both); whole-second TTLs.
+    "kubernetes": Profile("kubernetes", ttl=2.0, needs_cluster=False),
 }
 
 
@@ -83,6 +85,9 @@ class Target:
         path and options kept), and ``cut``/``heal``/``latency``/``close`` act on all."""
         from tenure.conformance.lab.proxy import Proxy, ProxyGroup
 
+        if self.profile.name == "kubernetes" and self.cluster is not None:
+            # The server is in the kubeconfig: the lab writes one naming the proxy.
+            return self.cluster.proxy()
         parts = urlsplit(self.url)
         auth, _, hostlist = parts.netloc.rpartition("@")
         proxies = []

@@ -1,0 +1,147 @@
+"""The Kubernetes mapping against a real kube-apiserver (over a lab etcd): Lease names and
+annotations as documented, tokens that keep rising across apiserver and etcd restarts,
+renewal traffic flat in the number of elections (and what layout=native costs), and a
+session someone deleted is never revived."""
+
+from __future__ import annotations
+
+import re
+import ssl
+import time
+import urllib.request
+from collections.abc import Callable
+
+import pytest
+
+import tenure
+from tenure.adapters.kubernetes import KubernetesStore, lease_name
+from tenure.conformance.lab.fixtures import LabFactory, SharedClusters, attach_cluster
+from tenure.conformance.lab.kubernetes import KubernetesCluster
+
+pytestmark = [pytest.mark.kubernetes]
+
+
+@pytest.fixture
+def kube(request: pytest.FixtureRequest, lab_clusters: SharedClusters) -> KubernetesCluster:
+    cluster = lab_clusters.get("kubernetes")
+    attach_cluster(request, cluster)
+    assert isinstance(cluster, KubernetesCluster)
+    return cluster
+
+
+def wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def store_of(client: tenure.Client) -> KubernetesStore:
+    store = client.store
+    assert isinstance(store, KubernetesStore)
+    return store
+
+
+def test_an_election_is_one_lease_named_within_kubernetes_rules(kube: KubernetesCluster) -> None:
+    election = f"Jobs/Nightly_Report/{time.monotonic_ns()}"
+    with tenure.connect(kube.url, ttl=2, candidate_id="worker-1") as client:
+        lead = client.election(election).campaign(value=b"10.0.0.7", timeout=20)
+        lease = store_of(client).api.get(lease_name(election))
+        assert lease is not None
+        assert re.fullmatch(r"jobs-nightly-report-[0-9]+-[0-9a-f]{10}", lease_name(election))
+        notes = lease["metadata"]["annotations"]
+        assert notes["tenure.dev/election"] == election
+        assert lease["spec"]["holderIdentity"] == "worker-1"
+        assert lease["spec"]["leaseTransitions"] == lead.token == int(notes["tenure.dev/token"])
+        assert notes["tenure.dev/session"].startswith("tenure-session-")
+        lead.resign()
+        lease = store_of(client).api.get(lease_name(election))
+        assert lease is not None and lease["spec"]["holderIdentity"] == ""
+
+
+def test_tokens_keep_rising_across_apiserver_and_etcd_restarts(lab: LabFactory) -> None:
+    cluster = lab.start("kubernetes")
+    assert isinstance(cluster, KubernetesCluster)
+    election = "restarts"
+    tokens = []
+
+    def lead_once() -> None:
+        def attempt() -> int:
+            with tenure.connect(cluster.url, ttl=2) as client:
+                lead = client.election(election).campaign(timeout=20)
+                token = lead.token
+                lead.resign()
+                return token
+        end = time.monotonic() + 60
+        while True:  # the apiserver answers 5xx for a moment after etcd came back
+            try:
+                tokens.append(attempt())
+                return
+            except tenure.StoreUnavailable:
+                assert time.monotonic() < end
+                time.sleep(0.5)
+
+    lead_once()
+    lead_once()  # the same election, a new leadership: a new token
+    cluster.apiserver.restart()
+    lead_once()
+    cluster.kill_etcd()
+    cluster.restart_etcd()
+    lead_once()
+    assert tokens == sorted(set(tokens)) and len(tokens) == 4, tokens
+
+
+def _lease_updates(cluster: KubernetesCluster) -> int:
+    """The apiserver's own count of Lease update requests (its /metrics)."""
+    context = ssl.create_default_context(cafile=str(cluster.apiserver.ca_file))
+    request = urllib.request.Request(
+        f"https://{cluster.apiserver.client_address}/metrics",
+        headers={"Authorization": f"Bearer {cluster.token}"})
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
+        text = response.read().decode()
+    total = 0
+    for line in text.splitlines():
+        if (line.startswith("apiserver_request_total{") and 'resource="leases"' in line
+                and 'verb="PUT"' in line):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+@pytest.mark.slow
+def test_renewal_traffic_is_flat_in_the_number_of_elections(kube: KubernetesCluster) -> None:
+    ttl, window = 3, 4.0
+    figures: dict[tuple[str, int], tuple[int, int]] = {}
+    for layout in ("tenure", "native"):
+        for elections in (1, 20):
+            url = kube.url + ("&layout=native" if layout == "native" else "")
+            with tenure.connect(url, ttl=ttl) as client:
+                held = [client.election(f"traffic/{layout}/{elections}/{i}").campaign(timeout=20)
+                        for i in range(elections)]
+                store = store_of(client)
+                sent, updates = store.api.requests, _lease_updates(kube)
+                time.sleep(window)  # measuring a rate over a fixed window
+                figures[(layout, elections)] = (store.api.requests - sent,
+                                                _lease_updates(kube) - updates)
+                for lead in held:
+                    assert not lead.lost
+                    lead.resign()
+    print("requests and server-counted Lease updates in", window, "s at TTL", ttl, figures)
+    renewals = window / (ttl / 3)
+    for elections in (1, 20):
+        sent, updates = figures[("tenure", elections)]
+        assert abs(sent - renewals) <= 1.5, figures
+        assert updates <= sent + 3, figures  # other clients of the shared lab may write too
+    assert figures[("tenure", 20)][0] <= figures[("tenure", 1)][0] + 1
+    assert figures[("native", 20)][0] >= 10 * figures[("native", 1)][0] - 20
+
+
+def test_a_deleted_session_is_never_revived(kube: KubernetesCluster) -> None:
+    election = f"revive/{time.monotonic_ns()}"
+    with tenure.connect(kube.url, ttl=2) as client:
+        lead = client.election(election).campaign(timeout=20)
+        store = store_of(client)
+        session = store._session_name
+        assert session is not None
+        store.api.delete(session, None)
+        assert lead.wait_lost(timeout=10), "a renewal must find the session gone"
+        assert store.api.get(session) is None
