@@ -87,6 +87,7 @@ class NativeCandidate:
         self.token = 0
         self.elected_at = math.nan
         self.released = False
+        self.lost_at = math.nan
         self.eof = False
         self._stderr: list[bytes] = []
         self.process = spawn_guarded(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -109,6 +110,8 @@ class NativeCandidate:
                     self._record("elected", t, deadline=math.inf)
                 elif word == "released":
                     self.released = True
+                elif word == "lost":
+                    self.lost_at = t
                 self.cond.notify_all()
         with self.cond:
             self.eof = True
@@ -160,8 +163,22 @@ class NativeCandidate:
         self.process.wait()
         return sent
 
+    def pause(self) -> float:
+        """SIGSTOP; the interval is cut here: the recipe gives a paused leader no way to
+        know it lost, so the checker could not judge it (the test shows the overlap)."""
+        sent = time.monotonic()
+        if self.leading:
+            self._record("lost", sent, reason="SIGSTOP: no deadline, the interval is cut here")
+        signal_group(self.process.pid, signal.SIGSTOP)
+        return sent
+
+    def wait_lost(self, timeout: float = WAIT) -> float:
+        self._wait("told it lost", lambda: not math.isnan(self.lost_at), timeout)
+        return self.lost_at
+
     def stop(self) -> None:
         if self.process.poll() is None:
+            signal_group(self.process.pid, signal.SIGCONT)
             signal_group(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
@@ -573,3 +590,39 @@ def test_rolling_migration_from_the_native_layout_to_tenures_own(
     assert report.ok, report.summary()
     assert [i.cid for i in report.intervals] == [
         "kazoo", "c-source", "c-dual-source", "c-dual-target", "c-target"]
+
+
+def test_a_paused_curator_leader_is_succeeded_and_learns_it_only_after_resuming(
+    zookeeper_cluster: Cluster, processes: list[NativeCandidate], tmp_path: Path,
+) -> None:
+    """The limit docs/interop.md states: a Curator leader SIGSTOPped beyond its session
+    timeout loses its node and a tenure waiter leads; resumed, Curator interrupts its
+    ``takeLeadership`` only once its client processed the expiry -- until then it still
+    believes it leads, overlapping its successor (its interval, cut at the pause in the
+    history, would otherwise overlap)."""
+    name = unique("pause")
+    url, history_path = native_url(zookeeper_cluster), tmp_path / "history.jsonl"
+    with tenure.connect(url, ttl=TTL) as reader:
+        paused = NativeCandidate(curator_command(zookeeper_cluster, f"/{name}", "curator"),
+                                 "curator", name, history_path)
+        processes.append(paused)
+        paused.wait_queued(timeout=2 * WAIT)
+        paused.wait_elected()
+        mine = TenureCandidate(url, name, history_path, "tenure")
+        try:
+            mine.campaign_in_background(reader)
+            stopped = paused.pause()
+            took = mine.wait_elected() - stopped
+            assert took >= TTL * 0.5, f"tenure led {took:.2f} s after the pause: too early"
+            signal_group(paused.process.pid, signal.SIGCONT)
+            resumed = time.monotonic()
+            lost = paused.wait_lost()
+            assert lost > mine.elected_at, "uncut, the paused leader overlaps its successor"
+            print(f"paused Curator: succeeded {took:.2f} s after SIGSTOP; told it lost "
+                  f"{(lost - resumed) * 1000:.0f} ms after SIGCONT")
+            mine.release()
+        finally:
+            mine.client.close()
+    report = history.check(history.load(history_path))
+    assert report.ok, report.summary()
+    assert [i.cid for i in report.intervals] == ["curator", "tenure"]
