@@ -160,13 +160,14 @@ class Election:
 
     def campaign(
         self, value: bytes | str = b"", *, timeout: float | None = None,
-        on_lost: AsyncLostCallback | None = None,
+        on_lost: AsyncLostCallback | None = None, priority: int | None = None,
     ) -> Campaign:
         """Campaigns; ``await`` it for a :class:`Leadership`, or use it with
         ``async with`` (resigns on exit). Raises what the sync campaign raises
         (CampaignTimeout, UsageError, ...). Cancelling the awaiting task removes the
-        queue entry before CancelledError propagates."""
-        return Campaign(self, value, timeout, on_lost)
+        queue entry before CancelledError propagates. ``priority``: as in
+        :meth:`tenure.Election.campaign`."""
+        return Campaign(self, value, timeout, on_lost, priority)
 
     async def leader(self) -> LeaderInfo | None:
         """The current leader by a linearizable read, or None."""
@@ -282,12 +283,13 @@ class Campaign:
 
     def __init__(
         self, election: Election, value: bytes | str, timeout: float | None,
-        on_lost: AsyncLostCallback | None,
+        on_lost: AsyncLostCallback | None, priority: int | None = None,
     ) -> None:
         self._election = election
         self._value = value
         self._timeout = timeout
         self._on_lost = on_lost
+        self._priority = priority
         self._leadership: Leadership | None = None
 
     def __await__(self) -> Generator[Any, None, Leadership]:
@@ -304,7 +306,8 @@ class Campaign:
 
         def campaign() -> SyncLeadership:
             return self._election.sync.campaign(
-                self._value, timeout=self._timeout, cancel=cancel, on_lost=lost
+                self._value, timeout=self._timeout, cancel=cancel, on_lost=lost,
+                priority=self._priority,
             )
 
         task = asyncio.ensure_future(_in_thread(campaign, "tenure-aio-campaign"))
@@ -453,6 +456,30 @@ class Leadership:
             sync.leadership.on_lost(lambda _sync, reason: leadership._fire_lost(reason))
         return HandoffResult(sync.ok, sync.candidate, sync.message, sync.released,
                              sync.leader, leadership, sync.elapsed, sync.token)
+
+    @property
+    def preferred(self) -> threading.Event:
+        """Set while a higher-priority candidate waits (see
+        :attr:`tenure.Leadership.preferred`; watched once :meth:`watch_preferred` ran)."""
+        return self.sync.preferred
+
+    def watch_preferred(self) -> None:
+        """Starts watching for higher-priority waiters (sets :attr:`preferred`)."""
+        self.sync.on_preferred(lambda _lead, _contender: None)
+
+    async def yield_to_preferred(
+        self, *, timeout: float = 10.0, on_failure: str = "keep",
+    ) -> HandoffResult[Leadership] | None:
+        """Hands off to the highest-priority waiter above this leader, if any (None
+        otherwise), like :meth:`tenure.Leadership.yield_to_preferred`."""
+        from tenure.priority import best_waiter, with_priorities
+
+        best = await asyncio.to_thread(
+            lambda: best_waiter(with_priorities(self.sync._client.store, self.election),
+                                self.candidate_id, self.sync.priority))
+        if best is None:
+            return None
+        return await self.handoff(best.candidate_id, timeout=timeout, on_failure=on_failure)
 
     async def proclaim(self, value: bytes | str) -> None:
         """Changes this leader's value without giving up leadership."""

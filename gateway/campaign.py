@@ -105,6 +105,8 @@ class Campaign:
         """Called once the store let a ticket win: False makes it step aside (withdrawn
         and queued again, never reported won) -- :class:`tenure.handoff.HandoffGate`."""
         self.stepped_aside = 0
+        self.priority: int | None = None
+        """Declared priority, carried by a second entry (:mod:`tenure.priority`)."""
 
     def run(self) -> tuple[Ticket, int, int]:
         """Campaigns until won (see the module docstring)."""
@@ -137,6 +139,12 @@ class Campaign:
                 self.keeper.expired(generation, str(exc))
                 raise
             try:
+                if self.priority is not None:
+                    from tenure.priority import add_priority
+
+                    companion = add_priority(self.store, ticket, self.priority)
+                    with _companions_lock:
+                        _companions[ticket] = companion
                 token = self._await_turn(ticket)
                 if self.admits is not None and not self._retrying(
                         retry_if_exception(_transient))(self.admits, self.store, ticket, token):
@@ -236,12 +244,22 @@ def observe(
             wait_for(step, end, stop)
 
 
+_companions: dict[Ticket, Ticket] = {}
+"""Priority entries (:mod:`tenure.priority`) by the entry they belong to."""
+_companions_lock = threading.Lock()
+
+
 def withdraw_quietly(
     store: Store[Any], ticket: Ticket, keeper: SessionKeeper | None = None
 ) -> None:
-    """Withdraws ``ticket``. On a store error the keeper retries after its next
-    successful renewal (an entry left behind would otherwise live as long as the
-    session); without a keeper it is logged and expires with the session."""
+    """Withdraws ``ticket`` (and its priority entry, if any). On a store error the
+    keeper retries after its next successful renewal (an entry left behind would
+    otherwise live as long as the session); without a keeper it is logged and
+    expires with the session."""
+    with _companions_lock:
+        companion = _companions.pop(ticket, None)
+    if companion is not None:
+        withdraw_quietly(store, companion, keeper)
     ticket.withdrawn = True
     try:
         store.withdraw(ticket)

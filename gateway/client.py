@@ -28,8 +28,9 @@ from tenure.campaign import Campaign, observe, withdraw_quietly
 from tenure.config import Settings, load_settings
 from tenure.errors import ConfigError, TenureError, UsageError
 from tenure.handoff import HandoffGate
-from tenure.leadership import Leadership, LostCallback, State
+from tenure.leadership import Leadership, LostCallback, PreferredCallback, State
 from tenure.names import check_election_name, check_value, default_candidate_id
+from tenure.priority import check_priority, with_priorities
 from tenure.runloop import run as run_forever
 from tenure.session import SessionKeeper
 from tenure.store import Contender, LeaderInfo, Store, StoreLimits, Ticket
@@ -238,6 +239,8 @@ class Election:
         timeout: float | None = None,
         cancel: threading.Event | None = None,
         on_lost: LostCallback | None = None,
+        priority: int | None = None,
+        on_preferred: PreferredCallback | None = None,
     ) -> Leadership:
         """Blocks until this client's candidate leads and returns the Leadership.
 
@@ -246,9 +249,14 @@ class Election:
         CampaignCancelled once ``cancel`` is set, UsageError if this client already
         campaigns here; on any of these the queue entry is removed.
         ``on_lost(leadership, reason)`` is called once if the leadership is later lost
-        (never on resign)."""
+        (never on resign). ``priority`` (a whole number, higher preferred) is shown to
+        every other candidate in :meth:`contenders`; ``on_preferred(leadership,
+        contender)`` is called while leading when a higher-priority candidate waits
+        (:mod:`tenure.priority`; it only tells -- arrival order still decides who leads
+        unless the leader yields)."""
         client = self.client
         data = check_value(value, client.settings.max_value_bytes)
+        declared = check_priority(priority)
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, int | float)
             or not timeout >= 0
@@ -262,6 +270,7 @@ class Election:
                             data, timeout, cancel or threading.Event())
         campaign.describe_leader = lambda: _describe(self.leader_or_none())
         campaign.admits = client.handoff_gate.admits
+        campaign.priority = declared
         try:
             leadership = self._win(campaign, data)
         except BaseException:
@@ -269,7 +278,10 @@ class Election:
             raise
         if on_lost is not None:
             leadership.on_lost(on_lost)
+        leadership.priority = declared or 0
         client._held(leadership)
+        if on_preferred is not None:
+            leadership.on_preferred(on_preferred)
         if leadership.state is not State.HELD:
             client.forget(leadership)
         log.info(
@@ -309,8 +321,9 @@ class Election:
 
     def contenders(self) -> list[Contender]:
         """Every live candidate here -- the leader and each waiter -- as the store lists
-        them (in arrival order where it has one), like kazoo's ``Election.contenders()``."""
-        return self.client.store.contenders(self.name)
+        them (in arrival order where it has one), like kazoo's ``Election.contenders()``,
+        each with the priority it declared (0 when none)."""
+        return with_priorities(self.client.store, self.name)
 
     def leader_or_none(self) -> LeaderInfo | None:
         """Like :meth:`leader`, but None when the store cannot be asked."""
@@ -349,16 +362,22 @@ class Election:
         on_new_leader: Callable[[LeaderInfo | None], None] | None = None,
         stop: threading.Event | None = None,
         accept_handoff_requests: bool = False,
+        priority: int | None = None,
+        prefer_priority: bool = False,
+        on_preferred: PreferredCallback | None = None,
     ) -> None:
         """Leads forever: campaigns, calls ``work(leadership)`` while leading (its
         ``leadership.ended`` event is set the moment it ends), calls ``on_stopped`` on
         every end, and campaigns again after a loss with back-off. Returns when
         ``work`` returns, ``stop`` is set or the client is closed; see
         :mod:`tenure.runloop` for every rule and what it does not do.
-        ``accept_handoff_requests``: serve ``tenure handoff`` requests while leading."""
+        ``accept_handoff_requests``: serve ``tenure handoff`` requests while leading.
+        ``priority``, ``on_preferred``, ``prefer_priority`` (default off: first come,
+        first served): see :mod:`tenure.runloop`."""
         run_forever(self, work, value=value, on_started=on_started, on_stopped=on_stopped,
             on_new_leader=on_new_leader, stop=stop,
-            accept_handoff_requests=accept_handoff_requests)
+            accept_handoff_requests=accept_handoff_requests, priority=priority,
+            prefer_priority=prefer_priority, on_preferred=on_preferred)
 
     def on_change(self, callback: Callable[[LeaderInfo | None], None]) -> Observer:
         """Calls ``callback`` with the current leader and each change, from a thread,

@@ -8,7 +8,7 @@
 Only the leader can hand off (the marker is a write fenced by its token), so a request
 travels through the store like everything else, with nothing but the store interface:
 
-* The requester campaigns in the side election ``<election>/.tenure-handoff-request``
+* The requester campaigns in the side election ``.tenure-handoff-request/<election>``
   with the request (successor, timeout, on_failure, a request id) as its VALUE; while
   it leads there, that is the one pending request (a second requester waits).
 * A leader that accepts requests observes that side election (one watch, one thread,
@@ -58,7 +58,7 @@ POLL = 0.1
 
 def request_election(election: str) -> str:
     """The side election carrying ``election``'s pending handoff request."""
-    name = f"{election}/{REQUEST_SEGMENT}"
+    name = f"{REQUEST_SEGMENT}/{election}"  # outside the election's own key range
     if len(name) > MAX_NAME_LENGTH:
         raise ConfigError(
             f"election name {election!r} is too long for a handoff request (at most "

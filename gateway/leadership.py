@@ -31,14 +31,16 @@ from tenure.config import Settings
 from tenure.errors import LeadershipLost, NotLeader
 from tenure.names import check_election_name, check_value
 from tenure.session import SessionKeeper
-from tenure.store import Store, Ticket
+from tenure.store import Contender, Store, Ticket
 
 if TYPE_CHECKING:
     from tenure.handoff import HandoffResult, OnFailure
+    from tenure.priority import PreferenceWatch
 
 log = logging.getLogger("tenure")
 
 LostCallback = Callable[["Leadership", str], None]
+PreferredCallback = Callable[["Leadership", Contender], None]
 
 
 class Owner(Protocol):
@@ -87,6 +89,11 @@ class Leadership:
         self.ended_at: float | None = None
         self.handed_off_to: str | None = None
         """The successor named when this leadership was released by a handoff."""
+        self.priority = 0
+        """The priority this candidate declared (0 when none; :mod:`tenure.priority`)."""
+        self._preferred = threading.Event()
+        self._preferred_callbacks: list[PreferredCallback] = []
+        self._watch: PreferenceWatch | None = None
 
     def __repr__(self) -> str:
         state = self.state
@@ -182,6 +189,7 @@ class Leadership:
 
     def handoff(
         self, to: str, *, timeout: float = 10.0, on_failure: str = "keep",
+        recampaign: bool = True,
     ) -> HandoffResult[Leadership]:
         """Hands leadership to the waiting candidate ``to``: it becomes the next leader,
         with a larger token, and no other waiter is reported won in between (they step
@@ -192,13 +200,63 @@ class Leadership:
         does not take over after the release, this candidate queues again at once and
         the others let it lead again -- with a NEW token (``result.leadership``).
         ``on_failure="resign"``: it stays resigned. NotLeader if this leadership has
-        already ended; ConfigError for bad arguments."""
+        already ended; ConfigError for bad arguments. ``recampaign=False``: with
+        ``keep``, do not queue again here (a run loop does that by itself)."""
         from tenure.handoff import check_handoff_args, hand_off
 
         successor, seconds = check_handoff_args(to, timeout, on_failure)
         self._require_held("handoff")
         mode: OnFailure = "keep" if on_failure == "keep" else "resign"
-        return hand_off(self, self._client.election(self.election), successor, seconds, mode)
+        return hand_off(self, self._client.election(self.election), successor, seconds, mode,
+                        recampaign=recampaign)
+
+    @property
+    def preferred(self) -> threading.Event:
+        """Set while a live waiter of higher priority than this leader's is known
+        (only watched once :meth:`on_preferred` was called, or in a run loop with
+        ``prefer_priority``). Work can check it at its safe points and then call
+        :meth:`yield_to_preferred`. Read it; do not set it."""
+        return self._preferred
+
+    def on_preferred(self, callback: PreferredCallback) -> None:
+        """Registers ``callback(leadership, contender)``, called (from a tenure thread)
+        once per higher-priority candidate found waiting while this leadership is held;
+        the first registration starts the one watch (:class:`tenure.priority.PreferenceWatch`).
+        It only tells: handing over is the leader's choice (:meth:`yield_to_preferred`)."""
+        from tenure.priority import PreferenceWatch
+
+        with self._lock:
+            self._preferred_callbacks.append(callback)
+            start = self._watch is None and self._state is State.HELD
+            if start:
+                self._watch = PreferenceWatch(self, self._client.store, self.priority)
+
+    def tell_preferred(self, contender: Contender) -> None:
+        """Calls the ``on_preferred`` callbacks (the watch does, once per candidate)."""
+        with self._lock:
+            callbacks = list(self._preferred_callbacks)
+        for callback in callbacks:
+            try:
+                callback(self, contender)
+            except Exception:
+                log.exception("on_preferred callback failed")
+
+    def yield_to_preferred(
+        self, *, timeout: float = 10.0, on_failure: str = "keep", recampaign: bool = True,
+    ) -> HandoffResult[Leadership] | None:
+        """Hands off (:meth:`handoff`) to the live waiter of the highest priority above
+        this leader's, if there is one; None (nothing done) otherwise. Call it at a safe
+        point of your work: tenure never pre-empts a leader for a priority."""
+        from tenure.priority import best_waiter, with_priorities
+
+        self._require_held("yield to a preferred candidate")
+        best = best_waiter(with_priorities(self._client.store, self.election),
+                           self.candidate_id, self.priority)
+        if best is None:
+            self._preferred.clear()
+            return None
+        return self.handoff(best.candidate_id, timeout=timeout, on_failure=on_failure,
+                            recampaign=recampaign)
 
     def proclaim(self, value: bytes | str) -> None:
         """Changes this leader's value without giving up leadership. NotLeader if it is
@@ -252,6 +310,9 @@ class Leadership:
             self._state = state
             self._reason = reason
             self.ended_at = time.monotonic()
+            watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.stop()
         self._client.forget(self)
         return True
 

@@ -19,7 +19,12 @@ exponential back-off; when ``work`` returns by itself the leadership is resigned
 With ``accept_handoff_requests=True`` each leadership serves ``tenure handoff``
 requests (:mod:`tenure.handoff_requests`): the handoff ends the leadership
 (``leadership.ended`` is set, ``on_stopped`` is called with "handed off to ...") and
-the loop queues again at once, without back-off.
+the loop queues again at once, without back-off. ``priority=N`` is declared with
+each campaign; ``on_preferred`` is told when a higher-priority candidate waits; with
+``prefer_priority=True`` the loop also hands off to it -- never mid-work: ``work``
+returns at a safe point it chooses once ``leadership.preferred`` is set, the loop then
+hands off (:meth:`Leadership.yield_to_preferred`) and queues again instead of
+returning. Default: first come, first served.
 
 What it does NOT do: interrupt ``work``. Python cannot stop a thread; ``work`` must
 watch ``leadership.ended`` (or call ``leadership.ensure()``) and return. Use
@@ -35,7 +40,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from tenure.errors import CampaignCancelled, CampaignTimeout
-from tenure.leadership import Leadership, State
+from tenure.leadership import Leadership, PreferredCallback, State
 from tenure.store import LeaderInfo
 
 log = logging.getLogger("tenure")
@@ -62,7 +67,8 @@ class Campaigner(Protocol):
     @property
     def ttl(self) -> float: ...
     def campaign(self, value: bytes | str = b"", *,
-                 cancel: threading.Event | None = None) -> Leadership: ...
+                 cancel: threading.Event | None = None,
+                 priority: int | None = None) -> Leadership: ...
     def on_change(self, callback: NewLeaderCallback) -> Stoppable: ...
 
 
@@ -88,9 +94,17 @@ class RunLoop:
         on_stopped: StoppedCallback | None = None,
         on_new_leader: NewLeaderCallback | None = None,
         accept_handoff_requests: bool = False,
+        priority: int | None = None,
+        prefer_priority: bool = False,
+        on_preferred: PreferredCallback | None = None,
     ) -> None:
         self.election = election
         self.accept_handoff_requests = accept_handoff_requests
+        self.priority = priority
+        self.prefer_priority = prefer_priority
+        self.on_preferred = on_preferred
+        self.yielded = 0
+        """Handoffs to a preferred candidate made by this loop."""
         self.work = work
         self.value = value
         self.on_started = on_started
@@ -122,7 +136,8 @@ class RunLoop:
         try:
             while not self._stop.is_set() and not self.election.closed:
                 try:
-                    lead = self.election.campaign(self.value, cancel=self._stop)
+                    lead = self.election.campaign(self.value, cancel=self._stop,
+                                                  priority=self.priority)
                 except CampaignCancelled:
                     return
                 except CampaignTimeout:  # pragma: no cover - no timeout is given
@@ -155,6 +170,10 @@ class RunLoop:
             from tenure.handoff_requests import HandoffListener
 
             listener = HandoffListener(lead, recampaign=False)
+        if self.on_preferred is not None:
+            lead.on_preferred(self.on_preferred)
+        elif self.prefer_priority:
+            lead.on_preferred(lambda _lead, _contender: None)
         try:
             if self.on_started is not None:
                 self.on_started(lead)
@@ -168,6 +187,13 @@ class RunLoop:
                 self._current = None
             if listener is not None:
                 listener.stop()
+        if (self.prefer_priority and lead.state is State.HELD and lead.preferred.is_set()
+                and not self._stop.is_set()):
+            # The safe point: work returned while a preferred candidate waits.
+            result = lead.yield_to_preferred(on_failure="keep", recampaign=False)
+            if result is not None:
+                self.yielded += 1
+                log.info("run loop in %s: %s", self.election.name, result.message)
         done = lead.state is State.HELD
         if done:
             lead.end_resigned("work returned")
@@ -198,12 +224,16 @@ def run(
     on_new_leader: NewLeaderCallback | None = None,
     stop: threading.Event | None = None,
     accept_handoff_requests: bool = False,
+    priority: int | None = None,
+    prefer_priority: bool = False,
+    on_preferred: PreferredCallback | None = None,
 ) -> None:
     """Builds a :class:`RunLoop` and runs it; ``stop``, when set, stops it (checked by
     a helper thread every 0.1 s: :class:`threading.Event` has no callback)."""
     loop = RunLoop(election, work, value=value, on_started=on_started,
                    on_stopped=on_stopped, on_new_leader=on_new_leader,
-                   accept_handoff_requests=accept_handoff_requests)
+                   accept_handoff_requests=accept_handoff_requests, priority=priority,
+                   prefer_priority=prefer_priority, on_preferred=on_preferred)
     finished = threading.Event()
     if stop is not None:
         def relay() -> None:

@@ -32,6 +32,11 @@ what differs between stores (TTL range, partition safety, arrival order) is data
 | ``read``              |                                                            |
 +-----------------------+------------------------------------------------------------+
 
+Built on these steps in the core, with no adapter method of their own: planned
+handoff (:mod:`tenure.handoff`: a marker written by ``guarded_write`` and read after
+``try_lead`` won) and candidate priorities (:mod:`tenure.priority`: a second entry of
+the session, enqueued in a side election).
+
 Losses an adapter learns by itself (a watch saw its key deleted, the store reported
 the session gone, a renewal reached too few instances) go through ONE channel: the
 reporter the core installs with :meth:`Store.bind`. A refused conditional write is
@@ -80,11 +85,15 @@ class Contender:
     ``order`` is its arrival position where the store has one (SQLite seq, etcd
     create revision, ZooKeeper sequence, Consul/Redis registration index), else 0;
     lists are sorted by it, the leader (if any) first where the store queues.
+    ``priority`` is what the candidate declared (``campaign(priority=N)``; 0 when
+    none). Adapters leave it 0: the core fills it in (:mod:`tenure.priority` carries
+    it as a second entry of the same session, so no adapter stores it).
     """
 
     candidate_id: str
     value: bytes
     order: int = 0
+    priority: int = 0
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-friendly form (value decoded as UTF-8 with replacement)."""
@@ -92,6 +101,7 @@ class Contender:
             "candidate_id": self.candidate_id,
             "value": self.value.decode("utf-8", "replace"),
             "order": self.order,
+            "priority": self.priority,
         }
 
 

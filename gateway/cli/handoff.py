@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.election.endswith("/.tenure-handoff-request"):
+    if args.election.startswith(".tenure-handoff-request/"):
         raise ConfigError(f"{args.election!r} is a handoff request channel, not an election")
     with connect(args, read_only=True) as client:
         outcome = request_handoff(client, args.election, args.to, args.timeout,

@@ -49,7 +49,7 @@ from prometheus_client import (
 
 from tenure import aio
 from tenure.config import DEFAULT_TTL
-from tenure.errors import StoreUnavailable, TenureError
+from tenure.errors import ConfigError, StoreUnavailable, TenureError
 from tenure.http import openapi
 from tenure.http.auth import Redactor, SiteCheck, TokenCheck
 from tenure.http.handles import Holder, Holders, TooManyCampaigns, UnknownHandle
@@ -75,6 +75,7 @@ from tenure.http.problems import (
 from tenure.http.watch import Watches, WatchFailed
 from tenure.metrics import JsonLog, Metrics
 from tenure.names import DEFAULT_MAX_VALUE_BYTES
+from tenure.priority import check_priority
 from tenure.store import LeaderInfo
 
 log = logging.getLogger("tenure.http")
@@ -194,9 +195,21 @@ class Gateway:
 
 GATEWAY = web.AppKey("gateway", Gateway)
 
+def _priority(name: str, raw: Any) -> int | None:
+    if raw is None:
+        return None
+    if isinstance(raw, float) and raw.is_integer():  # JSON Schema: 1.0 is an integer
+        raw = int(raw)
+    try:
+        return check_priority(raw)
+    except ConfigError as exc:
+        raise HTTPProblem(400, "invalid_value", str(exc), name) from None
+
+
 CAMPAIGN_FIELDS = {
     "candidate_id": Field(candidate_id),
     "timeout": Field(seconds(MAX_TIMEOUT)),
+    "priority": Field(_priority),
 }
 
 # The query parameters each route takes (by canonical path); any other is refused (400).
@@ -337,6 +350,7 @@ async def _campaign(request: web.Request, mode: str) -> Holder:
         return await gw.holders.campaign(
             name, owner=gw.owner(request), mode=mode, candidate_id=body.get("candidate_id"),
             value=body.get("value", b""), timeout=body.get("timeout"), ttl=body.get("ttl"),
+            priority=body.get("priority"),
         )
     except TooManyCampaigns as exc:
         raise HTTPProblem(429, "too_many_campaigns", str(exc)) from None

@@ -144,6 +144,7 @@ class Holders:
     async def campaign(
         self, election: str, *, owner: str | None, mode: str, candidate_id: str | None,
         value: bytes, timeout: float | None, ttl: float | None,
+        priority: int | None = None,
     ) -> Holder:
         """Campaigns with a fresh client (own session) and returns the held leadership.
         Raises the core's errors; cancelling the awaiting task (the HTTP caller went
@@ -159,7 +160,8 @@ class Holders:
                 config_file=self.config_file,
             )
             try:
-                lead = await client.election(election).campaign(value, timeout=timeout)
+                lead = await client.election(election).campaign(value, timeout=timeout,
+                                                                 priority=priority)
             except BaseException:
                 await asyncio.shield(client.close())
                 raise

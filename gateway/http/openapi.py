@@ -26,6 +26,7 @@ from tenure.http.problems import (
     MAX_TTL,
     MIN_HANDOFF_TIMEOUT,
 )
+from tenure.priority import MAX_PRIORITY
 
 # One segment: 1+ of [A-Za-z0-9._-] but not "..": it starts with a non-dot, is ".", is
 # a dot and a non-dot, or is two dots and more. No look-around: every regex engine
@@ -143,6 +144,10 @@ def document(limits: Limits | None = None, auth: bool = False) -> dict[str, Any]
             "value": value,
             "timeout": {"type": ["number", "null"], "minimum": 0, "maximum": MAX_TIMEOUT,
                         "description": "seconds to wait; default: wait forever"},
+            "priority": {"type": ["integer", "null"], "minimum": -MAX_PRIORITY,
+                         "maximum": MAX_PRIORITY,
+                         "description": "this candidate's priority, shown to the others "
+                         "(higher is preferred; a leader may yield to it); default none"},
             "ttl": ttl,
         },
     }

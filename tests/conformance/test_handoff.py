@@ -25,6 +25,12 @@ pytestmark = pytest.mark.conformance
 CANDIDATE = Path(__file__).with_name("handoff_candidate.py")
 
 
+def ttl_of(target: Target) -> float:
+    """Twice the profile's TTL (at least 2 s, within the store's range): these tests
+    are about handoff, not expiry, and must not lose a leadership to a loaded host."""
+    return min(max(target.profile.ttl * 2, 2.0), target.profile.max_ttl)
+
+
 def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
     """Re-reads the store until ``check`` holds (there is no event for "enqueued")."""
     end = time.monotonic() + timeout
@@ -37,7 +43,7 @@ class Waiter:
     """A candidate campaigning in a thread of this process, recording when it won."""
 
     def __init__(self, target: Target, name: str, candidate_id: str, **options: object):
-        self.client = tenure.connect(target.url, ttl=target.profile.ttl,
+        self.client = tenure.connect(target.url, ttl=ttl_of(target),
                                      candidate_id=candidate_id)
         self.candidate_id = candidate_id
         self.won: list[tuple[int, float]] = []
@@ -85,7 +91,7 @@ def queue(target: Target, name: str, leader: tenure.Client,
 
 
 def connect(target: Target, candidate_id: str) -> tenure.Client:
-    return tenure.connect(target.url, ttl=target.profile.ttl, candidate_id=candidate_id)
+    return tenure.connect(target.url, ttl=ttl_of(target), candidate_id=candidate_id)
 
 
 def test_handoff_lands_on_the_named_waiter_with_a_larger_token(target: Target) -> None:
@@ -138,7 +144,7 @@ def test_handoff_to_an_absent_candidate_is_refused_by_name(
 def test_handoff_to_a_successor_killed_after_the_release(
     target: Target, on_failure: str
 ) -> None:
-    ttl = target.profile.ttl
+    ttl = ttl_of(target)
     name = target.election("handoff-killed")
     command = [sys.executable, str(CANDIDATE), target.url, name, str(ttl), "doomed"]
     with connect(target, "leader") as client:
@@ -148,7 +154,7 @@ def test_handoff_to_a_successor_killed_after_the_release(
             try:
                 eventually(lambda: "doomed" in ids(target, name, client), 30, "doomed enqueued")
                 doomed.pause()  # it cannot take over before it is killed
-                timeout = target.profile.failover_bound * 2 + 10
+                timeout = (ttl + target.profile.slack) * 2 + 10
                 outcome: list[object] = []
                 handing = threading.Thread(
                     target=lambda: outcome.append(
@@ -195,7 +201,7 @@ def test_the_normal_path_pays_one_marker_read_per_won_campaign(target: Target) -
             got: list[float] = []
             done = threading.Event()
 
-            def campaign() -> None:
+            def campaign(got: list[float] = got, done: threading.Event = done) -> None:
                 won = b.election(name).campaign(timeout=30)
                 got.append(time.monotonic())
                 won.resign()

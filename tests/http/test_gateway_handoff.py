@@ -81,3 +81,21 @@ def test_handoff_over_http_lands_on_the_named_waiter(store: tuple[str, float]) -
         first.thread.join(30)
         assert first.answer is not None and first.answer[0] == 200
         assert first.answer[1]["token"] > done["leader"]["token"]
+
+
+def test_a_priority_given_over_http_is_shown_to_other_candidates(
+    store: tuple[str, float],
+) -> None:
+    url, ttl = store
+    election = f"http-priority/{uuid.uuid4().hex[:8]}"
+    with Gateway.start(["--backend", url, "--ttl", str(ttl)]) as gw:
+        status, grant = call("POST", f"{gw.url}/v1/elections/{election}/campaign",
+                             {"candidate_id": "ranked", "timeout": 30, "priority": 4})
+        assert status == 200
+        with tenure.connect(url, ttl=ttl, candidate_id="reader") as reader:
+            listed = reader.election(election).contenders()
+        assert [(c.candidate_id, c.priority) for c in listed] == [("ranked", 4)]
+        status, body = call("POST", f"{gw.url}/v1/elections/{election}-2/campaign",
+                            {"timeout": 0, "priority": "high"})
+        assert status == 400 and body["field"] == "priority"
+        assert call("DELETE", f"{gw.url}/v1/leaderships/{grant['handle']}")[0] == 204
