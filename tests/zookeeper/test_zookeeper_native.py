@@ -626,3 +626,24 @@ def test_a_paused_curator_leader_is_succeeded_and_learns_it_only_after_resuming(
     report = history.check(history.load(history_path))
     assert report.ok, report.summary()
     assert [i.cid for i in report.intervals] == ["curator", "tenure"]
+
+
+def test_priorities_travel_in_the_native_layout(zookeeper_cluster: Cluster) -> None:
+    """Preferred candidates need an entry per candidate and one id per session: the
+    native layout has both (the priority entry's owner is the candidate's session)."""
+    url, name = native_url(zookeeper_cluster), unique("priority")
+    preferred: list[tenure.Contender] = []
+    with tenure.connect(url, ttl=TTL) as first, tenure.connect(url, ttl=TTL) as second:
+        lead = first.election(name).campaign(
+            value=b"a", priority=1, timeout=WAIT,
+            on_preferred=lambda _lead, contender: preferred.append(contender))
+        waiter = threading.Thread(target=lambda: second.election(name).campaign(
+            value=b"b", priority=5, timeout=WAIT), daemon=True)
+        waiter.start()
+        wait_until(lambda: len(first.election(name).contenders()) == 2, WAIT, "two queued")
+        assert [(c.value, c.priority) for c in first.election(name).contenders()] == [
+            (b"a", 1), (b"b", 5)]
+        wait_until(lambda: bool(preferred), WAIT, "the leader told of the preferred waiter")
+        assert preferred[0].value == b"b" and preferred[0].priority == 5
+        lead.resign()
+        waiter.join(WAIT)
