@@ -6,7 +6,8 @@ kube-apiserver (built by ``scripts/install-stores.d/20-kube-apiserver``, found a
 127.0.0.1 at a free port with:
 
 * a generated service-account key pair (``sa.key``/``sa.pub``, by ``openssl``),
-* a static token file (one ``system:masters`` user, token in :attr:`KubernetesCluster.token`),
+* a static token file (one ``system:masters`` user, token in :attr:`KubernetesCluster.token`,
+  and one user RBAC grants nothing, :attr:`KubernetesCluster.unprivileged_token`),
 * its self-signed serving certificate in ``certs/`` (kept across restarts), which the
   kubeconfig trusts as the cluster CA,
 * ``kubeconfig.json`` (JSON is YAML): server, CA, token; :attr:`url` names it.
@@ -75,7 +76,8 @@ class ApiServerNode(Node):
                 if done.returncode != 0:
                     raise LabError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
         (self.dir / "tokens.csv").write_text(
-            f"{self.cluster.token},tenure-lab-admin,tenure-lab-admin,system:masters\n")
+            f"{self.cluster.token},tenure-lab-admin,tenure-lab-admin,system:masters\n"
+            f"{self.cluster.unprivileged_token},tenure-lab-nobody,tenure-lab-nobody\n")
 
     def argv(self) -> list[str]:
         return [
@@ -134,6 +136,8 @@ class KubernetesCluster(Cluster):
     def __init__(self, nodes: int = 1, **options: Any) -> None:
         super().__init__(nodes, **options)
         self.token = uuid.uuid4().hex
+        self.unprivileged_token = uuid.uuid4().hex
+        """A user that RBAC grants nothing (for tests of refused requests)."""
         self.etcd = EtcdCluster(1, base_dir=self.base_dir / "etcd")
         self.kubeconfig = self.base_dir / "kubeconfig.json"
         self._proxy_configs = 0
@@ -146,13 +150,13 @@ class KubernetesCluster(Cluster):
     def url(self) -> str:
         return f"kubernetes://{NAMESPACE}?kubeconfig={self.kubeconfig}"
 
-    def write_kubeconfig(self, path: Path, server: str) -> None:
+    def write_kubeconfig(self, path: Path, server: str, token: str | None = None) -> None:
         """A kubeconfig for ``server`` with the lab's CA and token (context ``lab``)."""
         config = {
             "apiVersion": "v1", "kind": "Config", "current-context": "lab",
             "clusters": [{"name": "lab", "cluster": {
                 "server": server, "certificate-authority": str(self.apiserver.ca_file)}}],
-            "users": [{"name": "lab-admin", "user": {"token": self.token}}],
+            "users": [{"name": "lab-admin", "user": {"token": token or self.token}}],
             "contexts": [{"name": "lab", "context": {
                 "cluster": "lab", "user": "lab-admin", "namespace": NAMESPACE}}],
         }
