@@ -51,7 +51,7 @@ from tenure.conformance.suite import history
 from tenure.conformance.suite.harness import CandidateGroup
 from tenure.migration import MigrationStatus, migration_status, migration_url
 
-pytestmark = [pytest.mark.etcd]
+pytestmark = [pytest.mark.etcd, pytest.mark.interop]
 
 TTL = 3
 NATIVE_TTL = 60  # concurrency.NewSession's default, which etcdctl elect uses
