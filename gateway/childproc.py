@@ -159,9 +159,12 @@ class DeadlineKeeper:
             raise ValueError("this deadline keeper is closed; start a new one")
         return spawn_guarded(command, env, announce_fd=fd, **kwargs)
 
-    def extend(self, deadline: float) -> bool:
-        """Sends a new deadline (``time.monotonic()``); False if the keeper is gone."""
-        return self._send(f"deadline {deadline!r}")
+    def extend(self, deadline: float, known_at: float | None = None) -> bool:
+        """Sends a new deadline (``time.monotonic()``), learnt at ``known_at`` (the
+        renewal's success; default: now); the keeper takes it if ``known_at`` is before
+        the deadline it holds, however late it reads it. False if the keeper is gone."""
+        at = time.monotonic() if known_at is None else known_at
+        return self._send(f"deadline {deadline!r} {at!r}")
 
     def stop(self) -> bool:
         """Asks the keeper to stop the command now (SIGTERM, SIGKILL after the grace

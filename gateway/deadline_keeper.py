@@ -21,17 +21,22 @@ outlives it. It imports nothing but four small standard modules and ``_signal`` 
 ``python -I -S`` on this file, so it starts in about 20 ms.
 
 Protocol. Lines on the keeper's stdin, ASCII: ``child PID`` (written by the command's
-own process between fork and exec, so the keeper knows the group before the command
-runs, even if ``tenure run`` freezes right after forking), ``deadline SECONDS`` (a
-``CLOCK_MONOTONIC`` time, what ``time.monotonic()`` returns in every process of this
-host), ``stop`` (stop the command now: the leadership ended or tenure run was
-signalled), ``bye`` (the command exited; exit without signalling). Lines on stdout:
-``ready`` once it listens, ``stopping REASON`` (``deadline``, ``orphaned``,
-``requested``) when it starts stopping the command, ``exited`` when the command exited
-before that. ``tenure run`` waits for ``ready`` before it starts the command.
+own process just before it executes the command, see :mod:`tenure.guard_exec`, so the
+keeper knows the group before the command runs, even if ``tenure run`` freezes right
+after starting it), ``deadline SECONDS [KNOWN_AT]`` (``CLOCK_MONOTONIC`` times, what
+``time.monotonic()`` returns in every process of this host: the new deadline, and when
+tenure run learnt of it -- the renewal's success; default: on arrival), ``stop`` (stop
+the command now: the leadership ended or tenure run was signalled), ``bye`` (the
+command exited; exit without signalling). Lines on stdout: ``ready`` once it listens,
+``stopping REASON`` (``deadline``, ``orphaned``, ``requested``) when it starts stopping
+the command, ``exited`` when the command exited before that. ``tenure run`` waits for
+``ready`` before it starts the command.
 
-Clock reasoning. A deadline once passed is passed for good: later extensions are
-ignored, as the core ignores a renewal that succeeds after the deadline. The keeper
+Clock reasoning. A deadline once passed is passed for good: extensions that tenure run
+learnt of later are ignored, as the core ignores a renewal that succeeds after the
+deadline. One it learnt of in time counts even when the keeper reads it late (the
+keeper was still starting, or was not scheduled on a loaded machine): judging by the
+time of reading made the keeper stop commands whose leadership never lapsed. The keeper
 counts time with ``CLOCK_BOOTTIME`` where it exists: each deadline it receives is
 converted once, on arrival, by the current offset between the two clocks. The offset
 only grows (by time the host spent suspended), so the keeper never acts later than
@@ -132,32 +137,42 @@ class Keeper:
     def _guard(self) -> str:
         while True:
             remaining = self.deadline - now()
-            if remaining <= 0:
-                return self.stop("deadline")
             watched = [self.commands] if self.pidfd is None else [self.commands, self.pidfd]
-            ready, _, _ = select.select(watched, [], [], remaining)
+            ready, _, _ = select.select(watched, [], [], max(0.0, remaining))
             if self.pidfd is not None and self.pidfd in ready:
                 self.report("exited")
                 return "exited"
-            if now() >= self.deadline:  # before reading: a late extension does not count
+            if self.commands in ready:
+                # Read before judging the deadline: an extension tenure run knew of in
+                # time counts even if this keeper reads it late (see extend()).
+                for verb, numbers in self.read_lines():
+                    if verb == "child" and numbers:
+                        self.adopt(int(numbers[0]))
+                    elif verb == "deadline" and numbers:
+                        self.extend(*numbers[:2])
+                    elif verb == "stop":
+                        return self.stop("requested")
+                    elif verb == "bye":
+                        return "bye"
+                if self.eof:
+                    return self.stop("orphaned")
+            if now() >= self.deadline:
                 return self.stop("deadline")
-            if self.commands not in ready:
-                continue
-            for verb, argument in self.read_lines():
-                if verb == "child":
-                    self.adopt(int(argument))
-                elif verb == "deadline":
-                    self.deadline = from_monotonic(argument)
-                elif verb == "stop":
-                    return self.stop("requested")
-                elif verb == "bye":
-                    return "bye"
-            if self.eof:
-                return self.stop("orphaned")
 
-    def read_lines(self) -> list[tuple[str, float]]:
+    def extend(self, deadline: float, known_at: float | None = None) -> None:
+        """Moves the deadline to ``deadline`` if tenure run knew of it (``known_at``,
+        both ``time.monotonic()`` times; default: now, on arrival) before the current
+        deadline passed. A deadline once passed stays passed: an extension that became
+        known only afterwards (a renewal that succeeded late) is ignored, as the core
+        ignores it. An extension known in time but read late -- this keeper was
+        starting, or not scheduled -- still counts: the leadership never lapsed."""
+        known = now() if known_at is None else from_monotonic(known_at)
+        if known < self.deadline:
+            self.deadline = max(self.deadline, from_monotonic(deadline))
+
+    def read_lines(self) -> list[tuple[str, list[float]]]:
         """Reads what is available (one read) and returns the complete lines as
-        (verb, number) pairs; a line it cannot parse is skipped (never a crash: a
+        (verb, numbers) pairs; a line it cannot parse is skipped (never a crash: a
         keeper that died would leave the command unguarded)."""
         data = os.read(self.commands, 4096)
         if not data:
@@ -166,9 +181,9 @@ class Keeper:
         *lines, self.buffer = self.buffer.split(b"\n")
         parsed = []
         for line in lines:
-            verb, _, argument = line.decode("ascii", "replace").strip().partition(" ")
+            verb, *arguments = line.decode("ascii", "replace").split() or [""]
             try:
-                parsed.append((verb, float(argument or 0)))
+                parsed.append((verb, [float(a) for a in arguments]))
             except ValueError:
                 continue
         return parsed
@@ -191,9 +206,9 @@ class Keeper:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self.report(f"stopping {why}")
         while self.pid is None and not self.eof:
-            for verb, argument in self.read_lines():
-                if verb == "child":
-                    self.adopt(int(argument))
+            for verb, numbers in self.read_lines():
+                if verb == "child" and numbers:
+                    self.adopt(int(numbers[0]))
                 elif verb == "bye":
                     return why
         if self.pid is None:

@@ -48,10 +48,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from types import FrameType
 
 import tenure
+from tenure import events
 from tenure.childproc import KEEPER_EXIT_SLACK, DeadlineKeeper, KeeperError, signal_group
 from tenure.cli.common import (
     EXIT_NO_LEADER,
@@ -72,10 +74,9 @@ EXIT_CANNOT_START = 127
 
 FORWARD_EVERY_MAX = 0.05
 FORWARD_EVERY_MIN = 0.005
-"""Bounds (seconds) of how often the deadline is read and forwarded to the keeper: a
-tenth of the renewal interval. The session keeper publishes no event carrying the new
-deadline (its ``renewal`` event comes just before the deadline is stored), so it is
-read; a late forward only makes the keeper's deadline earlier than the real one."""
+"""Bounds (seconds) of how often the deadline is also read and forwarded to the keeper
+without a renewal event (a tenth of the renewal interval); a late forward only makes
+the keeper's deadline earlier than the real one."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -236,12 +237,21 @@ class Wrapper:
             return Ended("signal", self.signum)
         lead.on_lost(lambda _lead, reason: inbox.put(("lost", reason)))
         with lead:
-            ended = self._supervise(lead, inbox, election.client.keeper.renew_interval)
+            ended = self._supervise(lead, inbox, election.client.keeper.renew_interval,
+                                    election.client.store.description)
         return Ended(ended.kind, ended.status, ended.reason,
                      (lead.ended_at or lead.elected_at) - lead.elected_at)
 
     def _supervise(self, lead: Leadership, inbox: queue.SimpleQueue[tuple[str, object]],
-                   renew_interval: float) -> Ended:
+                   renew_interval: float, backend: str) -> Ended:
+        renewals = _Renewals(lead, backend)  # from before the keeper starts: see there
+        try:
+            return self._guarded(lead, inbox, renew_interval, renewals)
+        finally:
+            renewals.close()
+
+    def _guarded(self, lead: Leadership, inbox: queue.SimpleQueue[tuple[str, object]],
+                 renew_interval: float, renewals: _Renewals) -> Ended:
         started_with = lead.deadline
         try:
             keeper = DeadlineKeeper.start(started_with, self.grace)
@@ -262,7 +272,7 @@ class Wrapper:
         exited = threading.Event()
         every = min(FORWARD_EVERY_MAX, max(FORWARD_EVERY_MIN, renew_interval / 10))
         threading.Thread(target=_forward_deadlines,
-                         args=(lead, keeper, exited, every, started_with),
+                         args=(lead, keeper, exited, every, renewals, started_with),
                          name="tenure-run-deadlines", daemon=True).start()
         try:
             child = keeper.spawn(self.command, env=env)
@@ -322,19 +332,61 @@ def _await_exit(pid: int, exited: threading.Event,
     inbox.put(("exit", pid))
 
 
+class _Renewals:
+    """The deadlines successful renewals put in force, each with the time it happened
+    (the ``renewal`` event, published by the renewing thread once the deadline is in
+    force), so that the keeper can tell an extension known in time from a late one
+    even when it reads it late: subscribed before the keeper starts, it also covers the
+    renewals made while the keeper was starting (up to a second on a loaded machine,
+    longer than what is left of a 1 s TTL). ``backend``: the client's store
+    description; tenure run has one client."""
+
+    def __init__(self, lead: Leadership, backend: str) -> None:
+        self._lead = lead
+        self._backend = backend
+        self._lock = threading.Lock()
+        self._latest: tuple[float, float] | None = None
+        self.changed = threading.Event()
+        self._unsubscribe = events.subscribe(self._on_event)
+
+    def _on_event(self, event: events.Event) -> None:
+        fields = event.fields
+        if (event.kind == "renewal" and fields.get("ok") and "valid_until" in fields
+                and fields.get("backend") == self._backend):
+            with self._lock:
+                self._latest = (float(fields["valid_until"]), event.at)
+            self.changed.set()
+
+    def latest(self) -> tuple[float, float]:
+        """(deadline, known_at): the last renewal's, or -- if the leadership's deadline
+        is later (no event seen for it) -- that one, known now."""
+        known_now = time.monotonic()
+        deadline = self._lead.deadline
+        with self._lock:
+            latest = self._latest
+        if latest is not None and latest[0] >= deadline:
+            return latest
+        return deadline, known_now
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+
 def _forward_deadlines(lead: Leadership, keeper: DeadlineKeeper, done: threading.Event,
-                       every: float, sent: float) -> None:
-    """Sends the keeper the leadership's deadline each time a renewal extended it
-    beyond ``sent`` (the last it was given), until the command exits or the leadership
-    ends (then tenure run stops the command itself, through the keeper). Only
-    extensions are sent: a deadline that moves back (the session ended) is a loss,
-    which tenure run handles."""
-    while not done.wait(every):
-        if lead.ended.is_set():
+                       every: float, renewals: _Renewals, sent: float) -> None:
+    """Sends the keeper the leadership's deadline, with when it was known, each time a
+    renewal extended it beyond ``sent`` (the last it was given), until the command
+    exits or the leadership ends (then tenure run stops the command itself, through
+    the keeper). Only extensions are sent: a deadline that moves back (the session
+    ended) is a loss, which tenure run handles."""
+    while not done.is_set():
+        renewals.changed.wait(every)
+        renewals.changed.clear()  # before reading: a later renewal sets it again
+        if done.is_set() or lead.ended.is_set():
             return
-        deadline = lead.deadline
+        deadline, known_at = renewals.latest()
         if deadline > sent:
-            if not keeper.extend(deadline):
+            if not keeper.extend(deadline, known_at):
                 return
             sent = deadline
 

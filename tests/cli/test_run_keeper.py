@@ -111,6 +111,27 @@ def test_a_deadline_once_passed_is_not_extended(keepers: Keepers) -> None:
     assert "stopping deadline" in keeper.close()
 
 
+def test_an_extension_known_in_time_counts_even_when_read_late(keepers: Keepers) -> None:
+    """The keeper was not scheduled (stopped here) while tenure run sent an extension it
+    learnt of before the deadline: the leadership never lapsed, so the command runs on
+    until the new deadline (it was once stopped at start-up on a loaded machine)."""
+    deadline = time.monotonic() + 1.0
+    keeper, child = guarded(keepers, deadline)
+    os.kill(keeper.process.pid, signal.SIGSTOP)
+    known_at = time.monotonic()
+    assert known_at < deadline
+    time.sleep(max(0.0, deadline + 0.2 - time.monotonic()))
+    extended = time.monotonic() + 1.5
+    assert keeper.extend(extended, known_at)
+    os.kill(keeper.process.pid, signal.SIGCONT)
+    assert exit_time(child.pid, extended - 0.2 - time.monotonic()) is None, (
+        "stopped at the old deadline despite an extension known in time"
+    )
+    gone = exit_time(child.pid, PATIENCE)
+    assert gone is not None and extended <= gone <= extended + LATE
+    assert "stopping deadline" in keeper.close()
+
+
 def test_sigkill_follows_after_the_grace_period(keepers: Keepers) -> None:
     deadline = time.monotonic() + 1.0
     _, child = guarded(keepers, deadline, TERM_IGNORED, grace=0.7)
