@@ -75,6 +75,8 @@ class Injector:
     clock_file: Path | None = None
     wall_events: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
     offset: float = 0.0
+    brief: bool = False
+    """Shortest holds that still pass the TTL (CI's rotations); soaks use the full range."""
 
     @property
     def backend(self) -> str:
@@ -131,6 +133,8 @@ class Injector:
         return self.net.faults.heal
 
     def _hold(self, low: float, high: float) -> float:
+        if self.brief:
+            high = min(high, low + 0.25)
         return self.rng.uniform(low, high) * self.ttl
 
     def _observe(self, condition: Callable[[], bool], what: str) -> tuple[bool, str]:

@@ -5,7 +5,9 @@
     totals.as_dict()   # faults_by_class, leaderships, violations, worst_failover, ...
 
 Round ``i`` runs :func:`tenure.conformance.suite.chaos.run_chaos` with seed ``seed + i``
-(so any round replays on its own), in a fresh election; a round that fails saves its
+(so any round replays on its own), in a fresh election, drawing the fault kinds in a
+seeded rotation so every class lands in every round (a round lasts at least until each
+was injected once); a round that fails saves its
 history and schedule under ``artifacts/failing-histories`` (``run_chaos`` does). The
 totals promise: ``faults_by_class`` counts every fault injected, by class (the partition
 classes have "partition" in their names); ``violations`` lists every S1/S2/S3 violation
@@ -100,8 +102,9 @@ def soak(target: Target, *, minutes: float, seed: int, faults: tuple[str, ...],
     end = totals.started + minutes * 60
     while time.monotonic() < end:
         round_seed = seed + totals.rounds
+        # rotate: every class that applies lands in every round (seeded order).
         config = ChaosConfig(seed=round_seed, duration=round_seconds, candidates=candidates,
-                             faults=faults)
+                             faults=faults, rotate=True)
         workdir = Path(target.workdir) / f"round-{totals.rounds:05d}"
         try:
             report = run_chaos(target, config, workdir)

@@ -16,6 +16,7 @@ tenure needs.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -36,14 +37,42 @@ time.sleep = _sleep
 from tenure.conformance.suite import candidate  # noqa: E402  (after the sleep patch)
 
 
+class _LineStdout(io.TextIOBase):
+    """stdout for two threads: each thread's text is kept until its newline, then the
+    whole line goes out in one locked ``write`` -- ``print`` writes the text and the
+    newline separately (one syscall each when unbuffered), so lines of the candidate and
+    of the reporter could otherwise interleave and be lost to the JSON reader."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = threading.local()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        pending = getattr(self._pending, "text", "") + text
+        *lines, rest = pending.split("\n")
+        self._pending.text = rest
+        if lines:
+            data = "".join(line + "\n" for line in lines).encode()
+            with self._lock:
+                os.write(1, data)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
 def _report() -> None:
     while True:
         line = json.dumps({"kind": "wall", "wall": time.time(), "t": time.monotonic()})
-        os.write(1, (line + "\n").encode())  # one write: never torn by the candidate's prints
+        print(line, flush=True)
         time.sleep(0.2)
 
 
 def main() -> int:
+    sys.stdout = _LineStdout()
     threading.Thread(target=_report, daemon=True).start()
     return candidate.main(sys.argv[1:])
 

@@ -24,6 +24,7 @@ candidates on both sides. ``clock-step`` runs every candidate under libfaketime.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -55,8 +56,11 @@ class ChaosConfig:
     candidates: int = 4
     faults: tuple[str, ...] = PROCESS_FAULTS + STORE_FAULTS
     rotate: bool = False
-    """Draw the applicable kinds in a seeded rotation instead of at random, and run past
-    ``duration`` until each was drawn once (CI's short runs of every fault class)."""
+    """Draw the applicable kinds in a seeded rotation instead of at random (each as often
+    as the others), begin once someone leads, and run past ``duration`` until each was
+    injected once (CI's short runs of every fault class; soak rounds)."""
+    brief: bool = False
+    """Shortest fault holds that still pass the TTL, and a faster pace (CI)."""
 
 
 @dataclass
@@ -119,7 +123,8 @@ class _Run:
                     self.net.add_client(side)
         clock = workdir / "wallclock" if "clock-step" in config.faults else None
         self.injector = classes.Injector(cluster, net_of(cluster), target.profile.ttl, self.rng,
-                                         clock_file=clock, wall_events=self.wall_events)
+                                         clock_file=clock, wall_events=self.wall_events,
+                                         brief=config.brief)
         self.rotation: list[str] = []
         self.kinds = [
             k for k in config.faults
@@ -134,6 +139,16 @@ class _Run:
         entry = {"t": now - self.started, "at": now, "fault": kind, **detail}
         self.report.schedule.append(entry)
         return entry
+
+    def wait_for_a_leader(self, timeout: float) -> None:
+        """Waits (on the members' event streams) until some member was elected."""
+        deadline = time.monotonic() + timeout
+        while not any(m.has("elected") for m in self.group.members):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nobody elected within {timeout:g} s of the start")
+            # Each wait is on a member's event condition, a slice at a time across members.
+            with contextlib.suppress(AssertionError):
+                self.group.members[0].wait_for("elected", timeout=0.2)
 
     def rotated(self) -> bool:
         """True once every applicable kind was injected (``rotate``: the run's minimum)."""
@@ -193,8 +208,9 @@ class _Run:
             self.log(kind, candidate=victim.name)
         elif kind == "node-kill" and self.target.cluster is not None:
             nodes = [n for n in self.target.cluster.nodes if n.running]
-            if len(nodes) < len(self.target.cluster.nodes):
-                return  # one node down at a time keeps a majority
+            if len(nodes) < len(self.target.cluster.nodes) or any(
+                    r[1] in ("call-net", "call-node") for r in self.repairs):
+                return  # one node down at a time (and none during a partition) keeps a majority
             node = self.rng.choice(nodes)
             node.kill()
             self.repairs.append((now + self.rng.uniform(1.0, 3.0), "restart", node))
@@ -233,6 +249,8 @@ class _Run:
         now = time.monotonic()
         due = [r for r in self.repairs if everything or r[0] <= now]
         self.repairs = [r for r in self.repairs if r not in due]
+        # Heal the network before restarting nodes: a restart waits for a serving cluster.
+        due.sort(key=lambda r: r[1] in ("restart", "call-node"))
         for _, action, subject in due:
             if action == "resume":
                 subject.resume()
@@ -254,12 +272,15 @@ def run_chaos(target: Target, config: ChaosConfig, workdir: Path) -> ChaosReport
         for _ in range(config.candidates):
             run.spawn()
         run.group.members[0].wait_for("started", timeout=60)
+        if config.rotate:
+            run.wait_for_a_leader(timeout=60)
         end = run.started + config.duration
         # rotate: past the duration until every kind was injected, within 2 minutes more.
         while time.monotonic() < end or (config.rotate and not run.rotated()
                                           and time.monotonic() < end + 120):
             # The pace of the schedule, not synchronisation: faults land at random times.
-            time.sleep(run.rng.uniform(0.2, 1.2) * target.profile.ttl)
+            pace = (0.2, 0.6) if config.brief else (0.2, 1.2)
+            time.sleep(run.rng.uniform(*pace) * target.profile.ttl)
             run.repair_due()
             run.inject()
         run.repair_due(everything=True)

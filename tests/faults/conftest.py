@@ -66,7 +66,7 @@ def rotation(net: NetLab, workdir: Path, kinds: tuple[str, ...],
     """One seeded chaos run that injects each of ``kinds`` at least once."""
     target = target_of(net, workdir)
     config = ChaosConfig(seed=SEED, duration=duration, candidates=3, faults=kinds,
-                         rotate=True)
+                         rotate=True, brief=True)
     report = run_chaos(target, config, workdir / "chaos")
     print(report.summary())
     for entry in report.schedule:

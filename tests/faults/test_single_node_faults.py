@@ -24,7 +24,7 @@ STORE_CLASSES = ("clock-step", "store-pause", "leader-kill")
 def kinds_for(backend: str) -> tuple[str, ...]:
     if backend == "sqlite":
         return ("clock-step",)
-    if backend == "postgres":
+    if backend in ("postgres", "kubernetes"):
         return ("clock-step", "store-pause")
     return STORE_CLASSES
 
@@ -42,8 +42,8 @@ def test_every_class_on_one_node_happens_and_safety_holds(
         cluster = lab_module.start(backend, nodes=1)
         target = Target(profile, cluster.url, cluster, tmp_path)
     kinds = kinds_for(backend)
-    config = ChaosConfig(seed=SEED, duration=3.0, candidates=3,
-                         faults=kinds, rotate=True)
+    config = ChaosConfig(seed=SEED, duration=3.0, candidates=3, faults=kinds, rotate=True,
+                         brief=True)
     report = run_chaos(target, config, tmp_path / "chaos")
     print(report.summary())
     for entry in report.schedule:

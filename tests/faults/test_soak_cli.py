@@ -22,13 +22,14 @@ def tenure(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]
 @pytest.mark.sqlite
 def test_a_soak_on_a_users_store_counts_rounds_and_writes_the_report(tmp_path: Path) -> None:
     report = tmp_path / "soak.json"
-    result = tenure("--backend", f"sqlite://{tmp_path}/user.db", "--soak", "0.15",
+    result = tenure("--backend", f"sqlite://{tmp_path}/user.db", "--soak", "0.1",
                     "--duration", "3", "--seed", "7", "--json", str(report))
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads(report.read_text())
-    assert data["violations"] == [] and data["rounds"] >= 2 and data["seed"] == 7
-    assert sum(data["faults_by_class"].values()) >= 2 and data["leaderships"] >= 2
-    assert set(data["faults_by_class"]) <= {"kill", "pause", "clock-step"}
+    assert data["violations"] == [] and data["rounds"] >= 1 and data["seed"] == 7
+    # Every round injects each kind that applies at least once (a seeded rotation).
+    assert set(data["faults_by_class"]) == {"kill", "pause", "clock-step"}, data
+    assert data["leaderships"] >= 1
     assert "fault class" in result.stdout and "violations 0" in result.stdout
     assert "rounds" in result.stdout  # the running count
 
@@ -36,13 +37,13 @@ def test_a_soak_on_a_users_store_counts_rounds_and_writes_the_report(tmp_path: P
 @pytest.mark.redis
 def test_a_lab_soak_in_namespaces_draws_partition_classes(tmp_path: Path) -> None:
     report = tmp_path / "soak.json"
-    result = tenure("--lab", "redis", "--soak", "0.3", "--duration", "8", "--seed", "3",
+    result = tenure("--lab", "redis", "--soak", "0.05", "--duration", "3", "--seed", "3",
                     "--json", str(report))
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads(report.read_text())
     assert data["violations"] == []
-    partitions = {k: n for k, n in data["faults_by_class"].items() if "partition" in k}
-    assert partitions, data["faults_by_class"]
+    partitions = {k for k in data["faults_by_class"] if "partition" in k}
+    assert partitions == {"partition-isolate", "partition-split", "partition-bridge"}, data
     assert data["worst_failover"], data
 
 
