@@ -52,7 +52,8 @@ Mapping of the contract (M = N // 2 + 1; every decision needs M answers; keys ar
   live entry behind the removed one and, if it released the key, the first live entry:
   O(1) messages per change, nobody else woken. The message carries the counter (the
   woken ticket's proposal - 1); a waiter steps once wakes came from M instances (the
-  first instance's can arrive before the others ran the withdrawal). ``observe_step``
+  first instance's can arrive before the others ran the withdrawal), or 20 ms after the
+  first (an instance may have had no entry to wake). ``observe_step``
   uses ``changed:*`` (acquire, release, proclaim), subscribed only by clients that
   observe. Both signals are armed before the read and fire on a (re)subscription.
   Expiry is silent and messages can be lost, so ``retry_at`` is, first in line, the

@@ -8,9 +8,9 @@ back each instance's answer or its failure as StoreUnavailable (it never raises)
 StoreUnavailable -- or ConfigError when more than N - M refused the credentials
 (retrying cannot help). :meth:`Quorum.signal`, armed before a read, fires once messages
 of its :class:`Feed` for its topic arrived from as many instances as it asks (one by
-default) after it was armed, or a subscription of that feed was (re)made or broke (a
-message may have been missed then); :meth:`Quorum.note` is the highest number such
-messages carried for a topic.
+default; fewer once PARTIAL_GRACE passed after the first) after it was armed, or a
+subscription of that feed was (re)made or broke (a message may have been missed then);
+:meth:`Quorum.note` is the highest number such messages carried for a topic.
 A feed is subscribed (one connection and thread per instance) only once a signal of it
 is first asked for, so a client that never observes receives no change messages.
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -157,12 +158,19 @@ class Bell:
             self.cond.notify_all()
 
 
+PARTIAL_GRACE = 0.02
+"""Seconds a signal that needs several instances' messages waits for the rest once the
+first arrived (a message can be lost, or an instance may have nobody to wake)."""
+
+
 class BellSignal(Signal):
-    """Fires once the bell rang for ``topic`` of ``feed`` from ``needed`` instances (or
-    for all of the feed, from any) after it was armed."""
+    """Fires once the bell rang for ``topic`` of ``feed`` from ``needed`` instances --
+    or from fewer, PARTIAL_GRACE after the first of them -- or for all of the feed, from
+    any, after it was armed."""
 
     def __init__(self, bell: Bell, feed: str, topic: str, needed: int = 1) -> None:
         self._bell, self._feed, self._topic, self._needed = bell, feed, topic, needed
+        self._partial_since: float | None = None
         with bell.cond:
             self._all = self._all_count()
             self._mark = dict(bell.sources.get((feed, topic), {}))
@@ -170,15 +178,30 @@ class BellSignal(Signal):
     def _all_count(self) -> int:
         return self._bell.counts.get((self._feed, Bell.ALL), 0)
 
-    def _fired(self) -> bool:
+    def _rung(self) -> int:
+        """Instances whose message for the topic arrived since arming (needed: all)."""
         if self._all_count() != self._all:
-            return True
+            return self._needed
         rung = self._bell.sources.get((self._feed, self._topic), {})
-        return sum(1 for i, c in rung.items() if c > self._mark.get(i, 0)) >= self._needed
+        return sum(1 for i, c in rung.items() if c > self._mark.get(i, 0))
 
     def wait(self, timeout: float) -> bool:
+        end = time.monotonic() + max(0.0, timeout)
         with self._bell.cond:
-            return self._bell.cond.wait_for(self._fired, max(0.0, timeout))
+            while True:
+                rung = self._rung()
+                now = time.monotonic()
+                if rung >= self._needed:
+                    return True
+                if rung and self._partial_since is None:
+                    self._partial_since = now
+                if self._partial_since is not None and now >= self._partial_since + PARTIAL_GRACE:
+                    return True
+                until = end if self._partial_since is None else \
+                    min(end, self._partial_since + PARTIAL_GRACE)
+                if now >= end:
+                    return False
+                self._bell.cond.wait(until - now)
 
 
 class Quorum(Generic[S]):

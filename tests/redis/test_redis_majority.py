@@ -5,6 +5,7 @@ and a bell signal fires only for what rang after it was armed."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,7 @@ import redis
 
 import tenure
 from tenure.adapters.redis_quorum import (
+    PARTIAL_GRACE,
     PASSWORD_ENV,
     Bell,
     BellSignal,
@@ -91,6 +93,23 @@ def test_a_bell_signal_fires_only_for_its_topic_rung_after_arming() -> None:
     assert not everything.wait(0)
     bell.ring("wake", Bell.ALL)  # a (re)subscription of its feed: every waiter re-reads
     assert everything.wait(0)
+
+
+def test_a_signal_needing_a_majority_waits_for_it_or_the_grace_after_the_first() -> None:
+    bell = Bell()
+    two = BellSignal(bell, "wake", "a", needed=2)
+    bell.ring("wake", "a", source=0)
+    bell.ring("wake", "a", source=0)  # the same instance again does not count twice
+    started = time.monotonic()
+    assert not two.wait(0)  # one of two, grace not over
+    bell.ring("wake", "a", source=2)
+    assert two.wait(0)  # a majority rang (at once, whatever the grace)
+    lonely = BellSignal(bell, "wake", "a", needed=2)
+    bell.ring("wake", "a", 7, source=1)  # the others had no one to wake
+    assert lonely.wait(10)  # fires once the grace after the first message is over
+    assert time.monotonic() - started >= PARTIAL_GRACE
+    assert bell.notes["wake", "a"] == 7
+    assert not BellSignal(bell, "wake", "a", needed=2).wait(2 * PARTIAL_GRACE)  # no new ring
 
 
 def test_a_feed_takes_its_topic_from_the_pattern_match_or_from_the_message() -> None:
