@@ -132,19 +132,31 @@ class Campaign:
         while True:
             self._check_cancelled()
             generation = 0
+            companion = None
             try:
                 generation = self.keeper.ensure_open()
-                ticket = self.store.enqueue(self.election, self.candidate_id, self.value)
-            except SessionExpired as exc:
-                self.keeper.expired(generation, str(exc))
-                raise
-            try:
                 if self.priority is not None:
                     from tenure.priority import add_priority
 
-                    companion = add_priority(self.store, ticket, self.priority)
+                    companion = add_priority(self.store, self.election, self.candidate_id,
+                                             self.priority)
+                ticket = self.store.enqueue(self.election, self.candidate_id, self.value)
+            except SessionExpired as exc:
+                self.keeper.expired(generation, str(exc))
+                if companion is not None:
+                    withdraw_quietly(self.store, companion, self.keeper)
+                raise
+            except BaseException:
+                if companion is not None:
+                    withdraw_quietly(self.store, companion, self.keeper)
+                raise
+            try:
+                if companion is not None:
+                    from tenure.priority import ring
+
                     with _companions_lock:
                         _companions[ticket] = companion
+                    ring(self.store, self.election, self.candidate_id)
                 token = self._await_turn(ticket)
                 if self.admits is not None and not self._retrying(
                         retry_if_exception(_transient))(self.admits, self.store, ticket, token):

@@ -9,7 +9,7 @@ How it works on every backend (no adapter knows about it):
 1. The leader checks that ``to`` is a live contender (:meth:`Store.contenders`).
 2. It writes a *handoff marker* with :meth:`Store.guarded_write` -- fenced by its own
    leadership, so only the current leader can write one -- under the key
-   ``<election>/.tenure-handoff``: the successor's id, the leader's id and token, the
+   ``.tenure-handoff/<election>``: the successor's id, the leader's id and token, the
    timeout and whether the old leader wants to keep leading on failure.
 3. It releases its entry (a plain resign).
 4. Every campaign that the store lets win passes :class:`HandoffGate` before it is
@@ -34,6 +34,7 @@ docs/leading.md); nothing per renewal or per wait.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tenure")
 
 MARKER_SEGMENT = ".tenure-handoff"
-"""Last path segment of the marker key (guarded-write keys have their own namespace
+"""First path segment of the marker key (guarded-write keys have their own namespace
 in every adapter, so it never collides with an election's entries)."""
 
 OnFailure = Literal["keep", "resign"]
@@ -62,16 +63,20 @@ ON_FAILURE: tuple[OnFailure, ...] = ("keep", "resign")
 L = TypeVar("L")
 
 
+def side_name(segment: str, election: str) -> str:
+    """``<segment>/<election>``: a name of tenure's own beside ``election`` and outside
+    its key range (native layouts list everything under ``<election>/`` as its
+    candidates). Where that would pass 200 characters, ``<segment>-h/<sha256 of the
+    name>`` instead, so every valid election name has one."""
+    name = f"{segment}/{election}"
+    if len(name) <= MAX_NAME_LENGTH:
+        return name
+    return f"{segment}-h/{hashlib.sha256(election.encode()).hexdigest()}"
+
+
 def marker_key(election: str) -> str:
-    """The guarded-write key of ``election``'s handoff marker; ConfigError when the
-    election name leaves no room for it."""
-    key = f"{election}/{MARKER_SEGMENT}"
-    if len(key) > MAX_NAME_LENGTH:
-        raise ConfigError(
-            f"election name {election!r} is too long for a handoff ({len(election)} "
-            f"characters; at most {MAX_NAME_LENGTH - len(MARKER_SEGMENT) - 1})"
-        )
-    return key
+    """The guarded-write key of ``election``'s handoff marker."""
+    return side_name(MARKER_SEGMENT, election)
 
 
 @dataclass(frozen=True)
@@ -119,8 +124,6 @@ class HandoffGate:
     def admits(self, store: Store[Any], ticket: Ticket, token: int) -> bool:
         """True: ``ticket`` (which the store just let win with ``token``) leads.
         False: it must step aside (the caller withdraws it and queues again)."""
-        if len(ticket.election) + len(MARKER_SEGMENT) + 1 > MAX_NAME_LENGTH:
-            return True  # no marker can exist: a handoff refuses such long names
         key = marker_key(ticket.election)
         self.reads += 1
         marker = Marker.decode(store.read(key))

@@ -34,7 +34,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from tenure.campaign import observe
-from tenure.errors import CampaignTimeout, ConfigError, TenureError
+from tenure.errors import CampaignTimeout, TenureError
 from tenure.handoff import (
     HandoffResult,
     Marker,
@@ -42,8 +42,8 @@ from tenure.handoff import (
     check_handoff_args,
     hand_off,
     marker_key,
+    side_name,
 )
-from tenure.names import MAX_NAME_LENGTH
 
 if TYPE_CHECKING:
     from tenure.client import Client
@@ -58,12 +58,7 @@ POLL = 0.1
 
 def request_election(election: str) -> str:
     """The side election carrying ``election``'s pending handoff request."""
-    name = f"{REQUEST_SEGMENT}/{election}"  # outside the election's own key range
-    if len(name) > MAX_NAME_LENGTH:
-        raise ConfigError(
-            f"election name {election!r} is too long for a handoff request (at most "
-            f"{MAX_NAME_LENGTH - len(REQUEST_SEGMENT) - 1} characters)")
-    return name
+    return side_name(REQUEST_SEGMENT, election)
 
 
 class HandoffListener:

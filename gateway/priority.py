@@ -7,7 +7,7 @@ leader told when a higher-priority candidate is waiting.
         lead.yield_to_preferred()          # a handoff to the highest-priority waiter
 
 How the priority travels, the same on every backend, through the store interface only:
-a candidate that declares a priority adds, right after its entry, a second entry of the
+a candidate that declares a priority adds, just BEFORE its entry, a second entry of the
 SAME session in the side election ``.tenure-priority/<election>`` whose value is the
 priority (``{"priority": N}``). It lives and dies with the session like the entry
 itself, and the core withdraws it with the entry. :meth:`Election.contenders` joins the
@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from tenure import events
 from tenure.campaign import wait_for
 from tenure.errors import ConfigError, TenureError
-from tenure.names import MAX_NAME_LENGTH
+from tenure.handoff import side_name
 from tenure.store import Contender, Store, Ticket, Wait
 
 if TYPE_CHECKING:
@@ -63,15 +63,8 @@ PreferredCallback = Callable[["Leadership", Contender], None]
 
 
 def side_election(election: str, segment: str) -> str:
-    """``<segment>/<election>``: outside the election's own key range (native layouts
-    list everything under ``<election>/`` as its candidates); ConfigError when the name
-    leaves no room for it."""
-    name = f"{segment}/{election}"
-    if len(name) > MAX_NAME_LENGTH:
-        raise ConfigError(
-            f"election name {election!r} is too long for priorities (at most "
-            f"{MAX_NAME_LENGTH - len(BELL_SEGMENT) - 1} characters)")
-    return name
+    """The side election ``segment`` of ``election`` (:func:`tenure.handoff.side_name`)."""
+    return side_name(segment, election)
 
 
 def check_priority(priority: object) -> int | None:
@@ -86,19 +79,22 @@ def check_priority(priority: object) -> int | None:
     return priority
 
 
-def add_priority(store: Store[Any], ticket: Ticket, priority: int) -> Ticket:
-    """Adds the priority entry of ``ticket``'s candidate and rings the bell; returns
-    the priority entry (withdrawn with the entry by the core)."""
+def add_priority(store: Store[Any], election: str, candidate_id: str, priority: int) -> Ticket:
+    """Adds the priority entry of ``candidate_id`` (BEFORE its entry: whoever lists the
+    entry then finds its priority); the core withdraws it with the entry."""
     value = json.dumps({"priority": priority}).encode()
-    companion: Ticket = store.enqueue(side_election(ticket.election, PRIORITY_SEGMENT),
-                              ticket.candidate_id, value)
-    try:
-        bell = store.enqueue(side_election(ticket.election, BELL_SEGMENT),
-                             ticket.candidate_id, value)
-        store.withdraw(bell)
-    except TenureError as exc:  # the watchers' re-check finds it later
-        log.info("priority bell in %s not rung: %s", ticket.election, exc)
+    companion: Ticket = store.enqueue(side_election(election, PRIORITY_SEGMENT),
+                                      candidate_id, value)
     return companion
+
+
+def ring(store: Store[Any], election: str, candidate_id: str) -> None:
+    """Rings the bell (AFTER the entry exists): watching leaders re-read the contenders."""
+    try:
+        bell = store.enqueue(side_election(election, BELL_SEGMENT), candidate_id, b"")
+        store.withdraw(bell)
+    except TenureError as exc:  # the watchers' periodic re-check finds it later
+        log.info("priority bell in %s not rung: %s", election, exc)
 
 
 def _priority_of(raw: bytes) -> int:
@@ -112,8 +108,6 @@ def _priority_of(raw: bytes) -> int:
 def with_priorities(store: Store[Any], election: str) -> list[Contender]:
     """The election's contenders with the priority each declared (0 when none)."""
     listed = store.contenders(election)
-    if len(election) + len(BELL_SEGMENT) + 1 > MAX_NAME_LENGTH:
-        return listed
     declared = {c.candidate_id: _priority_of(c.value)
                 for c in store.contenders(side_election(election, PRIORITY_SEGMENT))}
     return [Contender(c.candidate_id, c.value, c.order, declared.get(c.candidate_id, 0))

@@ -219,3 +219,78 @@ def test_the_normal_path_pays_one_marker_read_per_won_campaign(target: Target) -
     median = {k: sorted(v)[len(v) // 2] * 1000 for k, v in handovers.items()}
     print(f"\n{target.profile.name}: handover median {median[True]:.2f} ms with the marker "
           f"read, {median[False]:.2f} ms without ({rounds // 2} each)")
+
+
+def test_twenty_handoffs_to_the_last_in_line_keep_s1_and_s2(target: Target) -> None:
+    """The issue's repeat: 20 handoffs, each to the waiter LAST in line among three,
+    each landing on it with a larger token; the shared history passes S1 (never two
+    leaders) and S2 (tokens rise)."""
+    from queue import Queue
+
+    from tenure.conformance.suite import history
+
+    name = target.election("handoff-repeat")
+    path = target.workdir / "handoff-history.jsonl"
+    stop = threading.Event()
+    orders: dict[str, Queue[str]] = {cid: Queue() for cid in ("c1", "c2", "c3", "c4")}
+    elected: Queue[tuple[str, int]] = Queue()
+    outcomes: Queue[tuple[str, bool, str]] = Queue()
+
+    def candidate(client: tenure.Client) -> None:
+        cid = client.candidate_id
+        while not stop.is_set():
+            try:
+                lead = client.election(name).campaign(cancel=stop)
+            except tenure.CampaignCancelled:
+                return
+            history.record(path, kind="elected", cid=cid, election=name, token=lead.token,
+                           t=time.monotonic(), deadline=lead.deadline)
+            history.record(path, kind="valid", cid=cid, election=name, token=lead.token,
+                           t=time.monotonic(), deadline=lead.deadline)
+            elected.put((cid, lead.token))
+            to = orders[cid].get()
+            if not to:
+                return
+            history.record(path, kind="resign", cid=cid, election=name, token=lead.token,
+                           t=time.monotonic())
+            result = lead.handoff(to=to, timeout=ttl_of(target) * 3 + 10, on_failure="resign")
+            outcomes.put((to, result.ok, result.message))
+
+    latencies: list[float] = []
+    clients = [connect(target, cid) for cid in orders]
+    threads = [threading.Thread(target=candidate, args=(c,), daemon=True) for c in clients]
+    try:
+        threads[0].start()
+        leader, token = elected.get(timeout=30)
+        for thread, client in zip(threads[1:], clients[1:], strict=True):
+            thread.start()
+            eventually(lambda cid=client.candidate_id: cid in ids(target, name, clients[0]),
+                       30, "enqueued")
+        for _ in range(20):
+            waiting = [c for c in ids(target, name, clients[0]) if c != leader]
+            assert len(waiting) == 3, waiting
+            asked = time.monotonic()
+            orders[leader].put(waiting[-1])
+            new_leader, new_token = elected.get(timeout=ttl_of(target) * 3 + 30)
+            latencies.append(time.monotonic() - asked)
+            to, ok, message = outcomes.get(timeout=30)
+            assert ok, message
+            assert new_leader == to == waiting[-1] and new_token > token
+            leader, token = new_leader, new_token
+            # the old leader queues again; wait until all three wait once more
+            eventually(lambda: len(ids(target, name, clients[0])) == 4, 30, "re-queued")
+    finally:
+        stop.set()
+        for queue in orders.values():
+            queue.put("")
+        for thread in threads:
+            thread.join(30)
+        for client in clients:
+            client.close()
+    events = history.load(path)
+    assert sum(1 for e in events if e["kind"] == "elected") >= 21
+    report = history.check(events)
+    assert report.ok, report.violations
+    print(f"\n{target.profile.name}: handoff latency (asked -> successor won, 2 waiters "
+          f"stepping aside) median {sorted(latencies)[10] * 1000:.1f} ms, max "
+          f"{max(latencies) * 1000:.1f} ms over 20")

@@ -6,6 +6,8 @@ a lower one), arrival order still decides by default, and a run loop with
 from __future__ import annotations
 
 import threading
+import time
+from pathlib import Path
 
 import pytest
 from test_handoff import Waiter, connect, eventually, ids
@@ -106,3 +108,26 @@ def test_prefer_priority_hands_over_once_and_never_twice(target: Target) -> None
             for runner in runners:
                 runner.join(30)
             first.close()
+
+
+@pytest.mark.sqlite
+def test_a_200_character_election_name_has_priorities_and_handoff(tmp_path: Path) -> None:
+    name = "long/" + "x" * 195
+    url = f"sqlite://{tmp_path}/s.db"
+    with tenure.connect(url, ttl=2, candidate_id="a") as a, \
+            tenure.connect(url, ttl=2, candidate_id="b") as b:
+        lead = a.election(name).campaign(timeout=10, priority=1)
+        won: list[tenure.Leadership] = []
+        waiting = threading.Thread(
+            target=lambda: won.append(b.election(name).campaign(timeout=30, priority=2)),
+            daemon=True)
+        waiting.start()
+        end = time.monotonic() + 30
+        while len(a.election(name).contenders()) < 2:
+            assert time.monotonic() < end
+            time.sleep(0.02)
+        assert [c.priority for c in a.election(name).contenders()] == [1, 2]
+        result = lead.yield_to_preferred(timeout=10)
+        assert result is not None and result.ok, result
+        waiting.join(30)
+        assert won and won[0].token > lead.token
