@@ -3,15 +3,14 @@ says about its own leader and peers (the evidence that a fault happened).
 
     with NetLab("etcd", nodes=3) as net:
         net.cluster.url                   # etcd://10.213.7.1:p1,10.213.7.2:p2,...
-        net.faults.isolate("etcd1", net.peers)
+        net.faults.isolate("etcd1", net.labels)
         net.store_leader()                # index of the node the store calls its leader
 
-Backends: etcd, Consul and Redis start inside namespaces through the lab's hook
-(``Node.host`` / ``Node.command_prefix``); etcd's peer proxies are dropped (peers talk
-directly, so the kernel rules cut them). ZooKeeper is started on 127.0.0.1 as usual
-(its lab module is being reworked elsewhere); its peer faults fall back to the lab's
-peer proxies (``cluster.isolate``), which see only TCP (all ZooKeeper peer traffic is
-TCP). The cluster is registered so :func:`net_of` finds the namespaces of a cluster.
+Backends: etcd, Consul, Redis and ZooKeeper start inside namespaces through the lab's
+hook (``Node.host`` / ``Node.command_prefix``); the lab's peer proxies (etcd's, and
+ZooKeeper's per-pair ones) are dropped, so peers talk directly and the kernel rules cut
+them. PostgreSQL (one primary) starts on 127.0.0.1 as usual. The cluster is registered so
+:func:`net_of` finds the namespaces of a cluster.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from tenure.conformance.faults.rules import Faults
 from tenure.conformance.lab import BACKENDS
 from tenure.conformance.lab.cluster import Cluster, LabError
 
-NAMESPACED = ("etcd", "consul", "redis")
+NAMESPACED = ("etcd", "consul", "redis", "zookeeper")
 _registry: weakref.WeakKeyDictionary[Cluster, NetLab] = weakref.WeakKeyDictionary()
 
 
@@ -63,6 +62,13 @@ class NetLab:
                         proxy.close()
                         self.cluster.proxies.remove(proxy)
                         node.peer_proxy = None  # type: ignore[attr-defined]
+                pairs = getattr(self.cluster, "pair_proxies", None)
+                if pairs:  # ZooKeeper: the same, for its per-pair peer proxies
+                    for pair in pairs.values():
+                        for proxy in pair:
+                            proxy.close()
+                            self.cluster.proxies.remove(proxy)
+                    pairs.clear()
             self.cluster.start(timeout)
         except BaseException:
             self.sandbox.close()

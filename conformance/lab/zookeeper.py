@@ -121,7 +121,7 @@ class ZooKeeperNode(Node):
             "syncLimit=10",
             f"dataDir={self.data_dir}",
             f"clientPort={self.client_port}",
-            f"clientPortAddress={HOST}",
+            f"clientPortAddress={self.host}",
             "admin.enableServer=false",
             "4lw.commands.whitelist=ruok,stat,srvr,mntr",
             "maxClientCnxns=500",
@@ -129,11 +129,15 @@ class ZooKeeperNode(Node):
         ]
         if len(self.cluster.nodes) > 1:
             for peer in self.cluster.nodes:
+                host = HOST
                 if peer is self:
                     q, e = self.quorum_port, self.election_port
-                else:
+                    host = self.host
+                elif self.cluster.pair_proxies:
                     q, e = self.cluster.pair_ports(self.index, peer.index)
-                lines.append(f"server.{peer.myid}={HOST}:{q}:{e}")
+                else:  # tenure.conformance.faults: peers in namespaces, no proxies
+                    q, e, host = peer.quorum_port, peer.election_port, peer.host
+                lines.append(f"server.{peer.myid}={host}:{q}:{e}")
             (self.data_dir / "myid").write_text(f"{self.myid}\n")
         (self.conf_dir / "zoo.cfg").write_text("\n".join(lines) + "\n")
         (self.conf_dir / "log4j.properties").write_text(_LOG4J)
@@ -161,7 +165,7 @@ class ZooKeeperNode(Node):
 
     def mode(self) -> str:
         """``standalone``, ``leader`` or ``follower`` (raises if not serving)."""
-        for line in four_letter((HOST, self.client_port), "srvr").splitlines():
+        for line in four_letter((self.host, self.client_port), "srvr").splitlines():
             if line.startswith("Mode:"):
                 return line.split(":", 1)[1].strip()
         raise LabError(f"{self.name} is not serving (no Mode in srvr)")

@@ -1,8 +1,9 @@
-"""ZooKeeper x3: SIGSTOP of the ZooKeeper leader past the TTL (a new leader is elected),
-kill/restart of the leader, and an isolated server -- through the lab's peer proxies:
-ZooKeeper stays on 127.0.0.1 in the lab (its peer traffic is all TCP, so the proxies cut
-it completely); see docs/faults.md. Candidates' wall clocks stepped. One seeded rotation;
-each test shows its class happened and the history held S1/S2/S3."""
+"""ZooKeeper x3, every server in its own network namespace (the lab's per-pair peer
+proxies dropped): partitions (an isolated server, minority | majority with candidates on
+both sides, a bridge server), one-way and random loss, SIGSTOP of the ZooKeeper leader
+past the TTL (a new leader is elected), kill/restart of the leader, candidates' wall
+clocks stepped. One seeded rotation; each test shows its class happened and the history
+held S1/S2/S3."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from .conftest import NetLabs, assert_class, rotation
 
 pytestmark = [pytest.mark.faults, pytest.mark.zookeeper, pytest.mark.chaos]
 
-KINDS = ("partition-isolate", "store-pause", "leader-kill", "clock-step")
+KINDS = ("partition-isolate", "partition-split", "partition-bridge", "loss-one-way",
+         "loss-link", "store-pause", "leader-kill", "clock-step")
 
 
 @pytest.fixture(scope="module")
