@@ -139,6 +139,9 @@ class DeadlineKeeper:
             raise KeeperError(f"cannot start the deadline keeper: {exc}") from exc
         os.close(commands_r)
         os.close(reports_w)
+        # Non-blocking: extensions are written from the renewing thread, which a keeper
+        # that stopped reading (frozen) must never block; see _send.
+        os.set_blocking(commands_w, False)
         keeper = cls(process, commands_w, reports_r, grace)
         if keeper._read_report(KEEPER_START_TIMEOUT) != "ready":
             keeper.kill()
@@ -164,7 +167,7 @@ class DeadlineKeeper:
         renewal's success; default: now); the keeper takes it if ``known_at`` is before
         the deadline it holds, however late it reads it. False if the keeper is gone."""
         at = time.monotonic() if known_at is None else known_at
-        return self._send(f"deadline {deadline!r} {at!r}")
+        return self._send(f"deadline {deadline!r} {at!r}", droppable=True)
 
     def stop(self) -> bool:
         """Asks the keeper to stop the command now (SIGTERM, SIGKILL after the grace
@@ -214,12 +217,18 @@ class DeadlineKeeper:
             self.process.kill()
         self.process.wait()
 
-    def _send(self, line: str) -> bool:
+    def _send(self, line: str, droppable: bool = False) -> bool:
+        """Writes one line (shorter than PIPE_BUF: written whole or not at all). A
+        keeper whose pipe is full has not read for thousands of lines (it is frozen):
+        an extension (``droppable``) is then dropped -- a later one replaces it -- and
+        any other line reports the keeper gone, so the caller acts itself."""
         with self._lock:
             if self._commands is None:
                 return False
             try:
                 os.write(self._commands, line.encode() + b"\n")
+            except BlockingIOError:
+                return droppable
             except BrokenPipeError:
                 return False
             return True

@@ -168,7 +168,7 @@ class Keeper:
         starting, or not scheduled -- still counts: the leadership never lapsed."""
         known = now() if known_at is None else from_monotonic(known_at)
         if known < self.deadline:
-            self.deadline = max(self.deadline, from_monotonic(deadline))
+            self.deadline = from_monotonic(deadline)
 
     def read_lines(self) -> list[tuple[str, list[float]]]:
         """Reads what is available (one read) and returns the complete lines as

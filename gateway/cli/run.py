@@ -25,8 +25,9 @@ exit is followed by a new campaign.
 How it is built. The main thread campaigns, starts the keeper (tenure.deadline_keeper,
 a process of its own, ``ready`` before the command starts) and the command (which
 announces its pid to the keeper before it executes), then waits on one queue for the
-first of: the command exited, the leadership was lost, a signal. A helper thread sends
-the keeper the leadership's deadline whenever a renewal moved it; stopping the command
+first of: the command exited, the leadership was lost, a signal. Each renewal's new
+deadline is sent to the keeper by the renewing thread itself (a helper thread polls as
+a fallback), with the time it was known; stopping the command
 is the keeper's job (SIGTERM, SIGKILL after --grace), with tenure run doing it itself
 only if the keeper is gone. The command is reaped only after the keeper was told it
 exited, so the keeper never signals a reused pid. Signals are handled by a relay
@@ -271,8 +272,8 @@ class Wrapper:
         # deadline that renewals have meanwhile moved (seen with a TTL of 1 s).
         exited = threading.Event()
         every = min(FORWARD_EVERY_MAX, max(FORWARD_EVERY_MIN, renew_interval / 10))
-        threading.Thread(target=_forward_deadlines,
-                         args=(lead, keeper, exited, every, renewals, started_with),
+        renewals.attach(keeper, started_with)
+        threading.Thread(target=_forward_deadlines, args=(renewals, exited, every),
                          name="tenure-run-deadlines", daemon=True).start()
         try:
             child = keeper.spawn(self.command, env=env)
@@ -333,21 +334,31 @@ def _await_exit(pid: int, exited: threading.Event,
 
 
 class _Renewals:
-    """The deadlines successful renewals put in force, each with the time it happened
-    (the ``renewal`` event, published by the renewing thread once the deadline is in
-    force), so that the keeper can tell an extension known in time from a late one
-    even when it reads it late: subscribed before the keeper starts, it also covers the
-    renewals made while the keeper was starting (up to a second on a loaded machine,
-    longer than what is left of a 1 s TTL). ``backend``: the client's store
-    description; tenure run has one client."""
+    """Forwards to the keeper each deadline a successful renewal put in force, with the
+    time it did (the ``renewal`` event, published by the renewing thread once the
+    deadline is in force), FROM THAT THREAD: an extension reaches the keeper as soon as
+    the core knows it, whether or not another thread of this (possibly starved) process
+    is scheduled, and the keeper can tell one known in time from a late one even when
+    it reads it late. Subscribed before the keeper starts, so renewals made while it
+    starts are sent once it is attached. :meth:`poll` (a helper thread) sends the
+    leadership's deadline where no event was seen for it. Nothing is sent once the
+    leadership ended. ``backend``: the client's store description (tenure run has one
+    client)."""
 
     def __init__(self, lead: Leadership, backend: str) -> None:
         self._lead = lead
         self._backend = backend
         self._lock = threading.Lock()
         self._latest: tuple[float, float] | None = None
-        self.changed = threading.Event()
+        self._keeper: DeadlineKeeper | None = None
+        self._sent = 0.0
         self._unsubscribe = events.subscribe(self._on_event)
+
+    def attach(self, keeper: DeadlineKeeper, sent: float) -> None:
+        """From now on send to ``keeper``, which holds the deadline ``sent``."""
+        with self._lock:
+            self._keeper, self._sent = keeper, sent
+        self._push(None)
 
     def _on_event(self, event: events.Event) -> None:
         fields = event.fields
@@ -355,40 +366,39 @@ class _Renewals:
                 and fields.get("backend") == self._backend):
             with self._lock:
                 self._latest = (float(fields["valid_until"]), event.at)
-            self.changed.set()
+            self._push(None)
 
-    def latest(self) -> tuple[float, float]:
-        """(deadline, known_at): the last renewal's, or -- if the leadership's deadline
-        is later (no event seen for it) -- that one, known now."""
-        known_now = time.monotonic()
-        deadline = self._lead.deadline
+    def poll(self) -> bool:
+        """Sends the leadership's deadline (known now) if it is later than what was
+        sent; False once the keeper is gone."""
+        return self._push((self._lead.deadline, time.monotonic()))
+
+    def _push(self, polled: tuple[float, float] | None) -> bool:
         with self._lock:
-            latest = self._latest
-        if latest is not None and latest[0] >= deadline:
-            return latest
-        return deadline, known_now
+            keeper = self._keeper
+            candidates = [c for c in (self._latest, polled) if c is not None]
+            if keeper is None or not candidates or self._lead.ended.is_set():
+                return True
+            deadline, known_at = max(candidates, key=lambda c: (c[0], -c[1]))
+            if deadline <= self._sent:
+                return True
+            if not keeper.extend(deadline, known_at):
+                return False
+            self._sent = deadline
+            return True
 
     def close(self) -> None:
         self._unsubscribe()
+        with self._lock:
+            self._keeper = None
 
 
-def _forward_deadlines(lead: Leadership, keeper: DeadlineKeeper, done: threading.Event,
-                       every: float, renewals: _Renewals, sent: float) -> None:
-    """Sends the keeper the leadership's deadline, with when it was known, each time a
-    renewal extended it beyond ``sent`` (the last it was given), until the command
-    exits or the leadership ends (then tenure run stops the command itself, through
-    the keeper). Only extensions are sent: a deadline that moves back (the session
-    ended) is a loss, which tenure run handles."""
-    while not done.is_set():
-        renewals.changed.wait(every)
-        renewals.changed.clear()  # before reading: a later renewal sets it again
-        if done.is_set() or lead.ended.is_set():
+def _forward_deadlines(renewals: _Renewals, done: threading.Event, every: float) -> None:
+    """Polls the leadership's deadline for :class:`_Renewals` (a fallback: renewals are
+    forwarded by their own events) until the command exits or the keeper is gone."""
+    while not done.wait(every):
+        if not renewals.poll():
             return
-        deadline, known_at = renewals.latest()
-        if deadline > sent:
-            if not keeper.extend(deadline, known_at):
-                return
-            sent = deadline
 
 
 def _say(text: str) -> None:

@@ -87,10 +87,12 @@ def test_the_command_is_stopped_when_the_deadline_passes_and_not_before(keepers:
 
 
 def test_extensions_keep_the_command_running_until_they_stop(keepers: Keepers) -> None:
-    keeper, child = guarded(keepers, time.monotonic() + 1.0)
+    # Each extension is worth 3 s (30 of the 0.1 s steps): a test process starved for
+    # over a second at load 50 had let a 1 s extension lapse, a real stop.
+    keeper, child = guarded(keepers, time.monotonic() + 3.0)
     end = time.monotonic() + 2.5
-    while time.monotonic() < end:  # a renewal every 0.1 s, each worth 1 s
-        assert keeper.extend(time.monotonic() + 1.0)
+    while time.monotonic() < end:  # a renewal every 0.1 s, each worth 3 s
+        assert keeper.extend(time.monotonic() + 3.0)
         assert exit_time(child.pid, 0.1) is None, "stopped despite its extensions"
     last = time.monotonic() + 1.0
     assert keeper.extend(last)
