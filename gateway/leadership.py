@@ -312,7 +312,7 @@ class Leadership:
             self.ended_at = time.monotonic()
             watch, self._watch = self._watch, None
         if watch is not None:
-            watch.stop()
+            watch.stop(wait=False)
         self._client.forget(self)
         return True
 

@@ -137,10 +137,12 @@ class PreferenceWatch:
                                         daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stops watching (returns once the thread ended, unless called from it)."""
+    def stop(self, wait: bool = True) -> None:
+        """Stops watching; with ``wait``, returns once the thread ended (unless called
+        from it). A leadership that ends does not wait: a loss must not be delayed by a
+        store call in flight here (the thread ends within one wait slice after it)."""
         self._stop.set()
-        if threading.current_thread() is not self._thread:
+        if wait and threading.current_thread() is not self._thread:
             self._thread.join()
 
     def check(self) -> Contender | None:
