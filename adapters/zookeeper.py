@@ -18,7 +18,9 @@ Mapping of the contract (kazoo, ZooKeeper 3.5+; options and the kazoo client are
   every node created before ours is visible once ours is (a stale read only shows a
   predecessor already gone). If ours is lowest we check, as Curator does since its
   two-leaders bug, that its ``ephemeralOwner`` is the session we renew (that ``exists``
-  also arms the loss watch). Else the Signal is a data watch on ONLY the predecessor (no herd).
+  also arms the loss watch; it is sent together with the ``get_children``, so a step is
+  ONE round trip, and counted as leading from before it is sent). Else the Signal is a
+  data watch on ONLY the predecessor (no herd).
   Our node gone or owned by another session (kazoo replaced an expired one) is
   SessionExpired, as is an ``enqueue`` landing in a session we did not open (the core
   then opens the session again).
@@ -68,7 +70,9 @@ Limits: a follower relays touches to the ensemble's leader every tickTime/2: cho
 ``drift >= tickTime / (2 x TTL)`` if it matters (200 ms, 4 s: 0.025). Sequences are
 signed 32-bit. kazoo drops a connection silent for 2/3 of the timeout and tries the next
 server. ``leader``, ``contenders``, ``read``, ``observe_step`` read after a ``sync``:
-ZooKeeper's strongest read, not a quorum read.
+ZooKeeper's strongest read, not a quorum read (``read`` sends its ``get`` with the
+``sync``, one round trip: a session's requests are applied in order, a read held back
+behind that session's pending ``sync``).
 """
 
 from __future__ import annotations
@@ -313,7 +317,7 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
             self._sweeping.release()
 
     def withdraw(self, ticket: ZooKeeperTicket) -> None:
-        self._watches.forget(ticket)
+        self._watches.withdrawn(ticket)
         with contextlib.suppress(NoNodeError):  # on a store error the core retries it
             self._call(self._conn.client().delete_async, ticket.key)
 
@@ -334,13 +338,27 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
         if not zk.connected:
             return False  # the reconnect fires the signal; then we read again
         parent, mine = ticket.key.rsplit("/", 1)
+        # One round trip: the listing and the Curator check of our own node (whose exists
+        # also arms the loss watch) go out together, answered in order; the check is
+        # registered as leading first and forgotten unless the listing says we lead.
+        listing = zk.get_children_async(parent)
+        own = self._watches.lead_async(zk, ticket)
+        leads = False
         try:
-            children = self._call(zk.get_children_async, parent)
-        except NoNodeError:
-            children = []
-        if mine not in children:
-            raise SessionExpired(f"{entry} is gone (its session expired or it was deleted)")
-        lower = [c for seq, c in self._ranked(children) if seq < ticket.order]
+            try:
+                children = self._conn.wait(listing)
+            except NoNodeError:
+                children = []
+            stat = self._conn.wait(own)
+            if mine not in children or stat is None:
+                raise SessionExpired(f"{entry} is gone (its session expired or it was deleted)")
+            if stat.ephemeralOwner != self._session_id:
+                raise SessionExpired(f"{entry} is not bound to this client's current session")
+            lower = [c for seq, c in self._ranked(children) if seq < ticket.order]
+            leads = not lower
+        finally:
+            if not leads:
+                self._watches.forget(ticket)
         if lower:
             try:
                 self._call(zk.get_async, f"{parent}/{lower[-1]}",
@@ -348,13 +366,6 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
             except NoNodeError:
                 signal.fire()  # gone already: look again at once
             return False
-        try:  # the Curator check; its exists also arms the loss watch
-            stat = self._watches.lead(zk, ticket)
-            if stat is None or stat.ephemeralOwner != self._session_id:
-                raise SessionExpired(f"{entry} is not bound to this client's current session")
-        except BaseException:
-            self._watches.forget(ticket)
-            raise
         return True
 
     def _require_led(self, ticket: ZooKeeperTicket, action: str) -> None:
@@ -397,9 +408,14 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
 
     def read(self, key: str) -> bytes | None:
         zk = self._conn.client()
-        self._call(zk.sync_async, self._root)
+        # Sent together (one round trip): the server keeps a session's requests in order
+        # and holds a read back behind that session's pending sync, so the get still sees
+        # everything committed before the sync.
+        synced = zk.sync_async(self._root)
+        got = zk.get_async(f"{self._root}/data/{_component(key)}")
+        self._conn.wait(synced)
         try:
-            return bytes(self._call(zk.get_async, f"{self._root}/data/{_component(key)}")[0])
+            return bytes(self._conn.wait(got)[0])
         except NoNodeError:
             return None
 

@@ -8,7 +8,8 @@ every connection state change, since kazoo drops every watch on a disconnect. So
 waiter or observer that arms before the read that sets its watch never misses a later
 change: it steps again and reads again. kazoo keeps a callback once per path (an
 election's callbacks compare equal), so stepping again never stacks watches. A node
-given to :meth:`Watches.lead` is reported through ``report_loss`` once -- when its watch
+given to :meth:`Watches.lead` (or :meth:`Watches.lead_async`, whose ``exists`` the
+caller sends with its read) is reported through ``report_loss`` once -- when its watch
 sees it deleted, when kazoo reports the session LOST, or when the re-read after a
 reconnect finds it gone -- unless :meth:`Watches.forget` came first; and
 :meth:`Watches.report_gone` reports again each held ticket no longer leading here (the
@@ -74,6 +75,7 @@ class Watches:
         self._bells: dict[str, _Bell] = {}
         self.leading: dict[str, ZooKeeperTicket] = {}
         """Our leading nodes by path."""
+        self._own: dict[str, tuple[ZooKeeperTicket, Watch]] = {}  # see _own_watch
         self.notifications = 0
         """Watch notifications received (not counting kazoo's disconnect events)."""
 
@@ -119,21 +121,48 @@ class Watches:
     def lead(self, zk: KazooClient, ticket: ZooKeeperTicket) -> Any:
         """Treats ``ticket`` as leading and watches its node; returns the node's stat
         (None: gone). The caller forgets it if it does not lead after all."""
+        return self._conn.call(self.lead_async, zk, ticket)
+
+    def lead_async(self, zk: KazooClient, ticket: ZooKeeperTicket) -> Any:
+        """:meth:`lead` without waiting: returns kazoo's pending ``exists``, so the caller
+        can send it together with the read that decides whether ``ticket`` leads (one
+        session's requests are answered in order). Registered before the watch is sent,
+        so a deletion it sees is a loss whenever the caller then keeps ``ticket``."""
         with self.lock:
             self.leading[ticket.key] = ticket  # before the watch can see it go
         return self._watch_own(zk, ticket)
 
-    def _watch_own(self, zk: KazooClient, ticket: ZooKeeperTicket) -> Any:
+    def _own_watch(self, ticket: ZooKeeperTicket) -> Watch:
+        """The one watch callback of ``ticket``'s node: the same object on every step,
+        so kazoo (a set of callbacks per path) never stacks them."""
+        with self.lock:
+            found = self._own.get(ticket.key)
+            if found is not None and found[0] is ticket:
+                return found[1]
+
         def watch(event: WatchedEvent) -> None:
             if not self.count(event):
                 return  # dropped on a disconnect: the reconnect re-arms
             if event.type == EventType.CHANGED:  # our own proclaim: re-arm
                 in_background(self._recheck, [ticket])
             else:  # on_lost callbacks must not hold up kazoo's callback thread
+                with self.lock:  # a sequential path never recurs: its watch is done
+                    self._own.pop(ticket.key, None)
                 in_background(self.forget, ticket, "its ZooKeeper node was deleted (session "
                               "expired, or removed by another client)")
 
-        return self._conn.call(zk.exists_async, ticket.key, watch)
+        with self.lock:
+            self._own[ticket.key] = (ticket, watch)
+        return watch
+
+    def _watch_own(self, zk: KazooClient, ticket: ZooKeeperTicket) -> Any:
+        return zk.exists_async(ticket.key, self._own_watch(ticket))
+
+    def withdrawn(self, ticket: ZooKeeperTicket) -> None:
+        """Forgets ``ticket`` for good (its node is being deleted by us)."""
+        self.forget(ticket)
+        with self.lock:
+            self._own.pop(ticket.key, None)
 
     def forget(self, ticket: ZooKeeperTicket, loss: str = "") -> None:
         """Stops treating ``ticket`` as leading; reports ``loss`` if it still was."""
@@ -149,6 +178,8 @@ class Watches:
         with self.lock:
             for key in [k for k, t in self.leading.items() if t.owner != session]:
                 del self.leading[key]
+            for key in [k for k, (t, _) in self._own.items() if t.owner != session]:
+                del self._own[key]
 
     def report_gone(self, held: Iterable[ZooKeeperTicket]) -> None:
         """Reports each of ``held`` no longer leading here (its node seen gone, perhaps
@@ -180,7 +211,7 @@ class Watches:
         zk = self._conn.current
         with contextlib.suppress(StoreUnavailable):  # disconnected again: the next reconnect
             for ticket in tickets:
-                if zk is not None and self._watch_own(zk, ticket) is None:
+                if zk is not None and self._conn.call(self._watch_own, zk, ticket) is None:
                     self.forget(ticket, "its ZooKeeper node was deleted")
 
 
