@@ -16,7 +16,7 @@ from tree_copy import ROOT
 pytestmark = [pytest.mark.packaging, pytest.mark.unit]
 
 README = (ROOT / "README.md").read_text()
-USER_EXTRAS = ("etcd", "zookeeper", "consul", "redis", "postgres", "serve", "all")
+USER_EXTRAS = ("etcd", "zookeeper", "consul", "redis", "postgres", "kubernetes", "serve", "all")
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
 
 
