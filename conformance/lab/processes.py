@@ -4,10 +4,11 @@ Promise: every process started through :func:`spawn` is, from the moment it runs
 
 * the leader of its own process group (so a signal reaches its children too),
 * killed by the kernel (``PR_SET_PDEATHSIG`` = SIGKILL) when its creating thread dies.
-  The kernel ties that signal to the *thread* that forked, so every fork happens on one
-  long-lived daemon thread of this module: the signal then fires when this Python
-  process dies, however it dies (SIGKILL included), and not when a short-lived worker
-  thread that asked for the spawn ends;
+  The kernel ties that signal to the *thread* that spawned it, so every spawn happens on
+  one long-lived daemon thread of this module (through
+  :func:`tenure.childproc.spawn_guarded`: vfork + exec, never a fork of this process):
+  the signal then fires when this Python process dies, however it dies (SIGKILL
+  included), and not when a short-lived worker thread that asked for the spawn ends;
 * killed by an ``atexit`` hook on a normal interpreter exit (Ctrl-C included, which
   exits through ``KeyboardInterrupt``).
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import queue
 import signal
@@ -32,31 +32,11 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-_PR_SET_PDEATHSIG = 1
-_libc: Any = None
-
-
-def _load_libc() -> Any:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    return _libc
-
-
-def _child_setup(parent_pid: int) -> Callable[[], None]:
-    libc = _load_libc()  # loaded before the fork: only a plain call runs in the child
-
-    def setup() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        # The parent may have died between fork and prctl: then nobody would kill us.
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return setup
+from tenure.childproc import spawn_guarded
 
 
 class _Spawner:
-    """One daemon thread that performs every fork, so PDEATHSIG follows the process."""
+    """One daemon thread that performs every spawn, so PDEATHSIG follows the process."""
 
     def __init__(self) -> None:
         self._jobs: queue.Queue[tuple[Callable[[], subprocess.Popen[bytes]], Future[Any]]] = (
@@ -161,21 +141,20 @@ def spawn(
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
-    parent = os.getpid()
 
     def job() -> subprocess.Popen[bytes]:
         with open(log_path, "ab") as log:
             log.write(f"--- {time.strftime('%H:%M:%S')} start: {' '.join(argv)}\n".encode())
             log.flush()
-            return subprocess.Popen(
+            # Never a fork() of this process: a test process may run gRPC threads (the
+            # etcd client), and a forked child of those can abort before exec.
+            return spawn_guarded(
                 list(argv),
+                full_env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
-                env=full_env,
-                start_new_session=True,
-                preexec_fn=_child_setup(parent),
             )
 
     proc = StoreProcess(name, _spawner.run(job), log_path)
