@@ -261,30 +261,52 @@ class SQLiteStore(Store[SQLiteTicket]):
 
     def _turn(self, ticket: SQLiteTicket) -> float | None:
         """None if ``ticket`` leads now, else the time at which the earliest session
-        ahead of it expires. Raises SessionExpired if the ticket's session is dead."""
+        ahead of it expires. Raises SessionExpired if the ticket's session is dead.
+
+        A read decides only while nobody dead is ahead. Passing over an expired
+        session is decided under the write lock, after deleting it: a renewal of that
+        session may have taken the lock and its ``now`` before it expired and commit
+        after (a pause in between); a read would let this ticket lead while that
+        renewal revives the session, so the writer's lock orders the two."""
         db = self._db()
         db.execute("BEGIN")
         try:
-            params = self._params(election=ticket.election, seq=ticket.order)
-            mine = db.execute(
-                f"SELECT 1 FROM candidates c JOIN sessions s ON s.id = c.session_id "
-                f"WHERE c.seq = :seq AND {_LIVE}",
-                params,
-            ).fetchone()
-            if mine is None:
-                raise SessionExpired(
-                    f"the entry of {ticket.candidate_id} in {ticket.election!r} died with "
-                    "its session"
-                )
-            ahead = db.execute(
-                f"SELECT MIN(s.expires_at) FROM candidates c JOIN sessions s "
-                f"ON s.id = c.session_id WHERE c.election = :election AND c.seq < :seq "
-                f"AND {_LIVE}",
-                params,
-            ).fetchone()[0]
+            wake_at, dead_ahead = self._turn_in(db, ticket)
         finally:
             db.execute("COMMIT")
-        return None if ahead is None else float(ahead)
+        if wake_at is not None or not dead_ahead:
+            return wake_at
+        with self._write() as db:
+            self._collect_garbage(db)
+            return self._turn_in(db, ticket)[0]
+
+    def _turn_in(self, db: sqlite3.Connection, ticket: SQLiteTicket) -> tuple[float | None, bool]:
+        """(earliest expiry of a live entry ahead or None, whether a dead entry is ahead)
+        in ``db``'s current transaction."""
+        params = self._params(election=ticket.election, seq=ticket.order)
+        mine = db.execute(
+            f"SELECT 1 FROM candidates c JOIN sessions s ON s.id = c.session_id "
+            f"WHERE c.seq = :seq AND {_LIVE}",
+            params,
+        ).fetchone()
+        if mine is None:
+            raise SessionExpired(
+                f"the entry of {ticket.candidate_id} in {ticket.election!r} died with "
+                "its session"
+            )
+        ahead = db.execute(
+            f"SELECT MIN(s.expires_at) FROM candidates c JOIN sessions s "
+            f"ON s.id = c.session_id WHERE c.election = :election AND c.seq < :seq "
+            f"AND {_LIVE}",
+            params,
+        ).fetchone()[0]
+        dead = db.execute(
+            f"SELECT 1 FROM candidates c LEFT JOIN sessions s ON s.id = c.session_id "
+            f"WHERE c.election = :election AND c.seq < :seq "
+            f"AND (s.id IS NULL OR NOT ({_LIVE})) LIMIT 1",
+            params,
+        ).fetchone()
+        return (None if ahead is None else float(ahead)), dead is not None
 
     def try_lead(self, ticket: SQLiteTicket) -> Step:
         bell = self._board.listen(self._bell(ticket.election))
