@@ -13,7 +13,9 @@ Mapping of the contract:
   the session (so it dies with it), ordered by ``CreateIndex`` (Raft order);
 * try_lead: a ``?consistent`` read of the queue decides (skipped for an entry found
   first before, also by the enqueue transaction's ``get-tree``: entries only ever leave
-  ahead of it, new ones queue behind it). The first entry acquires
+  ahead of it, new ones queue behind it; and skipped after a wait: the lock transaction
+  then also checks ``check-not-exists`` on each entry the last read saw ahead, and the
+  queue is read again only if one is still there). The first entry acquires
   ``<prefix>/<election>/~leader`` with the session in a transaction that also checks
   its own queue key: Won(the acquisition's ``ModifyIndex``, a Raft index, which rises
   across deletion and recreation of the key; ``LockIndex`` does not). Any other entry
@@ -114,6 +116,9 @@ SEMAPHORE_FLAG_VALUE = 0xE0F69A2BAA414DE0
 """``api.SemaphoreFlagValue``: ``consul lock -n N`` (N > 1) holds ``PREFIX/.lock`` with it."""
 RETRY_SOON = 0.1
 """Consul tells no end of a lock-delay: the first waiter steps again this often."""
+TXN_CHECKS = 62
+"""Entries ahead a lock transaction checks at most: Consul takes 64 operations in one
+transaction (its own check and the lock are two); more ahead, the step reads the queue."""
 
 _PREFIX = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 _DC = re.compile(r"[A-Za-z0-9_-]+")
@@ -204,6 +209,9 @@ class ConsulTicket(Ticket):
     token: int = 0
     first: bool = False
     """Found first in the queue (by the enqueue or a read): its steps read it no more."""
+    ahead: list[str] | None = field(default=None, repr=False)
+    """The live entries ahead of it at its last queue read (None: none read yet); its
+    lock transaction checks they are gone instead of reading the queue again."""
     guard: Watched | None = field(default=None, repr=False)
 
 
@@ -366,34 +374,67 @@ class ConsulStore(Store[ConsulTicket]):
     def try_lead(self, ticket: ConsulTicket) -> Won | Wait:
         if self.options.native:
             return self._native.try_lead(ticket)
-        if not ticket.first:
-            queue = self._queue(ticket.election)
-            mine = [i for i, e in enumerate(queue)
-                    if e["Key"] == ticket.key and e["Session"] == ticket.session]
-            if not mine:
-                raise SessionExpired(f"the entry of {ticket.candidate_id} in "
-                                     f"{ticket.election!r} died with its session")
-            if mine[0] > 0:
-                ahead = queue[mine[0] - 1]
-                seen = int(ahead["ModifyIndex"])
-                return Wait(self.watcher.signal(ahead["Key"], seen, seen))
-            ticket.first = True  # for good: entries only leave ahead of it
+        if not ticket.first and (ticket.ahead is None or len(ticket.ahead) > TXN_CHECKS):
+            place = self._place(ticket)
+            if place is not None:
+                return place
+        step = self._take(ticket)
+        if step is None:  # an entry seen ahead is still there: read the queue again
+            ticket.ahead = None
+            place = self._place(ticket)
+            if place is not None:
+                return place
+            step = self._take(ticket)  # first now: checks only its own entry
+            assert step is not None
+        return step
+
+    def _place(self, ticket: ConsulTicket) -> Wait | None:
+        """Reads the queue: a Wait on the live entry just ahead of ``ticket`` (all of
+        those ahead remembered in ``ticket.ahead``), or None when it is first."""
+        queue = self._queue(ticket.election)
+        mine = [i for i, e in enumerate(queue)
+                if e["Key"] == ticket.key and e["Session"] == ticket.session]
+        if not mine:
+            raise SessionExpired(f"the entry of {ticket.candidate_id} in "
+                                 f"{ticket.election!r} died with its session")
+        if mine[0] > 0:
+            ticket.ahead = [e["Key"] for e in queue[:mine[0]]]
+            ahead = queue[mine[0] - 1]
+            seen = int(ahead["ModifyIndex"])
+            return Wait(self.watcher.signal(ahead["Key"], seen, seen))
+        ticket.first = True  # for good: entries only leave ahead of it
+        ticket.ahead = []
+        return None
+
+    def _take(self, ticket: ConsulTicket) -> Won | Wait | None:
+        """The lock transaction; for an entry not known first it also checks that each
+        entry seen ahead at the last queue read is gone (``check-not-exists``: entries
+        only ever leave ahead of it, new ones queue behind it, so then it is first, as a
+        fresh read would find). None if one of those is still there (perhaps without a
+        session: only a queue read can tell), so the caller reads the queue."""
+        ahead = [] if ticket.first else list(ticket.ahead or [])
         leader = self._leader_key(ticket.election)
         results, errors = self.http.txn([
+            *({"Verb": "check-not-exists", "Key": key} for key in ahead),
             {"Verb": "check-session", "Key": ticket.key, "Session": ticket.session},
             {"Verb": "lock", "Key": leader, "Session": ticket.session,
              "Value": _record(ticket.candidate_id, ticket.value)}])
         if not errors:
-            ticket.token = int(results[1]["ModifyIndex"])
+            ticket.first = True
+            ticket.token = int(results[-1]["ModifyIndex"])
             self._guard(ticket)
             return Won(ticket.token)
-        if errors[0]:
+        if any(errors[:len(ahead)]):
+            return None
+        own, lock = errors[len(ahead):]
+        if own:
             raise SessionExpired(f"the entry of {ticket.candidate_id} in "
-                                 f"{ticket.election!r} is gone ({errors[0]})")
-        if "Permission denied" in errors[1]:
-            raise ConfigError(f"Consul refused to lock {leader!r} ({errors[1]}); give an ACL "
+                                 f"{ticket.election!r} is gone ({own})")
+        ticket.first = True  # every entry seen ahead has gone
+        if "Permission denied" in lock:
+            raise ConfigError(f"Consul refused to lock {leader!r} ({lock}); give an ACL "
                               f"token with key write rights via token_file= or ${TOKEN_ENV}")
-        if "lock delay" in errors[1]:
+        if "lock delay" in lock:
             return Wait(NoSignal(), retry_at=time.monotonic() + RETRY_SOON)
         index, entries = self.http.get(leader)
         if not entries:  # freed since the transaction
