@@ -122,7 +122,11 @@ def check(events: list[Event]) -> Report:
     report = Report(intervals=intervals(events))
     by_election: dict[str, list[Interval]] = {}
     for interval in report.intervals:
-        by_election.setdefault(interval.election, []).append(interval)
+        # Empty: the candidate learnt it had won only after its deadline (paused right
+        # after winning), so it never held a valid leadership; its acts, if any, are
+        # judged by the fenced and guarded checks below.
+        if interval.end > interval.start:
+            by_election.setdefault(interval.election, []).append(interval)
     for election, group in by_election.items():
         _check_exclusion(election, group, report)
         _check_tokens(election, group, report)

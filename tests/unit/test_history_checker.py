@@ -73,3 +73,21 @@ def test_histories_round_trip_through_files_and_torn_lines_are_ignored(tmp_path:
     with open(path, "a") as f:
         f.write('{"kind": "elec')
     assert load(path) == [elected("a", 1, 0.0, 1.0)]
+
+
+def test_a_win_learnt_only_after_its_deadline_is_no_leadership() -> None:
+    """Paused right after winning: ``elected`` is recorded after its own deadline, while
+    its successor (higher token) leads. Not an overlap, not a token going down -- but a
+    write it got accepted after the successor's is still caught."""
+    events = [
+        elected("b", 2, 1.0, 3.0),
+        elected("a", 1, 1.5, 1.2),  # learnt at 1.5 that it had won, valid until 1.2
+        {"kind": "fenced", "cid": "b", "token": 2, "t": 1.1, "t_done": 1.15,
+         "accepted": True, "election": "e"},
+    ]
+    assert check(events).ok, check(events).summary()
+    events.append({"kind": "fenced", "cid": "a", "token": 1, "t": 1.6, "accepted": True,
+                   "election": "e"})
+    assert any("accepted after token 2" in v for v in check(events).violations)
+    overlapping = [elected("b", 2, 1.0, 3.0), elected("a", 3, 1.5, 1.6)]
+    assert any(v.startswith("S1") for v in check(overlapping).violations)
