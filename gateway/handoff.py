@@ -40,6 +40,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
@@ -205,11 +206,16 @@ def check_handoff_args(to: object, timeout: object, on_failure: object) -> tuple
 def hand_off(
     lead: Leadership, election: Any, to: str, timeout: float, on_failure: OnFailure,
     request: str = "", recampaign: bool = True,
+    before_release: Callable[[], object] | None = None,
 ) -> HandoffResult[Leadership]:
     """Implements :meth:`Leadership.handoff`; ``election`` is the client's Election
     (for the re-campaign of ``keep``). ``request`` names a remote request (acked in
     the marker); ``recampaign=False`` leaves the re-campaign of ``keep`` to the
-    caller (a run loop campaigns again by itself)."""
+    caller (a run loop campaigns again by itself). ``before_release`` (``tenure run``
+    stops its command there) is called once the handoff is decided and before this
+    leadership is given up -- before the marker write of a handoff, before the resign
+    of a refused one with ``resign`` -- never when nothing is released; what it
+    raises propagates and nothing is released."""
     started = time.monotonic()
     store: Store[Any] = election.client.store
     key = marker_key(lead.election)
@@ -227,14 +233,19 @@ def hand_off(
     lead.ensure()
     if to == lead.candidate_id:
         return _refuse(lead, key, request, to, keep, result,
-                       f"{to!r} is this leader itself; name another candidate")
+                       f"{to!r} is this leader itself; name another candidate",
+                       before_release)
     contenders = [c.candidate_id for c in store.contenders(lead.election)]
     others = [c for c in contenders if c != lead.candidate_id]
     if to not in others:
         listed = ", ".join(others) or "none"
         return _refuse(lead, key, request, to, keep, result,
                        f"candidate {to!r} is not a live contender of election "
-                       f"{lead.election!r} (waiting: {listed})")
+                       f"{lead.election!r} (waiting: {listed})", before_release)
+    stopping = time.monotonic()
+    if before_release is not None:
+        before_release()
+    stopped_for = time.monotonic() - stopping  # not counted against the timeout
     marker = Marker(uuid.uuid4().hex, to, lead.candidate_id, lead.token, timeout, keep,
                     request=request)
     lead.guarded_write(key, marker.encode())
@@ -245,10 +256,11 @@ def hand_off(
     campaigner = None
     if keep and recampaign:
         campaigner = threading.Thread(target=_campaign_again, name="tenure-handoff-keep",
-                                      args=(election, lead.value, timeout, cancel, again),
+                                      args=(election, lead.value, timeout, cancel, again,
+                                            lead.priority or None),
                                       daemon=True)
         campaigner.start()
-    end = started + timeout
+    end = started + stopped_for + timeout
     succeeded: LeaderInfo | None = None
     try:
         succeeded = _watch(store, lead, to, marker.id, end, campaigner, election.client.ttl)
@@ -309,7 +321,7 @@ def _watch(
 
 def _refuse(
     lead: Leadership, key: str, request: str, to: str, keep: bool,
-    result: Any, why: str,
+    result: Any, why: str, before_release: Callable[[], object] | None = None,
 ) -> HandoffResult[Leadership]:
     """A handoff refused before anything was released: ack a remote request in the
     marker (while still leading), then keep leading or resign as asked."""
@@ -321,16 +333,19 @@ def _refuse(
         outcome: HandoffResult[Leadership] = result(False, f"{why}; still leading", False,
                                                     leadership=lead)
         return outcome
+    if before_release is not None:
+        before_release()
     lead.end_resigned(f"handoff refused ({why}); resigned as asked")
     resigned: HandoffResult[Leadership] = result(False, f"{why}; resigned as asked", True)
     return resigned
 
 
 def _campaign_again(election: Any, value: bytes, timeout: float, cancel: threading.Event,
-                    out: list[Leadership]) -> None:
+                    out: list[Leadership], priority: int | None = None) -> None:
     """``keep``: queue again at once; the other waiters prefer this candidate while the
     successor is not a live contender (see :class:`HandoffGate`)."""
     try:
-        out.append(election.campaign(value, timeout=timeout, cancel=cancel))
+        out.append(election.campaign(value, timeout=timeout, cancel=cancel,
+                                     priority=priority))
     except TenureError as exc:
         log.info("handoff: campaigning again ended: %s", exc)

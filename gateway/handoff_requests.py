@@ -20,8 +20,8 @@ travels through the store like everything else, with nothing but the store inter
   ``POLL`` seconds -- only while a request is pending, an operator's action.
 
 What it does NOT do: reach a leader that does not accept requests (a plain
-``campaign()`` holder, ``tenure run``): the requester then reports that no leader
-answered within the timeout, naming the leader.
+``campaign()`` holder, ``tenure run`` without ``--accept-handoff``): the requester
+then reports that no leader answered within the timeout, naming the leader.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tenure.campaign import observe
@@ -65,11 +66,15 @@ class HandoffListener:
     """Serves handoff requests for one leadership, from a daemon thread, until the
     leadership ends or :meth:`stop`. ``recampaign=False`` when the owner campaigns
     again by itself after a handoff (the run loop): ``keep`` then only marks this
-    candidate as the one the others let lead again."""
+    candidate as the one the others let lead again. ``before_release`` is called
+    before the leadership is given up for a request (see :func:`hand_off`)."""
 
-    def __init__(self, lead: Leadership, *, recampaign: bool = True) -> None:
+    def __init__(self, lead: Leadership, *, recampaign: bool = True,
+                 before_release: Callable[[], object] | None = None) -> None:
         self.lead = lead
         self.recampaign = recampaign
+        self.before_release = before_release
+        """Passed to :func:`tenure.handoff.hand_off` (``tenure run`` stops its command)."""
         self.results: list[HandoffResult[Leadership]] = []
         self._stop = threading.Event()
         self._seen = 0
@@ -123,7 +128,8 @@ class HandoffListener:
             return
         try:
             outcome = hand_off(self.lead, self._election, to, timeout, mode, request,
-                               recampaign=self.recampaign)
+                               recampaign=self.recampaign,
+                               before_release=self.before_release)
         except TenureError as exc:
             log.warning("handoff request in %s failed: %s", self.lead.election, exc)
             return
@@ -208,7 +214,8 @@ def _follow(
                     False, to, f"the leader {leader.candidate_id!r} (token {leader.token}) "
                     f"did not answer the handoff request within {ack:g} s; only leaders "
                     "that accept handoff requests do (Election.run(..., "
-                    "accept_handoff_requests=True), a HandoffListener)", False,
+                    "accept_handoff_requests=True), a HandoffListener, tenure run "
+                    "--accept-handoff)", False,
                     client.election(election).leader(), None, now - started)
             return HandoffResult(False, to, f"candidate {to!r} did not take over election "
                                  f"{election!r} within {timeout:g} s (nobody took the "

@@ -9,7 +9,18 @@ swapped out, in a debugger). When the command exits, tenure run resigns and exit
 its exit status. With --forever, tenure run instead stays up: after a loss, or when the
 command exits (it then resigns), it waits (0.1 s, doubling up to 10 s while leaderships
 keep ending within 10 s), campaigns again and starts the command again with the new
-fencing token. SIGTERM/SIGINT stop the command the same way, resign, and exit 128+signal. If
+fencing token. SIGTERM/SIGINT stop the command the same way, resign, and exit 128+signal.
+--priority N declares a priority (shown in tenure contenders; a leader that prefers
+priority hands off to the highest waiting one). With --accept-handoff the leader
+answers tenure handoff --election E --to ID: when ID is a live contender, the command
+is stopped (SIGTERM, SIGKILL after --grace) BEFORE the leadership is released, then
+ID takes over; tenure run prints who took over and exits 0 (--forever: campaigns
+again at once). A request naming an absent candidate is refused by name and the
+command keeps running (with the request's --on-failure resign: the command is
+stopped and tenure run resigns). If ID does not take over within the request's
+timeout: with --on-failure keep (the default) this candidate queues again at once, is
+let lead again with a new token and restarts the command; with resign, or when it
+does not lead again, tenure run exits 75 (--forever: campaigns again). If
 tenure run itself is killed, the kernel kills the command (parent-death signal), so a
 SIGKILLed leader never leaves an orphan running. Grandchildren that leave the process
 group are not covered: make COMMAND exec its final program. A store that cannot be
@@ -17,10 +28,11 @@ reached at the start is an error (exit 1); later outages are retried while the
 validity deadline allows.
 
 Exit status: the command's; 3 if --timeout passed without winning; 75 if leadership was
-lost while the command ran; 2 for bad arguments; 1 if the store cannot be reached or the
-deadline keeper cannot start; 127 if the command cannot be started; 130 (143) after
-Ctrl-C (SIGTERM). With --forever only 1, 2, 127, 130 and 143: a loss or the command's
-exit is followed by a new campaign.
+lost while the command ran, or after a handoff that did not land without this
+candidate leading again; 0 after a handoff that landed; 2 for bad arguments; 1 if the
+store cannot be reached or the deadline keeper cannot start; 127 if the command cannot
+be started; 130 (143) after Ctrl-C (SIGTERM). With --forever only 1, 2, 127, 130 and
+143: a loss, a handoff or the command's exit is followed by a new campaign.
 
 How it is built. The main thread campaigns, starts the keeper (tenure.deadline_keeper,
 a process of its own, ``ready`` before the command starts) and the command (which
@@ -31,7 +43,11 @@ a fallback), with the time it was known; stopping the command
 is the keeper's job (SIGTERM, SIGKILL after --grace), with tenure run doing it itself
 only if the keeper is gone. The command is reaped only after the keeper was told it
 exited, so the keeper never signals a reused pid. Signals are handled by a relay
-thread, not in the handler, which only puts the signal number on a queue.
+thread, not in the handler, which only puts the signal number on a queue. With
+--accept-handoff a tenure.handoff_requests.HandoffListener serves requests from its
+own thread; its before_release hook (:class:`_StopRequest`) asks the main thread to
+stop the command and returns only once the command was reaped, so the release (and
+the successor's start) always comes after the command's exit.
 
 Why --forever does not use tenure.runloop.RunLoop: RunLoop.stop() resigns the
 leadership at once, while the command may still run for --grace seconds; tenure run
@@ -50,6 +66,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
@@ -66,8 +83,10 @@ from tenure.cli.common import (
     non_negative_seconds,
     probe,
 )
-from tenure.errors import CampaignCancelled, CampaignTimeout
+from tenure.errors import CampaignCancelled, CampaignTimeout, ConfigError, NotLeader
+from tenure.handoff_requests import HandoffListener
 from tenure.leadership import Leadership, State
+from tenure.priority import MAX_PRIORITY, check_priority
 from tenure.runloop import BACKOFF_FIRST, BACKOFF_MAX
 
 EXIT_LOST = 75
@@ -99,6 +118,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "forever)",
     )
     parser.add_argument(
+        "--priority", type=priority_int, metavar="N",
+        help=f"declare this priority, a whole number from -{MAX_PRIORITY} to "
+        f"{MAX_PRIORITY} (higher is preferred; default none, counted as 0); shown in "
+        "tenure contenders, and a leader that prefers priority hands off to the highest",
+    )
+    parser.add_argument(
+        "--accept-handoff", action="store_true",
+        help="while leading, answer tenure handoff --to ID requests: stop the command "
+        "(SIGTERM, SIGKILL after --grace), then hand the leadership to ID and exit 0 "
+        "(--forever: campaign again). An absent ID is refused and the command keeps "
+        "running. If ID does not take over: with the request's --on-failure keep this "
+        "candidate leads again (new token) and restarts the command; with resign, or "
+        "if it does not lead again, exit 75 (--forever: campaign again)",
+    )
+    parser.add_argument(
         "--forever", action="store_true",
         help="stay up: after a loss, or when the command exits, campaign again (with "
         "back-off) and restart the command with the new fencing token; only SIGTERM, "
@@ -109,6 +143,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]",
                         help="the command to run while leader")
     parser.set_defaults(handler=run)
+
+
+def priority_int(text: str) -> int:
+    """argparse type for ``--priority``: a whole number in [-MAX_PRIORITY, MAX_PRIORITY]."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    try:
+        checked = check_priority(value)
+    except ConfigError:
+        checked = None
+    if checked is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be a whole number from -{MAX_PRIORITY} to {MAX_PRIORITY}, "
+            "e.g. --priority 10 (higher is preferred)")
+    return checked
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
     if args.forever and args.timeout is not None:
         return fail("run", "--timeout cannot be combined with --forever (which campaigns "
                     "until stopped); drop one of them", 2)
-    wrapper = Wrapper(command, args.grace, args.value)
+    wrapper = Wrapper(command, args.grace, args.value, priority=args.priority,
+                      accept_handoff=args.accept_handoff)
     # Until the store has answered once, Ctrl-C raises KeyboardInterrupt, which
     # tenure.cli.main turns into one line and exit 130; from then on it cancels the
     # campaign or stops the command.
@@ -142,13 +194,18 @@ class Ended:
     ``kind``: ``exit`` (the command exited by itself; ``status``), ``lost`` (the
     leadership was lost; ``reason``; the command was stopped), ``signal`` (``status`` is
     the signal; ``reason`` says whether a command was stopped), ``timeout`` (not won in
-    time; ``reason``), ``failed`` (``status`` is the exit status, already reported)."""
+    time; ``reason``), ``failed`` (``status`` is the exit status, already reported),
+    ``handoff`` (the command was stopped and the named successor took over; ``reason``),
+    ``handoff-failed`` (the command was stopped, the leadership released, and this
+    candidate does not lead; ``reason``), ``kept`` (as ``handoff-failed``, but this
+    candidate leads again: ``again``, internal to :meth:`Wrapper.lead`)."""
 
     kind: str
     status: int = 0
     reason: str = ""
     lasted: float = 0.0
     """Seconds the leadership was held (0 if there was none)."""
+    again: Leadership | None = None
 
 
 class Wrapper:
@@ -156,10 +213,13 @@ class Wrapper:
     event queue. Its methods run in the main thread (the spawning thread must outlive
     the command and the keeper: their parent-death signal is bound to it)."""
 
-    def __init__(self, command: list[str], grace: float, value: str) -> None:
+    def __init__(self, command: list[str], grace: float, value: str, *,
+                 priority: int | None = None, accept_handoff: bool = False) -> None:
         self.command = command
         self.grace = grace
         self.value = value
+        self.priority = priority
+        self.accept_handoff = accept_handoff
         self.cancel = threading.Event()
         self.signum = 0
         self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -196,8 +256,11 @@ class Wrapper:
         ended = self.lead(election, timeout)
         if ended.kind == "exit":
             return ended.status if ended.status >= 0 else 128 - ended.status
-        if ended.kind == "lost":
+        if ended.kind in ("lost", "handoff-failed"):
             return EXIT_LOST
+        if ended.kind == "handoff":
+            _say(f"{ended.reason}; exiting")
+            return 0
         if ended.kind == "timeout":
             return fail("run", ended.reason, EXIT_NO_LEADER)
         if ended.kind == "signal":
@@ -215,6 +278,12 @@ class Wrapper:
                 return interrupted("run", ended.status, ended.reason)
             if ended.kind == "failed":
                 return ended.status
+            if ended.kind in ("handoff", "handoff-failed"):
+                # Queue again at once, as the run loop does after a handoff.
+                _say(f"{ended.reason}; campaigning again")
+                if self.cancel.is_set():
+                    return interrupted("run", self.signum)
+                continue
             if ended.lasted > settle:
                 backoff = BACKOFF_FIRST
             what = (f"the command exited with status {ended.status}; resigned; "
@@ -227,21 +296,32 @@ class Wrapper:
     # -- one leadership -----------------------------------------------------------------
 
     def lead(self, election: tenure.Election, timeout: float | None) -> Ended:
-        """Campaigns, runs the command while leading, and resigns."""
+        """Campaigns, runs the command while leading, and resigns. A handoff that did
+        not land, after which this candidate led again (``keep``), runs the command
+        again under the new leadership."""
         inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
         self.inbox = inbox
         try:
-            lead = election.campaign(self.value, timeout=timeout, cancel=self.cancel)
+            lead = election.campaign(self.value, timeout=timeout, cancel=self.cancel,
+                                     priority=self.priority)
         except CampaignTimeout as exc:
             return Ended("timeout", reason=str(exc))
         except CampaignCancelled:
             return Ended("signal", self.signum)
-        lead.on_lost(lambda _lead, reason: inbox.put(("lost", reason)))
-        with lead:
-            ended = self._supervise(lead, inbox, election.client.keeper.renew_interval,
-                                    election.client.store.description)
-        return Ended(ended.kind, ended.status, ended.reason,
-                     (lead.ended_at or lead.elected_at) - lead.elected_at)
+        while True:
+            lead.on_lost(_post_lost(inbox))
+            with lead:
+                ended = self._supervise(lead, inbox, election.client.keeper.renew_interval,
+                                        election.client.store.description)
+            if ended.kind != "kept" or ended.again is None:
+                return Ended(ended.kind, ended.status, ended.reason,
+                             (lead.ended_at or lead.elected_at) - lead.elected_at)
+            lead = ended.again
+            inbox = queue.SimpleQueue()
+            self.inbox = inbox
+            if self.cancel.is_set():  # after the swap: see _relay_signals
+                lead.resign()
+                return Ended("signal", self.signum, "; stopped the command")
 
     def _supervise(self, lead: Leadership, inbox: queue.SimpleQueue[tuple[str, object]],
                    renew_interval: float, backend: str) -> Ended:
@@ -284,13 +364,24 @@ class Wrapper:
                                         EXIT_CANNOT_START))
         threading.Thread(target=_await_exit, args=(child.pid, exited, inbox),
                          name="tenure-run-child", daemon=True).start()
+        stop_request = _StopRequest(inbox)
+        listener = (HandoffListener(lead, before_release=stop_request)
+                    if self.accept_handoff else None)
         kind, detail = inbox.get()
+        served = 0 if listener is None else len(listener.results)
         if kind == "lost":
             _say(f"leadership lost ({detail}); stopping the command")
+        if kind == "handoff":
+            _say("a handoff was requested; stopping the command before releasing")
         if kind != "exit":
             self._stop(child, keeper, exited)
         keeper.close()  # before reaping: see the module
         status = child.wait()
+        stop_request.answer(kind == "handoff")
+        if listener is not None and kind == "handoff":
+            return self._handed_over(listener, served)
+        if listener is not None:
+            listener.stop()
         if kind == "signal":
             assert isinstance(detail, int)
             return Ended("signal", detail, "; stopped the command")
@@ -301,6 +392,27 @@ class Wrapper:
             _say(f"leadership lost ({reason}); the deadline keeper stopped the command")
             return Ended("lost", reason=reason)
         return Ended("exit", status)
+
+    def _handed_over(self, listener: HandoffListener, served: int) -> Ended:
+        """After the command was stopped for a handoff: waits for it to finish (the
+        listener's thread runs it, bounded by the request's timeout) and says how it
+        ended."""
+        listener.stop()
+        outcome = listener.results[served] if len(listener.results) > served else None
+        if self.cancel.is_set():
+            if outcome is not None and outcome.leadership is not None:
+                outcome.leadership.resign()
+            return Ended("signal", self.signum, "; stopped the command")
+        if outcome is None:  # the store refused or failed the release (logged)
+            reason = "the handoff failed after the command was stopped (see the log above)"
+            _say(reason)
+            return Ended("lost", reason=reason)
+        if outcome.ok:
+            return Ended("handoff", reason=outcome.message)
+        if outcome.leadership is not None:
+            _say(f"{outcome.message}; starting the command again")
+            return Ended("kept", reason=outcome.message, again=outcome.leadership)
+        return Ended("handoff-failed", reason=outcome.message)
 
     def _not_started(self, lead: Leadership) -> Ended:
         if self.cancel.is_set():
@@ -321,6 +433,37 @@ class Wrapper:
         if not exited.wait(self.grace):
             signal_group(child.pid, signal.SIGKILL)
             exited.wait()
+
+
+def _post_lost(inbox: queue.SimpleQueue[tuple[str, object]]) -> Callable[[Leadership, str],
+                                                                          None]:
+    """An ``on_lost`` callback that posts the loss to ``inbox``."""
+    return lambda _lead, reason: inbox.put(("lost", reason))
+
+
+class _StopRequest:
+    """The ``before_release`` hook of tenure run's handoff listener: called from the
+    listener's thread once a handoff is decided, it asks the main thread (which owns
+    the command) to stop the command, and returns only once the command was reaped.
+    If the leadership ended another way first (the command exited, a loss, a signal),
+    it raises NotLeader and the handoff releases nothing."""
+
+    def __init__(self, inbox: queue.SimpleQueue[tuple[str, object]]) -> None:
+        self._inbox = inbox
+        self._answered = threading.Event()
+        self._stopped = False
+
+    def __call__(self) -> None:
+        self._inbox.put(("handoff", None))
+        self._answered.wait()
+        if not self._stopped:
+            raise NotLeader("tenure run's leadership ended before the handoff; nothing "
+                            "was handed off")
+
+    def answer(self, stopped: bool) -> None:
+        """``stopped``: the command is gone and the handoff may release."""
+        self._stopped = stopped
+        self._answered.set()
 
 
 def _await_exit(pid: int, exited: threading.Event,
