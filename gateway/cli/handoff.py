@@ -1,9 +1,10 @@
 """``tenure handoff``: ask the current leader to hand its election to a named waiter.
 
 The request travels through the store (:mod:`tenure.handoff_requests`); the leader
-must accept requests (``Election.run(..., accept_handoff_requests=True)`` or a
-:class:`~tenure.handoff_requests.HandoffListener`). Exit 0 once the named candidate
-leads; 4 when the handoff was refused or did not happen, with one line saying why.
+must accept requests (``tenure run --accept-handoff``, ``Election.run(...,
+accept_handoff_requests=True)`` or a :class:`~tenure.handoff_requests.HandoffListener`).
+Exit 0 once the named candidate leads; 4 when the handoff was refused or did not happen,
+with one line saying why.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "candidate --to: it leads next, with a larger token, and no other waiter leads in "
         "between. If it is not a live contender, or does not take over within --timeout, "
         "the leader keeps leading (--on-failure keep, the default) or resigns. The leader "
-        "must accept handoff requests (Election.run(..., accept_handoff_requests=True)).",
+        "must accept handoff requests (tenure run --accept-handoff, or "
+        "Election.run(..., accept_handoff_requests=True) in Python).",
         epilog=EXIT_STATUS_HELP + f"; {EXIT_NOT_HANDED_OFF} the handoff was refused or did "
         "not happen (the line says why)",
     )
