@@ -24,7 +24,7 @@ def kazoo(hosts: str, session_timeout: float = 2.0) -> Iterator[KazooClient]:
         timeout=session_timeout,
         connection_retry={"max_tries": -1, "delay": 0.1, "max_delay": 0.5},
     )
-    client.start(timeout=15)
+    client.start(timeout=60)  # a store election after a kill can take long on loaded cores
     try:
         yield client
     finally:
@@ -84,11 +84,13 @@ def test_killed_server_leaves_a_serving_ensemble_and_rejoins_on_restart(zk3: Clu
     leader = next(n for n in zk3.nodes if isinstance(n, ZooKeeperNode) and n.mode() == "leader")
     others = [n for n in zk3.nodes if n is not leader]
     leader.kill()
-    with kazoo(others[0].client_address) as client:
-        eventually(lambda: client.create("/after-kill", b"1"), 30,
-                   "the two remaining servers to elect a leader and accept a write")
-    leader.restart()
-    zk3.wait_serving()
+    try:
+        with kazoo(others[0].client_address) as client:
+            eventually(lambda: client.create("/after-kill", b"1"), 30,
+                       "the two remaining servers to elect a leader and accept a write")
+    finally:  # the ensemble is shared by the module's later tests
+        leader.restart()
+        zk3.wait_serving()
     assert eventually(lambda: read(leader.client_address, "/after-kill"), 30,
                       "the restarted server to serve the write it missed") == b"1"
 
