@@ -184,3 +184,22 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.section("tenure lab: cluster start times")
     for backend, nodes, seconds in START_TIMES:
         terminalreporter.write_line(f"{backend:<10} nodes={nodes}  {seconds:6.2f} s")
+
+
+SQLITE_OR_REDIS = [pytest.param("sqlite", marks=pytest.mark.sqlite, id="sqlite"),
+                   pytest.param("redis", marks=pytest.mark.redis, id="redis")]
+"""Fixture params for tests that need one embedded and one networked store."""
+
+
+def store_for(request: pytest.FixtureRequest, clusters: SharedClusters,
+              tmp_path: Any) -> tuple[str, float]:
+    """(backend URL, TTL) of ``request.param``'s store: a fresh SQLite file under
+    ``tmp_path``, or the shared lab cluster (its logs attached to the test's report)."""
+    from tenure.conformance.suite.backends import PROFILES
+
+    name: str = request.param
+    if name == "sqlite":
+        return f"sqlite://{tmp_path}/store.db", PROFILES["sqlite"].ttl
+    cluster = clusters.get(name)
+    attach_cluster(request, cluster)
+    return cluster.url, PROFILES[name].ttl

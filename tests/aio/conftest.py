@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tenure.conformance.lab.fixtures import SharedClusters, attach_cluster
-from tenure.conformance.suite.backends import PROFILES
+from tenure.conformance.lab.fixtures import SharedClusters, store_for
 
 
 @pytest.fixture(params=[pytest.param("sqlite", marks=pytest.mark.sqlite, id="sqlite"),
@@ -16,9 +15,4 @@ from tenure.conformance.suite.backends import PROFILES
 def aio_store(request: pytest.FixtureRequest, lab_clusters: SharedClusters,
               tmp_path: Path) -> tuple[str, float]:
     """(backend URL, TTL) of a store for one asyncio test."""
-    name: str = request.param
-    if name == "sqlite":
-        return f"sqlite://{tmp_path}/store.db", PROFILES["sqlite"].ttl
-    cluster = lab_clusters.get(name)
-    attach_cluster(request, cluster)
-    return cluster.url, PROFILES[name].ttl
+    return store_for(request, lab_clusters, tmp_path)

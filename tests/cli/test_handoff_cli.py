@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 import tenure
-from tenure.conformance.lab.fixtures import SharedClusters, attach_cluster
-from tenure.conformance.suite.backends import PROFILES
+from tenure.conformance.lab.fixtures import SharedClusters, store_for
 from tenure.conformance.suite.harness import CandidateProcess
 
 pytestmark = pytest.mark.cli
@@ -31,12 +30,7 @@ CANDIDATE = Path(__file__).resolve().parents[1] / "conformance" / "handoff_candi
                         pytest.param("redis", marks=pytest.mark.redis, id="redis")])
 def store(request: pytest.FixtureRequest, lab_clusters: SharedClusters,
           tmp_path: Path) -> tuple[str, float]:
-    name: str = request.param
-    if name == "sqlite":
-        return f"sqlite://{tmp_path}/store.db", PROFILES["sqlite"].ttl
-    cluster = lab_clusters.get(name)
-    attach_cluster(request, cluster)
-    return cluster.url, PROFILES[name].ttl
+    return store_for(request, lab_clusters, tmp_path)
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

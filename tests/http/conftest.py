@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tenure.conformance.lab.fixtures import SharedClusters, attach_cluster
-from tenure.conformance.suite.backends import PROFILES
+from tenure.conformance.lab.fixtures import SharedClusters, store_for
 
 BACKENDS = [
     pytest.param("sqlite", marks=pytest.mark.sqlite, id="sqlite"),
@@ -20,9 +19,4 @@ BACKENDS = [
 def store(request: pytest.FixtureRequest, lab_clusters: SharedClusters,
           tmp_path: Path) -> tuple[str, float]:
     """(backend URL, TTL) of a store for one gateway test."""
-    name: str = request.param
-    if name == "sqlite":
-        return f"sqlite://{tmp_path}/store.db", PROFILES["sqlite"].ttl
-    cluster = lab_clusters.get(name)
-    attach_cluster(request, cluster)
-    return cluster.url, PROFILES[name].ttl
+    return store_for(request, lab_clusters, tmp_path)
