@@ -26,24 +26,22 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import os
 import signal
 import statistics
 import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import interop_kit
 import pytest
+from interop_kit import LineProcess, NativeProcess, run_tenure_leader, wait_queued
 
 import tenure
 from tenure.adapters.etcd import EtcdStore, parse_url
-from tenure.childproc import signal_group, spawn_guarded
 from tenure.config import load_settings, parse_backend_url
 from tenure.conformance.lab.cluster import Cluster, find_binary, wait_until
 from tenure.conformance.lab.fixtures import LabFactory
@@ -87,137 +85,59 @@ def decode_kv(kv: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class EtcdctlProcess:
-    """A guarded ``etcdctl -w json`` child; every JSON line it prints goes to
-    :meth:`on_response` (in a reader thread), waiters use :attr:`cond`."""
-
-    def __init__(self, command: list[str], name: str) -> None:
-        self.name = name
-        self.cond = threading.Condition()
-        self.eof = False
-        self._stderr: list[bytes] = []
-        self.process = spawn_guarded(command, env=ETCDCTL_ENV, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._stderr_reader.start()
-
-    def on_response(self, response: dict[str, Any], t: float) -> None:
-        raise NotImplementedError
-
-    def _read_stdout(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            t = time.monotonic()
-            try:
-                response = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            with self.cond:
-                self.on_response(response, t)
-                self.cond.notify_all()
-        with self.cond:
-            self.eof = True
-            self.cond.notify_all()
-
-    def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self._stderr.append(line)
-
-    def stderr(self) -> str:
-        return b"".join(self._stderr).decode(errors="replace")
-
-    def signal(self, signum: int) -> None:
-        signal_group(self.process.pid, signum)
-
-    def wait_exit(self, timeout: float = WAIT) -> int:
-        """Waits for the exit, and for its stderr to be read to the end."""
-        status = self.process.wait(timeout=timeout)
-        self._stderr_reader.join(timeout)
-        return status
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.signal(signal.SIGCONT)
-            self.signal(signal.SIGKILL)
-            self.process.wait()
+def parse_json(line: str) -> dict[str, Any] | None:
+    try:
+        response: dict[str, Any] = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return response
 
 
-class NativeCandidate(EtcdctlProcess):
+class NativeCandidate(NativeProcess):
     """``etcdctl elect NAME PROPOSAL``: records ``elected`` (no deadline) when it prints
     its leader key, ``resign`` before SIGINT, ``lost`` before SIGKILL, and ``lost`` at a
     SIGSTOP (the cut a paused native leader needs, see the module docstring)."""
 
     def __init__(self, cluster: Cluster, election: str, proposal: str, history_path: Path,
                  name: str) -> None:
-        self.election, self.proposal, self.history_path = election, proposal, history_path
+        self.proposal = proposal
         self.leader: dict[str, Any] | None = None
-        self.elected_at = math.nan
-        super().__init__(etcdctl(cluster, "elect", election, proposal), name)
+        super().__init__(etcdctl(cluster, "elect", election, proposal), name, election,
+                         history_path, env=ETCDCTL_ENV)
 
-    def on_response(self, response: dict[str, Any], t: float) -> None:
-        if self.leader is None:
-            self.leader, self.elected_at = decode_kv(response["kvs"][0]), t
-            self._record("elected", t, deadline=math.inf)
-
-    def _record(self, kind: str, t: float, **fields: Any) -> None:
-        assert self.leader is not None
-        history.record(self.history_path, kind=kind, cid=self.name, election=self.election,
-                       token=self.leader["token"], t=t, **fields)
-
-    @property
-    def token(self) -> int:
-        assert self.leader is not None, f"{self.name} has not been elected"
-        return int(self.leader["token"])
+    def on_line(self, line: str, t: float) -> None:
+        response = parse_json(line)
+        if response is not None and self.leader is None:
+            self.leader = decode_kv(response["kvs"][0])
+            self.mark_elected(self.leader["token"], t)
 
     @property
     def lease_hex(self) -> str:
         assert self.leader is not None, f"{self.name} has not been elected"
         return f"{self.leader['lease']:x}"
 
-    def wait_elected(self, timeout: float = WAIT) -> float:
-        """Waits until etcdctl printed its leader key; returns when that was read."""
-        with self.cond:
-            self.cond.wait_for(lambda: self.leader is not None or self.eof, timeout)
-            elected = self.leader is not None
-        assert elected, (f"{self.name} was not elected within {timeout:g} s "
-                         f"(exited: {self.eof}); stderr: {self.stderr()[-2000:]}")
-        return self.elected_at
+    def send_release(self) -> None:
+        self.signal(signal.SIGINT)  # etcdctl then calls Resign
 
     def resign(self) -> float:
         """SIGINT (etcdctl then calls Resign); returns the time it was sent."""
-        sent = time.monotonic()
-        self._record("resign", sent)
-        self.signal(signal.SIGINT)
+        sent = self.release()
         assert self.wait_exit() == 0, self.stderr()
         return sent
 
-    def kill(self) -> float:
-        sent = time.monotonic()
-        if self.leader is not None:
-            self._record("lost", sent, reason="SIGKILL")
-        self.signal(signal.SIGKILL)
-        self.process.wait()
-        return sent
 
-    def pause(self) -> float:
-        sent = time.monotonic()
-        if self.leader is not None:
-            self._record("lost", sent, reason="SIGSTOP: no deadline, the interval is cut here")
-        self.signal(signal.SIGSTOP)
-        return sent
-
-
-class NativeObserver(EtcdctlProcess):
+class NativeObserver(LineProcess):
     """``etcdctl elect -l NAME``: every leader (and proclaimed value) it prints."""
 
     def __init__(self, cluster: Cluster, election: str) -> None:
         self.seen: list[dict[str, Any]] = []
-        super().__init__(etcdctl(cluster, "elect", "-l", election), f"observer {election}")
+        super().__init__(etcdctl(cluster, "elect", "-l", election), f"observer {election}",
+                         env=ETCDCTL_ENV)
 
-    def on_response(self, response: dict[str, Any], t: float) -> None:
-        self.seen.extend(decode_kv(kv) for kv in response.get("kvs", []))
+    def on_line(self, line: str, t: float) -> None:
+        response = parse_json(line)
+        if response is not None:
+            self.seen.extend(decode_kv(kv) for kv in response.get("kvs", []))
 
     def wait_seen(self, token: int, value: bytes, timeout: float = WAIT) -> dict[str, Any]:
         def find() -> dict[str, Any] | None:
@@ -232,74 +152,21 @@ class NativeObserver(EtcdctlProcess):
         return found
 
 
-class TenureCandidate:
-    """A tenure candidate in this process, recording like the conformance candidate."""
+class TenureCandidate(interop_kit.TenureCandidate):
+    """A tenure candidate in this process (TTL 3 s), waiting up to a native session."""
 
     def __init__(self, url: str, election: str, history_path: Path, name: str) -> None:
-        self.client = tenure.connect(url, ttl=TTL, candidate_id=name)
-        self.election, self.history_path, self.name = election, history_path, name
-        self.lead: tenure.Leadership | None = None
-        self.elected_at = math.nan
-        self._won = threading.Event()
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-
-    def _record(self, kind: str, t: float, **fields: Any) -> None:
-        assert self.lead is not None
-        history.record(self.history_path, kind=kind, cid=self.name, election=self.election,
-                       token=self.lead.token, t=t, **fields)
-
-    def _campaign(self) -> None:
-        try:
-            lead = self.client.election(self.election).campaign(
-                value=self.name.encode(), timeout=NATIVE_TTL + WAIT)
-        except BaseException as exc:  # reported by wait_elected
-            self._error = exc
-        else:
-            self.lead, self.elected_at = lead, time.monotonic()
-            self._record("elected", self.elected_at, deadline=lead.deadline)
-        self._won.set()
-
-    def campaign_in_background(self) -> None:
-        self.lead, self._error = None, None
-        self._won.clear()
-        self._thread = threading.Thread(target=self._campaign, daemon=True)
-        self._thread.start()
-
-    def wait_elected(self, timeout: float = WAIT) -> float:
-        assert self._won.wait(timeout), f"{self.name} was not elected within {timeout:g} s"
-        assert self._error is None, f"{self.name}: {self._error!r}"
-        return self.elected_at
-
-    @property
-    def token(self) -> int:
-        assert self.lead is not None
-        return self.lead.token
-
-    def resign(self) -> float:
-        """Records the last valid deadline and ``resign``, then resigns."""
-        assert self.lead is not None
-        self.lead.ensure()
-        self._record("valid", time.monotonic(), deadline=self.lead.deadline)
-        sent = time.monotonic()
-        self._record("resign", sent)
-        self.lead.resign()
-        return sent
+        super().__init__(url, election, history_path, name, ttl=TTL,
+                         campaign_timeout=NATIVE_TTL + WAIT)
 
 
 def contenders(reader: tenure.Client, election: str) -> list[tenure.Contender]:
     return reader.election(election).contenders()
 
 
-def wait_queued(reader: tenure.Client, election: str, count: int) -> None:
-    """Waits until ``count`` candidates have keys (etcdctl says nothing when it enqueues)."""
-    wait_until(lambda: len(contenders(reader, election)) == count, WAIT,
-               f"{count} candidates queued in {election}")
-
-
 @pytest.fixture
-def native_processes() -> Iterator[list[EtcdctlProcess]]:
-    started: list[EtcdctlProcess] = []
+def native_processes() -> Iterator[list[LineProcess]]:
+    started: list[LineProcess] = []
     yield started
     for process in started:
         process.stop()
@@ -332,7 +199,7 @@ def test_layout_native_can_come_from_tenure_toml_options(tmp_path: Path) -> None
 
 
 def test_a_native_layout_key_is_the_recipes_and_etcdctl_observes_its_proclaims(
-    etcd_cluster: Cluster, native_processes: list[EtcdctlProcess], tmp_path: Path,
+    etcd_cluster: Cluster, native_processes: list[LineProcess], tmp_path: Path,
 ) -> None:
     name = unique("layout")
     observer = NativeObserver(etcd_cluster, name)
@@ -367,7 +234,7 @@ def test_a_native_layout_key_is_the_recipes_and_etcdctl_observes_its_proclaims(
 
 
 def test_native_prefix_joins_an_election_whose_prefix_starts_with_a_slash(
-    etcd_cluster: Cluster, native_processes: list[EtcdctlProcess], tmp_path: Path,
+    etcd_cluster: Cluster, native_processes: list[LineProcess], tmp_path: Path,
 ) -> None:
     name = unique("slash")
     native = NativeCandidate(etcd_cluster, f"/{name}", "go-style", tmp_path / "h.jsonl", "n")
@@ -393,14 +260,8 @@ def test_native_prefix_joins_an_election_whose_prefix_starts_with_a_slash(
 # -- mixed elections ---------------------------------------------------------------------
 
 
-def run_tenure_leader(url: str, election: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tenure", "leader", "--backend", url, "--election", election,
-         *extra], capture_output=True, text=True, timeout=60)
-
-
 def test_tenure_and_etcdctl_elect_hand_over_in_both_directions_and_observe_each_other(
-    etcd_cluster: Cluster, native_processes: list[EtcdctlProcess], tmp_path: Path,
+    etcd_cluster: Cluster, native_processes: list[LineProcess], tmp_path: Path,
 ) -> None:
     """Five rounds of: tenure leads, an etcdctl waiter queues, tenure resigns -> etcdctl
     leads; tenure queues again, etcdctl gets SIGINT (resigns) -> tenure leads. Both
@@ -491,7 +352,7 @@ def wait_watches(cluster: Cluster, test: Callable[[int], bool], what: str) -> No
 
 
 def test_handover_medians_between_tenure_and_etcdctl_elect(
-    lab: LabFactory, native_processes: list[EtcdctlProcess], tmp_path: Path,
+    lab: LabFactory, native_processes: list[LineProcess], tmp_path: Path,
 ) -> None:
     """Resign -> the other side elected, both directions, measured from the resign
     (tenure: before ``resign()``; etcdctl: before SIGINT) to the moment the new leader
@@ -548,7 +409,7 @@ def test_handover_medians_between_tenure_and_etcdctl_elect(
 
 @pytest.mark.slow
 def test_sigkill_and_sigstop_of_leaders_of_both_kinds_keep_one_leader_at_a_time(
-    etcd_cluster: Cluster, native_processes: list[EtcdctlProcess], tmp_path: Path,
+    etcd_cluster: Cluster, native_processes: list[LineProcess], tmp_path: Path,
 ) -> None:
     """tenure (processes, TTL 3 s) and etcdctl leaders are SIGKILLed and SIGSTOPped in
     turn; the history of both sides has one leader at a time and increasing tokens.
@@ -616,7 +477,7 @@ def test_sigkill_and_sigstop_of_leaders_of_both_kinds_keep_one_leader_at_a_time(
 
 
 def test_rolling_migration_from_the_native_layout_to_tenures_own(
-    etcd_cluster: Cluster, native_processes: list[EtcdctlProcess], tmp_path: Path,
+    etcd_cluster: Cluster, native_processes: list[LineProcess], tmp_path: Path,
 ) -> None:
     """docs/interop.md's runbook: a tenure candidate on ``migrate+source`` (source: the
     native layout, target: tenure's layout on the same etcd) joins behind an etcdctl

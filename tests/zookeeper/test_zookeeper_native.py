@@ -20,7 +20,6 @@ import os
 import re
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -28,13 +27,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import interop_kit
 import pytest
+from interop_kit import NativeProcess, run_tenure_leader
 from kazoo.client import KazooClient
 
 import tenure
 from tenure.adapters.zookeeper import ZooKeeperStore
 from tenure.adapters.zookeeper_connection import parse_url
-from tenure.childproc import signal_group, spawn_guarded
+from tenure.childproc import signal_group
 from tenure.config import load_settings, parse_backend_url
 from tenure.conformance.lab.cluster import Cluster, wait_until
 from tenure.conformance.suite import history
@@ -73,175 +74,53 @@ def curator_command(cluster: Cluster, path: str, ident: str) -> list[str]:
             hosts(cluster), path, ident, str(int(TTL * 1000))]
 
 
-class NativeCandidate:
+class NativeCandidate(NativeProcess):
     """A candidate process speaking the line protocol of conformance/interop (queued,
-    leading NODE CZXID OWNER, released); records its leadership into the shared history."""
+    leading NODE CZXID OWNER, released, lost); records its leadership into the shared
+    history (tests/interop_kit.py)."""
 
     def __init__(self, command: list[str], name: str, election: str, history_path: Path):
-        self.name, self.election, self.history_path = name, election, history_path
-        self.cond = threading.Condition()
-        self.lines: list[str] = []
         self.queued = False
         self.node = ""
         self.owner = ""
-        self.token = 0
-        self.elected_at = math.nan
         self.released = False
         self.lost_at = math.nan
-        self.eof = False
-        self._stderr: list[bytes] = []
-        self.process = spawn_guarded(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        super().__init__(command, name, election, history_path, stdin=True)
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            t, line = time.monotonic(), raw.decode().strip()
-            with self.cond:
-                self.lines.append(line)
-                word, *rest = line.split()
-                if word == "queued":
-                    self.queued = True
-                elif word == "leading":
-                    self.node, self.token, self.owner = rest[0], int(rest[1]), rest[2]
-                    self.elected_at = t
-                    self._record("elected", t, deadline=math.inf)
-                elif word == "released":
-                    self.released = True
-                elif word == "lost":
-                    self.lost_at = t
-                self.cond.notify_all()
-        with self.cond:
-            self.eof = True
-            self.cond.notify_all()
-
-    def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self._stderr.append(line)
-
-    def _record(self, kind: str, t: float, **fields: Any) -> None:
-        history.record(self.history_path, kind=kind, cid=self.name, election=self.election,
-                       token=self.token, t=t, **fields)
-
-    def _wait(self, what: str, done: Any, timeout: float) -> None:
-        with self.cond:
-            self.cond.wait_for(lambda: done() or self.eof, timeout)
-            ok = done()
-        assert ok, (f"{self.name}: not {what} within {timeout:g} s; printed {self.lines}; "
-                    f"stderr: {b''.join(self._stderr).decode(errors='replace')[-2000:]}")
+    def on_line(self, line: str, t: float) -> None:
+        word, *rest = line.split() or [""]
+        if word == "queued":
+            self.queued = True
+        elif word == "leading":
+            self.node, self.owner = rest[0], rest[2]
+            self.mark_elected(int(rest[1]), t)
+        elif word == "released":
+            self.released = True
+        elif word == "lost":
+            self.lost_at = t
 
     def wait_queued(self, timeout: float = WAIT) -> None:
-        self._wait("queued", lambda: self.queued, timeout)
+        self.wait("queued", lambda: self.queued, timeout)
 
-    def wait_elected(self, timeout: float = WAIT) -> float:
-        self._wait("elected", lambda: self.token > 0, timeout)
-        return self.elected_at
-
-    @property
-    def leading(self) -> bool:
-        with self.cond:
-            return self.token > 0
+    def send_release(self) -> None:
+        self.send("release")
 
     def release(self) -> float:
         """Records ``resign``, then tells the process to give leadership up."""
-        sent = time.monotonic()
-        self._record("resign", sent)
-        assert self.process.stdin is not None
-        self.process.stdin.write(b"release\n")
-        self.process.stdin.flush()
-        self._wait("released", lambda: self.released, WAIT)
-        return sent
-
-    def kill(self) -> float:
-        sent = time.monotonic()
-        if self.leading:
-            self._record("lost", sent, reason="SIGKILL")
-        signal_group(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-        return sent
-
-    def pause(self) -> float:
-        """SIGSTOP; the interval is cut here: the recipe gives a paused leader no way to
-        know it lost, so the checker could not judge it (the test shows the overlap)."""
-        sent = time.monotonic()
-        if self.leading:
-            self._record("lost", sent, reason="SIGSTOP: no deadline, the interval is cut here")
-        signal_group(self.process.pid, signal.SIGSTOP)
+        sent = super().release()
+        self.wait("released", lambda: self.released)
         return sent
 
     def wait_lost(self, timeout: float = WAIT) -> float:
-        self._wait("told it lost", lambda: not math.isnan(self.lost_at), timeout)
+        self.wait("told it lost", lambda: not math.isnan(self.lost_at), timeout)
         return self.lost_at
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            signal_group(self.process.pid, signal.SIGCONT)
-            signal_group(self.process.pid, signal.SIGKILL)
-            self.process.wait()
 
-
-class TenureCandidate:
-    """A tenure candidate in this process, recording like the conformance candidate."""
+class TenureCandidate(interop_kit.TenureCandidate):
+    """A tenure candidate in this process, TTL 2 s."""
 
     def __init__(self, url: str, election: str, history_path: Path, name: str) -> None:
-        self.client = tenure.connect(url, ttl=TTL, candidate_id=name)
-        self.election, self.history_path, self.name = election, history_path, name
-        self.lead: tenure.Leadership | None = None
-        self.elected_at = math.nan
-        self._won = threading.Event()
-        self._error: BaseException | None = None
-
-    def _record(self, kind: str, t: float, **fields: Any) -> None:
-        assert self.lead is not None
-        history.record(self.history_path, kind=kind, cid=self.name, election=self.election,
-                       token=self.lead.token, t=t, **fields)
-
-    def _campaign(self) -> None:
-        try:
-            lead = self.client.election(self.election).campaign(
-                value=self.name.encode(), timeout=2 * WAIT)
-        except BaseException as exc:  # reported by wait_elected
-            self._error = exc
-        else:
-            self.lead, self.elected_at = lead, time.monotonic()
-            self._record("elected", self.elected_at, deadline=lead.deadline)
-        self._won.set()
-
-    def campaign_in_background(self, reader: tenure.Client | None) -> None:
-        """Campaigns on a thread; with ``reader``, returns once its node is queued."""
-        if reader is None:
-            threading.Thread(target=self._campaign, daemon=True).start()
-            return
-        before = len(reader.election(self.election).contenders())
-        threading.Thread(target=self._campaign, daemon=True).start()
-        wait_until(lambda: len(reader.election(self.election).contenders()) > before
-                   or self._won.is_set(), WAIT, f"{self.name} queued")
-
-    def wait_elected(self, timeout: float = WAIT) -> float:
-        assert self._won.wait(timeout), f"{self.name} was not elected within {timeout:g} s"
-        assert self._error is None, f"{self.name}: {self._error!r}"
-        return self.elected_at
-
-    @property
-    def token(self) -> int:
-        assert self.lead is not None
-        return self.lead.token
-
-    @property
-    def leading(self) -> bool:
-        return self._won.is_set() and self.lead is not None
-
-    def release(self) -> float:
-        assert self.lead is not None
-        self.lead.ensure()
-        self._record("valid", time.monotonic(), deadline=self.lead.deadline)
-        sent = time.monotonic()
-        self._record("resign", sent)
-        self.lead.resign()
-        return sent
+        super().__init__(url, election, history_path, name, ttl=TTL)
 
 
 Candidate = NativeCandidate | TenureCandidate
@@ -264,12 +143,6 @@ def zk(zookeeper_cluster: Cluster) -> Iterator[KazooClient]:
     client.close()
 
 
-def run_tenure_leader(url: str, election: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tenure", "leader", "--backend", url, "--election", election,
-         *extra], capture_output=True, text=True, timeout=60)
-
-
 def save_handovers(name: str, samples: dict[str, list[float]]) -> None:
     artifacts = REPO / "artifacts"
     artifacts.mkdir(exist_ok=True)
@@ -278,6 +151,11 @@ def save_handovers(name: str, samples: dict[str, list[float]]) -> None:
     data[name] = {k: {"samples_s": v, "median_s": statistics.median(v)}
                   for k, v in samples.items() if v}
     path.write_text(json.dumps(data, indent=2) + "\n")
+    for direction, values in samples.items():
+        if values and "native" in direction:  # printed for the note (no timing asserted)
+            print(f"\nhandover {direction.replace('native', name)} median "
+                  f"{statistics.median(values) * 1000:.1f} ms over {len(values)} "
+                  f"({', '.join(f'{v * 1000:.1f}' for v in values)} ms)")
 
 
 # -- the option and the node layout ------------------------------------------------------
@@ -647,3 +525,4 @@ def test_priorities_travel_in_the_native_layout(zookeeper_cluster: Cluster) -> N
         assert preferred[0].value == b"b" and preferred[0].priority == 5
         lead.resign()
         waiter.join(WAIT)
+
