@@ -29,7 +29,7 @@ from typing import Any
 
 import interop_kit
 import pytest
-from interop_kit import NativeProcess, run_tenure_leader
+from interop_kit import NativeProcess, run_tenure_leader, wait_queued
 from kazoo.client import KazooClient
 
 import tenure
@@ -39,6 +39,7 @@ from tenure.childproc import signal_group
 from tenure.config import load_settings, parse_backend_url
 from tenure.conformance.lab.cluster import Cluster, wait_until
 from tenure.conformance.suite import history
+from tenure.conformance.suite.harness import CandidateGroup
 from tenure.migration import MigrationStatus, migration_status, migration_url
 
 pytestmark = [pytest.mark.zookeeper, pytest.mark.interop]
@@ -526,3 +527,81 @@ def test_priorities_travel_in_the_native_layout(zookeeper_cluster: Cluster) -> N
         lead.resign()
         waiter.join(WAIT)
 
+
+def test_resign_sigkill_and_sigstop_of_leaders_of_both_kinds_keep_one_leader_at_a_time(
+    zookeeper_cluster: Cluster, processes: list[NativeCandidate], tmp_path: Path,
+) -> None:
+    """One election, one history, every fault on a leader of each kind: tenure processes
+    (conformance candidates, TTL 2 s, writing guarded data while they lead), kazoo
+    ``Election`` processes (session 2 s) and tenure candidates in this process. In turn:
+    a tenure leader SIGSTOPped (kazoo leads once its session expired; resumed, it reports
+    the loss and its writes are refused), the kazoo leader resigns, the tenure one
+    resigns, a kazoo leader SIGSTOPped (tenure leads; resumed, kazoo is told nothing: its
+    ``Election.run`` function goes on), a tenure leader SIGKILLed, a kazoo one SIGKILLed.
+    No two leaders at once, rising czxids; the paused kazoo leader's interval is cut at
+    the pause (kit docstring), and uncut it overlaps its successor -- the documented limit."""
+    name = unique("faults")
+    url = native_url(zookeeper_cluster)
+    with CandidateGroup(url, name, tmp_path) as group, \
+            tenure.connect(url, ttl=TTL) as reader:
+        path = group.history_path
+
+        def kazoo(ident: str) -> NativeCandidate:
+            candidate = NativeCandidate(
+                [sys.executable, str(KAZOO_CANDIDATE), "kazoo-election",
+                 hosts(zookeeper_cluster), f"/{name}", ident, str(TTL)], ident, name, path)
+            processes.append(candidate)
+            candidate.wait_queued()
+            return candidate
+
+        t1 = group.spawn(ttl=TTL, name="t1")
+        t1_token = t1.wait_for("elected")["token"]
+        k1 = kazoo("k1")
+        t1.pause()  # SIGSTOP of a tenure leader: its deadline passes before its session
+        k1.wait_elected()
+        t1.resume()
+        t1.wait_for("lost")
+        m1 = TenureCandidate(url, name, path, "m1")
+        m1.campaign_in_background(reader)
+        k1.release()  # a native leader resigns
+        m1.wait_elected()
+        k2 = kazoo("k2")
+        m1.release()  # a tenure leader resigns
+        k2.wait_elected()
+
+        t2 = group.spawn(ttl=TTL, name="t2")
+        wait_queued(reader, name, 2)
+        k2.pause()  # SIGSTOP of a native leader: cut here
+        t2_token = t2.wait_for("elected")["token"]
+        k2.resume()
+        t2.wait_for("valid", after=len(t2.events))  # t2 leads on after kazoo resumed...
+        t2.wait_for("valid", after=len(t2.events))
+        seen_at = time.monotonic()
+        with k2.cond:  # ...and kazoo's function still runs: nothing tells it it lost
+            assert k2.process.poll() is None and k2.lines[-1].startswith("leading"), k2.lines
+
+        k3 = kazoo("k3")
+        t2.kill()  # SIGKILL of a tenure leader
+        k3.wait_elected()
+        m2 = TenureCandidate(url, name, path, "m2")
+        try:
+            m2.campaign_in_background(reader)
+            k3.kill()  # SIGKILL of a native leader
+            m2.wait_elected()
+            m2.release()
+        finally:
+            m1.client.close()
+            m2.client.close()
+
+    tokens = [t1_token, k1.token, m1.token, k2.token, t2_token, k3.token, m2.token]
+    assert tokens == sorted(set(tokens)), f"tokens must strictly increase: {tokens}"
+    events = history.load(path)
+    report = history.check(events)
+    assert report.ok, report.summary()
+    assert [i.cid.split("-")[0] for i in report.intervals] == [
+        "t1", "k1", "m1", "k2", "t2", "k3", "m2"]
+    # Without the cut: the resumed kazoo leader still held its lock while t2 led.
+    uncut = [dict(e, t=seen_at) if e["cid"] == "k2" and e["kind"] == "lost" else e
+             for e in events]
+    overlaps = history.check(uncut).violations
+    assert len(overlaps) == 1 and "t2" in overlaps[0] and "k2" in overlaps[0], overlaps
