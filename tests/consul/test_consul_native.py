@@ -36,6 +36,7 @@ from tenure.childproc import signal_group, spawn_guarded
 from tenure.config import load_settings, parse_backend_url
 from tenure.conformance.lab.cluster import Cluster, find_binary, wait_until
 from tenure.conformance.suite import history
+from tenure.conformance.suite.harness import CandidateGroup
 
 pytestmark = [pytest.mark.consul, pytest.mark.interop]
 
@@ -338,3 +339,80 @@ def test_sigkill_of_either_holder_fails_over_after_its_own_sessions_ttl_and_lock
     assert report.ok, report.summary()
     assert len(report.intervals) == 3
 
+
+@pytest.mark.slow
+def test_sigstop_and_resign_of_holders_of_both_kinds_keep_one_holder_at_a_time(
+    consul_cluster: Cluster, locks: list[ConsulLock], tmp_path: Path,
+) -> None:
+    """One key, one history: a tenure process (conformance candidate, TTL 2 s, writing
+    guarded data while it leads) SIGSTOPped -> consul lock runs its child once tenure's
+    session is invalidated (its deadline passed first; resumed, it reports the loss and
+    its writes are refused); consul lock's child exits (a native release) -> a tenure
+    candidate leads and resigns -> a second consul lock runs its child and is SIGSTOPped
+    with it -> tenure leads only after consul lock's 15 s session is invalidated and its
+    15 s lock-delay passed; resumed, consul lock's monitor sees the key lost and stops
+    its child. One holder at a time, rising ModifyIndex tokens; the paused native interval
+    is cut at the pause, and uncut it overlaps its successor -- the documented limit.
+    consul lock's session TTL is fixed at 15 s: this is the one slow test for pauses."""
+    name = unique("pause")
+    stem = name.replace("/", "-")
+    url = f"{consul_cluster.url}?layout=native"
+    with CandidateGroup(url, name, tmp_path) as group:
+        path = group.history_path
+
+        def consul_lock(label: str) -> ConsulLock:
+            lock = ConsulLock(consul_cluster, name, f"{stem}-{label}", path, tmp_path)
+            locks.append(lock)
+            lock.wait_session()
+            return lock
+
+        t1 = group.spawn(ttl=TTL, name="t1")
+        elected = t1.wait_for("elected")
+        n1 = consul_lock("n1")
+        assert not n1.running_child, "consul lock ran its child while tenure leads"
+        paused = time.monotonic()
+        t1.pause()  # SIGSTOP of a tenure holder: its deadline passes before its session
+        tenure_to_native = n1.wait_elected() - paused
+        t1.resume()
+        t1.wait_for("lost")
+        m1 = TenureCandidate(url, name, path, "m1")
+        m2 = TenureCandidate(url, name, path, "m2")
+        try:
+            m1.campaign_in_background()
+            n1.release()  # a native holder releases (its child exits)
+            m1.wait_elected()
+            n2 = consul_lock("n2")
+            m1.release()  # a tenure holder resigns
+            n2.wait_elected()
+            m2.campaign_in_background()
+            paused = n2.pause()  # SIGSTOP of consul lock and its child: cut here
+            native_to_tenure = m2.wait_elected(timeout=60) - paused
+            resumed = n2.resume()
+            status = n2.wait_exit()  # its monitor saw the key lost: child stopped, exits
+            gave_up = time.monotonic()
+            assert "released" not in n2.lines, n2.lines  # the child was stopped, not done
+            assert m2.lead is not None
+            m2.lead.ensure()  # m2 still holds the key after consul lock gave up
+            m2.release()
+        finally:
+            m1.client.close()
+            m2.client.close()
+
+    tokens = [elected["token"], n1.token, m1.token, n2.token, m2.token]
+    assert tokens == sorted(set(tokens)), f"tokens must strictly increase: {tokens}"
+    # consul lock's session: 15 s TTL (invalidated 15-30 s after its last renewal), then
+    # the 15 s lock-delay: tenure cannot lead before.
+    assert native_to_tenure >= 15, f"tenure led {native_to_tenure:.1f} s after the pause"
+    events = history.load(path)
+    report = history.check(events)
+    assert report.ok, report.summary()
+    assert [i.cid for i in report.intervals] == [
+        elected["cid"], n1.name, "m1", n2.name, "m2"]
+    # Without the cut: the resumed consul lock believed it held the key until it gave up.
+    uncut = [dict(e, t=gave_up) if e["cid"] == n2.name and e["kind"] == "lost" else e
+             for e in events]
+    overlaps = history.check(uncut).violations
+    assert len(overlaps) == 1 and "m2" in overlaps[0] and n2.name in overlaps[0], overlaps
+    print(f"\nSIGSTOP: tenure -> consul lock {tenure_to_native:.2f} s, consul lock -> tenure "
+          f"{native_to_tenure:.2f} s; resumed consul lock gave up {gave_up - resumed:.3f} s "
+          f"after SIGCONT (exit status {status}); printed {n2.lines[-3:]}")
