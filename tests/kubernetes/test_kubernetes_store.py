@@ -5,6 +5,7 @@ session someone deleted is never revived."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import ssl
 import time
@@ -85,10 +86,17 @@ def test_tokens_keep_rising_across_apiserver_and_etcd_restarts(lab: LabFactory) 
     lead_once()  # the same election, a new leadership: a new token
     cluster.apiserver.restart()
     lead_once()
-    cluster.kill_etcd()
-    cluster.restart_etcd()
+    # The etcd under the apiserver killed under a leader: its renewals fail, so it steps
+    # down by its deadline instead of leading on blind; after etcd is back a new
+    # leadership takes a larger token.
+    with tenure.connect(cluster.url, ttl=2) as client:
+        held = client.election(election).campaign(timeout=20)
+        tokens.append(held.token)
+        cluster.kill_etcd()
+        assert held.wait_lost(timeout=30), "a leader must step down with etcd gone"
+        cluster.restart_etcd()
     lead_once()
-    assert tokens == sorted(set(tokens)) and len(tokens) == 4, tokens
+    assert tokens == sorted(set(tokens)) and len(tokens) == 5, tokens
 
 
 def _lease_updates(cluster: KubernetesCluster) -> int:
@@ -107,33 +115,39 @@ def _lease_updates(cluster: KubernetesCluster) -> int:
     return total
 
 
-@pytest.mark.slow
 def test_renewal_traffic_is_flat_in_the_number_of_elections(kube: KubernetesCluster) -> None:
-    # TTL 6: renewal requests are bounded by TTL/4, and this host may be loaded.
+    # TTL 6: renewal requests are bounded by TTL/4, and this host may be loaded. The four
+    # clients (two layouts, 1 and 10 elections) are measured over ONE window at once.
     ttl, window = 6, 6.0
-    figures: dict[tuple[str, int], tuple[int, int]] = {}
-    for layout in ("tenure", "native"):
-        for elections in (1, 10):
+    configs = [(layout, elections) for layout in ("tenure", "native") for elections in (1, 10)]
+    figures: dict[tuple[str, int], int] = {}
+    with contextlib.ExitStack() as stack:
+        clients, held = {}, []
+        for layout, elections in configs:
             url = kube.url + ("&layout=native" if layout == "native" else "")
-            with tenure.connect(url, ttl=ttl) as client:
-                held = [client.election(f"traffic/{layout}/{elections}/{i}").campaign(timeout=20)
-                        for i in range(elections)]
-                store = store_of(client)
-                sent, updates = store.api.requests, _lease_updates(kube)
-                time.sleep(window)  # measuring a rate over a fixed window
-                figures[(layout, elections)] = (store.api.requests - sent,
-                                                _lease_updates(kube) - updates)
-                for lead in held:
-                    assert not lead.lost
-                    lead.resign()
-    print("requests and server-counted Lease updates in", window, "s at TTL", ttl, figures)
+            client = clients[(layout, elections)] = stack.enter_context(
+                tenure.connect(url, ttl=ttl))
+            held += [client.election(f"traffic/{layout}/{elections}/{i}").campaign(timeout=20)
+                     for i in range(elections)]
+        sent = {config: store_of(client).api.requests for config, client in clients.items()}
+        updates = _lease_updates(kube)
+        time.sleep(window)  # measuring a rate over a fixed window
+        for config, client in clients.items():
+            figures[config] = store_of(client).api.requests - sent[config]
+        counted = _lease_updates(kube) - updates
+        for lead in held:
+            assert not lead.lost
+            lead.resign()
+    print("requests in", window, "s at TTL", ttl, figures, "; Lease updates the apiserver "
+          "counted meanwhile", counted)
     renewals = window / (ttl / 3)
     for elections in (1, 10):
-        sent, updates = figures[("tenure", elections)]
-        assert abs(sent - renewals) <= 1.5, figures
-        assert updates <= sent + 3, figures  # other clients of the shared lab may write too
-    assert figures[("tenure", 10)][0] <= figures[("tenure", 1)][0] + 1
-    assert figures[("native", 10)][0] >= 4 * figures[("native", 1)][0], figures
+        assert abs(figures[("tenure", elections)] - renewals) <= 1.5, figures
+    # Every request the clients sent in the window is a Lease update; the server counted
+    # no more (other clients of the shared lab may write a few).
+    assert counted <= sum(figures.values()) + 3, (figures, counted)
+    assert figures[("tenure", 10)] <= figures[("tenure", 1)] + 1
+    assert figures[("native", 10)] >= 4 * figures[("native", 1)], figures
 
 
 def test_a_deleted_session_is_never_revived(kube: KubernetesCluster) -> None:
