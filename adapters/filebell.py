@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 import select
 import threading
-import time
 from pathlib import Path
 
+from tenure.errors import TenureError
 from tenure.store import Signal
+
+log = logging.getLogger(__name__)
 
 _IN_MODIFY = 0x00000002
 _IN_ATTRIB = 0x00000004
@@ -26,6 +29,8 @@ _IN_NONBLOCK = 0o4000
 _IN_CLOEXEC = 0o2000000
 _MASK = _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE
 FALLBACK_SLICE = 0.05
+CLOSE_GRACE = 5.0
+CLOSED = "this store was closed (its client is closed); connect() a new client"
 
 
 def _load_libc() -> ctypes.CDLL | None:
@@ -60,12 +65,25 @@ def _drain(fd: int) -> None:
 
 
 class BellBoard:
-    """Per-thread inotify descriptors shared by every listener of one store."""
+    """Per-thread inotify descriptors shared by every listener of one store.
+
+    :meth:`close` may be called from any thread while others wait: it wakes every
+    waiter (through a pipe each wait also selects on), waits for them to leave the
+    descriptors, and only then closes them -- a descriptor closed under a waiter fails
+    with EBADF, or worse, its number is reused by an unrelated file the waiter then
+    reads. After close, :meth:`Listener.wait` returns True at once (the state may have
+    changed: the caller steps the store again) and :meth:`listen` -- the first thing a
+    store step does -- raises TenureError, so waiters end with that clear error."""
 
     def __init__(self) -> None:
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._fds: list[int] = []
+        self._busy = 0
+        self._closed = False
+        # Level-triggered and never drained: once written, every select sees it.
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def _fd(self) -> int:
         fd: int | None = getattr(self._local, "fd", None)
@@ -77,40 +95,82 @@ class BellBoard:
                     self._fds.append(fd)
         return fd
 
+    def _enter(self) -> bool:
+        """Marks the calling thread as using the descriptors (close waits for it);
+        False, and not marked, once the board is closed."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._busy += 1
+            return True
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._busy -= 1
+            if self._busy == 0:
+                self._idle.notify_all()
+
     def listen(self, path: Path) -> Listener:
         """A listener on ``path``. Create it BEFORE reading the state you wait on, so a
         ring between the read and the wait is not missed."""
-        path.touch(exist_ok=True)
-        fd = self._fd()
-        if fd >= 0:
-            if _LIBC is None or _LIBC.inotify_add_watch(fd, str(path).encode(), _MASK) < 0:
-                fd = -1
-            else:
-                _drain(fd)
-        return Listener(fd)
+        if not self._enter():
+            raise TenureError(CLOSED)
+        try:
+            path.touch(exist_ok=True)
+            fd = self._fd()
+            if fd >= 0:
+                if _LIBC is None or _LIBC.inotify_add_watch(fd, str(path).encode(), _MASK) < 0:
+                    fd = -1
+                else:
+                    _drain(fd)
+        finally:
+            self._leave()
+        return Listener(self, fd)
+
+    def _wait(self, fd: int, timeout: float) -> bool:
+        if not self._enter():
+            return True
+        try:
+            watched = [self._wake_r] if fd < 0 else [fd, self._wake_r]
+            slice_ = timeout if fd >= 0 else min(timeout, FALLBACK_SLICE)
+            ready, _, _ = select.select(watched, [], [], max(slice_, 0.0))
+            if fd < 0 or self._wake_r in ready:
+                return True
+            if not ready:
+                return False
+            _drain(fd)
+            return True
+        finally:
+            self._leave()
 
     def close(self) -> None:
-        """Closes every descriptor (slow: do it once, when the store closes)."""
+        """Wakes every waiter, then closes every descriptor (slow: do it once, when the
+        store closes). Idempotent; safe from any thread."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            os.write(self._wake_w, b"x")
+            if not self._idle.wait_for(lambda: self._busy == 0, timeout=CLOSE_GRACE):
+                # A woken waiter cannot block, so this is a bug elsewhere; leaking the
+                # descriptors is safer than closing them under a thread that uses them.
+                log.warning("inotify listeners still busy after %g s; descriptors left open",
+                            CLOSE_GRACE)
+                return
             fds, self._fds = self._fds, []
-        for fd in fds:
+        for fd in [*fds, self._wake_r, self._wake_w]:
             os.close(fd)
 
 
 class Listener(Signal):
     """Waits for rings of the bells its thread listens to (a :class:`Signal`)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, board: BellBoard, fd: int) -> None:
+        self._board = board
         self._fd = fd
 
     def wait(self, timeout: float) -> bool:
         """Waits up to ``timeout`` seconds for a ring; True if one came (or, without
-        inotify, after a short slice, since a ring cannot be told from none)."""
-        if self._fd < 0:
-            time.sleep(min(max(timeout, 0.0), FALLBACK_SLICE))
-            return True
-        ready, _, _ = select.select([self._fd], [], [], max(timeout, 0.0))
-        if not ready:
-            return False
-        _drain(self._fd)
-        return True
+        inotify, after a short slice, since a ring cannot be told from none); True at
+        once when the board is closed, before or during the wait."""
+        return self._board._wait(self._fd, timeout)

@@ -1,0 +1,104 @@
+"""Closing a SQLite client from another thread wakes its waiting threads cleanly.
+
+A campaign or observer of a SQLite client waits in ``select`` on the thread's inotify
+descriptor (tenure.adapters.filebell). Closing the client used to close those
+descriptors under the waiters: they failed with ``OSError: [Errno 9] Bad file
+descriptor`` (or could read an unrelated file that reused the number). Now close
+wakes them first (the wait returns True) and their next store step ends them with a
+TenureError that says the store was closed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import tenure
+from tenure.adapters.filebell import BellBoard
+from tenure.errors import TenureError
+
+pytestmark = [pytest.mark.sqlite]
+
+TTL = 5.0
+BOUND = 10.0  # seconds a woken waiter may take to end on loaded cores (it takes ms)
+
+
+class _Outcome:
+    """Runs ``body`` in a thread and keeps what it raised."""
+
+    def __init__(self, body: Callable[[], object]) -> None:
+        self.error: BaseException | None = None
+        self.returned = False
+        self._body = body
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._body()
+            self.returned = True
+        except BaseException as exc:  # the test inspects it
+            self.error = exc
+
+
+def _assert_ended_cleanly(outcome: _Outcome, what: str) -> None:
+    outcome.thread.join(BOUND)
+    assert not outcome.thread.is_alive(), f"{what} still waits {BOUND:g} s after close"
+    assert not outcome.returned, f"{what} returned as if nothing happened"
+    assert isinstance(outcome.error, TenureError), f"{what} raised {outcome.error!r}"
+    assert "closed" in str(outcome.error)
+
+
+def test_closing_a_client_ends_its_waiting_campaign_and_observer_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with tenure.connect(url, ttl=TTL) as holder:
+        holder.election("e").campaign(timeout=BOUND)
+        waiter = tenure.connect(url, ttl=TTL)
+        try:
+            observed = threading.Event()
+
+            def observe() -> None:
+                for _ in waiter.election("o").observe():
+                    observed.set()
+
+            observer = _Outcome(observe)
+            campaign = _Outcome(lambda: waiter.election("e").campaign())
+            deadline = time.monotonic() + BOUND
+            while len(holder.election("e").contenders()) < 2:
+                assert time.monotonic() < deadline, "the waiter never queued"
+                time.sleep(0.01)
+            assert observed.wait(BOUND), "the observer never yielded the first state"
+        finally:
+            waiter.close()
+        _assert_ended_cleanly(campaign, "the campaign")
+        _assert_ended_cleanly(observer, "the observer")
+        assert holder.election("e").leader_or_none() is not None
+
+
+def test_close_wakes_a_listener_blocked_in_wait_and_refuses_new_ones(tmp_path: Path) -> None:
+    board = BellBoard()
+    listening = threading.Event()
+    woken: list[bool] = []
+
+    def wait() -> None:
+        listener = board.listen(tmp_path / "bell")
+        listening.set()
+        woken.append(listener.wait(60.0))
+        woken.append(listener.wait(60.0))  # and from then on, at once
+
+    waiter = _Outcome(wait)
+    assert listening.wait(BOUND)
+    board.close()
+    waiter.thread.join(BOUND)
+    assert not waiter.thread.is_alive(), f"the listener still waits {BOUND:g} s after close"
+    assert waiter.error is None and waiter.returned
+    assert woken == [True, True]
+    with pytest.raises(TenureError, match="closed"):
+        board.listen(tmp_path / "bell")
+    board.close()  # idempotent
