@@ -146,6 +146,18 @@ class Client:
                 thread.join(timeout=self.ttl)
             self.store.close()
 
+    def idle(self) -> bool:
+        """True when this client campaigns and leads nowhere, no withdrawal is in flight
+        or left to retry, and its session is open within its deadline
+        (:meth:`SessionKeeper.idle`): a new campaign on it is like one on a fresh
+        client with the session already open. ``tenure serve`` reuses such clients
+        for one caller at a time (docs/http.md, "Warm sessions")."""
+        with self._lock:
+            if (self._active or self._by_ticket
+                    or any(thread.is_alive() for thread in self._withdrawals)):
+                return False
+        return self.keeper.idle()
+
     def __enter__(self) -> Client:
         return self
 

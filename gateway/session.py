@@ -161,6 +161,15 @@ class SessionKeeper:
                 target=self._sweep_leftovers, name="tenure-withdraw-retry", daemon=True)
             self._sweeper.start()
 
+    def idle(self) -> bool:
+        """True while the session is open and within its deadline, guards no ticket and
+        has no entry whose withdrawal must be retried: it can serve a new campaign as a
+        fresh one would (``tenure serve`` reuses such clients). Says nothing about the
+        next renewal."""
+        with self._lock:
+            return (self._open and not self._closed and not self._held
+                    and not self._leftovers and time.monotonic() < self._valid_until)
+
     def release(self, ticket: Ticket) -> None:
         """Stops guarding a ticket (it was resigned or already reported lost)."""
         with self._lock:

@@ -75,6 +75,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         "a vanished caller can keep a leadership (default 60s)")
     parser.add_argument("--max-campaigns", type=positive_int, default=256, metavar="N",
                         help="most campaigns held at once (default 256)")
+    parser.add_argument("--warm-sessions", type=warm_count, default=2, metavar="N",
+                        help="idle store sessions kept open per TTL in use, so that a "
+                        "campaign opens no connection (default 2; 0: a fresh connection "
+                        "and session per campaign). Each caller still has a session of "
+                        "its own while it campaigns and leads")
     parser.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="json: one JSON line per leadership change on stderr")
     parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
@@ -88,6 +93,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 DEFAULT_TTL = 10.0
+MAX_WARM = 64
+
+
+def warm_count(text: str) -> int:
+    """An argparse type for --warm-sessions: a whole number from 0 to 64."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= MAX_WARM:
+        raise argparse.ArgumentTypeError(f"{text!r} must be from 0 to {MAX_WARM}")
+    return value
 
 
 def check_ttls(args: argparse.Namespace) -> float:
@@ -189,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         backend_url=url, ttl=ttl, config_file=args.config, tokens=tokens,
         max_campaigns=args.max_campaigns, max_ttl=args.max_ttl,
         json_log=sys.stderr if args.log_format == "json" else None, redact=redact,
-        allowed_hosts=hosts, allowed_origins=origins,
+        allowed_hosts=hosts, allowed_origins=origins, warm_sessions=args.warm_sessions,
     )
     try:
         return asyncio.run(_serve(config, policy, context))

@@ -101,6 +101,9 @@ class GatewayConfig:
     redact: Redactor = field(default_factory=Redactor)
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    warm_sessions: int = 2
+    """Idle clients (store connection + open session) kept ready per TTL in use; 0: a
+    fresh client per campaign (see :mod:`tenure.http.pool`)."""
 
 
 class Gateway:
@@ -127,9 +130,17 @@ class Gateway:
         Gauge("tenure_gateway_watches", "Elections watched", registry=self.registry
               ).set_function(lambda: len(self.watches) if self.watches else 0)
         self.json_log = JsonLog(config.json_log, config.redact) if config.json_log else None
+        opened = Counter("tenure_gateway_store_clients_opened",
+                         "Store clients (one connection and one session each) the gateway "
+                         "opened: path=background (warm pool) or campaign (none was warm)",
+                         ["path"], registry=self.registry)
         self.holders = Holders(config.backend_url, default_ttl=config.ttl,
                                max_campaigns=config.max_campaigns,
-                               config_file=config.config_file, on_change=self._holder_changed)
+                               config_file=config.config_file, on_change=self._holder_changed,
+                               warm=config.warm_sessions,
+                               on_open=lambda path: opened.labels(path).inc())
+        Gauge("tenure_gateway_warm_sessions", "Idle store sessions ready for campaigns",
+              registry=self.registry).set_function(lambda: len(self.holders.pool))
         self.observer: aio.Client | None = None
         self.watches: Watches | None = None
         self.backend = ""

@@ -5,14 +5,16 @@ liveness.
     holder = await holders.campaign("jobs/a", owner=None, mode="handle", ...)
     holders.keepalive(holder)            # within holder.ttl, or the reaper resigns it
 
-Each campaign gets its OWN :class:`tenure.aio.Client`, so its own store session: two
-callers can campaign in one election through one gateway, ending one caller's
-leadership (resign, or close the session) never touches another's, and if the gateway
-itself dies every session it held expires within its TTL. A holder in ``handle`` mode
-is resigned by the reaper once ``ttl`` seconds pass without a keepalive; in ``stream``
-mode, as soon as the streaming response closes. Either way the gateway's own validity
-deadline (the core's) still applies: a loss ends the holder and is reported to the
-caller (410 on the next call, a ``lost`` event on the stream).
+Each campaign gets its OWN :class:`tenure.aio.Client`, so its own store session, for as
+long as it campaigns and leads: two callers can campaign in one election through one
+gateway, ending one caller's leadership never touches another's, and if the gateway
+itself dies every session it held expires within its TTL. The client comes warm from
+:class:`tenure.http.pool.WarmClients` (connection and session already open) and goes
+back there once the leadership ended as resigned; one the core reported lost is closed.
+A holder in ``handle`` mode is resigned by the reaper once ``ttl`` seconds pass without
+a keepalive; in ``stream`` mode, as soon as the streaming response closes. Either way
+the gateway's own validity deadline (the core's) still applies: a loss ends the holder
+and is reported to the caller (410 on the next call, a ``lost`` event on the stream).
 
 An ended holder (lost, resigned, keepalive lapsed, gateway stopping) is kept as a
 tombstone for ``TOMBSTONE_SECONDS`` (at most ``MAX_TOMBSTONES`` of them) so that its
@@ -34,12 +36,13 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from tenure import aio
-from tenure.errors import TenureError
+from tenure.errors import CampaignCancelled, CampaignTimeout
 from tenure.handoff import HandoffResult
+from tenure.http.pool import Opened, WarmClients
 
 log = logging.getLogger("tenure.http")
 
@@ -70,7 +73,7 @@ class Holder:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_reason: str = ""
     end_kind: str = ""  # "resigned" or "lost" once ended
-    closing: asyncio.Task[None] | None = None  # the one close of ``client``
+    closing: asyncio.Task[None] | None = None  # the one release of ``client``
 
     @property
     def election(self) -> str:
@@ -115,6 +118,7 @@ class Holders:
     def __init__(
         self, backend_url: str | None, *, default_ttl: float, max_campaigns: int = 256,
         config_file: str | None = None, on_change: Callable[[str, Holder], None] | None = None,
+        warm: int = 0, on_open: Opened | None = None,
     ) -> None:
         self.backend_url = backend_url
         self.default_ttl = default_ttl
@@ -127,6 +131,11 @@ class Holders:
         self._wake = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self.pool = WarmClients(self._connect, default_ttl=default_ttl, spare=warm,
+                                on_open=on_open)
+
+    def _connect(self, ttl: float) -> Awaitable[aio.Client]:
+        return aio.connect(self.backend_url, ttl=ttl, config_file=self.config_file)
 
     def __len__(self) -> int:
         return len(self._held)
@@ -137,7 +146,8 @@ class Holders:
         return self._pending
 
     def start(self) -> None:
-        """Starts the reaper (call inside the running loop)."""
+        """Starts the reaper and fills the warm pool (call inside the running loop)."""
+        self.pool.start()
         if self._reaper is None:
             self._reaper = asyncio.ensure_future(self._reap())
 
@@ -146,24 +156,25 @@ class Holders:
         value: bytes, timeout: float | None, ttl: float | None,
         priority: int | None = None,
     ) -> Holder:
-        """Campaigns with a fresh client (own session) and returns the held leadership.
-        Raises the core's errors; cancelling the awaiting task (the HTTP caller went
-        away) removes the queue entry, or resigns if it had just won."""
+        """Campaigns with a client of its own (warm from the pool, else connected now)
+        and returns the held leadership. Raises the core's errors; cancelling the
+        awaiting task (the HTTP caller went away) removes the queue entry, or resigns
+        if it had just won."""
         if len(self._held) + self._pending >= self.max_campaigns:
             raise TooManyCampaigns(
                 f"this gateway already holds {self.max_campaigns} campaigns (--max-campaigns)"
             )
         self._pending += 1
         try:
-            client = await aio.connect(
-                self.backend_url, ttl=ttl or self.default_ttl, candidate_id=candidate_id,
-                config_file=self.config_file,
-            )
+            client = await self.pool.take(ttl or self.default_ttl, candidate_id)
             try:
                 lead = await client.election(election).campaign(value, timeout=timeout,
                                                                  priority=priority)
+            except (CampaignTimeout, CampaignCancelled, asyncio.CancelledError):
+                await asyncio.shield(self.pool.give_back(client))  # closed unless idle
+                raise
             except BaseException:
-                await asyncio.shield(client.close())
+                await asyncio.shield(self.pool.discard(client))
                 raise
         finally:
             self._pending -= 1
@@ -216,10 +227,11 @@ class Holders:
             self._wake.set()
 
     async def end(self, holder: Holder, reason: str, kind: str = "resigned") -> None:
-        """Resigns (if still held) and ends the holder's session; idempotent (the first
-        ``reason`` and ``kind`` -- "resigned" or "lost" -- stay)."""
+        """Resigns (if still held) and gives the holder's client back to the pool (or
+        closes it); idempotent (the first ``reason`` and ``kind`` -- "resigned" or
+        "lost" -- stay)."""
         first = self._mark_ended(holder, reason, kind)
-        await asyncio.shield(self._close_client(holder))
+        await asyncio.shield(self._release(holder, reuse=True))
         if first:
             self._on_change("ended", holder)
 
@@ -230,7 +242,7 @@ class Holders:
         await asyncio.gather(*(self.end(h, reason) for h in list(self._held.values())))
 
     async def close(self) -> None:
-        """Resigns every holder and stops the reaper."""
+        """Resigns every holder, stops the reaper and closes every pooled client."""
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -238,6 +250,7 @@ class Holders:
         await self.shutdown()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        await self.pool.close()
 
     def _mark_ended(self, holder: Holder, reason: str, kind: str) -> bool:
         """Moves ``holder`` to the tombstones; True the first time."""
@@ -265,24 +278,31 @@ class Holders:
             return
         log.warning("leadership lost: election=%s token=%d: %s",
                     holder.election, holder.leadership.token, reason)
-        task = self._close_client(holder)
+        task = self._release(holder, reuse=False)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
         self._on_change("lost", holder)
 
-    def _close_client(self, holder: Holder) -> asyncio.Task[None]:
-        """The one task closing ``holder``'s client: every caller awaits the same close
-        (two concurrent closes of one client must not race inside its store)."""
+    def _release(self, holder: Holder, *, reuse: bool) -> asyncio.Task[None]:
+        """The one task releasing ``holder``'s client: every caller awaits the same
+        release (two concurrent closes of one client must not race inside its store).
+        ``reuse``: resign, then give the client back to the pool -- unless the core
+        reported the leadership lost, then (as with ``reuse`` False) close it."""
         if holder.closing is None:
-            holder.closing = asyncio.ensure_future(self._close(holder.client))
+            holder.closing = asyncio.ensure_future(self._give_back(holder, reuse))
         return holder.closing
 
-    @staticmethod
-    async def _close(client: aio.Client) -> None:
-        try:
-            await client.close()
-        except TenureError as exc:
-            log.warning("closing a caller's session failed (it expires by itself): %s", exc)
+    async def _give_back(self, holder: Holder, reuse: bool) -> None:
+        if reuse:
+            try:
+                await holder.leadership.resign()
+            except Exception as exc:
+                log.warning("resigning a caller's leadership failed: %s", exc)
+                reuse = False
+        if reuse and not holder.leadership.lost:
+            await self.pool.give_back(holder.client)
+        else:
+            await self.pool.discard(holder.client)
 
     async def _reap(self) -> None:
         """Ends handle-mode holders whose keepalive lapsed, and forgets old tombstones."""

@@ -327,3 +327,21 @@ def test_stream_holders_are_told_resigned_and_observers_end_when_the_gateway_sto
     assert held[-1][1] == {"reason": "the gateway is shutting down",
                            "token": held[0][1]["token"]}
     assert observed[-1] == "<end>", observed
+
+
+def test_every_route_and_every_campaign_body_field_is_in_the_endpoint_table() -> None:
+    from tenure.http.app import CAMPAIGN_FIELDS, GatewayConfig, build_app
+
+    docs = DOCS.read_text()
+    app = build_app(GatewayConfig(backend_url="sqlite:///unused.db"))
+    routes = [(route.method, re.sub(r"\{(\w+):[^}]*\}", r"{\1}", route.resource.canonical))
+              for route in app.router.routes()
+              if route.method != "HEAD" and route.resource is not None]
+    assert len(routes) >= 13, routes
+    missing = [f"{method} {path}" for method, path in routes
+               if f"`{method} {path}`" not in docs]
+    assert not missing, f"docs/http.md's endpoint table lacks {missing}"
+    row = next(line for line in docs.splitlines()
+               if line.startswith("| `POST /v1/elections/{name}/campaign`"))
+    for name in [*CAMPAIGN_FIELDS, "value", "ttl"]:
+        assert f'"{name}"' in row, f"the campaign row does not name {name!r}: {row}"
