@@ -9,23 +9,27 @@ swapped out, in a debugger). When the command exits, tenure run resigns and exit
 its exit status. With --forever, tenure run instead stays up: after a loss, or when the
 command exits (it then resigns), it waits (0.1 s, doubling up to 10 s while leaderships
 keep ending within 10 s), campaigns again and starts the command again with the new
-fencing token. SIGTERM/SIGINT stop the command the same way, resign, and exit 128+signal.
---priority N declares a priority (shown in tenure contenders; a leader that prefers
-priority hands off to the highest waiting one). With --accept-handoff the leader
-answers tenure handoff --election E --to ID: when ID is a live contender, the command
-is stopped (SIGTERM, SIGKILL after --grace) BEFORE the leadership is released, then
-ID takes over; tenure run prints who took over and exits 0 (--forever: campaigns
-again at once). A request naming an absent candidate is refused by name and the
-command keeps running (with the request's --on-failure resign: the command is
-stopped and tenure run resigns). If ID does not take over within the request's
+fencing token. SIGTERM/SIGINT stop the command the same way, resign, and exit
+128+signal. --priority N declares a priority (shown in tenure contenders; a leader that
+prefers priority hands off to the highest waiting one). With --prefer-priority this
+leader is one: when its command exits by itself while a candidate of higher priority
+waits, it hands the leadership to that candidate (the first in line among equals)
+instead of resigning -- the command is never stopped for it, its exit is the safe point
+-- and exits with the command's status (--forever: campaigns again at once). With
+--accept-handoff the leader answers tenure handoff --election E --to ID: when ID is a
+live contender, the command is stopped (SIGTERM, SIGKILL after --grace) BEFORE the
+leadership is released, then ID takes over; tenure run prints who took over and exits 0
+(--forever: campaigns again at once). A request naming an absent candidate is refused by
+name and the command keeps running (with the request's --on-failure resign: the command
+is stopped and tenure run resigns). If ID does not take over within the request's
 timeout: with --on-failure keep (the default) this candidate queues again at once, is
-let lead again with a new token and restarts the command; with resign, or when it
-does not lead again, tenure run exits 75 (--forever: campaigns again). If
-tenure run itself is killed, the kernel kills the command (parent-death signal), so a
-SIGKILLed leader never leaves an orphan running. Grandchildren that leave the process
-group are not covered: make COMMAND exec its final program. A store that cannot be
-reached at the start is an error (exit 1); later outages are retried while the
-validity deadline allows.
+let lead again with a new token and restarts the command; with resign, or when it does
+not lead again, tenure run exits 75 (--forever: campaigns again). If tenure run itself
+is killed, the kernel kills the command (parent-death signal), so a SIGKILLed leader
+never leaves an orphan running. Grandchildren that leave the process group are not
+covered: make COMMAND exec its final program. A store that cannot be reached at the
+start is an error (exit 1); later outages are retried while the validity deadline
+allows.
 
 Exit status: the command's; 3 if --timeout passed without winning; 75 if leadership was
 lost while the command ran, or after a handoff that did not land without this
@@ -83,11 +87,12 @@ from tenure.cli.common import (
     non_negative_seconds,
     probe,
 )
-from tenure.errors import CampaignCancelled, CampaignTimeout, ConfigError, NotLeader
+from tenure.errors import CampaignCancelled, CampaignTimeout, ConfigError, NotLeader, TenureError
 from tenure.handoff_requests import HandoffListener
 from tenure.leadership import Leadership, State
 from tenure.priority import MAX_PRIORITY, check_priority
 from tenure.runloop import BACKOFF_FIRST, BACKOFF_MAX
+from tenure.store import Contender
 
 EXIT_LOST = 75
 EXIT_CANNOT_START = 127
@@ -122,6 +127,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"declare this priority, a whole number from -{MAX_PRIORITY} to "
         f"{MAX_PRIORITY} (higher is preferred; default none, counted as 0); shown in "
         "tenure contenders, and a leader that prefers priority hands off to the highest",
+    )
+    parser.add_argument(
+        "--prefer-priority", action="store_true",
+        help="when the command exits by itself while a candidate of higher priority "
+        "than this one's waits, hand the leadership to it instead of resigning (it "
+        "leads next, ahead of earlier arrivals); the command is never stopped for it. "
+        "If it does not take over within 10 s this candidate resigns. Default: first "
+        "come, first served",
     )
     parser.add_argument(
         "--accept-handoff", action="store_true",
@@ -174,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
         return fail("run", "--timeout cannot be combined with --forever (which campaigns "
                     "until stopped); drop one of them", 2)
     wrapper = Wrapper(command, args.grace, args.value, priority=args.priority,
-                      accept_handoff=args.accept_handoff)
+                      accept_handoff=args.accept_handoff,
+                      prefer_priority=args.prefer_priority)
     # Until the store has answered once, Ctrl-C raises KeyboardInterrupt, which
     # tenure.cli.main turns into one line and exit 130; from then on it cancels the
     # campaign or stops the command.
@@ -196,6 +210,8 @@ class Ended:
     the signal; ``reason`` says whether a command was stopped), ``timeout`` (not won in
     time; ``reason``), ``failed`` (``status`` is the exit status, already reported),
     ``handoff`` (the command was stopped and the named successor took over; ``reason``),
+    ``yielded`` (the command exited by itself, ``status``, and a preferred candidate
+    was handed the leadership or was offered it and did not take it; ``reason``),
     ``handoff-failed`` (the command was stopped, the leadership released, and this
     candidate does not lead; ``reason``), ``kept`` (as ``handoff-failed``, but this
     candidate leads again: ``again``, internal to :meth:`Wrapper.lead`)."""
@@ -214,12 +230,14 @@ class Wrapper:
     the command and the keeper: their parent-death signal is bound to it)."""
 
     def __init__(self, command: list[str], grace: float, value: str, *,
-                 priority: int | None = None, accept_handoff: bool = False) -> None:
+                 priority: int | None = None, accept_handoff: bool = False,
+                 prefer_priority: bool = False) -> None:
         self.command = command
         self.grace = grace
         self.value = value
         self.priority = priority
         self.accept_handoff = accept_handoff
+        self.prefer_priority = prefer_priority
         self.cancel = threading.Event()
         self.signum = 0
         self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -254,7 +272,9 @@ class Wrapper:
     def once(self, election: tenure.Election, timeout: float | None) -> int:
         """Leads once; returns the exit status (see the module)."""
         ended = self.lead(election, timeout)
-        if ended.kind == "exit":
+        if ended.kind == "yielded":
+            _say(f"the command exited with status {ended.status}; {ended.reason}; exiting")
+        if ended.kind in ("exit", "yielded"):
             return ended.status if ended.status >= 0 else 128 - ended.status
         if ended.kind in ("lost", "handoff-failed"):
             return EXIT_LOST
@@ -278,9 +298,11 @@ class Wrapper:
                 return interrupted("run", ended.status, ended.reason)
             if ended.kind == "failed":
                 return ended.status
-            if ended.kind in ("handoff", "handoff-failed"):
+            if ended.kind in ("handoff", "handoff-failed", "yielded"):
                 # Queue again at once, as the run loop does after a handoff.
-                _say(f"{ended.reason}; campaigning again")
+                what = (f"the command exited with status {ended.status}; "
+                        if ended.kind == "yielded" else "")
+                _say(f"{what}{ended.reason}; campaigning again")
                 if self.cancel.is_set():
                     return interrupted("run", self.signum)
                 continue
@@ -310,9 +332,13 @@ class Wrapper:
             return Ended("signal", self.signum)
         while True:
             lead.on_lost(_post_lost(inbox))
+            if self.prefer_priority:
+                lead.on_preferred(_tell_preferred)
             with lead:
                 ended = self._supervise(lead, inbox, election.client.keeper.renew_interval,
                                         election.client.store.description)
+                if ended.kind == "exit" and self.prefer_priority:
+                    ended = _yield_to_preferred(lead, ended)
             if ended.kind != "kept" or ended.again is None:
                 return Ended(ended.kind, ended.status, ended.reason,
                              (lead.ended_at or lead.elected_at) - lead.elected_at)
@@ -433,6 +459,27 @@ class Wrapper:
         if not exited.wait(self.grace):
             signal_group(child.pid, signal.SIGKILL)
             exited.wait()
+
+
+def _tell_preferred(lead: Leadership, contender: Contender) -> None:
+    _say(f"candidate {contender.candidate_id!r} (priority {contender.priority}) waits "
+         f"with a higher priority than this one's ({lead.priority}); it takes over when "
+         "the command exits")
+
+
+def _yield_to_preferred(lead: Leadership, ended: Ended) -> Ended:
+    """After the command exited by itself (``ended``): hands the leadership to the
+    preferred waiter if there is one (``yielded``), else leaves ``ended`` as it is."""
+    if lead.state is not State.HELD:
+        return ended
+    try:
+        result = lead.yield_to_preferred(on_failure="resign", recampaign=False)
+    except TenureError as exc:  # a store error or the leadership ended meanwhile
+        _say(f"could not hand off to a preferred candidate ({exc}); resigning")
+        return ended
+    if result is None:
+        return ended
+    return Ended("yielded", ended.status, result.message, ended.lasted)
 
 
 def _post_lost(inbox: queue.SimpleQueue[tuple[str, object]]) -> Callable[[Leadership, str],
