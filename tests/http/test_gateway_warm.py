@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import threading
 import uuid
 from collections import Counter
@@ -211,3 +213,12 @@ def test_each_caller_keeps_its_own_session_and_a_vanished_one_loses_alone(
                       "silent pooled": True, "next token above": True,
                       "next on the pooled client": True, "lost client closed": True,
                       "alive still held": True}, result
+
+
+@pytest.mark.parametrize("raw", ["-1", "65", "two"])
+def test_a_bad_warm_sessions_count_is_refused_by_name(raw: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "tenure.cli.main", "serve",
+                           "--warm-sessions", raw], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done
+    assert "--warm-sessions" in done.stderr and repr(raw) in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
