@@ -24,6 +24,8 @@ Mapping of the contract:
   armed by the index the decisive read returned, so no change after it is missed: a
   blocking query of its own from that index for a client's first FAST_WAITS waits,
   a wait in the client's one :class:`Watcher` beyond (connections stay bounded);
+* read with the win (``Ticket.read_on_win``, docs/design.md): the lock transaction
+  also reads that data key (``get-or-empty``, both layouts; at the lock's Raft index).
 * observe_step: a ``?consistent`` read of the leader key and such a signal on it;
 * writes: proclaim, guarded writes (under ``<prefix>/data/``) and withdrawals are
   transactions (``/v1/txn``) with ``check-session`` on both the leader key and the
@@ -116,9 +118,10 @@ SEMAPHORE_FLAG_VALUE = 0xE0F69A2BAA414DE0
 """``api.SemaphoreFlagValue``: ``consul lock -n N`` (N > 1) holds ``PREFIX/.lock`` with it."""
 RETRY_SOON = 0.1
 """Consul tells no end of a lock-delay: the first waiter steps again this often."""
-TXN_CHECKS = 62
+TXN_CHECKS = 61
 """Entries ahead a lock transaction checks at most: Consul takes 64 operations in one
-transaction (its own check and the lock are two); more ahead, the step reads the queue."""
+transaction (its own check, the lock and the marker read are three); more ahead, the
+step reads the queue."""
 
 _PREFIX = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 _DC = re.compile(r"[A-Za-z0-9_-]+")
@@ -190,6 +193,11 @@ def _record(candidate_id: str, value: bytes, token: int | None = None) -> str:
     if token is not None:
         record["token"] = token
     return base64.b64encode(json.dumps(record).encode()).decode()
+
+
+def _index_of(results: list[dict[str, Any]], key: str) -> int:
+    """The ``ModifyIndex`` a committed transaction's result gives ``key``."""
+    return next(int(r["ModifyIndex"]) for r in results if r.get("Key") == key)
 
 
 def _parse(entry: dict[str, Any]) -> tuple[str, bytes, int]:
@@ -418,15 +426,18 @@ class ConsulStore(Store[ConsulTicket]):
             *({"Verb": "check-not-exists", "Key": key} for key in ahead),
             {"Verb": "check-session", "Key": ticket.key, "Session": ticket.session},
             {"Verb": "lock", "Key": leader, "Session": ticket.session,
-             "Value": _record(ticket.candidate_id, ticket.value)}])
+             "Value": _record(ticket.candidate_id, ticket.value)},
+            *self._marker_op(ticket)])
         if not errors:
             ticket.first = True
-            ticket.token = int(results[-1]["ModifyIndex"])
+            ticket.token = _index_of(results, leader)
             self._guard(ticket)
-            return Won(ticket.token)
+            return self._won(ticket, results)
         if any(errors[:len(ahead)]):
             return None
-        own, lock = errors[len(ahead):]
+        own, lock = errors[len(ahead):len(ahead) + 2]
+        if not own and not lock:
+            raise self._marker_refused(errors[-1])
         if own:
             raise SessionExpired(f"the entry of {ticket.candidate_id} in "
                                  f"{ticket.election!r} is gone ({own})")
@@ -440,6 +451,33 @@ class ConsulStore(Store[ConsulTicket]):
         if not entries:  # freed since the transaction
             return Wait(NoSignal(), retry_at=time.monotonic() + RETRY_SOON)
         return Wait(self.watcher.signal(leader, index, index))  # held by a session not queued
+
+    def _marker_op(self, ticket: ConsulTicket) -> list[dict[str, Any]]:
+        """The read of ``ticket.read_on_win`` that rides in the lock transaction, if
+        any. A transaction with a write is applied through Raft, so its reads are made
+        at the lock's own log index: as linearizable as :meth:`read` (``?consistent``),
+        and after the release that freed the key (an earlier index), hence after the
+        marker the previous leader wrote before it. ``get-or-empty`` (Consul 1.14): a
+        missing key does not fail the transaction."""
+        if ticket.read_on_win is None:
+            return []
+        return [{"Verb": "get-or-empty", "Key": self._data_key(ticket.read_on_win)}]
+
+    def _marker_refused(self, error: str) -> TenureError:
+        """Only the marker read of a lock transaction failed (nothing was locked)."""
+        if "Permission denied" in error:
+            return ConfigError(f"Consul refused to read under {self._data_key('')!r} "
+                               f"({error}); give an ACL token with key read and write "
+                               f"rights there via token_file= or ${TOKEN_ENV}")
+        return StoreUnavailable(f"Consul lock transaction failed on its marker read: {error}")
+
+    def _won(self, ticket: ConsulTicket, results: list[dict[str, Any]]) -> Won:
+        if ticket.read_on_win is None:
+            return Won(ticket.token)
+        key = self._data_key(ticket.read_on_win)
+        found = [r for r in results if r.get("Key") == key and int(r.get("CreateIndex") or 0)]
+        value = base64.b64decode(found[0].get("Value") or "") if found else None
+        return Won(ticket.token, value, read_done=True)
 
     def proclaim(self, ticket: ConsulTicket, value: bytes) -> None:
         if self.options.native:
@@ -569,11 +607,14 @@ class NativeLock:
                               f"{self.flags:#x}; a leader election needs consul lock with -n 1")
         if entry is not None and entry.get("Session") not in (None, "", ticket.session):
             return Wait(self.store.watcher.signal(ticket.key, int(entry["ModifyIndex"]), index))
-        results, errors = http.txn([self._lock_op(ticket, ticket.value)])
+        results, errors = http.txn([self._lock_op(ticket, ticket.value),
+                                    *self.store._marker_op(ticket)])
         if not errors:
-            ticket.token = int(results[0]["ModifyIndex"])
+            ticket.token = _index_of(results, ticket.key)
             self.store._guard(ticket)
-            return Won(ticket.token)
+            return self.store._won(ticket, results)
+        if not errors[0]:
+            raise self.store._marker_refused(errors[-1])
         if "Permission denied" in errors[0]:
             raise ConfigError(f"Consul refused to lock {ticket.key!r} ({errors[0]}); give an "
                               f"ACL token with key write rights via token_file= or ${TOKEN_ENV}")

@@ -26,6 +26,8 @@ Mapping of the contract (keys under ``prefix``, default ``/tenure``):
   revision, so the watch misses nothing that happened after the read (as good as armed
   before it). One leader change thus wakes one waiter, not all of them (no herd):
   ``watch_notifications`` counts the watch responses with events this store received.
+* read with the win (``Ticket.read_on_win``, docs/design.md): that key's range is a
+  third read of the same transaction (one revision).
 * proclaim / guarded write: transactions that commit only if our key still has the
   create revision it had when we won. That suffices: when try_lead returned Won, a
   linearizable read saw no key with a lower create revision, and no such key can
@@ -308,9 +310,12 @@ class EtcdStore(Store[EtcdTicket]):
             # the failure branch deleted it, so the second try creates it anew.
         raise StoreUnavailable(f"etcd {self.description}: enqueue kept finding a stale key")
 
-    def _turn(self, ticket: EtcdTicket) -> tuple[bytes | None, int]:
-        """(the key just ahead of ``ticket``, or None if it leads; the read's revision),
-        by one linearizable read-only transaction. SessionExpired if the entry is gone."""
+    def _turn(self, ticket: EtcdTicket) -> tuple[bytes | None, int, bytes | None]:
+        """(the key just ahead of ``ticket``, or None if it leads; the read's revision;
+        the value of ``ticket.read_on_win``), by one linearizable read-only transaction:
+        the three ranges are read at ONE revision, so the marker read is as linearizable
+        as :meth:`read` and sees every write before the release that emptied the range
+        ahead. SessionExpired if the entry is gone."""
         key = ticket.key.encode()
         start, end = self._election_range(ticket.election)
         mine = etcdrpc.RangeRequest(key=key, keys_only=True)
@@ -319,8 +324,10 @@ class EtcdStore(Store[EtcdTicket]):
             sort_target=_BY_CREATE, sort_order=etcdrpc.RangeRequest.DESCEND,
             max_create_revision=ticket.order - 1,  # >= 1: revision 1 is the empty store
         )
-        response = self._etcd.txn(
-            "try lead", [], [_range_op(mine), _range_op(ahead)], read_only=True)
+        reads = [_range_op(mine), _range_op(ahead)]
+        if ticket.read_on_win is not None:
+            reads.append(_range_op(etcdrpc.RangeRequest(key=self._data_key(ticket.read_on_win))))
+        response = self._etcd.txn("try lead", [], reads, read_only=True)
         own = response.responses[0].response_range.kvs
         if not own or own[0].create_revision != ticket.order:
             raise SessionExpired(
@@ -328,15 +335,17 @@ class EtcdStore(Store[EtcdTicket]):
                 "etcd (its lease expired or it was deleted)"
             )
         before = response.responses[1].response_range.kvs
-        return (bytes(before[0].key) if before else None), int(response.header.revision)
+        data = response.responses[2].response_range.kvs if len(reads) > 2 else []
+        return ((bytes(before[0].key) if before else None), int(response.header.revision),
+                bytes(data[0].value) if data else None)
 
     def try_lead(self, ticket: EtcdTicket) -> Step:
-        ahead, revision = self._turn(ticket)
+        ahead, revision, marker = self._turn(ticket)
         if ahead is not None:
             return Wait(self._signal(ahead, revision + 1, deletes_only=True))
         if ticket.guard is None:
             ticket.guard = self._guard(ticket, revision + 1)
-        return Won(ticket.order)
+        return Won(ticket.order, marker, read_done=ticket.read_on_win is not None)
 
     def _guard(self, ticket: EtcdTicket, start_revision: int) -> Callable[[], None] | None:
         """Best effort: a watch on the won key reports its deletion -- by an operator,

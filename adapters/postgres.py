@@ -21,6 +21,8 @@ connections in :mod:`tenure.adapters.postgres_client`, every step ONE autocommit
   everything it read -- is on the synchronous standby. Otherwise the Wait's signal is
   the election's NOTIFY channel, LISTENed to before the statement, and ``retry_at`` the
   expiry of the earliest session ahead (expiry itself is silent).
+* read with the win (``Ticket.read_on_win``, docs/design.md): the try_lead statement
+  reads that ``data`` row too (one statement, one snapshot).
 * wake-ups: a trigger on ``candidates`` NOTIFYs the election's channel on every insert,
   delete (also cascaded from a deleted session) and proclaim; a listener thread holds
   ONE extra connection with LISTEN and fires each waiter's Signal for its election.
@@ -246,11 +248,13 @@ class PostgresStore(Store[PostgresTicket]):
 
     def try_lead(self, ticket: PostgresTicket) -> Step:
         signal, rows = self._waiting(ticket.election, lambda: self._run(
-            "try lead", self.sql.try_lead, e=ticket.election, seq=ticket.order))
-        (mine, won, ahead_expires), = rows
+            "try lead", self.sql.try_lead, e=ticket.election, seq=ticket.order,
+            k=ticket.read_on_win))
+        (mine, won, ahead_expires, marker), = rows
         if won:
             signal.close()
-            return Won(ticket.order)
+            return Won(ticket.order, None if marker is None else bytes(marker),
+                       read_done=ticket.read_on_win is not None)
         if not mine:
             signal.close()
             raise SessionExpired(f"the entry of {ticket.candidate_id} in {ticket.election!r} "

@@ -135,7 +135,12 @@ won AS (
     WHERE seq = %(seq)s AND EXISTS (SELECT 1 FROM mine) AND NOT EXISTS (SELECT 1 FROM ahead)
     RETURNING seq)
 SELECT EXISTS (SELECT 1 FROM mine), EXISTS (SELECT 1 FROM won),
-       extract(epoch FROM (SELECT min(expires_at) FROM ahead) - clock_timestamp())::float8"""
+       extract(epoch FROM (SELECT min(expires_at) FROM ahead) - clock_timestamp())::float8,
+       (SELECT d.value FROM {{s}}.data d WHERE d.key = %(k)s AND EXISTS (SELECT 1 FROM won))"""
+"""One statement, so one snapshot: the 4th column, where it won and ``k`` is not NULL,
+is the value of the guarded-write key ``k`` read together with the decision (every
+commit before the snapshot is in it: the previous leader's release, which let this
+entry win, and the marker it wrote before)."""
 
 WITHDRAW = "DELETE FROM {s}.candidates WHERE seq = %(seq)s"
 

@@ -21,6 +21,9 @@ Mapping of the contract (M = N // 2 + 1; every decision needs M answers; keys ar
   replies. No read precedes the script: the ticket proposes 1 + the highest counter it
   saw (its enqueue, its last step, or the counter its wake carried). The script is the
   step's one linearizable read; it checks everything a separate read would.
+* read with the win (``Ticket.read_on_win``, docs/design.md): a winning ACQUIRE also
+  ``HMGET``s that ``data:`` key in the same script; Won carries the newest value among
+  the instances taken (a majority, which meets the guarded write's).
 * fencing token: the proposal is 1 + the highest ``counter:<election>`` the ticket saw;
   the SAME script accepts only where counter < proposal and sets counter = proposal, so
   each instance accepts strictly rising tokens in acquisition order. Leaderships L1
@@ -145,6 +148,18 @@ class RedisTicket(Ticket):
     counter: int | None = None
     """The highest fencing-token counter this ticket saw (enqueue, each step): its next
     step proposes counter + 1 in the acquisition script itself, with no read before."""
+
+
+def _newest(replies: list[Any]) -> bytes | None:
+    """The value of a guarded-write key from each instance's ``[value, token, seq]``
+    (nil where absent): the one written under the highest (token, seq), as :meth:`read`
+    and the winning ACQUIRE (which reads it in the script that takes the key) see it."""
+    best: tuple[int, int, bytes] | None = None
+    for value, token, seq in replies:
+        if value is not None:
+            found = (int(token), int(seq), bytes(value))
+            best = found if best is None or found[:2] > best[:2] else best
+    return None if best is None else best[2]
 
 
 class RedisStore(Store[RedisTicket]):
@@ -418,6 +433,8 @@ class RedisStore(Store[RedisTicket]):
         keys = [*self._keys(ticket.election, "leader", "counter"),
                 self._key("session", ticket.sid),
                 *self._keys(ticket.election, "queue", "contenders")]
+        if ticket.read_on_win is not None:
+            keys.append(self._key("data", ticket.read_on_win))
         force = not hinted or self._forced(ticket)
         args: list[Any] = [ticket.sid, ticket.key, proposal, ticket.candidate_id, ticket.value,
                            0, self._ttl_ms, self._key("session", ""),
@@ -436,7 +453,17 @@ class RedisStore(Store[RedisTicket]):
                     ticket.majority_lost, ticket.vacant = False, None
                     ticket.counter = proposal
                     self._holding.add(ticket)
-                    return Won(proposal)
+                    if ticket.read_on_win is None:
+                        return Won(proposal)
+                    # The marker read in each winning script, atomically with the take: a
+                    # guarded write lands only where its writer holds the key with a live
+                    # session, so on every instance where we took it that write (if it
+                    # was there) came first; it reached a majority, which meets the
+                    # majority we took -- as with :meth:`read`, a majority's newest.
+                    took_it = [r for i, r in enumerate(results) if i in acquired]
+                    return Won(proposal, _newest([r[4:7] for r in took_it
+                                                  if not isinstance(r, StoreUnavailable)]),
+                               read_done=True)
         if acquired:
             self._release(ticket)
         if codes.count(-1) > self.n - self.majority:
@@ -517,12 +544,7 @@ class RedisStore(Store[RedisTicket]):
         name = self._key("data", key)
         results = self._quorum.fanout(
             lambda inst: list[Any](inst.client.hmget(name, "value", "token", "seq")))
-        best: tuple[int, int, bytes] | None = None
-        for _, (value, token, seq) in self._quorum.answers(results, f"reading {key!r}"):
-            if value is not None:
-                found = (int(token), int(seq), bytes(value))
-                best = found if best is None or found[:2] > best[:2] else best
-        return None if best is None else best[2]
+        return _newest([r for _, r in self._quorum.answers(results, f"reading {key!r}")])
 
     # -- observing --------------------------------------------------------------------
 

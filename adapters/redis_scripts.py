@@ -113,7 +113,7 @@ return {counter, own, ahead, holder, h[1], h[2], h[3], h[4], h[5], h[6]}
 """
 
 ACQUIRE = SCAN + """
--- KEYS: leader, counter, own session key, queue, registry
+-- KEYS: leader, counter, own session key, queue, registry[, data key to read on a win]
 -- ARGV: sid, ticket, proposal, cid, value, vseq, ttl_ms, session key prefix, channel,
 --       order (0: no queue check), force ('1': take it even behind a live entry)
 -- Reads what STATE reads (so a waiter that knows the counter needs no read before it)
@@ -124,7 +124,9 @@ ACQUIRE = SCAN + """
 --    0 a live session of another client holds the key;
 --    3 a live entry other than the holder is ahead of the ticket here (not forced);
 --    2 the proposal is not above this instance's counter;
---    1 won: counter = proposal, and no holder is reported.
+--    1 won: counter = proposal, and no holder is reported; with a 6th key, the reply
+--      is {1, proposal, own, ahead, value, token, seq}: that guarded-write key as
+--      ``read`` sees it, read in the same atomic script as the take.
 local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
 local own = redis.call('PTTL', KEYS[3])
 local h = redis.call('HMGET', KEYS[1], 'sid', 'ticket', 'token', 'cid', 'value', 'vseq')
@@ -156,6 +158,10 @@ redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'sid', ARGV[1], 'ticket', ARGV[2], 'token', ARGV[3],
            'cid', ARGV[4], 'value', ARGV[5], 'vseq', ARGV[6])
 redis.call('PUBLISH', ARGV[9], 'acquired')
+if KEYS[6] then
+  local d = redis.call('HMGET', KEYS[6], 'value', 'token', 'seq')
+  return {1, proposal, own, ahead, d[1], d[2], d[3]}
+end
 return {1, proposal, own, ahead}
 """
 

@@ -12,6 +12,8 @@ Mapping of the contract:
   a waiter also wakes when the session of a candidate ahead of it expires. No polling;
 * guarded writes and proclaims: ``BEGIN IMMEDIATE`` transactions that first check the
   writer is the live leader; commits are ``synchronous=FULL``.
+* read with the win (``Ticket.read_on_win``, docs/design.md): the transaction that
+  decides a win also reads that ``data`` row (one snapshot).
 
 Limits: one host only (the file must not be on a network filesystem); a process
 stopped inside a write transaction (microseconds long) would block other writers until
@@ -259,9 +261,12 @@ class SQLiteStore(Store[SQLiteTicket]):
         if deleted:
             ring(self._bell(ticket.election))
 
-    def _turn(self, ticket: SQLiteTicket) -> float | None:
-        """None if ``ticket`` leads now, else the time at which the earliest session
-        ahead of it expires. Raises SessionExpired if the ticket's session is dead.
+    def _turn(self, ticket: SQLiteTicket) -> tuple[float | None, bytes | None]:
+        """(None if ``ticket`` leads now, else the time at which the earliest session
+        ahead of it expires; where it leads, the value of ``ticket.read_on_win`` read in
+        the SAME transaction that decided it -- one snapshot, which holds every commit
+        before it, so the previous leader's release and the marker it wrote before).
+        Raises SessionExpired if the ticket's session is dead.
 
         A read decides only while nobody dead is ahead. Passing over an expired
         session is decided under the write lock, after deleting it: a renewal of that
@@ -272,13 +277,23 @@ class SQLiteStore(Store[SQLiteTicket]):
         db.execute("BEGIN")
         try:
             wake_at, dead_ahead = self._turn_in(db, ticket)
+            if wake_at is None and not dead_ahead:
+                return None, self._read_in(db, ticket.read_on_win)
         finally:
             db.execute("COMMIT")
-        if wake_at is not None or not dead_ahead:
-            return wake_at
+        if wake_at is not None:
+            return wake_at, None
         with self._write() as db:
             self._collect_garbage(db)
-            return self._turn_in(db, ticket)[0]
+            wake_at = self._turn_in(db, ticket)[0]
+            return wake_at, (self._read_in(db, ticket.read_on_win) if wake_at is None else None)
+
+    @staticmethod
+    def _read_in(db: sqlite3.Connection, key: str | None) -> bytes | None:
+        if key is None:
+            return None
+        row = db.execute("SELECT value FROM data WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
 
     def _turn_in(self, db: sqlite3.Connection, ticket: SQLiteTicket) -> tuple[float | None, bool]:
         """(earliest expiry of a live entry ahead or None, whether a dead entry is ahead)
@@ -311,13 +326,13 @@ class SQLiteStore(Store[SQLiteTicket]):
     def try_lead(self, ticket: SQLiteTicket) -> Step:
         bell = self._board.listen(self._bell(ticket.election))
         try:
-            wake_at = self._guard(self._turn, ticket)
+            wake_at, marker = self._guard(self._turn, ticket)
         except BaseException:
             bell.close()
             raise
         if wake_at is None:
             bell.close()
-            return Won(ticket.order)
+            return Won(ticket.order, marker, read_done=ticket.read_on_win is not None)
         return Wait(bell, retry_at=wake_at)
 
     def proclaim(self, ticket: SQLiteTicket, value: bytes) -> None:
@@ -344,10 +359,7 @@ class SQLiteStore(Store[SQLiteTicket]):
             )
 
     def read(self, key: str) -> bytes | None:
-        row = self._guard(
-            lambda: self._db().execute("SELECT value FROM data WHERE key = ?", (key,)).fetchone()
-        )
-        return None if row is None else bytes(row[0])
+        return self._guard(lambda: self._read_in(self._db(), key))
 
     # -- observing ------------------------------------------------------------------
 

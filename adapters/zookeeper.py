@@ -24,6 +24,9 @@ Mapping of the contract (kazoo, ZooKeeper 3.5+; options and the kazoo client are
   Our node gone or owned by another session (kazoo replaced an expired one) is
   SessionExpired, as is an ``enqueue`` landing in a session we did not open (the core
   then opens the session again).
+* read with the win (``Ticket.read_on_win``, docs/design.md): the step also sends
+  that key's ``sync`` + ``get`` (as :meth:`ZooKeeperStore.read` does) in its one round
+  trip; waited for only when it wins.
 * ``observe_step``: ``sync``, then a data watch on the lowest child (a child watch while
   the election is empty).
 * leading = our node exists: once it is the lowest no lower one can appear, and its
@@ -323,27 +326,32 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
 
     def try_lead(self, ticket: ZooKeeperTicket) -> Step:
         with self._watches.armed(ticket.election) as signal:  # before the read
-            won = self._turn(ticket, signal)
+            won, marker = self._turn(ticket, signal)
         if won:
             signal.close()
-            return Won(ticket.token)
+            return Won(ticket.token, marker, read_done=ticket.read_on_win is not None)
         return Wait(signal)
 
-    def _turn(self, ticket: ZooKeeperTicket, signal: EventSignal) -> bool:
-        """True if ``ticket`` leads; else its predecessor's node is watched for ``signal``."""
+    def _turn(self, ticket: ZooKeeperTicket, signal: EventSignal) -> tuple[bool, bytes | None]:
+        """(True if ``ticket`` leads, the value of ``ticket.read_on_win`` then); else its
+        predecessor's node is watched for ``signal``."""
         zk = self._conn.client()
         entry = f"the entry of {ticket.candidate_id} in {ticket.election!r}"
         if ticket.owner != self._session_id:
             raise SessionExpired(f"{entry} belongs to an expired ZooKeeper session")
         if not zk.connected:
-            return False  # the reconnect fires the signal; then we read again
+            return False, None  # the reconnect fires the signal; then we read again
         parent, mine = ticket.key.rsplit("/", 1)
         # One round trip: the listing and the Curator check of our own node (whose exists
         # also arms the loss watch) go out together, answered in order; the check is
         # registered as leading first and forgotten unless the listing says we lead.
         listing = zk.get_children_async(parent)
         own = self._watches.lead_async(zk, ticket)
-        leads = False
+        # The marker read rides in the same round trip, as :meth:`read` sends it: its get
+        # after a sync of this session, so it sees everything committed before the sync
+        # -- which was sent after the release that woke us, and the marker before it.
+        marker = self._read_async(zk, ticket.read_on_win)
+        leads, value = False, None
         try:
             try:
                 children = self._conn.wait(listing)
@@ -355,6 +363,8 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
             if stat.ephemeralOwner != self._session_id:
                 raise SessionExpired(f"{entry} is not bound to this client's current session")
             lower = [c for seq, c in self._ranked(children) if seq < ticket.order]
+            if not lower and marker is not None:
+                value = self._answer(marker)
             leads = not lower
         finally:
             if not leads:
@@ -365,8 +375,8 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
                            self._watches.watch(ticket.election))
             except NoNodeError:
                 signal.fire()  # gone already: look again at once
-            return False
-        return True
+            return False, None  # the marker's answers are not needed: not waited for
+        return True, value
 
     def _require_led(self, ticket: ZooKeeperTicket, action: str) -> None:
         if not ticket.won or ticket.withdrawn:
@@ -407,12 +417,21 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
         raise StoreUnavailable(f"{self.description}: guarded write kept racing on {key!r}")
 
     def read(self, key: str) -> bytes | None:
-        zk = self._conn.client()
-        # Sent together (one round trip): the server keeps a session's requests in order
-        # and holds a read back behind that session's pending sync, so the get still sees
-        # everything committed before the sync.
-        synced = zk.sync_async(self._root)
-        got = zk.get_async(f"{self._root}/data/{_component(key)}")
+        pending = self._read_async(self._conn.client(), key)
+        assert pending is not None
+        return self._answer(pending)
+
+    def _read_async(self, zk: KazooClient, key: str | None) -> tuple[Any, Any] | None:
+        """Sends a read of ``key`` (none if None): ``sync`` and ``get`` together (one round
+        trip): the server keeps a session's requests in order and holds a read back
+        behind that session's pending sync, so the get still sees everything committed
+        before the sync."""
+        if key is None:
+            return None
+        return zk.sync_async(self._root), zk.get_async(f"{self._root}/data/{_component(key)}")
+
+    def _answer(self, pending: tuple[Any, Any]) -> bytes | None:
+        synced, got = pending
         self._conn.wait(synced)
         try:
             return bytes(self._conn.wait(got)[0])

@@ -101,9 +101,12 @@ class Campaign:
         self.cancelled = cancelled
         self.last_error: StoreUnavailable | None = None
         self.describe_leader: Callable[[], str] = lambda: "unknown"
-        self.admits: Callable[[Store[Any], Ticket, int], bool] | None = None
+        self.admits: Callable[[Store[Any], Ticket, Won], bool] | None = None
         """Called once the store let a ticket win: False makes it step aside (withdrawn
-        and queued again, never reported won) -- :class:`tenure.handoff.HandoffGate`."""
+        and queued again, never reported won) -- :class:`tenure.handoff.HandoffGate`.
+        While set, each ticket asks the adapter to read the handoff marker with its
+        winning step (``Ticket.read_on_win``); a retried call gets a Won without that
+        read, so the gate reads afresh."""
         self.stepped_aside = 0
         self.priority: int | None = None
         """Declared priority, carried by a second entry (:mod:`tenure.priority`)."""
@@ -141,6 +144,10 @@ class Campaign:
                     companion = add_priority(self.store, self.election, self.candidate_id,
                                              self.priority)
                 ticket = self.store.enqueue(self.election, self.candidate_id, self.value)
+                if self.admits is not None:
+                    from tenure.handoff import marker_key
+
+                    ticket.read_on_win = marker_key(self.election)
             except SessionExpired as exc:
                 self.keeper.expired(generation, str(exc))
                 if companion is not None:
@@ -157,9 +164,9 @@ class Campaign:
                     with _companions_lock:
                         _companions[ticket] = companion
                     ring(self.store, self.election, self.candidate_id)
-                token = self._await_turn(ticket)
+                won = self._await_turn(ticket)
                 if self.admits is not None and not self._retrying(
-                        retry_if_exception(_transient))(self.admits, self.store, ticket, token):
+                        retry_if_exception(_transient))(self._admit, ticket, won, [won]):
                     self._withdraw(ticket)
                     self.stepped_aside += 1
                     continue
@@ -172,9 +179,15 @@ class Campaign:
             except BaseException:
                 self._withdraw(ticket)
                 raise
-            return ticket, token, generation
+            return ticket, won.token, generation
 
-    def _await_turn(self, ticket: Ticket) -> int:
+    def _admit(self, ticket: Ticket, won: Won, fresh: list[Won]) -> bool:
+        """:attr:`admits`, given the winning step's read the first time only (``fresh``
+        is emptied): a retry after a store error reads the marker again."""
+        assert self.admits is not None
+        return self.admits(self.store, ticket, fresh.pop() if fresh else Won(won.token))
+
+    def _await_turn(self, ticket: Ticket) -> Won:
         # A store error while waiting keeps the entry (and its place in the queue): the
         # same ticket is stepped again with back-off. Only a dead entry is re-queued.
         step_again = self._retrying(retry_if_exception(_transient))
@@ -182,7 +195,7 @@ class Campaign:
             step = step_again(self.store.try_lead, ticket)
             if isinstance(step, Won):
                 ticket.won = True
-                return step.token
+                return step
             with step.signal:
                 if _expired(self.deadline):
                     raise self._gave_up()
@@ -192,7 +205,7 @@ class Campaign:
                 final = self.store.try_lead(ticket)
                 if isinstance(final, Won):
                     ticket.won = True
-                    return final.token
+                    return final
                 final.signal.close()
                 raise self._gave_up()
 

@@ -13,7 +13,9 @@ How it works on every backend (no adapter knows about it):
    timeout and whether the old leader wants to keep leading on failure.
 3. It releases its entry (a plain resign).
 4. Every campaign that the store lets win passes :class:`HandoffGate` before it is
-   reported as won: ONE linearizable read of the marker key. A winner that is not the
+   reported as won: ONE linearizable read of the marker key -- made by the adapter in
+   the store step that decided the win where it can (``Ticket.read_on_win``), else a
+   separate :meth:`Store.read` after it. A winner that is not the
    named successor steps aside -- withdraws its entry and queues again, without ever
    returning Won to its user -- while the marker is unconsumed, was written under a
    lower token, names a candidate that is still a live contender, and this winner's
@@ -29,7 +31,8 @@ others while the successor is gone, so it usually leads again, with a new token;
 when it loses that race the result says who leads). Wall clocks are never compared:
 each process counts the timeout on its own ``time.monotonic()``. Cost on the normal
 path: one read of the marker key per won campaign (not per step; measured in
-docs/leading.md); nothing per renewal or per wait.
+docs/leading.md), inside the winning step -- no round trip of its own -- on every
+adapter but Kubernetes; nothing per renewal or per wait.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from tenure import events
 from tenure.campaign import wait_for
 from tenure.errors import ConfigError, NotLeader, SessionExpired, TenureError
 from tenure.names import MAX_NAME_LENGTH, check_candidate_id
-from tenure.store import LeaderInfo, Store, Ticket, Wait
+from tenure.store import LeaderInfo, Store, Ticket, Wait, Won
 
 if TYPE_CHECKING:
     from tenure.leadership import Leadership
@@ -120,14 +123,28 @@ class HandoffGate:
         self._first_seen: dict[str, float] = {}
         self._lock = threading.Lock()
         self.reads = 0
-        """Marker reads made (for the cost measurement)."""
+        """Marker reads made (for the cost measurement), in the winning step or not."""
+        self.separate_reads = 0
+        """Those of :attr:`reads` made by a separate :meth:`Store.read` (a round trip of
+        their own: the adapter did not read the marker with the winning step)."""
 
-    def admits(self, store: Store[Any], ticket: Ticket, token: int) -> bool:
-        """True: ``ticket`` (which the store just let win with ``token``) leads.
-        False: it must step aside (the caller withdraws it and queues again)."""
+    def admits(self, store: Store[Any], ticket: Ticket, won: Won) -> bool:
+        """True: ``ticket`` (which the store just let win with ``won.token``) leads.
+        False: it must step aside (the caller withdraws it and queues again).
+
+        The marker is the one the adapter read in the winning step itself where it did
+        (``won.read_done`` for this key: no extra round trip); else -- the default for
+        every adapter without that capability, and for a retried call -- ONE separate
+        :meth:`Store.read`."""
         key = marker_key(ticket.election)
+        token = won.token
         self.reads += 1
-        marker = Marker.decode(store.read(key))
+        if won.read_done and ticket.read_on_win == key:
+            raw = won.read
+        else:
+            self.separate_reads += 1
+            raw = store.read(key)
+        marker = Marker.decode(raw)
         if marker is None or marker.done or marker.refused or marker.token >= token:
             return True
         me = ticket.candidate_id

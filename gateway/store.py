@@ -21,7 +21,9 @@ what differs between stores (TTL range, partition safety, arrival order) is data
 |                       | order; returns the adapter's typed :class:`Ticket`         |
 | ``try_lead(t)``       | one step: :class:`Won` (token) by a linearizable read or a |
 |                       | conditional write, or :class:`Wait` with a :class:`Signal` |
-|                       | armed BEFORE that read; SessionExpired if the entry died   |
+|                       | armed BEFORE that read; SessionExpired if the entry died.  |
+|                       | Optional: with ``t.read_on_win`` set, a Won also carries   |
+|                       | that key's value read IN the deciding step (see below)     |
 | ``observe_step(e)``   | the leader by a linearizable read, and a :class:`Wait`     |
 |                       | armed before it, for its next change                       |
 | ``proclaim``,         | conditional writes that commit only while ``t`` leads;     |
@@ -36,6 +38,18 @@ Built on these steps in the core, with no adapter method of their own: planned
 handoff (:mod:`tenure.handoff`: a marker written by ``guarded_write`` and read after
 ``try_lead`` won) and candidate priorities (:mod:`tenure.priority`: a second entry of
 the session, enqueued in a side election).
+
+Reading with the win (an optional capability). The core sets
+:attr:`Ticket.read_on_win` to a guarded-write key (the handoff marker's) before it
+steps a ticket. An adapter that can read that key IN the store step that decides Won --
+the same transaction, script or pipelined request run -- returns
+``Won(token, read=value, read_done=True)``, and the core then makes no separate
+:meth:`Store.read`: one sequential round trip less per won campaign. The read must be
+as linearizable as :meth:`Store.read` and ordered after everything that let the ticket
+win (the previous leader's release, hence the marker it wrote before it); each adapter
+says why its read is. An adapter that does not implement it returns a plain
+``Won(token)`` (``read_done`` False) and the core reads the key separately, as before:
+that default lives in one place, :meth:`tenure.handoff.HandoffGate.admits`.
 
 Losses an adapter learns by itself (a watch saw its key deleted, the store reported
 the session gone, a renewal reached too few instances) go through ONE channel: the
@@ -142,6 +156,9 @@ class Ticket:
     order: int = 0
     won: bool = False
     withdrawn: bool = False
+    read_on_win: str | None = None
+    """Set by the core: a guarded-write key to read with the step that returns Won
+    (see "Reading with the win" in the module docstring); adapters may ignore it."""
 
 
 T = TypeVar("T", bound=Ticket)
@@ -203,9 +220,15 @@ class NoSignal(Signal):
 
 @dataclass(frozen=True)
 class Won:
-    """:meth:`Store.try_lead` outcome: the ticket leads, with this fencing token."""
+    """:meth:`Store.try_lead` outcome: the ticket leads, with this fencing token.
+
+    ``read_done`` True: ``read`` is the value of the ticket's ``read_on_win`` key (None:
+    no such key), read in the same step that decided the win, as linearizably as
+    :meth:`Store.read`. False (the default): that key was not read; the core reads it."""
 
     token: int
+    read: bytes | None = None
+    read_done: bool = False
 
 
 @dataclass(frozen=True)

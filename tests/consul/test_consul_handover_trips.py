@@ -4,8 +4,9 @@ From the leader's ``resign()`` to the successor's ``campaign()`` returning: the 
 sends ONE transaction (release and leave the queue); the successor, woken by its
 blocking query on the entry ahead, makes ONE step whose only request is ONE lock
 transaction (it also checks the entries seen ahead are gone, instead of reading the
-queue), then the core's handoff-marker read, ONE ``GET``. In ``layout=native`` (no
-queue) the step is a ``GET`` of the lock key and the lock transaction, as before.
+queue, and reads the core's handoff marker, ``get-or-empty``): no ``GET`` of the marker
+after it. In ``layout=native`` (no queue) the step is a ``GET`` of the lock key and the
+lock transaction (with the marker read).
 
 Consul's HTTP API answers each request before the next is sent, so every request the
 campaigning (resp. resigning) thread sends through ``ConsulHTTP.call`` is one round
@@ -22,6 +23,7 @@ import time
 from typing import Any
 
 import pytest
+from handover_kit import Handover, handovers
 
 import tenure
 from tenure.adapters.consul import TXN_CHECKS, ConsulStore
@@ -41,8 +43,6 @@ class Requests:
         store = client.store
         assert isinstance(store, ConsulStore)
         self.sent: list[tuple[float, threading.Thread, str]] = []
-        self.steps: list[tuple[float, str]] = []
-        self.parked = threading.Event()
         call = store.http.call
 
         def counted(method: str, path: str, *args: Any, **kwargs: Any) -> Any:
@@ -51,16 +51,6 @@ class Requests:
             return call(method, path, *args, **kwargs)
 
         store.http.call = counted  # type: ignore[method-assign]
-        original = store.try_lead
-
-        def try_lead(ticket: Any) -> Any:
-            step = original(ticket)
-            self.steps.append((time.monotonic(), type(step).__name__))
-            if isinstance(step, Wait):
-                self.parked.set()
-            return step
-
-        store.try_lead = try_lead  # type: ignore[method-assign]
 
     @staticmethod
     def _kind(method: str, path: str) -> str:
@@ -78,63 +68,24 @@ class Requests:
         return [what for t, who, what in self.sent if who is thread and start <= t <= end]
 
 
-def handover(clients: list[tenure.Client], counted: list[Requests], name: str,
-             lead: tenure.Leadership, successor: int,
-             before_resign: Any = None) -> tuple[tenure.Leadership, list[str], list[str],
-                                                 list[str]]:
-    """Resigns ``lead`` while ``clients[successor]`` campaigns; returns the new
-    leadership and the requests of the leader's and the successor's threads."""
-    won: list[tenure.Leadership] = []
-    ended = threading.Event()
-    counted[successor].parked.clear()
-
-    def campaign() -> None:
-        won.append(clients[successor].election(name).campaign(timeout=30))
-        ended.set()
-
-    thread = threading.Thread(target=campaign)
-    thread.start()
-    assert counted[successor].parked.wait(10), "the successor never waited"
-    if before_resign is not None:
-        before_resign()
-    start = time.monotonic()
-    lead.resign()
-    resigned = time.monotonic()
-    assert ended.wait(15), "the successor did not win after the resign"
-    end = time.monotonic()
-    thread.join()
-    steps = [s for t, s in counted[successor].steps if start <= t <= end]
-    return (won[0], counted[1 - successor].by(threading.current_thread(), start, resigned),
-            counted[successor].by(thread, start, end), steps)
-
-
 @pytest.mark.parametrize("layout", ["tenure", "native"])
-def test_a_handover_is_one_request_each_side_plus_the_marker_read(
-    consul_cluster: Cluster, layout: str,
-) -> None:
-    name = f"trips/{time.monotonic_ns()}"
-    url = f"{consul_cluster.url}?layout={layout}"
-    clients = [tenure.connect(url, ttl=TTL, candidate_id=c) for c in ("a", "b")]
-    try:
-        lead = clients[0].election(name).campaign(timeout=10)
-        counted = [Requests(c) for c in clients]
-        successor = 1
-        expected = ["txn"] if layout == "tenure" else ["GET other", "txn"]
-        for _ in range(3):
-            lead, by_leader, by_successor, steps = handover(clients, counted, name, lead,
-                                                            successor)
-            detail = f"leader sent {by_leader}, successor {by_successor}, steps {steps}"
-            assert by_leader == ["txn"], detail
-            assert steps == ["Won"], detail
-            if layout == "native":  # the lock key is the election's own
-                by_successor = ["GET other" if r.startswith("GET /v1/kv/") else r
-                                for r in by_successor]
-            assert by_successor == [*expected, "GET data (marker)"], detail
-            successor = 1 - successor
-        lead.resign()
-    finally:
-        for client in clients:
-            client.close()
+def test_a_handover_is_one_request_each_side(consul_cluster: Cluster, layout: str) -> None:
+    main = threading.current_thread()
+    expected = ["txn"] if layout == "tenure" else ["GET other", "txn"]
+
+    def check(leader: Requests, successor: Requests, done: Handover) -> None:
+        by_leader = leader.by(main, done.start, done.resigned)
+        by_successor = successor.by(done.thread, done.start, done.end)
+        detail = f"leader sent {by_leader}, successor {by_successor}, steps {done.steps}"
+        assert by_leader == ["txn"], detail
+        assert done.steps == ["Won"], detail
+        if layout == "native":  # the lock key is the election's own
+            by_successor = ["GET other" if r.startswith("GET /v1/kv/") and "/data/" not in r
+                            else r for r in by_successor]
+        assert by_successor == expected, detail
+
+    handovers(f"{consul_cluster.url}?layout={layout}", TTL, f"trips/{time.monotonic_ns()}",
+              Requests, check)
 
 
 def test_an_entry_ahead_left_without_session_falls_back_to_reading_the_queue(

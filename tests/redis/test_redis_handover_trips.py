@@ -3,22 +3,22 @@
 From the leader's ``resign()`` to the successor's ``campaign()`` returning, on 1 and on
 3 instances: the leader sends ONE script per instance (WITHDRAW: release, remove the
 entry, wake the successor), and the woken successor makes ONE step whose only request
-is ONE script per instance (ACQUIRE, which reads what a separate state read would and
-takes the key): no read before it, no retry delay after the wake. Requests are counted
-on each client's connections (``execute_command``); session renewals are left out, and
-so is the handoff gate's marker read (``read`` of a ``data:`` key, made by the core, not
-the adapter), which is reported in the failure message if present.
+is ONE script per instance (ACQUIRE, which reads what a separate state read would,
+takes the key and reads the core's handoff marker, a ``data:`` key, in the same
+script): no read before it, no retry delay after the wake, and no marker read after
+it (no ``HMGET`` of a ``data:`` key). Requests are counted on each client's connections
+(``execute_command``); session renewals are left out.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections import Counter
 from typing import Any
 
 import pytest
+from handover_kit import Handover, handovers
 
 import tenure
 from tenure.adapters import redis_scripts as lua
@@ -26,7 +26,6 @@ from tenure.adapters.redis import WAKE, RedisStore
 from tenure.adapters.redis_quorum import Bell
 from tenure.conformance.lab.cluster import Cluster, wait_until
 from tenure.conformance.lab.fixtures import LabFactory
-from tenure.store import Wait
 
 pytestmark = [pytest.mark.redis]
 
@@ -42,21 +41,9 @@ class Requests:
         store = client.store
         assert isinstance(store, RedisStore)
         self.sent: list[tuple[float, str]] = []
-        self.steps: list[tuple[float, str]] = []
-        self.parked = threading.Event()
         self._data = f"{store.prefix}data:".encode()
         for inst in store._quorum.instances:
             inst.client.execute_command = self._counted(inst.client.execute_command)
-        original = store.try_lead
-
-        def try_lead(ticket: Any) -> Any:
-            step = original(ticket)
-            self.steps.append((time.monotonic(), type(step).__name__))
-            if isinstance(step, Wait):
-                self.parked.set()
-            return step
-
-        store.try_lead = try_lead  # type: ignore[method-assign]
         for inst in store._quorum.instances:  # a fresh server answers NOSCRIPT once
             for script in vars(inst.scripts).values():
                 inst.client.script_load(script.script)
@@ -90,45 +77,14 @@ def cluster(request: pytest.FixtureRequest, lab: LabFactory) -> Cluster:
 
 def test_a_handover_is_one_script_per_instance_each_side(cluster: Cluster) -> None:
     n = len(cluster.nodes)
-    name = f"trips/{time.monotonic_ns()}"
-    clients = [tenure.connect(cluster.url, ttl=6, candidate_id=c) for c in ("a", "b")]
-    try:
-        lead = clients[0].election(name).campaign(timeout=10)
-        counted = [Requests(c) for c in clients]
-        leader, successor = 0, 1
-        for _ in range(3):
-            won: list[tenure.Leadership] = []
-            ended = threading.Event()
-            counted[successor].parked.clear()
 
-            def campaign(c: tenure.Client = clients[successor],
-                         won: list[tenure.Leadership] = won,
-                         ended: threading.Event = ended) -> None:
-                won.append(c.election(name).campaign(timeout=30))
-                ended.set()
+    def check(leader: Requests, successor: Requests, done: Handover) -> None:
+        by_leader = leader.between(done.start, done.resigned)
+        by_successor = successor.between(done.start, done.end)
+        detail = (f"leader sent {dict(by_leader)}, successor sent {dict(by_successor)}, "
+                  f"steps {done.steps}")
+        assert by_leader == Counter({"WITHDRAW": n}), detail
+        assert done.steps == ["Won"], detail
+        assert by_successor == Counter({"ACQUIRE": n}), detail
 
-            thread = threading.Thread(target=campaign)
-            thread.start()
-            assert counted[successor].parked.wait(10), "the successor never waited"
-            start = time.monotonic()
-            lead.resign()
-            resigned = time.monotonic()
-            assert ended.wait(10), "the successor did not win after the resign"
-            end = time.monotonic()
-            thread.join()
-            by_leader = counted[leader].between(start, resigned)
-            by_successor = counted[successor].between(start, end)
-            steps = [s for t, s in counted[successor].steps if start <= t <= end]
-            gate_reads = by_successor.pop("HMGET data (read)", 0)
-            detail = (f"leader sent {dict(by_leader)}, successor sent {dict(by_successor)} "
-                      f"(+ {gate_reads} handoff-marker reads by the core), steps {steps}")
-            assert by_leader == Counter({"WITHDRAW": n}), detail
-            assert steps == ["Won"], detail
-            assert by_successor == Counter({"ACQUIRE": n}), detail
-            assert gate_reads <= n, detail
-            lead = won[0]
-            leader, successor = successor, leader
-        lead.resign()
-    finally:
-        for client in clients:
-            client.close()
+    handovers(cluster.url, 6, f"trips/{time.monotonic_ns()}", Requests, check)

@@ -294,3 +294,51 @@ def test_an_unavailable_store_is_retried_with_back_off_until_the_timeout(
     # failing enqueue leaves nothing. Either way nothing is left in the store.
     assert len(store.enqueued) == (1 if failing == "try_lead" else 0)
     assert store.withdrawn == store.enqueued
+
+
+class ReadCountingStore(FakeStore):
+    """The fake with a marker key whose separate reads are counted."""
+
+    def __init__(self, decide: Decide, marker: bytes | None) -> None:
+        super().__init__(decide)
+        self.marker = marker
+        self.reads: list[str] = []
+
+    def read(self, key: str) -> bytes | None:
+        self.reads.append(key)
+        return self.marker
+
+
+@pytest.mark.parametrize("read_with_win", [True, False], ids=["in-step", "default"])
+def test_the_handoff_gate_reads_the_marker_once_in_the_step_where_the_adapter_did(
+    keepers: list[SessionKeeper], read_with_win: bool,
+) -> None:
+    from tenure.handoff import HandoffGate, marker_key
+
+    store = ReadCountingStore(
+        lambda n: Won(7, read=None, read_done=True) if read_with_win else Won(7), None)
+    gate = HandoffGate()
+    run = campaign(store, keepers, timeout=5)
+    run.admits = gate.admits
+    ticket, token, _ = run.run()
+    assert token == 7 and ticket.read_on_win == marker_key("e")
+    assert store.reads == ([] if read_with_win else [marker_key("e")])
+    assert (gate.reads, gate.separate_reads) == (1, 0 if read_with_win else 1)
+
+
+def test_a_retried_gate_call_reads_the_marker_afresh(keepers: list[SessionKeeper]) -> None:
+    """A store error inside ``admits`` retries it with a Won that carries no read:
+    the marker the winning step read may be older than the retry."""
+    store = ReadCountingStore(lambda n: Won(7, read=None, read_done=True), None)
+    seen: list[Won] = []
+
+    def admits(_store: Store[Ticket], _ticket: Ticket, won: Won) -> bool:
+        seen.append(won)
+        if len(seen) == 1:
+            raise StoreUnavailable("contenders failed")
+        return True
+
+    run = campaign(store, keepers, timeout=5)
+    run.admits = admits
+    run.run()
+    assert [w.read_done for w in seen] == [True, False]

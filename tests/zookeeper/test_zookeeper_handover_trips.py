@@ -2,9 +2,10 @@
 
 From the leader's ``resign()`` to the successor's ``campaign()`` returning, in the
 default layout and in ``layout=native``: the leader sends ONE request (the ``delete`` of
-its node), and the woken successor makes ONE step of ONE round trip (``get_children``
-and the owner check + loss watch ``exists`` of its own node, sent together), then the
-core's handoff-marker read, ONE round trip (``sync`` and ``get`` sent together).
+its node), and the woken successor makes ONE step of ONE round trip: ``get_children``,
+the owner check + loss watch ``exists`` of its own node, and the core's handoff-marker
+read (``sync`` then ``get``), all sent together. No round trip after it: the marker
+read rides in the winning step (``Ticket.read_on_win``).
 
 A round trip is a run of requests a thread sends before it next waits for an answer
 (``ZooKeeperConnection.wait``), so pipelined requests count once. Only the campaigning
@@ -18,12 +19,12 @@ import time
 from typing import Any
 
 import pytest
+from handover_kit import Handover, handovers
 
 import tenure
 from tenure.adapters.zookeeper import ZooKeeperStore
 from tenure.conformance.lab.cluster import Cluster
 from tenure.conformance.lab.fixtures import LabFactory
-from tenure.store import Wait
 
 pytestmark = [pytest.mark.zookeeper]
 
@@ -38,8 +39,6 @@ class Trips:
         store = client.store
         assert isinstance(store, ZooKeeperStore)
         self.events: list[tuple[float, threading.Thread, str]] = []
-        self.steps: list[tuple[float, str]] = []
-        self.parked = threading.Event()
         self._conn = conn = store._conn
         self._wrapped: set[int] = set()
         wait = conn.wait
@@ -49,16 +48,6 @@ class Trips:
             return wait(pending, timeout)
 
         conn.wait = waited  # type: ignore[method-assign]
-        original = store.try_lead
-
-        def try_lead(ticket: Any) -> Any:
-            step = original(ticket)
-            self.steps.append((time.monotonic(), type(step).__name__))
-            if isinstance(step, Wait):
-                self.parked.set()
-            return step
-
-        store.try_lead = try_lead  # type: ignore[method-assign]
 
     def attach(self) -> None:
         """Counts the requests of the store's current kazoo client (opening the session
@@ -102,48 +91,20 @@ def cluster(lab_module: LabFactory) -> Cluster:
 
 
 @pytest.mark.parametrize("layout", ["tenure", "native"])
-def test_a_handover_is_one_round_trip_each_side_plus_the_marker_read(
-    cluster: Cluster, layout: str,
-) -> None:
-    name = f"trips/{time.monotonic_ns()}"
-    url = f"{cluster.url}?layout={layout}"
-    clients = [tenure.connect(url, ttl=TTL, candidate_id=c) for c in ("a", "b")]
-    try:
-        lead = clients[0].election(name).campaign(timeout=10)
-        counted = [Trips(c) for c in clients]
-        leader, successor = 0, 1
-        for _ in range(3):
-            won: list[tenure.Leadership] = []
-            ended = threading.Event()
-            counted[successor].parked.clear()
+def test_a_handover_is_one_round_trip_each_side(cluster: Cluster, layout: str) -> None:
+    main = threading.current_thread()
 
-            def campaign(c: tenure.Client = clients[successor],
-                         won: list[tenure.Leadership] = won,
-                         ended: threading.Event = ended) -> None:
-                won.append(c.election(name).campaign(timeout=30))
-                ended.set()
+    def attach(counted: list[Trips]) -> None:
+        for trips in counted:  # both sessions are open now
+            trips.attach()
 
-            thread = threading.Thread(target=campaign)
-            thread.start()
-            assert counted[successor].parked.wait(10), "the successor never waited"
-            for trips in counted:  # both sessions are open now
-                trips.attach()
-            start = time.monotonic()
-            lead.resign()
-            resigned = time.monotonic()
-            assert ended.wait(10), "the successor did not win after the resign"
-            end = time.monotonic()
-            thread.join()
-            by_leader = counted[leader].rounds(threading.current_thread(), start, resigned)
-            by_successor = counted[successor].rounds(thread, start, end)
-            steps = [s for t, s in counted[successor].steps if start <= t <= end]
-            detail = f"leader {by_leader}, successor {by_successor}, steps {steps}"
-            assert by_leader == [["delete"]], detail
-            assert steps == ["Won"], detail
-            assert by_successor == [["get_children", "exists"], ["sync", "get"]], detail
-            lead = won[0]
-            leader, successor = successor, leader
-        lead.resign()
-    finally:
-        for client in clients:
-            client.close()
+    def check(leader: Trips, successor: Trips, done: Handover) -> None:
+        by_leader = leader.rounds(main, done.start, done.resigned)
+        by_successor = successor.rounds(done.thread, done.start, done.end)
+        detail = f"leader {by_leader}, successor {by_successor}, steps {done.steps}"
+        assert by_leader == [["delete"]], detail
+        assert done.steps == ["Won"], detail
+        assert by_successor == [["get_children", "exists", "sync", "get"]], detail
+
+    handovers(f"{cluster.url}?layout={layout}", TTL, f"trips/{time.monotonic_ns()}",
+              Trips, check, before_resign=attach)
