@@ -15,6 +15,11 @@ from tenure.errors import StoreUnavailable
 
 pytestmark = [pytest.mark.unit, pytest.mark.sqlite]
 
+TTL = 6.0
+"""Long enough that no renewal is starved into an expiry on loaded cores (the retry
+comes with the next renewal, a third of it: about 2 s), so the election can only be
+freed by the retry, never by the session expiring."""
+
 
 class WithdrawFailsOnce(SQLiteStore):
     """The real SQLite store whose first withdrawal is refused as unavailable."""
@@ -33,17 +38,18 @@ class WithdrawFailsOnce(SQLiteStore):
 def test_a_failed_withdrawal_is_retried_after_the_next_renewal(tmp_path: Path) -> None:
     url = f"sqlite://{tmp_path}/s.db"
     store = WithdrawFailsOnce(tmp_path / "s.db")
-    with Client(store, load_settings(url, ttl=1.0)) as a, \
-            Client(SQLiteStore(tmp_path / "s.db"), load_settings(url, ttl=1.0)) as b:
+    with Client(store, load_settings(url, ttl=TTL)) as a, \
+            Client(SQLiteStore(tmp_path / "s.db"), load_settings(url, ttl=TTL)) as b:
         lead = a.election("e").campaign(timeout=10)
-        renewals = a.keeper.renewals
+        renewals, generation = a.keeper.renewals, a.keeper.generation
         lead.resign()
         # The refused withdrawal left the entry: our live session still makes it lead.
         assert store.attempts == 1
         assert b.election("e").leader() is not None
-        successor = b.election("e").campaign(timeout=10)
+        successor = b.election("e").campaign(timeout=2 * TTL)
         assert successor.token > lead.token
-        # It was the keeper's retry after a renewal that freed the election, long
-        # before the session (renewed all along) could have expired.
+        # It was the keeper's retry after a renewal that freed the election: the
+        # session was renewed and never replaced (it did not expire).
         assert a.keeper.renewals > renewals
+        assert a.keeper.generation == generation
         assert store.attempts == 2
