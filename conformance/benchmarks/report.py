@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tenure.conformance.benchmarks import idle
 from tenure.conformance.benchmarks.runner import Row
 from tenure.conformance.benchmarks.scale import ScaleRow
 from tenure.conformance.benchmarks.scale import verdicts as scale_verdicts
@@ -190,15 +191,80 @@ def gateway_lines(rows: Sequence[Row]) -> list[str]:
     return out
 
 
+def idle_table(rows: Sequence[Row]) -> str:
+    """Idle cost: CPU seconds per minute of 1 leader + N waiting candidates, per store
+    and tool, and each over kazoo's Election on ZooKeeper (the reference; "-" when the
+    run has no such row, or the figure is not read)."""
+    lines = ["| store | system | candidates | window s | client CPU s/min | store CPU s/min "
+             "| store baseline s/min | client / kazoo-ZK | store / kazoo-ZK | note |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    chosen = [r for r in rows if r.measurement == "idle"]
+    ref = next((r.extra for r in chosen if (r.store, r.system) == idle.REFERENCE
+                and r.status == "ok"), {})
+
+    def num(value: Any) -> str:
+        return "-" if value is None else f"{float(value):.3f}"
+
+    def ratio(row: Row, key: str) -> str:
+        mine, theirs = row.extra.get(key), ref.get(key)
+        if mine is None or not theirs or (key == "store_per_min" and row.store == "sqlite"):
+            return "-"
+        return f"{float(mine) / float(theirs):.3g}"
+
+    for row in chosen:
+        if row.status != "ok":
+            lines.append(f"| {row.store} | {row.system} | {row.status}: {row.reason} "
+                         f"| | | | | | | |")
+            continue
+        e = row.extra
+        notes = [str(n) for n in (e.get("store_note"), e.get("client_note")) if n]
+        if e.get("changes"):
+            notes.append(f"{e['changes']} leadership change(s) in the window")
+        lines.append(f"| {row.store} | {row.system} | {e['candidates']} | "
+                     f"{float(e['window']):.0f} | {num(e.get('client_per_min'))} | "
+                     f"{num(e.get('store_per_min'))} | {num(e.get('baseline_per_min'))} | "
+                     f"{ratio(row, 'client_per_min')} | {ratio(row, 'store_per_min')} | "
+                     f"{'; '.join(notes)} |")
+    return "\n".join(lines)
+
+
+def idle_lines(rows: Sequence[Row]) -> list[str]:
+    """Issue 14's idle target per store: tenure's client and store CPU per minute at
+    most kazoo's Election on ZooKeeper's."""
+    chosen = {(r.store, r.system): r for r in rows if r.measurement == "idle"
+              and r.status == "ok"}
+    ref = chosen.get(idle.REFERENCE)
+    out = []
+    for (store, system), row in chosen.items():
+        if system != "tenure":
+            continue
+        if ref is None:
+            out.append(f"- {store}: idle cost: no kazoo Election on ZooKeeper row to "
+                       "compare with (add --lab zookeeper)")
+            continue
+        for key, what in (("client_per_min", "client"), ("store_per_min", "store")):
+            mine, theirs = row.extra.get(key), ref.extra.get(key)
+            if mine is None or theirs is None:
+                continue
+            verdict = "met" if mine <= theirs else \
+                f"MISSED by {mine - theirs:.3f} CPU s/min"
+            out.append(f"- {store}: idle {what} CPU {mine:.3f} s/min <= kazoo Election on "
+                       f"ZooKeeper {theirs:.3f}: {verdict}")
+    return out
+
+
 def render(rows: Sequence[Row], scale: Sequence[ScaleRow], command: str) -> str:
     """Everything for the terminal (and docs/performance.md)."""
-    main = [r for r in rows if r.measurement != "leader-qps"]
+    main = [r for r in rows if r.measurement not in ("leader-qps", "idle")]
     parts = [f"Command: `{command}`", "", "## Latency (ms)", "", table(main), "",
              "## tenure / peer (median ratio; < 1: tenure faster)", "", ratios(main)]
     if scale:
         parts += ["", "## Scale (tenure)", "", scale_table(scale)]
+    if any(r.measurement == "idle" for r in rows):
+        parts += ["", "## Idle cost (CPU seconds per minute, 1 leader + waiting candidates)",
+                  "", idle_table(rows)]
     parts += ["", "## Targets (issue 9)", "", targets(main, scale),
-              *gateway_lines(rows)]
+              *gateway_lines(rows), *idle_lines(rows)]
     return "\n".join(parts)
 
 

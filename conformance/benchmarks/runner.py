@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tenure.conformance.benchmarks import detection, failover, handover, scale
+from tenure.conformance.benchmarks import detection, failover, handover, idle, scale
 from tenure.conformance.benchmarks.gatewayproc import Gateway
 from tenure.conformance.benchmarks.scale import ScaleRow
 from tenure.conformance.benchmarks.stats import Summary
@@ -47,12 +47,17 @@ class Sizes:
     scale_waiters: tuple[int, ...] = (10, 100, 500)
     scale_window: float = 0.0
     """Seconds each scale (a) point is watched (0: 3 x TTL, at least 5 s)."""
+    idle_window: float = idle.DEFAULT_WINDOW
+    """Seconds the idle measurement (and its store baseline) is watched."""
+    idle_followers: int = idle.DEFAULT_FOLLOWERS
+    """Waiting candidates behind the one leader in the idle measurement."""
 
     @classmethod
     def quick(cls) -> Sizes:
         """A few samples each: a smoke run."""
         return cls(handovers=8, kills=2, detections=1, campaigns=5,
-                   scale_elections=(1, 20), scale_waiters=(3, 6), scale_window=1.0)
+                   scale_elections=(1, 20), scale_waiters=(3, 6), scale_window=1.0,
+                   idle_window=1.0, idle_followers=2)
 
 
 @dataclass
@@ -93,6 +98,8 @@ class StoreUnderTest:
     backend: str
     url: str
     cluster: Any = None
+    idle_baseline: float | None = None
+    """The store's CPU s/min with no candidates (idle measurement), once measured."""
 
 
 @contextlib.contextmanager
@@ -151,6 +158,8 @@ def run_system(system: System, store: StoreUnderTest, sizes: Sizes, progress: Pr
             row = Row(store.backend, system.label, measurement, "ok", ttl=system.ttl,
                       unsafe=system.unsafe, baseline=system.baseline)
             reason = system.why_not(measurement) or gateway_error or learnt
+            if measurement == "idle":
+                reason = reason or idle.why_not(store.backend) or ""
             if reason:
                 row.status, row.reason = "unsupported", reason
                 rows.append(row)
@@ -159,7 +168,7 @@ def run_system(system: System, store: StoreUnderTest, sizes: Sizes, progress: Pr
             url = gateway.url if gateway is not None else system.url
             started = time.monotonic()
             try:
-                _measure(row, measurement, system, url, store, sizes)
+                _measure(row, measurement, system, url, store, sizes, gateway)
             except Exception as exc:
                 row.status = "failed"
                 row.reason = _reason(exc)
@@ -168,7 +177,10 @@ def run_system(system: System, store: StoreUnderTest, sizes: Sizes, progress: Pr
                     row.status = "unsupported"
                     learnt = row.reason
             rows.append(row)
-            progress(_line(row, time.monotonic() - started))
+            if measurement == "idle" and row.status == "ok":
+                progress(idle.line(row.store, row.system, row.extra))
+            else:
+                progress(_line(row, time.monotonic() - started))
         if gateway is not None:
             rows.append(_leader_queries(system, store, gateway, progress))
     finally:
@@ -254,7 +266,7 @@ def _scale_line(row: ScaleRow) -> str:
 
 
 def _measure(row: Row, measurement: str, system: System, url: str, store: StoreUnderTest,
-             sizes: Sizes) -> None:
+             sizes: Sizes, gateway: Gateway | None = None) -> None:
     election = f"bench/{measurement}/{uuid.uuid4().hex[:8]}"
     limit = system.ttl * system.expiry_factor * 3 + 5
     if measurement == "handover":
@@ -279,8 +291,31 @@ def _measure(row: Row, measurement: str, system: System, url: str, store: StoreU
         finally:
             path.close()
         _detected(row, found, limit)
+    elif measurement == "idle":
+        _idle(row, system, url, store, sizes, election, gateway)
     else:
         raise ValueError(f"unknown measurement {measurement!r}")
+
+
+def _idle(row: Row, system: System, url: str, store: StoreUnderTest, sizes: Sizes,
+          election: str, gateway: Gateway | None) -> None:
+    """The idle measurement (:mod:`.idle`); the store's baseline is taken once per store,
+    before its first idle row."""
+    pids = idle.store_pids(store.cluster)
+    note = idle.EMBEDDED if store.backend == "sqlite" else idle.NOT_OURS if pids is None \
+        else ""
+    if store.backend == "sqlite":  # embedded: no store process, 0 is the true figure
+        pids, store.idle_baseline = [], 0.0
+    if pids is not None and store.idle_baseline is None:
+        store.idle_baseline = idle.baseline(pids, sizes.idle_window)
+    client_extra = [gateway.process.pid] if gateway is not None else []
+    row.extra.update(idle.measure(system.tool, url, election, system.ttl,
+                                  sizes.idle_followers, sizes.idle_window, pids,
+                                  client_extra))
+    row.extra.update(baseline_per_min=store.idle_baseline if pids is not None else None,
+                     store_note=note)
+    if gateway is not None:
+        row.extra["client_note"] = "the tenure serve process included"
 
 
 def _detected(row: Row, found: detection.Detection, limit: float) -> None:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tenure.conformance.benchmarks.peers import unavailable
 
-MEASUREMENTS = ("handover", "failover", "detect-cut", "detect-pause", "campaign")
+MEASUREMENTS = ("handover", "failover", "detect-cut", "detect-pause", "campaign", "idle")
 
 #: Smallest TTL each store honours exactly in the lab, and how many TTLs it may take to
 #: expire a dead session (1 everywhere: the Consul adapter sends TTL/2 to a server that

@@ -10,10 +10,11 @@ Measures on every store, for tenure and the tools users would otherwise pick the
 (tooz, kazoo's Election, redis-py's Lock, a Consul guide loop, tenure via ``tenure
 serve``; a deliberately unsafe reference algorithm with ``--lab bully``): resign
 handover, uncontended campaign, crash failover next to the TTL, loss detection (cut,
-SIGSTOP), and for tenure the cost of 1..N elections per client and of N waiters per
-election. Prints a table, the tenure/peer ratios and tenure's performance targets (met
-or missed); the machine is shared, so quote medians and ratios. See
-docs/performance.md. Exit status 0 unless a tenure measurement failed.
+SIGSTOP), idle CPU per minute of 1 leader + 10 waiting candidates (client and store
+side, next to kazoo's Election on ZooKeeper), and for tenure the cost of 1..N elections
+per client and of N waiters per election. Prints a table, the tenure/peer ratios and
+tenure's performance targets (met or missed); the machine is shared, so quote medians
+and ratios. See docs/performance.md. Exit status 0 unless a tenure measurement failed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tenure.cli.common import positive_int
+from tenure.cli.common import non_negative_seconds, positive_int
 from tenure.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -47,6 +48,14 @@ def _sizes(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: sizes must be >= 1")
     return values
+
+
+def _window(text: str) -> float:
+    """argparse type for ``--idle-window``: a duration > 0 ("30", "30s", "500ms")."""
+    value = non_negative_seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds, e.g. 30")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,8 +87,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--scale-waiters", type=_sizes, metavar="N,N,...",
                         help="waiters per election for scale (b) (default 10,100,500)")
     parser.add_argument("--no-scale", action="store_true", help="skip the scale runs")
+    parser.add_argument("--idle-window", type=_window, metavar="SECONDS",
+                        help="window of the idle measurement and of its store baseline "
+                             "(default 30)")
+    parser.add_argument("--idle-followers", type=positive_int, metavar="N",
+                        help="candidates waiting behind the leader in the idle "
+                             "measurement (default 10)")
     parser.add_argument("--only", metavar="M,M", help="measurements to run (default all: "
-                        "handover,failover,detect-cut,detect-pause,campaign)")
+                        "handover,failover,detect-cut,detect-pause,campaign,idle)")
     parser.add_argument("--tools", metavar="T,T", help="tools to run (default all: tenure,"
                         "tenure-serve,tooz,kazoo,redis-lock,consul-guide)")
     parser.set_defaults(handler=run)
@@ -108,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     sizes = runner.Sizes.quick() if args.quick else runner.Sizes()
     overrides = {"handovers": args.handovers, "kills": args.kills,
                  "detections": args.detections, "scale_elections": args.scale_elections,
-                 "scale_waiters": args.scale_waiters}
+                 "scale_waiters": args.scale_waiters, "idle_window": args.idle_window,
+                 "idle_followers": args.idle_followers}
     sizes = runner.Sizes(**{**sizes.__dict__,
                             **{k: v for k, v in overrides.items() if v is not None}})
     only = tuple(args.only.split(",")) if args.only else MEASUREMENTS
