@@ -44,6 +44,14 @@ of it after the bound, so that a command left running fails the bound)."""
 
 BEAT = 0.05
 
+LOADED_TTL = {"consul": 3.0}
+"""TTLs raised above the profile's for this test. Consul at 1 s failed at a load
+average of 28-41: its renewals, every 0.33 s, could be starved into a loss before the
+freeze, and the margin between the keeper's deadline and the server's expiry (a
+fraction of the TTL: the drift allowance, plus the renewal phase) was tenths of a
+second of CPU time that the keeper and the successor compete for. The promise
+asserted is the same at any TTL: the command is gone within deadline + BOUND."""
+
 HEARTBEAT = """
 import os, sys, time
 token, pid = os.environ["TENURE_FENCING_TOKEN"], os.getpid()
@@ -207,16 +215,16 @@ def stop_all(*wrappers: subprocess.Popen[bytes]) -> None:
         wrapper.wait()
 
 
-def report(target: Target, **numbers: float) -> None:
+def report(target: Target, ttl: float, **numbers: float) -> None:
     shown = " ".join(f"{k}={v:+.3f}" for k, v in numbers.items())
-    print(f"\nfrozen-wrapper: backend={target.profile.name} ttl={target.profile.ttl:g} "
+    print(f"\nfrozen-wrapper: backend={target.profile.name} ttl={ttl:g} "
           f"{shown}", flush=True)
 
 
 def test_a_frozen_wrappers_command_is_stopped_within_its_deadline_plus_one_second(
     target: Target,
 ) -> None:
-    ttl = target.profile.ttl
+    ttl = max(target.profile.ttl, LOADED_TTL.get(target.profile.name, 0.0))
     name = target.election("frozen")
     stale_log, next_log = target.workdir / "stale.log", target.workdir / "next.log"
     stale = start_wrapper(target.url, name, ttl, stale_log)
@@ -236,7 +244,7 @@ def test_a_frozen_wrappers_command_is_stopped_within_its_deadline_plus_one_secon
         thaw(stale.pid)
         gone_at = exit_watch.wait(30)
         last_stale = beats(stale_log)[-1][0]
-        report(target, stale_gone_after_stop=gone_at - t_stop,
+        report(target, ttl, stale_gone_after_stop=gone_at - t_stop,
                last_stale_beat_after_stop=last_stale - t_stop,
                successor_after_stop=next_at - t_stop,
                overlap=last_stale - next_at, gone_after_resume=gone_at - t_cont)
