@@ -16,6 +16,8 @@ import pytest
 
 import tenure
 from tenure.adapters.kubernetes import KubernetesStore, lease_name
+from tenure.adapters.kubernetes_client import LeaseApi, parse_url
+from tenure.config import parse_backend_url
 from tenure.conformance.lab.fixtures import LabFactory, SharedClusters, attach_cluster
 from tenure.conformance.lab.kubernetes import KubernetesCluster
 
@@ -35,6 +37,11 @@ def wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
     while not condition():
         assert time.monotonic() < end, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def store_api(url: str) -> LeaseApi:
+    """A bare Lease client for ``url`` (no session, no retries)."""
+    return LeaseApi(parse_url(parse_backend_url(url)[0]))
 
 
 def store_of(client: tenure.Client) -> KubernetesStore:
@@ -61,9 +68,14 @@ def test_an_election_is_one_lease_named_within_kubernetes_rules(kube: Kubernetes
 
 
 def test_tokens_keep_rising_across_apiserver_and_etcd_restarts(lab: LabFactory) -> None:
+    """The lab's kill/restart faults (one fresh cluster for all of them): with the
+    apiserver or the etcd under it down, requests fail with StoreUnavailable and a
+    leader holding steps down; the Lease is kept, and every new leadership after each
+    restart takes a larger token."""
     cluster = lab.start("kubernetes")
     assert isinstance(cluster, KubernetesCluster)
     election = "restarts"
+    leases = store_api(cluster.url)
     tokens = []
 
     def lead_once() -> None:
@@ -84,15 +96,22 @@ def test_tokens_keep_rising_across_apiserver_and_etcd_restarts(lab: LabFactory) 
 
     lead_once()
     lead_once()  # the same election, a new leadership: a new token
+    cluster.apiserver.kill()
+    with pytest.raises(tenure.StoreUnavailable):
+        leases.get(lease_name(election))
     cluster.apiserver.restart()
+    assert leases.get(lease_name(election)) is not None  # kept in etcd
     lead_once()
-    # The etcd under the apiserver killed under a leader: its renewals fail, so it steps
-    # down by its deadline instead of leading on blind; after etcd is back a new
-    # leadership takes a larger token.
+    # The etcd under the apiserver killed under a leader: requests fail, its renewals
+    # too, so it steps down by its deadline instead of leading on blind; after etcd is
+    # back a new leadership takes a larger token.
     with tenure.connect(cluster.url, ttl=2) as client:
         held = client.election(election).campaign(timeout=20)
         tokens.append(held.token)
         cluster.kill_etcd()
+        with pytest.raises(tenure.StoreUnavailable):
+            leases.create({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                           "metadata": {"name": "probe"}, "spec": {"holderIdentity": "t"}})
         assert held.wait_lost(timeout=30), "a leader must step down with etcd gone"
         cluster.restart_etcd()
     lead_once()
