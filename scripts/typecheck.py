@@ -7,7 +7,8 @@ Hand-written on purpose: the source folders are not named like their modules (ga
 are invisible to mypy's module finder -- neither ``mypy gateway adapters conformance``
 (which would name the modules ``gateway.client`` and so on) nor ``mypy -p tenure`` (which
 cannot see the editable install's import hook) checks the code under its real names.
-So this reads ``[tool.setuptools]`` from pyproject.toml, gives mypy one ``BuildSource``
+So this reads ``[tool.setuptools]`` from pyproject.toml (scripts/pyproject_packages.py,
+shared with the docs' API-reference hook), gives mypy one ``BuildSource``
 per file with its module name taken from that mapping, and runs one build over all of
 them: an import such as ``from tenure.store import Store`` resolves to gateway/store.py,
 and errors are reported at the real paths (``gateway/client.py:NN: error: ...``).
@@ -21,7 +22,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 from mypy import build
@@ -30,27 +30,10 @@ from mypy.fscache import FileSystemCache
 from mypy.main import process_options
 from mypy.modulefinder import BuildSource
 from mypy.util import count_stats
+from pyproject_packages import package_dirs  # scripts/, beside this file
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = ROOT / "pyproject.toml"
-
-
-def package_dirs(pyproject: Path) -> dict[str, Path]:
-    """Each package of ``[tool.setuptools] packages`` -> its folder (relative to the
-    project), resolved like setuptools does: the longest ``package-dir`` entry that is a
-    prefix of the package name, then the remaining name parts as sub-folders."""
-    with pyproject.open("rb") as f:
-        setuptools = tomllib.load(f)["tool"]["setuptools"]
-    mapping: dict[str, str] = setuptools.get("package-dir", {})
-    dirs: dict[str, Path] = {}
-    for package in setuptools["packages"]:
-        parts = package.split(".")
-        for i in range(len(parts), -1, -1):
-            prefix = ".".join(parts[:i])
-            if prefix in mapping or i == 0:
-                dirs[package] = Path(mapping.get(prefix, ".")).joinpath(*parts[i:])
-                break
-    return dirs
 
 
 def sources(dirs: dict[str, Path]) -> tuple[list[BuildSource], list[str]]:

@@ -15,9 +15,10 @@ client.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
-import tomllib
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from mkdocs.plugins import event_priority
@@ -26,23 +27,23 @@ ROOT = Path(__file__).resolve().parents[2]
 TREE = ROOT / "build" / "api-source"
 
 
+def _shared() -> ModuleType:
+    """scripts/pyproject_packages.py, loaded by path: mkdocs puts only this folder on
+    sys.path while it loads a hook, and the packaging tests load the hook by path."""
+    path = ROOT / "scripts" / "pyproject_packages.py"
+    spec = importlib.util.spec_from_file_location("pyproject_packages", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def package_dirs(pyproject: Path) -> dict[str, Path]:
-    """Each package of ``[tool.setuptools] packages`` -> its folder, resolved as setuptools
-    does: the longest ``package-dir`` entry that prefixes the package name, then the rest
-    of the name as sub-folders (relative to the folder of ``pyproject``)."""
-    with pyproject.open("rb") as f:
-        setuptools = tomllib.load(f)["tool"]["setuptools"]
-    mapping: dict[str, str] = setuptools.get("package-dir", {})
-    dirs: dict[str, Path] = {}
-    for package in setuptools["packages"]:
-        parts = package.split(".")
-        for i in range(len(parts), -1, -1):
-            prefix = ".".join(parts[:i])
-            if prefix in mapping or i == 0:
-                folder = Path(mapping.get(prefix, ".")).joinpath(*parts[i:])
-                dirs[package] = pyproject.parent / folder
-                break
-    return dirs
+    """Each package of ``[tool.setuptools] packages`` -> its folder (absolute: below the
+    folder of ``pyproject``), resolved as setuptools does (scripts/pyproject_packages.py,
+    which scripts/typecheck.py uses too)."""
+    relative: dict[str, Path] = _shared().package_dirs(pyproject)
+    return {package: pyproject.parent / folder for package, folder in relative.items()}
 
 
 def build_tree(pyproject: Path, tree: Path) -> list[str]:
