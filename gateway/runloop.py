@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from tenure.errors import CampaignCancelled, CampaignTimeout
+from tenure.errors import CampaignCancelled, CampaignTimeout, TenureError
 from tenure.leadership import Leadership, PreferredCallback, State
 from tenure.store import LeaderInfo
 
@@ -142,6 +142,10 @@ class RunLoop:
                     return
                 except CampaignTimeout:  # pragma: no cover - no timeout is given
                     continue
+                except TenureError:
+                    if self.election.closed:  # Client.close from another thread
+                        return
+                    raise
                 if self._lead(lead):
                     return
                 if lead.handed_off_to is not None:

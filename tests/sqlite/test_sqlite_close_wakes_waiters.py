@@ -102,3 +102,24 @@ def test_close_wakes_a_listener_blocked_in_wait_and_refuses_new_ones(tmp_path: P
     with pytest.raises(TenureError, match="closed"):
         board.listen(tmp_path / "bell")
     board.close()  # idempotent
+
+
+def test_a_run_loop_waiting_to_lead_ends_cleanly_when_its_client_is_closed(
+    tmp_path: Path,
+) -> None:
+    """The module promise of tenure.runloop: Client.close ends Election.run cleanly."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with tenure.connect(url, ttl=TTL) as holder:
+        holder.election("e").campaign(timeout=BOUND)
+        waiter = tenure.connect(url, ttl=TTL)
+        worked = threading.Event()
+        loop = _Outcome(lambda: waiter.election("e").run(lambda lead: worked.set()))
+        deadline = time.monotonic() + BOUND
+        while len(holder.election("e").contenders()) < 2:
+            assert time.monotonic() < deadline, "the run loop never queued"
+            time.sleep(0.01)
+        waiter.close()
+        loop.thread.join(BOUND)
+        assert not loop.thread.is_alive(), f"the run loop still runs {BOUND:g} s after close"
+        assert loop.error is None, f"the run loop raised {loop.error!r}"
+        assert loop.returned and not worked.is_set()
