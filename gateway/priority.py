@@ -182,6 +182,11 @@ class PreferenceWatch:
                     log.warning("preference watch in %s: %s", self.lead.election, exc)
                 until = time.monotonic() + RECHECK
                 while not stop.is_set() and not ended.is_set():
-                    if wait_for(Wait(step.signal, min(until, time.monotonic() + 0.2)),
-                                None, stop) or time.monotonic() >= until:
+                    try:
+                        woken = wait_for(Wait(step.signal, min(until, time.monotonic() + 0.2)),
+                                         None, stop)
+                    except TenureError as exc:  # the store's wake channel failed: re-observe
+                        log.warning("preference watch in %s: %s", self.lead.election, exc)
+                        break
+                    if woken or time.monotonic() >= until:
                         break
