@@ -14,6 +14,11 @@ conformance format (:mod:`tenure.conformance.suite.history`), checked for S1/S2:
   leader paused with SIGSTOP is cut at the pause: once resumed it goes on believing it
   leads (its OnStartedLeading context stays open) until a renewal attempt of
   RenewDeadline fails -- the overlap the test measures and docs/kubernetes.md states.
+  Then, with ReleaseOnCancel, client-go v0.34's ``release()`` re-reads the Lease (for
+  its resourceVersion) but decides from its OLD observation whether it still holds it:
+  when the resumed renewal attempt timed out without reading the Lease, it empties
+  the Lease the new holder (t3) holds. tenure's t3 sees that through its watch and
+  steps down at once (S1 holds either way); the test accepts both outcomes.
 """
 
 from __future__ import annotations
@@ -269,13 +274,21 @@ def test_sigkill_and_sigstop_of_leaders_of_both_kinds_keep_one_leader_at_a_time(
             resumed = c2.resume()
             stopped = c2.wait_for("stopped", WAIT)["t"]
             assert c2.proc.wait(WAIT) == 0  # RunOrDie returned: it gave up the leadership
-            try:
-                t3.wait_for("valid", after=len(t3.events))  # t3 still leads after c2 gave up
-            except AssertionError as exc:
-                lost = [e for e in t3.events if e["kind"] == "lost"]
-                raise AssertionError(f"{exc}; t3's losses: {lost}") from None
+            # OnStoppedLeading runs after client-go's release() (ReleaseOnCancel), so the
+            # Lease now shows whether that release emptied it under t3 (module docstring).
             holder = reader.election(name).leader()
-            assert holder is not None and holder.token == t3_token, holder
+            emptied = holder is None
+            if emptied:  # t3 saw it through its watch and stepped down
+                lost = t3.wait_for("lost", WAIT)
+                assert "names no holder" in lost["reason"], lost
+            else:
+                assert holder is not None and holder.token == t3_token, holder
+                mark = len(t3.events)
+                try:
+                    t3.wait_for("valid", after=mark)  # t3 still leads after c2 gave up
+                except AssertionError as exc:
+                    losses = [e for e in t3.events if e["kind"] == "lost"]
+                    raise AssertionError(f"{exc}; t3's losses: {losses}") from None
             t3.kill()
         finally:
             for elector in electors:
@@ -295,4 +308,5 @@ def test_sigkill_and_sigstop_of_leaders_of_both_kinds_keep_one_leader_at_a_time(
     overlaps = history.check(uncut).violations
     assert len(overlaps) == 1 and "t3" in overlaps[0] and "c2" in overlaps[0], overlaps
     print(f"\nresumed client-go leader believed it led for {stopped - resumed:.3f} s after "
-          f"SIGCONT (RenewDeadline {RENEW_DEADLINE} s) while tenure's t3 led; tokens {tokens}")
+          f"SIGCONT (RenewDeadline {RENEW_DEADLINE} s) while tenure's t3 led; tokens {tokens}"
+          + ("; its release() then emptied t3's Lease" if emptied else ""))
