@@ -40,6 +40,7 @@ from tenacity import (
     wait_random,
 )
 
+from tenure.cancel import Cancel
 from tenure.errors import (
     CampaignCancelled,
     CampaignTimeout,
@@ -66,7 +67,7 @@ def _expired(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() >= deadline
 
 
-def wait_for(step: Wait, deadline: float | None, cancelled: threading.Event) -> bool:
+def wait_for(step: Wait, deadline: float | None, cancelled: Cancel) -> bool:
     """Waits on ``step`` until its signal fires (True), or its ``retry_at``, the
     ``deadline`` or ``cancelled`` comes first (False)."""
     ends = [t for t in (step.retry_at, deadline) if t is not None]
@@ -89,7 +90,8 @@ class Campaign:
 
     def __init__(
         self, store: Store[Any], keeper: SessionKeeper, election: str, candidate_id: str,
-        value: bytes, timeout: float | None, cancelled: threading.Event,
+        value: bytes, timeout: float | None, cancelled: Cancel,
+        closed: threading.Event | None = None,
     ) -> None:
         self.store = store
         self.keeper = keeper
@@ -99,6 +101,8 @@ class Campaign:
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.cancelled = cancelled
+        self.closed = closed
+        """The client's close event (also part of ``cancelled``): names the cause."""
         self.last_error: StoreUnavailable | None = None
         self.describe_leader: Callable[[], str] = lambda: "unknown"
         self.admits: Callable[[Store[Any], Ticket, Won], bool] | None = None
@@ -214,7 +218,13 @@ class Campaign:
 
     def _check_cancelled(self) -> None:
         if self.cancelled.is_set():
-            raise CampaignCancelled(f"campaign in election {self.election!r} was cancelled")
+            raise self._cancelled()
+
+    def _cancelled(self) -> CampaignCancelled:
+        if self.closed is not None and self.closed.is_set():
+            return CampaignCancelled(
+                f"campaign in election {self.election!r} ended: its client was closed")
+        return CampaignCancelled(f"campaign in election {self.election!r} was cancelled")
 
     def _should_stop(self, state: RetryCallState) -> bool:
         return self.cancelled.is_set() or _expired(self.deadline)
@@ -232,7 +242,7 @@ class Campaign:
 
     def _gave_up(self) -> CampaignTimeout | CampaignCancelled:
         if self.cancelled.is_set():
-            return CampaignCancelled(f"campaign in election {self.election!r} was cancelled")
+            return self._cancelled()
         store_note = f"; last store error: {self.last_error}" if self.last_error else ""
         return CampaignTimeout(
             f"campaign in election {self.election!r} did not win within {self.timeout:g} s "
@@ -241,7 +251,7 @@ class Campaign:
 
 
 def observe(
-    store: Store[Any], election: str, stop: threading.Event, end: float | None
+    store: Store[Any], election: str, stop: Cancel, end: float | None
 ) -> Iterator[LeaderInfo | None]:
     """The current leader, then each change, in token order, until ``stop`` or ``end``.
 

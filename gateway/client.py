@@ -25,6 +25,7 @@ from typing import Any
 
 from tenure import events
 from tenure.campaign import Campaign, observe, withdraw_quietly
+from tenure.cancel import AnyOf
 from tenure.config import Settings, load_settings
 from tenure.errors import ConfigError, TenureError, UsageError
 from tenure.handoff import HandoffGate
@@ -101,6 +102,8 @@ class Client:
         self._withdrawals: list[threading.Thread] = []
         self._closing = threading.Lock()
         self._closed_once = False
+        self.closing = threading.Event()
+        """Set when :meth:`close` begins: ends this client's campaigns and observers."""
         self.handoff_gate = HandoffGate()
         """Lets a won campaign step aside for a named successor (:mod:`tenure.handoff`)."""
         store.bind(self._lost_from_store)
@@ -135,6 +138,7 @@ class Client:
             if self._closed_once:
                 return
             self._closed_once = True
+            self.closing.set()
             with self._lock:
                 leaderships = list(self._by_ticket.values())
             for leadership in leaderships:
@@ -258,7 +262,8 @@ class Election:
 
         Candidates are served in arrival order where the store has one. ``timeout=0``
         tries exactly once. Raises CampaignTimeout after ``timeout`` seconds,
-        CampaignCancelled once ``cancel`` is set, UsageError if this client already
+        CampaignCancelled once ``cancel`` is set or the client is closed (from any
+        thread), UsageError if this client already
         campaigns here; on any of these the queue entry is removed.
         ``on_lost(leadership, reason)`` is called once if the leadership is later lost
         (never on resign). ``priority`` (a whole number, higher preferred) is shown to
@@ -279,7 +284,8 @@ class Election:
         client._reserve(self.name)
         started = time.monotonic()
         campaign = Campaign(client.store, client.keeper, self.name, client.candidate_id,
-                            data, timeout, cancel or threading.Event())
+                            data, timeout, AnyOf(cancel or threading.Event(), client.closing),
+                            closed=client.closing)
         campaign.describe_leader = lambda: _describe(self.leader_or_none())
         campaign.admits = client.handoff_gate.admits
         campaign.priority = declared
@@ -358,11 +364,13 @@ class Election:
     ) -> Iterator[LeaderInfo | None]:
         """Yields the current leader (or None), then each change, in token order.
 
-        Runs until ``stop`` is set or ``timeout`` seconds pass. Store outages are
+        Runs until ``stop`` is set, ``timeout`` seconds pass or the client is closed
+        (from any thread). Store outages are
         retried; after one the state is re-read, so the latest state is never missed
         (intermediate leaders that came and went during an outage may be)."""
         end = None if timeout is None else time.monotonic() + timeout
-        return observe(self.client.store, self.name, stop or threading.Event(), end)
+        return observe(self.client.store, self.name,
+                       AnyOf(stop or threading.Event(), self.client.closing), end)
 
     def run(
         self,
