@@ -23,11 +23,11 @@ from tenure.store import Signal
 log = logging.getLogger(__name__)
 
 _IN_MODIFY = 0x00000002
-_IN_ATTRIB = 0x00000004
 _IN_CLOSE_WRITE = 0x00000008
 _IN_NONBLOCK = 0o4000
 _IN_CLOEXEC = 0o2000000
-_MASK = _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE
+_MASK = _IN_MODIFY | _IN_CLOSE_WRITE
+"""A ring writes the bell (never just its times: see :meth:`BellBoard.listen`)."""
 FALLBACK_SLICE = 0.05
 CLOSE_GRACE = 5.0
 CLOSED = "this store was closed (its client is closed); connect() a new client"
@@ -116,7 +116,11 @@ class BellBoard:
         if not self._enter():
             raise TenureError(CLOSED)
         try:
-            path.touch(exist_ok=True)
+            if not path.exists():
+                # Only when missing: touching an existing bell changes its times, an
+                # IN_ATTRIB event that woke every other listener, each of which then
+                # touched it again (a wake-up storm: ~25% of a core per idle waiter).
+                path.touch(exist_ok=True)
             fd = self._fd()
             if fd >= 0:
                 if _LIBC is None or _LIBC.inotify_add_watch(fd, str(path).encode(), _MASK) < 0:
