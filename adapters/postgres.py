@@ -22,7 +22,10 @@ connections in :mod:`tenure.adapters.postgres_client`, every step ONE autocommit
   the election's NOTIFY channel, LISTENed to before the statement, and ``retry_at`` the
   expiry of the earliest session ahead (expiry itself is silent).
 * read with the win (``Ticket.read_on_win``, docs/design.md): the try_lead statement
-  reads that ``data`` row too (one statement, one snapshot).
+  reads that ``data`` row too (one statement, one snapshot) -- used only when it won
+  without deleting a session; a win over an expired session leaves the read to the
+  core, since the snapshot can predate that leader's last guarded write (see
+  :data:`~tenure.adapters.postgres_client.TRY_LEAD`).
 * wake-ups: a trigger on ``candidates`` NOTIFYs the election's channel on every insert,
   delete (also cascaded from a deleted session) and proclaim; a listener thread holds
   ONE extra connection with LISTEN and fires each waiter's Signal for its election.
@@ -250,9 +253,11 @@ class PostgresStore(Store[PostgresTicket]):
         signal, rows = self._waiting(ticket.election, lambda: self._run(
             "try lead", self.sql.try_lead, e=ticket.election, seq=ticket.order,
             k=ticket.read_on_win))
-        (mine, won, ahead_expires, marker), = rows
+        (mine, won, ahead_expires, marker, deleted), = rows
         if won:
             signal.close()
+            if deleted:  # the marker column may predate the dead leader's last write
+                return Won(ticket.order)
             return Won(ticket.order, None if marker is None else bytes(marker),
                        read_done=ticket.read_on_win is not None)
         if not mine:

@@ -136,11 +136,33 @@ won AS (
     RETURNING seq)
 SELECT EXISTS (SELECT 1 FROM mine), EXISTS (SELECT 1 FROM won),
        extract(epoch FROM (SELECT min(expires_at) FROM ahead) - clock_timestamp())::float8,
-       (SELECT d.value FROM {{s}}.data d WHERE d.key = %(k)s AND EXISTS (SELECT 1 FROM won))"""
-"""One statement, so one snapshot: the 4th column, where it won and ``k`` is not NULL,
-is the value of the guarded-write key ``k`` read together with the decision (every
-commit before the snapshot is in it: the previous leader's release, which let this
-entry win, and the marker it wrote before)."""
+       (SELECT d.value FROM {{s}}.data d WHERE d.key = %(k)s AND EXISTS (SELECT 1 FROM won)),
+       EXISTS (SELECT 1 FROM gone)"""
+"""One statement, so one snapshot (taken when it starts, READ COMMITTED). The 4th
+column, where it won and ``k`` is not NULL, is the value of the guarded-write key ``k``
+in that snapshot; the 5th says whether ``gone`` deleted a session.
+
+When nothing was deleted, the win rests on the snapshot alone: nothing is left ahead
+in it, so the previous leader's release is in it, and so is the marker it committed
+before that release -- the 4th column can be trusted. When ``gone`` deleted a session,
+the win rests on that DELETE instead, and the DELETE acts on the row's NEWEST version
+(it waits for a lock holder, then re-checks its WHERE on the committed row): the dead
+leader's guarded write can commit after the snapshot -- while the DELETE waits for its
+``FOR KEY SHARE``, or just before the DELETE reaches the row -- and is then missing from
+the 4th column (tests/postgres/test_read_with_win_review.py). The adapter then leaves
+the read to the core (a new statement, a new snapshot, after this commit).
+
+The decision itself (the 2nd column) and the token are not weakened by the old
+snapshot: the token is our own row's ``seq``, which never changes. A row ahead can
+only be missing from ``ahead`` if its deletion committed before the snapshot -- rows
+of one election commit in ``seq`` order (see ENQUEUE), so none can appear below ours
+later. A row ahead that is in the snapshot blocks the win unless THIS statement
+deleted its session, and that deletion re-checked ``expires_at <= clock_timestamp()``
+on the newest row version, so a renewal committed meanwhile keeps the session (and the
+row blocks), and a leader step holding ``FOR KEY SHARE`` finishes first; after our
+commit no step of that session passes ``_LEADING``. Anything else the old snapshot
+misses (a release, or a deletion by another statement) only leaves a row ahead that is
+no longer there: a Wait, woken by that commit's NOTIFY -- late, never wrong."""
 
 WITHDRAW = "DELETE FROM {s}.candidates WHERE seq = %(seq)s"
 
