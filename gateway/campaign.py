@@ -140,14 +140,17 @@ class Campaign:
             self._check_cancelled()
             generation = 0
             companion = None
+            enqueuing = False
             try:
                 generation = self.keeper.ensure_open()
+                enqueuing = True
                 if self.priority is not None:
                     from tenure.priority import add_priority
 
                     companion = add_priority(self.store, self.election, self.candidate_id,
                                              self.priority)
                 ticket = self.store.enqueue(self.election, self.candidate_id, self.value)
+                enqueuing = False
                 if self.admits is not None:
                     from tenure.handoff import marker_key
 
@@ -157,7 +160,11 @@ class Campaign:
                 if companion is not None:
                     withdraw_quietly(self.store, companion, self.keeper)
                 raise
-            except BaseException:
+            except BaseException as exc:
+                if enqueuing and isinstance(exc, StoreUnavailable):
+                    # The entry may have committed unheard: no ticket withdraws it, and
+                    # the session keeps it alive -- so that session is never idle again.
+                    self.keeper.unheard(generation)
                 if companion is not None:
                     withdraw_quietly(self.store, companion, self.keeper)
                 raise
@@ -167,7 +174,7 @@ class Campaign:
 
                     with _companions_lock:
                         _companions[ticket] = companion
-                    ring(self.store, self.election, self.candidate_id)
+                    ring(self.store, self.election, self.candidate_id, self.keeper)
                 won = self._await_turn(ticket)
                 if self.admits is not None and not self._retrying(
                         retry_if_exception(_transient))(self._admit, ticket, won, [won]):

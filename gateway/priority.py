@@ -43,13 +43,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tenure import events
-from tenure.campaign import wait_for
-from tenure.errors import ConfigError, TenureError
+from tenure.campaign import wait_for, withdraw_quietly
+from tenure.errors import ConfigError, StoreUnavailable, TenureError
 from tenure.handoff import side_name
 from tenure.store import Contender, Store, Ticket, Wait
 
 if TYPE_CHECKING:
     from tenure.leadership import Leadership
+    from tenure.session import SessionKeeper
 
 log = logging.getLogger("tenure")
 
@@ -88,13 +89,20 @@ def add_priority(store: Store[Any], election: str, candidate_id: str, priority: 
     return companion
 
 
-def ring(store: Store[Any], election: str, candidate_id: str) -> None:
-    """Rings the bell (AFTER the entry exists): watching leaders re-read the contenders."""
+def ring(store: Store[Any], election: str, candidate_id: str,
+         keeper: SessionKeeper | None = None) -> None:
+    """Rings the bell (AFTER the entry exists): watching leaders re-read the contenders.
+    A bell whose withdrawal fails is withdrawn again by ``keeper`` after its next
+    renewal (as the core does with any entry); one whose enqueue went unanswered is
+    recorded with ``keeper`` as possibly left behind (:meth:`SessionKeeper.unheard`)."""
     try:
         bell = store.enqueue(side_election(election, BELL_SEGMENT), candidate_id, b"")
-        store.withdraw(bell)
     except TenureError as exc:  # the watchers' periodic re-check finds it later
+        if keeper is not None and isinstance(exc, StoreUnavailable):
+            keeper.unheard(keeper.generation)
         log.info("priority bell in %s not rung: %s", election, exc)
+        return
+    withdraw_quietly(store, bell, keeper)
 
 
 def _priority_of(raw: bytes) -> int:

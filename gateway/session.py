@@ -53,6 +53,7 @@ class SessionKeeper:
         self._closed = False
         self._valid_until = 0.0
         self._generation = 0
+        self._unheard: int | None = None
         self._last_error: str = ""
         self._renewer: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
@@ -161,14 +162,27 @@ class SessionKeeper:
                 target=self._sweep_leftovers, name="tenure-withdraw-retry", daemon=True)
             self._sweeper.start()
 
-    def idle(self) -> bool:
-        """True while the session is open and within its deadline, guards no ticket and
-        has no entry whose withdrawal must be retried: it can serve a new campaign as a
-        fresh one would (``tenure serve`` reuses such clients). Says nothing about the
-        next renewal."""
+    def unheard(self, generation: int) -> None:
+        """Records that an enqueue on session ``generation`` got no answer (it raised
+        StoreUnavailable): the store may hold an entry nobody has a ticket for, kept
+        alive by every renewal of that session. Such a session is never :meth:`idle`
+        again; the entry ends with it (closed, or replaced after an expiry)."""
         with self._lock:
+            if generation == self._generation:
+                self._unheard = generation
+
+    def idle(self) -> bool:
+        """True while the session is open with at least half of what one renewal grants
+        (``lifetime * (1 - drift) / 2``) still ahead, guards no ticket, has no entry
+        whose withdrawal must be retried and never had an enqueue go unanswered
+        (:meth:`unheard`): it can serve a new campaign as a fresh one would (``tenure
+        serve`` reuses such clients). Says nothing about the next renewal; with a
+        drift above about 1/3 the margin is not met just before a punctual renewal."""
+        with self._lock:
+            ahead = self._valid_until - time.monotonic()
             return (self._open and not self._closed and not self._held
-                    and not self._leftovers and time.monotonic() < self._valid_until)
+                    and not self._leftovers and self._unheard != self._generation
+                    and ahead >= self.lifetime * (1 - self.drift) / 2)
 
     def release(self, ticket: Ticket) -> None:
         """Stops guarding a ticket (it was resigned or already reported lost)."""
