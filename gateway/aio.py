@@ -86,6 +86,18 @@ async def connect(
     return Client(sync)
 
 
+async def _outlasting(task: asyncio.Future[T]) -> T:
+    """Awaits ``task`` to its end even if the awaiting task is cancelled again meanwhile
+    (a second cancel must not leave a won leadership or an entry behind). For callers
+    already handling a cancel, which they raise again afterwards."""
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                return task.result()  # raises the task's own cancel or error
+
+
 class Client:
     """An asyncio view of one :class:`tenure.Client` (one store session).
 
@@ -316,8 +328,8 @@ class Campaign:
         except asyncio.CancelledError:
             cancel.set()
             with contextlib.suppress(CampaignCancelled, Exception):
-                won = await task  # the core removes the entry within WAIT_SLICE
-                await asyncio.to_thread(won.resign)
+                won = await _outlasting(task)  # the core removes the entry within WAIT_SLICE
+                await _outlasting(asyncio.ensure_future(asyncio.to_thread(won.resign)))
             raise
         leadership = Leadership(sync, loop, self._on_lost)
         holder.append(leadership)
