@@ -74,6 +74,8 @@ class Holder:
     end_reason: str = ""
     end_kind: str = ""  # "resigned" or "lost" once ended
     closing: asyncio.Task[None] | None = None  # the one release of ``client``
+    handoffs: int = 0  # handoffs still running on ``client``
+    handoffs_done: asyncio.Event = field(default_factory=asyncio.Event)  # set at 0
 
     @property
     def election(self) -> str:
@@ -209,13 +211,21 @@ class Holders:
         :mod:`tenure.handoff`). Once released, the holder ends as resigned ("handed off
         to ..."); when this candidate leads again after a failed handoff with
         ``keep``, the holder keeps its handle and carries the new leadership."""
-        result = await holder.leadership.handoff(to, timeout=timeout, on_failure=on_failure)
-        kept = result.leadership
-        if kept is not None and kept is not holder.leadership:
-            holder.leadership = kept
-            kept.on_lost(lambda _lead, reason: self._lost(holder, reason))
-            holder.keepalive_until = time.monotonic() + holder.ttl
-        elif kept is None and result.released:
+        holder.handoffs += 1
+        holder.handoffs_done.clear()
+        try:
+            result = await holder.leadership.handoff(to, timeout=timeout,
+                                                     on_failure=on_failure)
+            kept = result.leadership
+            if kept is not None and kept is not holder.leadership:
+                holder.leadership = kept  # resigned by the release if the holder ended
+                kept.on_lost(lambda _lead, reason: self._lost(holder, reason))
+                holder.keepalive_until = time.monotonic() + holder.ttl
+        finally:
+            holder.handoffs -= 1
+            if not holder.handoffs:
+                holder.handoffs_done.set()
+        if kept is None and result.released:
             how = "handed off to" if result.ok else "resigned after a failed handoff to"
             await self.end(holder, f"{how} {to!r}")
         return result
@@ -231,7 +241,12 @@ class Holders:
         closes it); idempotent (the first ``reason`` and ``kind`` -- "resigned" or
         "lost" -- stay)."""
         first = self._mark_ended(holder, reason, kind)
-        await asyncio.shield(self._release(holder, reuse=True))
+        release = self._release(holder, reuse=True)
+        if holder.handoffs:  # released once the handoff ends; close() waits for it
+            self._closing.add(release)
+            release.add_done_callback(self._closing.discard)
+        else:
+            await asyncio.shield(release)
         if first:
             self._on_change("ended", holder)
 
@@ -293,12 +308,18 @@ class Holders:
         return holder.closing
 
     async def _give_back(self, holder: Holder, reuse: bool) -> None:
-        if reuse:
+        """Resigns, then pools or closes the client -- once no handoff of this holder
+        still runs on it (the handoff follows the election there, and with ``keep``
+        may campaign and win again: that leadership is resigned here too)."""
+        while reuse:
             try:
                 await holder.leadership.resign()
             except Exception as exc:
                 log.warning("resigning a caller's leadership failed: %s", exc)
                 reuse = False
+            if not holder.handoffs:
+                break
+            await holder.handoffs_done.wait()
         if reuse and not holder.leadership.lost:
             await self.pool.give_back(holder.client)
         else:

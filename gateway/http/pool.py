@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -161,23 +162,45 @@ class WarmClients:
     async def _fill(self, ttl: float) -> None:
         pool = self._idle.setdefault(ttl, deque())
         while not self._closed and len(pool) < self.spare and self._idle.get(ttl) is pool:
-            try:
-                client = await self._connect(ttl)
-            except Exception as exc:
-                log.warning("could not open a warm session (TTL %g s; campaigns connect "
-                            "their own until one opens): %s", ttl, exc)
-                return
-            self._opened("background")
-            try:
-                await asyncio.to_thread(client.sync.keeper.ensure_open)
-            except Exception as exc:
-                log.warning("could not open a warm session (TTL %g s): %s", ttl, exc)
-                await self.discard(client)
+            client = await self._open_warm(ttl)
+            if client is None:
                 return
             if self._closed or self._idle.get(ttl) is not pool:
                 await self.discard(client)
                 return
             pool.append(client)
+
+    async def _open_warm(self, ttl: float) -> aio.Client | None:
+        """A new client with its session open, or None (logged). Cancelled at any point
+        (``close``, ``_drop``), it still closes the client once that exists: a client
+        left behind would renew its session for as long as the process lives."""
+        connecting = asyncio.ensure_future(self._connect(ttl))
+        try:
+            client = await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            connecting.add_done_callback(self._close_late_connection)
+            raise
+        except Exception as exc:
+            log.warning("could not open a warm session (TTL %g s; campaigns connect "
+                        "their own until one opens): %s", ttl, exc)
+            return None
+        self._opened("background")
+        opening = _Opening(client)
+        try:
+            await asyncio.to_thread(opening.run)
+        except Exception as exc:
+            log.warning("could not open a warm session (TTL %g s): %s", ttl, exc)
+            await self.discard(client)
+            return None
+        except BaseException:
+            if opening.abandon():  # the thread finished first: close it here
+                self._discard_later(client)
+            raise
+        return client
+
+    def _close_late_connection(self, connecting: asyncio.Future[aio.Client]) -> None:
+        if not connecting.cancelled() and connecting.exception() is None:
+            self._discard_later(connecting.result())
 
     def _limit_pools(self) -> None:
         others = sorted((at, ttl) for ttl, at in self._used_at.items()
@@ -210,3 +233,37 @@ class WarmClients:
                     self._discard_later(client)
                 if len(pool) < self.spare:
                     self._refill(ttl)
+
+
+class _Opening:
+    """Opens a new client's session in a worker thread. If the fill awaiting it gave
+    up meanwhile (:meth:`abandon` before the thread finished), the thread closes the
+    client itself: no event loop is needed for that, so it holds even while the loop
+    shuts down."""
+
+    def __init__(self, client: aio.Client) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+        self._finished = False
+        self._abandoned = False
+
+    def run(self) -> None:
+        try:
+            self.client.sync.keeper.ensure_open()
+        finally:
+            with self._lock:
+                self._finished = True
+                abandoned = self._abandoned
+            if abandoned:
+                try:
+                    self.client.sync.close()
+                except Exception as exc:  # the session expires by itself
+                    log.warning("closing an abandoned warm session failed (it expires "
+                                "by itself): %s", exc)
+
+    def abandon(self) -> bool:
+        """Marks the opening abandoned; True if the thread had already finished (then
+        the caller must close the client)."""
+        with self._lock:
+            self._abandoned = True
+            return self._finished

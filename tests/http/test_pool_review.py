@@ -15,9 +15,11 @@
    client goes back to the pool although the handoff keeps using it (with ``keep`` it
    may campaign again there, and win, for nobody).
 
-Each test takes about 1-3 s on SQLite. Both are marked ``xfail(strict=True)`` so that CI
-stays green until the owner fixes them (then the marker must go: strict makes an XPASS
-fail).
+Each test takes about 1-3 s on SQLite. All three are fixed (they were strict xfails):
+1. the core records an enqueue that raised StoreUnavailable with the session keeper
+   (``SessionKeeper.unheard``) and such a client is never idle again, so it is closed;
+2. ``WarmClients._open_warm`` closes the client however the fill is cancelled;
+3. ``Holders`` gives a client back only once its holder's handoffs have ended.
 """
 
 from __future__ import annotations
@@ -48,15 +50,9 @@ async def _until(predicate: Any, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.02)
 
 
-ORPHAN = ("review finding 1 (open): Client.idle() cannot see an entry whose enqueue "
-          "answer was lost; remove this xfail with the fix")
-LEAK = ("review finding 2 (open): WarmClients._fill leaks the client it was opening when "
-        "cancelled; remove this xfail with the fix")
-
-
 @pytest.mark.parametrize("warm", [
     pytest.param(0, id="cold-control"),
-    pytest.param(1, id="warm", marks=pytest.mark.xfail(strict=True, reason=ORPHAN)),
+    pytest.param(1, id="warm"),
 ])
 def test_an_entry_whose_enqueue_answer_was_lost_does_not_outlive_the_campaign(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warm: int,
@@ -110,7 +106,6 @@ def test_an_entry_whose_enqueue_answer_was_lost_does_not_outlive_the_campaign(
     assert seen["second"] == "led", seen
 
 
-@pytest.mark.xfail(strict=True, reason=LEAK)
 def test_a_fill_cancelled_while_its_session_opens_closes_its_client(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -155,12 +150,6 @@ def test_a_fill_cancelled_while_its_session_opens_closes_its_client(
             client.sync.close()
 
 
-HANDOFF = ("review finding 3 (open): a holder ended (keepalive lapse, stream close) while "
-           "its handoff runs goes back to the pool with the handoff still using the "
-           "client; remove this xfail with the fix")
-
-
-@pytest.mark.xfail(strict=True, reason=HANDOFF)
 def test_a_client_is_not_pooled_while_its_holders_handoff_still_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
