@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -100,6 +101,7 @@ class Client:
         self._by_ticket: dict[Ticket, Leadership] = {}
         self._early_losses: dict[Ticket, str] = {}
         self._withdrawals: list[threading.Thread] = []
+        self._uses = 0
         self._closing = threading.Lock()
         self._closed_once = False
         self.closing = threading.Event()
@@ -151,16 +153,30 @@ class Client:
             self.store.close()
 
     def idle(self) -> bool:
-        """True when this client campaigns and leads nowhere, no withdrawal is in flight
-        or left to retry, and its session is open within its deadline
-        (:meth:`SessionKeeper.idle`): a new campaign on it is like one on a fresh
-        client with the session already open. ``tenure serve`` reuses such clients
+        """True when this client campaigns and leads nowhere, no handoff or withdrawal is
+        in flight (:meth:`in_use`) or left to retry, and its session is open with enough
+        validity ahead (:meth:`SessionKeeper.idle`): a new campaign on it is like one on
+        a fresh client with the session already open. ``tenure serve`` reuses such clients
         for one caller at a time (docs/http.md, "Warm sessions")."""
         with self._lock:
-            if (self._active or self._by_ticket
+            if (self._active or self._by_ticket or self._uses
                     or any(thread.is_alive() for thread in self._withdrawals)):
                 return False
         return self.keeper.idle()
+
+    @contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Keeps :meth:`idle` False while core code works on this client outside what it
+        tracks as held: a handoff for its whole run (following the election, a
+        ``keep`` re-campaign), a resign from the moment its leadership is forgotten
+        until its entry is given back. Nests; any thread."""
+        with self._lock:
+            self._uses += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._uses -= 1
 
     def __enter__(self) -> Client:
         return self

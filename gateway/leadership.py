@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -52,6 +53,7 @@ class Owner(Protocol):
     keeper: SessionKeeper
 
     def election(self, name: str) -> Any: ...
+    def in_use(self) -> AbstractContextManager[None]: ...
     def forget(self, leadership: Leadership) -> None: ...
     def withdraw_now(self, ticket: Ticket) -> None: ...
     def withdraw_in_background(self, ticket: Ticket) -> None: ...
@@ -207,8 +209,9 @@ class Leadership:
         successor, seconds = check_handoff_args(to, timeout, on_failure)
         self._require_held("handoff")
         mode: OnFailure = "keep" if on_failure == "keep" else "resign"
-        return hand_off(self, self._client.election(self.election), successor, seconds, mode,
-                        recampaign=recampaign)
+        with self._client.in_use():  # the client is not idle while the handoff runs
+            return hand_off(self, self._client.election(self.election), successor, seconds,
+                            mode, recampaign=recampaign)
 
     @property
     def preferred(self) -> threading.Event:
@@ -318,7 +321,9 @@ class Leadership:
 
     def end_resigned(self, reason: str) -> None:
         """Ends as RESIGNED and gives the entry back now (the caller's thread)."""
-        if self._end(State.RESIGNED, reason):
+        with self._client.in_use():  # not idle between forget() and the withdrawal
+            if not self._end(State.RESIGNED, reason):
+                return
             self._ended.set()
             self._client.withdraw_now(self._ticket)
             events.publish("leadership_released", election=self.election,

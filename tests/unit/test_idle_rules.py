@@ -103,3 +103,40 @@ def test_a_bell_whose_withdrawal_failed_is_withdrawn_after_the_next_renewal(
         lead.resign()
         assert not client.idle()  # the bell is left to withdraw
         _until(lambda: store.contenders(bell) == [] and client.idle())
+
+
+def test_a_client_is_not_idle_while_a_handoff_runs_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tenure.handoff as handoff_module
+
+    watching, go = threading.Event(), threading.Event()
+    real_watch = handoff_module._watch
+
+    def held_watch(*args: object, **kwargs: object) -> object:
+        watching.set()
+        go.wait(30)
+        return real_watch(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(handoff_module, "_watch", held_watch)
+    url = f"sqlite://{tmp_path}/s.db"
+    with Client(SQLiteStore(tmp_path / "s.db"), load_settings(url, ttl=2.0)) as a, \
+            Client(SQLiteStore(tmp_path / "s.db"), load_settings(url, ttl=2.0)) as b:
+        a.candidate_id, b.candidate_id = "a", "b"
+        lead = a.election("e").campaign(timeout=10)
+        won: list[object] = []
+        waiter = threading.Thread(target=lambda: won.append(
+            b.election("e").campaign(timeout=10)))
+        waiter.start()
+        _until(lambda: "b" in [c.candidate_id for c in a.election("e").contenders()])
+        handing = threading.Thread(target=lead.handoff, args=("b",),
+                                   kwargs={"timeout": 5.0, "on_failure": "resign"})
+        handing.start()
+        try:
+            assert watching.wait(30)
+            assert not a.idle(), "idle while its handoff follows the election"
+        finally:
+            go.set()
+            handing.join(30)
+            waiter.join(30)
+        assert a.idle() and won
