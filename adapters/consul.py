@@ -300,14 +300,14 @@ class ConsulStore(Store[ConsulTicket]):
     def renew_session(self, held: frozenset[ConsulTicket]) -> None:
         # A hung store must not hold the renewer past a third of the lifetime. A taken
         # leader key is reported by the leadership's guard, not here.
-        response = self.http.call("PUT", f"/v1/session/renew/{self._session}", renewal=True,
-                                  timeout=min(self.options.timeout, max(0.1, self._lifetime / 3)))
-        if response.status_code == 404 or (response.status_code == 200
-                                           and not response.json()):
+        status, body = self.http.renew(
+            f"/v1/session/renew/{self._session}",
+            timeout=min(self.options.timeout, max(0.1, self._lifetime / 3)))
+        if status == 404 or (status == 200 and not json.loads(body or "null")):
             raise SessionExpired(f"Consul session {self._session} expired or was destroyed")
-        if response.status_code != 200:
-            raise StoreUnavailable(f"Consul session renewal failed: {response.status_code} "
-                                   f"{response.text.strip()[:200]}")
+        if status != 200:
+            raise StoreUnavailable(f"Consul session renewal failed: {status} "
+                                   f"{body.strip()[:200]}")
         with self._lock:
             pending = list(self._pending.values())
         if pending and self._cleaning.acquire(blocking=False):  # not in the renewer's time

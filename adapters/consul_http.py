@@ -5,8 +5,9 @@ session) to the first agent that can be connected to, with a per-call timeout, t
 token on every request (py-consul's Txn sends none) and tenure's error mapping: 5xx,
 429 and timeouts are StoreUnavailable, 401/403 a ConfigError. Connections are bounded:
 at most POOL_SIZE per agent for ordinary requests (more callers wait for a free one)
-plus one for session renewals, which so never queue behind them. ``sent`` counts every
-request, blocking queries included.
+plus one for session renewals, which so never queue behind them (:class:`RenewalLine`,
+a keep-alive connection of its own). ``sent`` counts every request, blocking queries
+and renewals included.
 
 Two ways to wait for a change, both blocking queries (``?index=&wait=``) on a
 connection of their own so that they can be aborted at once (py-consul's cannot be):
@@ -73,8 +74,8 @@ class ConsulHTTP:
         self.description = description
         self.headers = {"X-Consul-Token": token} if token else {}
         self._agents = [self._agent(host, port, scheme, ca, POOL_SIZE) for host, port in hosts]
-        self._renewals = [self._agent(host, port, scheme, ca, 1) for host, port in hosts]
         self._ssl = ssl.create_default_context(cafile=ca) if scheme == "https" else None
+        self._renewals = RenewalLine(self)
         self._count = threading.Lock()
         self.sent = 0
         """Requests sent so far (blocking queries included)."""
@@ -104,14 +105,12 @@ class ConsulHTTP:
         self.current = (self.current + 1) % len(self.hosts)
 
     def call(self, method: str, path: str, params: dict[str, str] | None = None,
-             body: object = None, timeout: float | None = None,
-             renewal: bool = False) -> requests.Response:
+             body: object = None, timeout: float | None = None) -> requests.Response:
         """One request to the current agent, moving on to the next ones while an agent
-        cannot be connected to. 5xx, 429 and read timeouts are StoreUnavailable.
-        ``renewal`` sends it on the renewals' own connection."""
+        cannot be connected to. 5xx, 429 and read timeouts are StoreUnavailable."""
         data = None if body is None else json.dumps(body)
         limit = timeout or self.timeout
-        agents = self._renewals if renewal else self._agents
+        agents = self._agents
         failures = []
         for attempt in range(len(agents)):
             index = (self.current + attempt) % len(agents)
@@ -131,18 +130,27 @@ class ConsulHTTP:
                 raise StoreUnavailable(f"{where} did not answer {method} {path} within "
                                        f"{limit:g} s ({type(exc).__name__})") from None
             self.current = index
-            text = response.text.strip()[:200]
-            if response.status_code == 429 or (  # 429: e.g. http_max_conns_per_client
-                    response.status_code >= 500 and "Invalid Session TTL" not in text):
-                raise StoreUnavailable(f"{where} failed {method} {path}: "
-                                       f"{response.status_code} {text}")
-            if response.status_code in (401, 403):
-                raise ConfigError(f"Consul refused {method} {path} ({response.status_code} "
-                                  f"{text}); give an ACL token with key and session write "
-                                  f"rights via token_file= or ${TOKEN_ENV}")
+            self.refuse(where, method, path, response.status_code, response.text)
             return response
         raise StoreUnavailable(f"cannot reach Consul at {self.description}: "
                                + "; ".join(failures))
+
+    def refuse(self, where: str, method: str, path: str, status: int, body: str) -> None:
+        """Raises for an answer no caller handles: 429 and 5xx StoreUnavailable,
+        401/403 ConfigError."""
+        text = body.strip()[:200]
+        if status == 429 or (  # 429: e.g. http_max_conns_per_client
+                status >= 500 and "Invalid Session TTL" not in text):
+            raise StoreUnavailable(f"{where} failed {method} {path}: {status} {text}")
+        if status in (401, 403):
+            raise ConfigError(f"Consul refused {method} {path} ({status} {text}); give an "
+                              f"ACL token with key and session write rights via "
+                              f"token_file= or ${TOKEN_ENV}")
+
+    def renew(self, path: str, timeout: float) -> tuple[int, str]:
+        """One PUT on the renewals' own connection (:class:`RenewalLine`): (status,
+        body), errors as :meth:`call`'s."""
+        return self._renewals.put(path, timeout)
 
     def txn(self, ops: list[dict[str, Any]], read: bool = False,
             ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -170,9 +178,10 @@ class ConsulHTTP:
         index = int(response.headers.get("X-Consul-Index", "0"))
         return index, response.json() if response.status_code == 200 else None
 
-    def connect(self) -> http.client.HTTPConnection:
-        """A new connection to the current agent, for one blocking query."""
-        host, port = self.hosts[self.current]
+    def connect(self, agent: int | None = None) -> http.client.HTTPConnection:
+        """A new connection to the current agent (or agent number ``agent``), for one
+        blocking query or the renewals."""
+        host, port = self.hosts[self.current if agent is None else agent]
         if self._ssl is not None:
             return http.client.HTTPSConnection(host, port, timeout=self.timeout,
                                                context=self._ssl)
@@ -180,8 +189,93 @@ class ConsulHTTP:
 
     def close(self) -> None:
         """Closes the agents' connections."""
-        for agent in (*self._agents, *self._renewals):
+        for agent in self._agents:
             agent.session.close()
+        self._renewals.close()
+
+
+class RenewalLine:
+    """The session renewals' keep-alive connection to the current agent.
+
+    Hand-written on http.client, not py-consul's requests session: a renewal goes out
+    every lifetime/3 (a sixth of the TTL), and requests spends about 1 ms of CPU on each
+    (proxy and netrc look-ups in the environment, cookie and settings merges) against
+    0.2 ms here -- most of an idle client's CPU. Like :meth:`ConsulHTTP.call` it moves on
+    to the next agent while one cannot be connected to; a kept connection the agent
+    closed meanwhile is opened again once (a renewal is idempotent). One caller at a
+    time (the session keeper's renewer); a lock keeps :meth:`close` apart."""
+
+    def __init__(self, client: ConsulHTTP) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+        self._connection: http.client.HTTPConnection | None = None
+        self._agent = -1
+
+    def put(self, path: str, timeout: float) -> tuple[int, str]:
+        client = self.client
+        failures = []
+        with self._lock:
+            for attempt in range(len(client.hosts)):
+                index = (client.current + attempt) % len(client.hosts)
+                host, port = client.hosts[index]
+                where = f"Consul {host}:{port}"
+                try:
+                    status, body = self._send(index, path, timeout)
+                except (ConnectionRefusedError, socket.gaierror, ssl.SSLError) as exc:
+                    self._drop()
+                    failures.append(f"{host}:{port}: {type(exc).__name__}")
+                    continue
+                except (OSError, http.client.HTTPException) as exc:
+                    self._drop()
+                    client.current = index
+                    client.move_on()
+                    raise StoreUnavailable(f"{where} did not answer PUT {path} within "
+                                           f"{timeout:g} s ({type(exc).__name__})") from None
+                client.current = index
+                client.refuse(where, "PUT", path, status, body)
+                return status, body
+        raise StoreUnavailable(f"cannot reach Consul at {client.description}: "
+                               + "; ".join(failures))
+
+    def _send(self, index: int, path: str, timeout: float) -> tuple[int, str]:
+        reused = self._connection is not None and self._agent == index
+        if not reused:
+            self._drop()
+            self._connection, self._agent = self.client.connect(index), index
+        try:
+            return self._exchange(path, timeout)
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            if not reused:
+                raise
+        self._drop()  # the agent closed the kept connection: once more on a new one
+        self._connection = self.client.connect(index)
+        return self._exchange(path, timeout)
+
+    def _exchange(self, path: str, timeout: float) -> tuple[int, str]:
+        connection = self._connection
+        assert connection is not None
+        connection.timeout = timeout
+        if connection.sock is not None:
+            connection.sock.settimeout(timeout)
+        query = urlencode(self.client.params({}))
+        self.client.count()
+        connection.request("PUT", f"{path}?{query}" if query else path,
+                           headers=self.client.headers)
+        response = connection.getresponse()
+        body = response.read().decode("utf-8", "replace")
+        if response.will_close:
+            self._drop()
+        return response.status, body
+
+    def _drop(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        self._connection = None
+
+    def close(self) -> None:
+        """Closes the kept connection (a renewal after it opens a new one)."""
+        with self._lock:
+            self._drop()
 
 
 class BlockingQuery:
