@@ -1,7 +1,7 @@
 """``tenure demo`` tells its story and checks it: failover, then a fenced stale write.
 
 The demo is the README's first command, so it must pass every time: the story is run
-20 times in a row (in this process, through :func:`tenure.cli.demo.run_demo`), and each
+10 times in a row (in this process, through :func:`tenure.cli.demo.run_demo`), and each
 run must succeed and show every step. Faster tests pin the parts that made it flaky:
 report lines from two threads of a candidate, a malformed line, and a pause that lands
 inside a SQLite write transaction.
@@ -28,7 +28,7 @@ from tenure.childproc import signal_group, spawn_guarded
 from tenure.cli.demo import Candidate, Demo, Outcome, parse_event, run_demo
 from tenure.demo_worker import Reporter
 
-RUNS = 20
+RUNS = 10
 
 
 def _story_problems(outcome: Outcome) -> list[str]:
