@@ -1,7 +1,7 @@
 """Seeded chaos runs on every backend: random crashes, pauses, store-node kills, cuts
 and latency, each run's history checked for S1/S2/S3. The seed is printed; a failing
 run's history and schedule are saved under artifacts/ for replay.
-TENURE_CHAOS_DURATION (seconds, default 15) lengthens the runs."""
+TENURE_CHAOS_DURATION (seconds from the first leader, default 12) lengthens the runs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tenure.conformance.suite.chaos import PROCESS_FAULTS, ChaosConfig, run_chao
 
 pytestmark = [pytest.mark.conformance, pytest.mark.chaos, pytest.mark.slow]
 
-DURATION = float(os.environ.get("TENURE_CHAOS_DURATION", "15"))
+DURATION = float(os.environ.get("TENURE_CHAOS_DURATION", "12"))
 SEED = int(os.environ.get("TENURE_CHAOS_SEED", str(random.SystemRandom().randrange(10**6))))
 
 
