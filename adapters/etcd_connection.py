@@ -11,7 +11,8 @@ stream per member that requires a leader (``hasleader``): etcd ends it when the 
 loses its leader, e.g. when it is isolated. Calls are not
 retried here, except that an UNAVAILABLE call that is idempotent (a read, a keepalive)
 or was never sent is tried once on each other member at once; the core retries
-renewals and steps. gRPC keepalive pings (every 10 s) detect dead connections. A user's
+renewals and steps. Lease keepalives go over one stream kept open per lease and member
+(:class:`KeepaliveStream`). gRPC keepalive pings (every 10 s) detect dead connections. A user's
 auth token expires and is kept per member: a call refused for its token authenticates
 once more. Refused credentials and permissions are ConfigErrors (retrying cannot help).
 """
@@ -19,6 +20,7 @@ once more. Refused credentials and permissions are ConfigErrors (retrying cannot
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +46,61 @@ from tenure.errors import ConfigError, SessionExpired, StoreUnavailable
 from tenure.options import Options
 
 R = TypeVar("R")
+
+
+class KeepaliveTimeout(grpc.RpcError):  # type: ignore[misc]  # grpc is untyped
+    """A keepalive unanswered within its time: handled as the gRPC deadline a call of
+    its own would have met (DEADLINE_EXCEEDED: the client moves to the next member)."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def details(self) -> str:
+        return "the lease keepalive got no answer in time"
+
+
+class KeepaliveStream:
+    """ONE LeaseKeepAlive stream for the keepalives of one lease on one member.
+
+    A stream per keepalive (what one gRPC call per renewal takes) costs about twice the
+    CPU: gRPC starts a thread for each call's request iterator and sets up the call --
+    most of an idle etcd client's work, as renewals go out every lifetime/3. Here a
+    request is queued on the open stream and its answer awaited for ``timeout``; no
+    answer in time (:class:`KeepaliveTimeout`), an error or the stream's end closes it
+    (the next keepalive opens a new one), so a late answer never counts for a later
+    keepalive. One caller at a time (the session keeper's renewer). Threads: gRPC's
+    request consumer and this stream's reader, both blocked while idle."""
+
+    def __init__(self, stub: Any, metadata: Any, key: tuple[Any, ...]) -> None:
+        self.key = key
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._call = stub.LeaseKeepAlive(iter(self._requests.get, None), metadata=metadata)
+        threading.Thread(target=self._read, daemon=True, name="tenure-etcd-keepalive").start()
+
+    def _read(self) -> None:
+        try:
+            for answer in self._call:
+                self._answers.put(answer)
+            self._answers.put(None)
+        except grpc.RpcError as exc:
+            self._answers.put(exc)
+
+    def send(self, request: Any, timeout: float) -> Any:
+        """The answer to ``request`` (None if the stream ended); raises the stream's
+        grpc.RpcError or KeepaliveTimeout."""
+        self._requests.put(request)
+        try:
+            answer = self._answers.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            raise KeepaliveTimeout() from None
+        if isinstance(answer, grpc.RpcError):
+            raise answer
+        return answer
+
+    def close(self) -> None:
+        self._requests.put(None)
+        self._call.cancel()
 
 DEFAULT_PREFIX = "/tenure"
 DEFAULT_TIMEOUT = 5.0
@@ -160,6 +217,8 @@ class EtcdConnection:
         self._lock = threading.Lock()
         self._closed = False
         self._watcher: Watcher | None = None  # the watch stream, made by _watch_stream
+        self._keepalives: KeepaliveStream | None = None
+        self._keepalive_lock = threading.Lock()  # one keepalive at a time on the stream
         endpoints = [
             pyetcd.Endpoint(
                 host, port, secure=config.credentials is not None, creds=config.credentials,
@@ -305,13 +364,34 @@ class EtcdConnection:
         request = etcdrpc.LeaseKeepAliveRequest(ID=lease)
 
         def call() -> Any:
-            stream = self._stub("leasestub").LeaseKeepAlive(
-                iter([request]), timeout, metadata=self._client.metadata)
-            try:
-                return next(stream, None)
-            finally:
-                stream.cancel()
+            with self._keepalive_lock:
+                stub = self._stub("leasestub")
+                with self._lock:
+                    key = (lease, self.epoch, self._client.metadata)
+                    stream, stale = self._keepalives, None
+                    if stream is None or stream.key != key:
+                        stale, stream = stream, None
+                if stale is not None:
+                    stale.close()
+                if stream is None:
+                    stream = KeepaliveStream(stub, self._client.metadata, key)
+                    with self._lock:
+                        self._keepalives = stream
+                try:
+                    answer = stream.send(request, timeout)
+                except BaseException:
+                    self._drop_keepalives(stream)
+                    raise
+                if answer is None:
+                    self._drop_keepalives(stream)
+                return answer
         return self.rpc("lease keepalive", call, idempotent=True)
+
+    def _drop_keepalives(self, stream: KeepaliveStream) -> None:
+        with self._lock:
+            if self._keepalives is stream:
+                self._keepalives = None
+        stream.close()
 
     def revoke(self, lease: int) -> None:
         """Ends a lease and every key bound to it (best effort: it expires anyway)."""
@@ -351,7 +431,10 @@ class EtcdConnection:
                 return
             self._closed = True
             watcher, self._watcher = self._watcher, None
+            keepalives, self._keepalives = self._keepalives, None
         with contextlib.suppress(Exception):
+            if keepalives is not None:
+                keepalives.close()
             if watcher is not None:
                 watcher.close()
             self._client.close()
