@@ -35,9 +35,15 @@ from typing import ParamSpec, TypeVar
 
 from tenacity import retry, retry_if_exception_message, stop_after_delay, wait_random
 
-from tenure.adapters.filebell import BellBoard, ring
+from tenure.adapters.filebell import CLOSED, BellBoard, ring
 from tenure.config import BackendURL
-from tenure.errors import ConfigError, NotLeader, SessionExpired, StoreUnavailable
+from tenure.errors import (
+    ConfigError,
+    NotLeader,
+    SessionExpired,
+    StoreUnavailable,
+    TenureError,
+)
 from tenure.options import Options
 from tenure.store import Contender, LeaderInfo, Step, Store, StoreLimits, Ticket, Wait, Won
 
@@ -113,8 +119,10 @@ class SQLiteStore(Store[SQLiteTicket]):
         self._boot = boot_id()
         self._local = threading.local()
         self._board = BellBoard()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        """Each thread's connection with its owner (see :meth:`close`)."""
         self._connections_lock = threading.Lock()
+        self._closed = False
         self._session_id = ""
         self._ttl = 0.0
         try:
@@ -153,6 +161,11 @@ class SQLiteStore(Store[SQLiteTicket]):
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if self._closed:
+            if db is not None:  # left open by close() for this thread to close
+                self._local.db = None
+                db.close()
+            raise TenureError(CLOSED)
         if db is None:
             db = sqlite3.connect(
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
@@ -161,7 +174,7 @@ class SQLiteStore(Store[SQLiteTicket]):
             db.execute("PRAGMA busy_timeout=30000")
             self._local.db = db
             with self._connections_lock:
-                self._connections.append(db)
+                self._connections.append((threading.current_thread(), db))
         return db
 
     def _bell(self, election: str) -> Path:
@@ -401,10 +414,18 @@ class SQLiteStore(Store[SQLiteTicket]):
             raise StoreUnavailable(f"SQLite store {str(self.path)!r}: {exc}") from exc
 
     def close(self) -> None:
+        """Closes this thread's connection and those of threads that ended; a live
+        thread's connection is left to it (its next step closes it and raises), since
+        closing a sqlite3 connection another thread is using can crash the process."""
         with self._connections_lock:
+            self._closed = True
             connections, self._connections = self._connections, []
-        for db in connections:
-            db.close()
+        me = threading.current_thread()
+        for owner, db in connections:
+            if owner is me or not owner.is_alive():
+                db.close()
+        if getattr(self._local, "db", None) is not None:
+            self._local.db = None
         self._board.close()
 
 
