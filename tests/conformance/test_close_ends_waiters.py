@@ -11,35 +11,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+
+from thread_outcome import Outcome
 
 import tenure
 from tenure.conformance.suite.backends import Target
 from tenure.errors import TenureError
 
 BOUND = 30.0  # seconds a closed client's waiters may take to end on loaded cores
-
-
-class _Outcome:
-    """Runs ``body`` in a thread and keeps what it raised."""
-
-    def __init__(self, body: Callable[[], object]) -> None:
-        self.error: BaseException | None = None
-        self.returned = False
-        self._body = body
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._body()
-            self.returned = True
-        except BaseException as exc:  # the test inspects it
-            self.error = exc
-
-    def ended(self) -> bool:
-        self.thread.join(BOUND)
-        return not self.thread.is_alive()
 
 
 def test_closing_a_client_ends_its_waiting_campaign_observer_and_run_loop(
@@ -58,10 +37,10 @@ def test_closing_a_client_ends_its_waiting_campaign_observer_and_run_loop(
                 for _ in waiter.election(watched).observe():
                     first_state.set()
 
-            observer = _Outcome(observe)
-            campaign = _Outcome(lambda: waiter.election(name).campaign())
+            observer = Outcome(observe)
+            campaign = Outcome(lambda: waiter.election(name).campaign())
             worked = threading.Event()
-            loop = _Outcome(lambda: looper.election(name).run(lambda _: worked.set()))
+            loop = Outcome(lambda: looper.election(name).run(lambda _: worked.set()))
             deadline = time.monotonic() + BOUND
             while len(holder.election(name).contenders()) < 3:
                 assert time.monotonic() < deadline, "the waiters never queued"
@@ -70,10 +49,10 @@ def test_closing_a_client_ends_its_waiting_campaign_observer_and_run_loop(
         finally:
             waiter.close()
             looper.close()
-        assert campaign.ended(), f"the campaign still waits {BOUND:g} s after close"
+        assert campaign.ended(BOUND), f"the campaign still waits {BOUND:g} s after close"
         assert isinstance(campaign.error, TenureError), campaign.error
-        assert observer.ended(), f"the observer still waits {BOUND:g} s after close"
+        assert observer.ended(BOUND), f"the observer still waits {BOUND:g} s after close"
         assert observer.returned or isinstance(observer.error, TenureError), observer.error
-        assert loop.ended(), f"the run loop still runs {BOUND:g} s after close"
+        assert loop.ended(BOUND), f"the run loop still runs {BOUND:g} s after close"
         assert loop.error is None and loop.returned and not worked.is_set(), loop.error
         lead.ensure()

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from thread_outcome import Outcome
 
 import tenure
 from tenure.adapters.filebell import BellBoard
@@ -27,25 +27,7 @@ TTL = 5.0
 BOUND = 10.0  # seconds a woken waiter may take to end on loaded cores (it takes ms)
 
 
-class _Outcome:
-    """Runs ``body`` in a thread and keeps what it raised."""
-
-    def __init__(self, body: Callable[[], object]) -> None:
-        self.error: BaseException | None = None
-        self.returned = False
-        self._body = body
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._body()
-            self.returned = True
-        except BaseException as exc:  # the test inspects it
-            self.error = exc
-
-
-def _assert_ended_cleanly(outcome: _Outcome, what: str) -> None:
+def _assert_ended_cleanly(outcome: Outcome, what: str) -> None:
     outcome.thread.join(BOUND)
     assert not outcome.thread.is_alive(), f"{what} still waits {BOUND:g} s after close"
     assert not outcome.returned, f"{what} returned as if nothing happened"
@@ -67,8 +49,8 @@ def test_closing_a_client_ends_its_waiting_campaign_and_observer_with_a_clear_er
                 for _ in waiter.election("o").observe():
                     observed.set()
 
-            observer = _Outcome(observe)
-            campaign = _Outcome(lambda: waiter.election("e").campaign())
+            observer = Outcome(observe)
+            campaign = Outcome(lambda: waiter.election("e").campaign())
             deadline = time.monotonic() + BOUND
             while len(holder.election("e").contenders()) < 2:
                 assert time.monotonic() < deadline, "the waiter never queued"
@@ -96,7 +78,7 @@ def test_close_wakes_a_listener_blocked_in_wait_and_refuses_new_ones(tmp_path: P
         woken.append(listener.wait(60.0))
         woken.append(listener.wait(60.0))  # and from then on, at once
 
-    waiter = _Outcome(wait)
+    waiter = Outcome(wait)
     assert listening.wait(BOUND)
     board.close()
     waiter.thread.join(BOUND)
@@ -117,7 +99,7 @@ def test_a_run_loop_waiting_to_lead_ends_cleanly_when_its_client_is_closed(
         holder.election("e").campaign(timeout=BOUND)
         waiter = tenure.connect(url, ttl=TTL)
         worked = threading.Event()
-        loop = _Outcome(lambda: waiter.election("e").run(lambda lead: worked.set()))
+        loop = Outcome(lambda: waiter.election("e").run(lambda lead: worked.set()))
         deadline = time.monotonic() + BOUND
         while len(holder.election("e").contenders()) < 2:
             assert time.monotonic() < deadline, "the run loop never queued"
