@@ -48,7 +48,9 @@ Mapping of the contract (keys under ``prefix``, default ``/tenure``):
 * loss: besides the core's deadline and lease expiry (keepalive TTL <= 0), a watch on
   each won key reports its deletion (e.g. by an operator) through ``report_loss``,
   unless the ticket was withdrawn. These watches are best effort: not re-armed after a
-  broken watch stream (the validity deadline never depends on them).
+  broken watch stream (the validity deadline never depends on them). They are created
+  by one guard thread per store, not by the winning step: the successor's only round
+  trip after its wake is try_lead's read (the watch replays from that read's revision).
 
 Layouts (``layout=``): ``tenure``, the default, is the mapping above; ``native`` is
 etcd's own ``concurrency.Election`` (what ``etcdctl elect`` runs), so both kinds queue
@@ -86,6 +88,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,6 +128,8 @@ class EtcdTicket(Ticket):
 
     lease: int = 0
     guard: Callable[[], None] | None = None
+    guarding: bool = False
+    """Set by the first Won: its guard is armed (or being armed) off the campaign thread."""
 
 
 def _compare_create(key: bytes, result: int, revision: int, range_end: bytes = b"") -> Any:
@@ -160,6 +165,7 @@ class EtcdStore(Store[EtcdTicket]):
         """Watch responses carrying events delivered to this store's watch signals."""
         self.watches_created = 0
         """Watch signals this store created (a waiter creates one per predecessor)."""
+        self._guards: queue.SimpleQueue[tuple[EtcdTicket, int] | None] | None = None
         self._etcd = EtcdConnection(config, on_failover=self._fire_signals)
 
     @classmethod
@@ -343,9 +349,38 @@ class EtcdStore(Store[EtcdTicket]):
         ahead, revision, marker = self._turn(ticket)
         if ahead is not None:
             return Wait(self._signal(ahead, revision + 1, deletes_only=True))
-        if ticket.guard is None:
-            ticket.guard = self._guard(ticket, revision + 1)
+        if not ticket.guarding:
+            ticket.guarding = True
+            self._arm_guard(ticket, revision + 1)
         return Won(ticket.order, marker, read_done=ticket.read_on_win is not None)
+
+    def _arm_guard(self, ticket: EtcdTicket, start_revision: int) -> None:
+        """Queues the guard of a won ticket for the guard thread. Creating a watch waits
+        for etcd's answer (pyetcd's ``add_callback``): on the campaign thread that was a
+        second round trip between the wake and the win. The watch starts at the win's
+        read revision + 1, so arming it later misses no deletion."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._guards is None:
+                self._guards = queue.SimpleQueue()
+                threading.Thread(target=self._run_guards, args=(self._guards,), daemon=True,
+                                 name="tenure-etcd-guards").start()
+            self._guards.put((ticket, start_revision))
+
+    def _run_guards(self, guards: queue.SimpleQueue[tuple[EtcdTicket, int] | None]) -> None:
+        while (item := guards.get()) is not None:
+            ticket, start_revision = item
+            if ticket.withdrawn:
+                continue
+            cancel = self._guard(ticket, start_revision)
+            with self._lock:  # withdraw() takes the guard under this lock
+                if ticket.withdrawn or self._closed:
+                    stale, cancel = cancel, None
+                else:
+                    stale, ticket.guard = None, cancel
+            if stale is not None:
+                stale()
 
     def _guard(self, ticket: EtcdTicket, start_revision: int) -> Callable[[], None] | None:
         """Best effort: a watch on the won key reports its deletion -- by an operator,
@@ -360,7 +395,8 @@ class EtcdStore(Store[EtcdTicket]):
                                deletes_only=True)
 
     def withdraw(self, ticket: EtcdTicket) -> None:
-        guard, ticket.guard = ticket.guard, None
+        with self._lock:
+            guard, ticket.guard = ticket.guard, None
         if guard is not None:
             guard()
         key = ticket.key.encode()
@@ -426,5 +462,8 @@ class EtcdStore(Store[EtcdTicket]):
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            guards, self._guards = self._guards, None
+        if guards is not None:
+            guards.put(None)
         self._fire_signals()
         self._etcd.close()
