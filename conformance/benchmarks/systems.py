@@ -29,6 +29,8 @@ STORE_TTL: dict[str, tuple[float, float]] = {
 NO_LOSS_EVENT = "tooz has no leadership-lost event: its user is never told"
 REDIS_LOCK_NO_LOSS = ("python-redis-lock has no lost event: a failed extension ends its "
                       "renewal thread with an exception, and the holder is not told")
+ETCD_LOCK_NO_LOSS = ("etcd-sdk-python's Lock has no lost event: a failed refresh raises in "
+                     "the holder's refresh call, and the holder is not told")
 SERVE_DETECTION = ("through the gateway the session is the gateway's (the tenure row "
                    "measures it); a caller learns of a loss from its next keepalive")
 
@@ -116,6 +118,12 @@ def systems_for(store: str, url: str) -> list[System]:
             lambda h: f"etcd3+http://{first(h)}?timeout={whole}", hosts, ttl, factor,
             note=f"{_package('tooz')}, {_package('etcd3gw')} (etcd's /v3 JSON gateway)",
             unsupported={"detect-cut": NO_LOSS_EVENT, "detect-pause": NO_LOSS_EVENT}))
+        found.append(System(
+            store, "etcd-sdk-python Lock", "etcd-lock", lambda h: f"etcd-lock://{first(h)}",
+            hosts, float(whole), factor,
+            note=f"{_package('etcd-sdk-python')}; watch for the delete, then lease grant + "
+                 "txn; the holder refreshes every TTL/3",
+            unsupported={"detect-cut": ETCD_LOCK_NO_LOSS, "detect-pause": ETCD_LOCK_NO_LOSS}))
     if store == "zookeeper":
         found.append(System(
             store, "tooz zookeeper", "tooz",

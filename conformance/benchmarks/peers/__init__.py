@@ -22,6 +22,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "redis-lock": ("redis_lock", "RedisLockContender"),
     "python-redis-lock": ("python_redis_lock", "PythonRedisLockContender"),
     "consul-guide": ("consul_guide", "ConsulGuideContender"),
+    "etcd-lock": ("etcd_lock", "EtcdLockContender"),
 }
 
 #: The Python modules each tool needs (checked by :func:`unavailable`).
@@ -33,6 +34,7 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "redis-lock": ("redis",),
     "python-redis-lock": ("redis_lock",),
     "consul-guide": (),
+    "etcd-lock": ("pyetcd",),
 }
 
 #: Modules that are not in tenure's ``bench`` extra: the package that brings each.
