@@ -71,8 +71,12 @@ received by the etcd leader's lessor after ``t``, which then set the lease to ex
 no earlier than ``t + TTL`` on its clock; so :meth:`EtcdStore.open_session` returns
 the TTL as the lifetime from a renewal's send time, and the core stays valid only
 until ``t + TTL x (1 - drift)`` on ours. Expiry is late rather than early: the lessor
-checks for expired leases about every 500 ms, and an etcd leader change extends every
-lease by a full TTL (etcd#11058: a 2 s key seen deleted 14-20 s after a leader kill).
+checks for expired leases every 500 ms (etcd v3.4 lease/lessor.go:621, ``runLoop``'s
+``time.After(500 * time.Millisecond)``; main: server/lease/lessor.go:623), and an etcd
+leader change extends every lease by a full TTL (etcd#11058: a 2 s key seen deleted
+14-20 s after a leader kill). So a crash failover takes TTL - (the dead leader's last
+keepalive's age) + 0..500 ms of the lessor's loop + the waiter's wake (its watch event,
+then one read: 2-7 ms measured); its p90 sits near TTL + 250 ms by the store alone.
 Safety never depends on prompt expiry, only liveness does (the next leader waits).
 
 Limits: TTLs are whole seconds from 2 s (the server raises any TTL below
