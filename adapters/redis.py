@@ -46,11 +46,20 @@ Mapping of the contract (M = N // 2 + 1; every decision needs M answers; keys ar
   ``qseq:<election>`` there and files the ticket under it in ``queue:<election>`` and
   ``contenders:<election>`` (where its session is alive); its order is the highest value
   of the M answers (a second round sets it where they differ). A later enqueue meets an
-  instance both majorities share with qseq >= that order, so it queues behind. A ticket
+  instance both majorities share with qseq >= that order, so it queues behind. The
+  same script then tries to take the key as the acquisition script would (with that
+  instance's order, no force, the handoff marker read with it), so an uncontended
+  campaign is ONE script per instance: with one instance it proposes 1 + the counter
+  there; with several, 1 + the token this client last won in that election (one
+  proposal must reach all; unknown: register only). The first ``try_lead`` hands that
+  win out; one nobody stepped is given back by a renewal TTL / 3 later. Not for
+  tenure's own side elections (never stepped). A ticket
   competes only if M answering instances show no live entry ahead of it (the holder
   aside): while an earlier one is live on M, no later one can. Order only decides who
   TRIES -- acquisition is the majority script above, so it cannot make two leaders.
-* signal: each client subscribes to its own ``wake:<client>``; ``withdraw`` (one script:
+* signal: each client subscribes to its own ``wake:<client>``, read by the waiting
+  campaign threads themselves (no listener thread, no hop from a message to the waiter
+  it wakes: :class:`~tenure.adapters.redis_quorum.DirectReader`); ``withdraw`` (one script:
   compare-and-delete the leader key, remove the entry) publishes there for the next
   live entry behind the removed one and, if it released the key, the first live entry:
   O(1) messages per change, nobody else woken. The message carries the counter (the
@@ -105,6 +114,7 @@ from tenure.adapters import redis_quorum as quorum
 from tenure.adapters import redis_scripts as lua
 from tenure.config import MAX_DRIFT, BackendURL
 from tenure.errors import ConfigError, NotLeader, SessionExpired, StoreUnavailable
+from tenure.handoff import marker_key
 from tenure.options import Options
 from tenure.store import (
     Contender,
@@ -120,6 +130,10 @@ from tenure.store import (
 )
 
 CHANGES, WAKE = "changes", "wake"  # the quorum's feeds: observers, waiters
+SIDE_ELECTIONS = (".tenure-", "_tenure_")
+"""Name prefixes of tenure's own side elections (priority, handoff, migration): their
+entries are never stepped, so their enqueue never takes the leader key."""
+TOKEN_CACHE = 4096
 OPTIONS = {"prefix": "key prefix (default tenure:)", **quorum.OPTIONS}
 DEFAULT_PREFIX = "tenure:"
 SINGLE_INSTANCE_WARNING = (
@@ -148,6 +162,15 @@ class RedisTicket(Ticket):
     counter: int | None = None
     """The highest fencing-token counter this ticket saw (enqueue, each step): its next
     step proposes counter + 1 in the acquisition script itself, with no read before."""
+    early: tuple[Won, str, float] | None = None
+    """A win taken by the enqueue script itself, the guarded-write key it read with it
+    and when it was sent: handed out by the first :meth:`RedisStore.try_lead`, with no
+    round trip; given back by a renewal a third of a TTL later if nobody stepped."""
+
+
+def _int(x: Any) -> Any:
+    """A script's integer reply as int; anything else (bytes, nil) as it came."""
+    return int(x) if isinstance(x, int) else x
 
 
 def _newest(replies: list[Any]) -> bytes | None:
@@ -171,7 +194,7 @@ class RedisStore(Store[RedisTicket]):
         self._client_id = uuid.uuid4().hex  # names this client's wake channel
         self._quorum = quorum.Quorum(settings, prepare=lua.Scripts.on, feeds={
             CHANGES: quorum.Feed(self._key("changed", "*"), pattern=True),
-            WAKE: quorum.Feed(self._key("wake", self._client_id)),
+            WAKE: quorum.Feed(self._key("wake", self._client_id), direct=True),
         })
         self.n = self._quorum.n
         self.limits = StoreLimits(
@@ -192,6 +215,9 @@ class RedisStore(Store[RedisTicket]):
         self._sweeper: threading.Thread | None = None
         self._renewals: deque[tuple[float, frozenset[int]]] = deque(maxlen=64)
         self._seq = itertools.count(1)
+        self._tokens: dict[str, int] = {}
+        """The last token this client won per election (a bounded cache): with several
+        instances, an enqueue proposes 1 + it (one proposal must go to all)."""
 
     # -- configuration ------------------------------------------------------------
 
@@ -272,12 +298,22 @@ class RedisStore(Store[RedisTicket]):
                 if len(renewed & ticket.acquired) < self.majority:
                     ticket.majority_lost = True
             lost = {t for t in self._holding if t.majority_lost and t in held}
+            # Won by an enqueue, but not stepped since (a stuck caller): give it back, as
+            # an entry that does not step holds the line no longer than a TTL.
+            unclaimed = {t for t in self._holding if t.early is not None
+                         and t.early[2] + self._ttl / 3 <= t_sent}
+            for ticket in unclaimed:
+                ticket.early = None
+            self._holding -= unclaimed
             unadopted = any(t.majority_lost and t not in held for t in self._holding)
             self._holding -= lost
             if self._leftovers and (self._sweeper is None or not self._sweeper.is_alive()):
                 self._sweeper = threading.Thread(target=self._sweep, daemon=True,
                                                  name="tenure-redis-sweep")
                 self._sweeper.start()
+        if unclaimed:
+            threading.Thread(target=lambda: [self._release(t) for t in unclaimed],
+                             daemon=True, name="tenure-redis-release").start()
         for ticket in lost:
             self.report_loss(ticket, f"its session was renewed on only {len(renewed)} of "
                                      f"{self.n} Redis instances, too few of those it won on")
@@ -313,33 +349,77 @@ class RedisStore(Store[RedisTicket]):
             raise SessionExpired("no Redis session is open")
         ticket = RedisTicket(election, candidate_id, uuid.uuid4().hex, sid=self._sid,
                              value=value)
-        keys = self._keys(election, "contenders", "queue", "qseq", "counter")
+        keys = self._keys(election, "contenders", "queue", "qseq", "counter", "leader")
         keys.insert(1, self._key("session", self._sid))
-        args: list[str | bytes] = [
+        args: list[Any] = [
             ticket.key, lua.entry(self._sid, self._client_id, candidate_id, value)]
+        proposal = self._early_proposal(election)
+        marker = ""
+        if proposal is not None:
+            # The same script also takes the key where nothing live is ahead and it is
+            # free (the uncontended campaign's one round trip); its first try_lead hands
+            # the win out. The handoff marker is read with it, as a step would.
+            marker = marker_key(election)
+            keys.append(self._key("data", marker))
+            args += [self._sid, proposal, candidate_id, value, self._ttl_ms,
+                     self._key("session", ""), self._key("changed", election)]
+        t_sent = time.monotonic()
         results = self._quorum.fanout(
-            lambda inst: [int(x) for x in inst.scripts.register(keys, args)])
+            lambda inst: [_int(x) for x in inst.scripts.register(keys, args)])
+        took = time.monotonic() - t_sent
         replies = [r for r in results if not isinstance(r, StoreUnavailable)]
-        orders = [order for order, _ in replies if order]
+        orders = [int(r[0]) for r in replies if r[0]]
         try:
             if len(orders) < self.majority:
-                if sum(1 for order, _ in replies if order == 0) > self.n - self.majority:
+                if sum(1 for r in replies if r[0] == 0) > self.n - self.majority:
                     raise SessionExpired(f"session {self._sid} is gone on a majority of {self.n}")
                 self._quorum.answers(results, f"enqueueing in {election!r}")
                 raise StoreUnavailable(f"enqueueing in {election!r}: registered on too few")
             ticket.order = max(orders)
-            ticket.counter = max(counter for _, counter in replies)
+            ticket.counter = max(int(r[1]) for r in replies)
             if min(orders) != ticket.order:  # concurrent enqueues, or a lagging instance
                 again = (self._keys(election, "queue", "qseq"), [ticket.key, str(ticket.order)])
                 self._quorum.answers(
                     self._quorum.fanout(lambda inst: inst.scripts.order(*again)),
                     f"ordering the entry in {election!r}")
+            if proposal is not None:
+                self._taken_at_enqueue(ticket, results, t_sent, took, marker)
         except BaseException:
             self._forget(ticket)  # leave no partial registration behind
             raise
         with self._lock:
             self._registered.add(ticket)
         return ticket
+
+    def _early_proposal(self, election: str) -> int | None:
+        """The proposal an enqueue takes the key with (0: the instance's counter + 1,
+        right for a single instance only), or None: register only. Not for tenure's own
+        side elections (priority, handoff, migration entries are never stepped)."""
+        if election.startswith(SIDE_ELECTIONS) or not self._ttl_ms:
+            return None
+        if self.n == 1:
+            return 0
+        last = self._tokens.get(election)
+        return None if last is None else last + 1
+
+    def _taken_at_enqueue(self, ticket: RedisTicket, results: list[Any], t_sent: float,
+                          took: float, marker: str) -> None:
+        """Keeps the enqueue's take as the ticket's first step where it won (see
+        :meth:`_won`); gives back a partial one."""
+        takes = [r[2:] if not isinstance(r, StoreUnavailable) and len(r) > 2 else None
+                 for r in results]
+        acquired = frozenset(i for i, r in enumerate(takes) if r is not None and r[0] == 1)
+        proposals = {int(r[1]) for r in takes if r is not None and r[0] == 1}
+        if len(proposals) == 1:
+            proposal = proposals.pop()
+            won = self._won(ticket, proposal, acquired, t_sent, took, marker,
+                            [r for i, r in enumerate(takes) if i in acquired])
+            if won is not None:
+                ticket.early = (won, marker, t_sent)
+                return
+            ticket.counter = max(ticket.counter or 0, proposal)
+        if acquired:
+            self._release(ticket)
 
     def _withdraw_call(self, ticket: RedisTicket) -> tuple[list[str], list[str]]:
         keys = self._keys(ticket.election, "leader", "contenders", "queue", "counter")
@@ -381,6 +461,24 @@ class RedisStore(Store[RedisTicket]):
         return [s for _, s in self._quorum.answers(results, f"reading election {election!r}")]
 
     def try_lead(self, ticket: RedisTicket) -> Step:
+        if ticket.sid != self._sid:
+            raise SessionExpired(f"the session of {ticket.candidate_id} was replaced")
+        if ticket.early is not None:
+            with self._lock:
+                (won, marker, _), ticket.early = ticket.early, None
+                kept = ticket in self._holding and not ticket.majority_lost
+            if kept:  # won by the enqueue script, no renewal since lost its majority
+                if ticket.read_on_win is None:
+                    return Won(won.token)
+                if ticket.read_on_win == marker:
+                    return won
+                # Another key than the one the script read: read it now. While we hold
+                # the key nobody else's guarded write lands, so a majority's newest is
+                # still what it was at the win.
+                return Won(won.token, self.read(ticket.read_on_win), read_done=True)
+            self._release(ticket)
+            with self._lock:
+                self._holding.discard(ticket)
         # Armed before the read; fired by the wakes of a majority (one instance's wake can
         # come before the others have run the withdrawal: stepping then would find the key
         # still held there), or by a (re)subscription.
@@ -445,25 +543,10 @@ class RedisStore(Store[RedisTicket]):
         took = time.monotonic() - t_sent
         codes = [int(r[0]) if not isinstance(r, StoreUnavailable) else None for r in results]
         acquired = frozenset(i for i, code in enumerate(codes) if code == 1)
-        if len(acquired) >= self.majority and took < self._ttl * (1 - MAX_DRIFT):
-            with self._lock:
-                if not any(t >= t_sent and len(renewed & acquired) < self.majority
-                           for t, renewed in self._renewals):
-                    ticket.token, ticket.vseq, ticket.acquired = proposal, 0, acquired
-                    ticket.majority_lost, ticket.vacant = False, None
-                    ticket.counter = proposal
-                    self._holding.add(ticket)
-                    if ticket.read_on_win is None:
-                        return Won(proposal)
-                    # The marker read in each winning script, atomically with the take: a
-                    # guarded write lands only where its writer holds the key with a live
-                    # session, so on every instance where we took it that write (if it
-                    # was there) came first; it reached a majority, which meets the
-                    # majority we took -- as with :meth:`read`, a majority's newest.
-                    took_it = [r for i, r in enumerate(results) if i in acquired]
-                    return Won(proposal, _newest([r[4:7] for r in took_it
-                                                  if not isinstance(r, StoreUnavailable)]),
-                               read_done=True)
+        won = self._won(ticket, proposal, acquired, t_sent, took, ticket.read_on_win,
+                        [r for i, r in enumerate(results) if i in acquired])
+        if won is not None:
+            return won
         if acquired:
             self._release(ticket)
         if codes.count(-1) > self.n - self.majority:
@@ -482,6 +565,36 @@ class RedisStore(Store[RedisTicket]):
             return Wait(bell, retry_at=time.monotonic())
         # A split vote: retry after a random pause, not on a bell.
         return Wait(NoSignal(), retry_at=time.monotonic() + random.uniform(0.005, 0.05))
+
+    def _won(self, ticket: RedisTicket, proposal: int, acquired: frozenset[int],
+             t_sent: float, took: float, read_key: str | None, took_it: list[Any]
+             ) -> Won | None:
+        """The Won of a take sent at ``t_sent`` that came back after ``took`` s with the
+        key on the instances ``acquired`` (their replies ``took_it``), or None: fewer
+        than a majority, too slow (TTL x (1 - drift)), or a renewal sent since then
+        covered fewer than a majority of them."""
+        if len(acquired) < self.majority or took >= self._ttl * (1 - MAX_DRIFT):
+            return None
+        with self._lock:
+            if any(t >= t_sent and len(renewed & acquired) < self.majority
+                   for t, renewed in self._renewals):
+                return None
+            ticket.token, ticket.vseq, ticket.acquired = proposal, 0, acquired
+            ticket.majority_lost, ticket.vacant = False, None
+            ticket.counter = proposal
+            self._holding.add(ticket)
+            self._tokens.pop(ticket.election, None)
+            self._tokens[ticket.election] = proposal
+            if len(self._tokens) > TOKEN_CACHE:
+                del self._tokens[next(iter(self._tokens))]
+        if read_key is None:
+            return Won(proposal)
+        # The marker read in each winning script, atomically with the take: a guarded
+        # write lands only where its writer holds the key with a live session, so on
+        # every instance where we took it that write (if it was there) came first; it
+        # reached a majority, which meets the majority we took -- as with :meth:`read`,
+        # a majority's newest.
+        return Won(proposal, _newest([r[4:7] for r in took_it]), read_done=True)
 
     def _wait(self, bell: Signal, expires_in: float) -> Wait:
         """Wait on the bell, re-stepping when a holder's session may have expired or

@@ -12,7 +12,8 @@ default; fewer once PARTIAL_GRACE passed after the first) after it was armed, or
 subscription of that feed was (re)made or broke (a message may have been missed then);
 :meth:`Quorum.note` is the highest number such messages carried for a topic.
 A feed is subscribed (one connection and thread per instance) only once a signal of it
-is first asked for, so a client that never observes receives no change messages.
+is first asked for, so a client that never observes receives no change messages. A
+*direct* feed has no threads: the waiting threads read its connections themselves.
 
 Does not: retry (the clients have no retries, so a fault shows at once; the core
 retries steps), make a call atomic across instances or roll back a partial one, judge
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -125,6 +127,10 @@ class Feed:
 
     channel: str
     pattern: bool = False
+    direct: bool = False
+    """Read by the waiting threads themselves (no subscriber thread, no thread hop
+    between a message and the waiter it wakes): only for a feed whose messages are few
+    and addressed to this client, since nothing reads it while nobody waits."""
 
     def parse(self, channel: bytes, data: bytes) -> tuple[str, int | None]:
         """The topic a message on ``channel`` with ``data`` rings, and its note."""
@@ -168,8 +174,10 @@ class BellSignal(Signal):
     or from fewer, PARTIAL_GRACE after the first of them -- or for all of the feed, from
     any, after it was armed."""
 
-    def __init__(self, bell: Bell, feed: str, topic: str, needed: int = 1) -> None:
+    def __init__(self, bell: Bell, feed: str, topic: str, needed: int = 1,
+                 reader: DirectReader | None = None) -> None:
         self._bell, self._feed, self._topic, self._needed = bell, feed, topic, needed
+        self._reader = reader
         self._partial_since: float | None = None
         with bell.cond:
             self._all = self._all_count()
@@ -201,7 +209,156 @@ class BellSignal(Signal):
                     min(end, self._partial_since + PARTIAL_GRACE)
                 if now >= end:
                     return False
-                self._bell.cond.wait(until - now)
+                if self._reader is None or not self._reader.pump(until - now):
+                    self._bell.cond.wait(until - now)
+
+
+class DirectReader:
+    """A direct feed's subscriptions (one per instance), read by whichever waiting
+    thread takes the reader role (:meth:`pump`, called with the bell's lock held); the
+    others wait on the bell. A broken subscription is made again by a thread of its own
+    (every 0.5 s until it works), which rings the whole feed once it is back."""
+
+    def __init__(self, bell: Bell, feed: str, spec: Feed, instances: list[Instance[Any]],
+                 stop: threading.Event) -> None:
+        self._bell, self._feed, self._spec, self._stop = bell, feed, spec, stop
+        self._instances = instances
+        self._subs: list[Any] = [None] * len(instances)  # redis PubSub, None: broken
+        self._fixing: set[int] = set()
+        self._reading = False
+
+    def start(self, pool: ThreadPoolExecutor, timeout: float) -> None:
+        """Subscribes on every instance in parallel and waits up to ``timeout`` for the
+        confirmations (a signal armed after this misses nothing they cover)."""
+        futures = [pool.submit(self._subscribe, i) for i in range(len(self._instances))]
+        wait_futures(futures, timeout=timeout)
+        for i, future in enumerate(futures):
+            ok = future.done() and future.result()
+            if not ok:
+                self._broken(i)
+
+    def _subscribe(self, index: int) -> bool:
+        pubsub = self._instances[index].client.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            if self._spec.pattern:
+                pubsub.psubscribe(self._spec.channel)
+            else:
+                pubsub.subscribe(self._spec.channel)
+            end = time.monotonic() + LISTEN_SLICE
+            while time.monotonic() < end:
+                message = pubsub.get_message(timeout=end - time.monotonic())
+                if message is not None and message["type"] in ("subscribe", "psubscribe"):
+                    break
+            else:
+                raise redis.TimeoutError("no subscription confirmation")
+        except (redis.RedisError, OSError, ValueError) as exc:
+            log.debug("subscriber on %s: %s", self._instances[index].address, exc)
+            with contextlib.suppress(redis.RedisError, OSError):
+                pubsub.close()
+            return False
+        with self._bell.cond:
+            if self._stop.is_set():
+                pubsub.close()
+                return False
+            self._subs[index] = pubsub
+        self._bell.ring(self._feed, Bell.ALL)  # (re)subscribed: re-read
+        return True
+
+    def _broken(self, index: int) -> None:
+        """Drops instance ``index``'s subscription (bell lock held or not) and starts
+        the thread that makes it again; rings the feed (a message may be lost)."""
+        with self._bell.cond:
+            pubsub, self._subs[index] = self._subs[index], None
+            if pubsub is not None:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    pubsub.close()
+            fixing = index in self._fixing or self._stop.is_set()
+            self._fixing.add(index)
+        self._bell.ring(self._feed, Bell.ALL)
+        if not fixing:
+            threading.Thread(target=self._fix, args=(index,), daemon=True,
+                             name=f"tenure-redis-resubscribe-{index}").start()
+
+    def _fix(self, index: int) -> None:
+        while not self._stop.wait(0.5):
+            if self._subscribe(index):
+                break
+        with self._bell.cond:
+            self._fixing.discard(index)
+
+    def pump(self, timeout: float) -> bool:
+        """With the bell's lock held: reads the subscriptions for up to ``timeout`` s
+        (until a message arrived) as the feed's reader, ringing the bell, and returns
+        True; False at once if another thread is the reader (the caller waits on the
+        bell instead: the reader wakes it when it gives the role up)."""
+        if self._reading or not any(p is not None for p in self._subs):
+            return False  # (none: a resubscription rings the bell)
+        self._reading = True
+        self._bell.cond.release()
+        try:
+            self._read(timeout)
+        finally:
+            self._bell.cond.acquire()
+            self._reading = False
+            self._bell.cond.notify_all()  # a waiter whose signal has not fired takes over
+        return True
+
+    def catch_up(self) -> None:
+        """With the bell's lock held: rings what already arrived while nobody read (a
+        late instance's copy of a wake already acted on), so that a signal armed next
+        does not fire on it. One select() with no wait; nothing if a reader is busy."""
+        if not self._reading:
+            live = [(i, p) for i, p in enumerate(self._subs) if p is not None]
+            self._drain(self._ready(live, 0.0))
+
+    def _read(self, timeout: float) -> None:
+        live = [(i, p) for i, p in enumerate(self._subs) if p is not None]
+        if not self._drain(live):
+            self._drain(self._ready(live, timeout))
+
+    def _ready(self, live: list[tuple[int, Any]], timeout: float) -> list[tuple[int, Any]]:
+        """The subscriptions of ``live`` whose sockets can be read within ``timeout``:
+        select() on the sockets themselves -- cheaper than a client read with a timeout,
+        and one call covers every instance (redis-py reads one connection at a time).
+        Call only after draining them (redis-py may hold parsed-ahead bytes)."""
+        socks: dict[Any, tuple[int, Any]] = {}
+        for i, p in live:
+            sock = getattr(p.connection, "_sock", None)  # redis-py keeps it private
+            if sock is None:
+                self._broken(i)
+            else:
+                socks[sock] = (i, p)
+        if not socks:
+            return []
+        try:
+            ready, _, _ = select.select(list(socks), [], [], max(0.0, timeout))
+        except (OSError, ValueError):  # a socket closed under us (close())
+            return []
+        return [socks[sock] for sock in ready]
+
+    def _drain(self, subs: list[tuple[int, Any]]) -> bool:
+        """Every message already received on ``subs``, rung; True if there was any."""
+        got = False
+        for index, pubsub in subs:
+            try:
+                while (message := pubsub.get_message(timeout=0)) is not None:
+                    got = True
+                    if message["type"] in ("message", "pmessage"):
+                        topic, note = self._spec.parse(message["channel"], message["data"])
+                        self._bell.ring(self._feed, topic, note, source=index)
+            except (redis.RedisError, OSError, ValueError) as exc:
+                log.debug("subscriber on %s: %s", self._instances[index].address, exc)
+                got = True
+                self._broken(index)
+        return got
+
+    def close(self) -> None:
+        with self._bell.cond:
+            subs, self._subs = self._subs, [None] * len(self._subs)
+        for pubsub in subs:
+            if pubsub is not None:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    pubsub.close()
 
 
 class Quorum(Generic[S]):
@@ -223,6 +380,7 @@ class Quorum(Generic[S]):
         self._bell = Bell()
         self._stop = threading.Event()
         self._listeners: dict[str, list[threading.Thread]] = {}
+        self._readers: dict[str, DirectReader] = {}
 
     def _connect(self) -> list[Instance[S]]:
         return [Instance(host, port, self.timeout, self.settings.options, self._prepare)
@@ -286,8 +444,25 @@ class Quorum(Generic[S]):
     def signal(self, feed: str, topic: str, needed: int = 1) -> BellSignal:
         """A signal armed now for ``topic`` of ``feed``, fired by messages from
         ``needed`` instances (subscribes the feed on first use)."""
+        if self._feeds[feed].direct:
+            reader = self._direct(feed)
+            with self._bell.cond:
+                reader.catch_up()
+                return BellSignal(self._bell, feed, topic, needed, reader)
         self._listen(feed)
         return BellSignal(self._bell, feed, topic, needed)
+
+    def _direct(self, feed: str) -> DirectReader:
+        """The reader of a direct feed, subscribed on first use (by that caller)."""
+        with self._lock:
+            reader = self._readers.get(feed)
+            if reader is not None:
+                return reader
+            reader = DirectReader(self._bell, feed, self._feeds[feed], self.instances,
+                                  self._stop)
+            self._readers[feed] = reader
+            reader.start(self._pool, 2 * self.timeout + LISTEN_SLICE)
+            return reader
 
     def note(self, feed: str, topic: str) -> int | None:
         """The highest note a message of ``topic`` of ``feed`` carried so far (from any
@@ -340,6 +515,8 @@ class Quorum(Generic[S]):
         self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._renew_pool.shutdown(wait=False, cancel_futures=True)
+        for reader in self._readers.values():
+            reader.close()
         for inst in self.instances:
             inst.client.close()  # also shuts the subscribers' sockets: they stop at once
         for threads in self._listeners.values():

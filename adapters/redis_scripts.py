@@ -112,10 +112,12 @@ local holder = redis.call('PTTL', ARGV[1] .. h[1])
 return {counter, own, ahead, holder, h[1], h[2], h[3], h[4], h[5], h[6]}
 """
 
-ACQUIRE = SCAN + """
--- KEYS: leader, counter, own session key, queue, registry[, data key to read on a win]
--- ARGV: sid, ticket, proposal, cid, value, vseq, ttl_ms, session key prefix, channel,
---       order (0: no queue check), force ('1': take it even behind a live entry)
+TAKE = """
+-- take(k, a): the acquisition on this instance. k = {leader, counter, own session key,
+-- queue, registry[, data key to read on a win]}; a = {sid, ticket, proposal, cid,
+-- value, vseq, ttl_ms, session key prefix, channel, order (0: no queue check), force
+-- ('1': take it even behind a live entry)}; proposal 0 = 1 + this instance's counter
+-- (only for a single instance: with several, one proposal must go to all).
 -- Reads what STATE reads (so a waiter that knows the counter needs no read before it)
 -- and takes the key only where this ticket may lead: -> {code, counter, own_pttl,
 -- ahead_pttl[, holder_pttl, sid, ticket, token, cid, value, vseq]}, the rest being
@@ -124,45 +126,53 @@ ACQUIRE = SCAN + """
 --    0 a live session of another client holds the key;
 --    3 a live entry other than the holder is ahead of the ticket here (not forced);
 --    2 the proposal is not above this instance's counter;
---    1 won: counter = proposal, and no holder is reported; with a 6th key, the reply
+--    1 won: counter = proposal, and no holder is reported; with a data key, the reply
 --      is {1, proposal, own, ahead, value, token, seq}: that guarded-write key as
 --      ``read`` sees it, read in the same atomic script as the take.
-local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
-local own = redis.call('PTTL', KEYS[3])
-local h = redis.call('HMGET', KEYS[1], 'sid', 'ticket', 'token', 'cid', 'value', 'vseq')
-local ahead = -2
-local order = tonumber(ARGV[10])
-if order > 0 then
-  local score = redis.call('ZSCORE', KEYS[4], ARGV[2])
-  if score and tonumber(score) ~= order then
-    redis.call('ZADD', KEYS[4], 'XX', order, ARGV[2])
+local function take(k, a)
+  local counter = tonumber(redis.call('GET', k[2]) or '0')
+  local own = redis.call('PTTL', k[3])
+  local h = redis.call('HMGET', k[1], 'sid', 'ticket', 'token', 'cid', 'value', 'vseq')
+  local ahead = -2
+  local order = tonumber(a[10])
+  if order > 0 then
+    local score = redis.call('ZSCORE', k[4], a[2])
+    if score and tonumber(score) ~= order then
+      redis.call('ZADD', k[4], 'XX', order, a[2])
+    end
+    local found = scan(k[4], k[5], a[8], a[10], order, a[2], false, h[2])
+    if found then ahead = found[3] end
   end
-  local found = scan(KEYS[4], KEYS[5], ARGV[8], ARGV[10], order, ARGV[2], false, h[2])
-  if found then ahead = found[3] end
+  local function state(code)
+    if not h[1] then return {code, counter, own, ahead} end
+    local holder = redis.call('PTTL', a[8] .. h[1])
+    return {code, counter, own, ahead, holder, h[1], h[2], h[3], h[4], h[5], h[6]}
+  end
+  if own == -2 then return state(-1) end
+  if h[1] and h[1] ~= a[1] and redis.call('EXISTS', a[8] .. h[1]) == 1 then
+    return state(0)
+  end
+  if ahead ~= -2 and a[11] ~= '1' then return state(3) end
+  local proposal = tonumber(a[3])
+  if proposal == 0 then proposal = counter + 1 end
+  if counter >= proposal then return state(2) end
+  redis.call('PEXPIRE', k[3], a[7])
+  redis.call('SET', k[2], proposal)
+  redis.call('DEL', k[1])
+  redis.call('HSET', k[1], 'sid', a[1], 'ticket', a[2], 'token', proposal,
+             'cid', a[4], 'value', a[5], 'vseq', a[6])
+  redis.call('PUBLISH', a[9], 'acquired')
+  if k[6] then
+    local d = redis.call('HMGET', k[6], 'value', 'token', 'seq')
+    return {1, proposal, own, ahead, d[1], d[2], d[3]}
+  end
+  return {1, proposal, own, ahead}
 end
-local function state(code)
-  if not h[1] then return {code, counter, own, ahead} end
-  local holder = redis.call('PTTL', ARGV[8] .. h[1])
-  return {code, counter, own, ahead, holder, h[1], h[2], h[3], h[4], h[5], h[6]}
-end
-if own == -2 then return state(-1) end
-if h[1] and h[1] ~= ARGV[1] and redis.call('EXISTS', ARGV[8] .. h[1]) == 1 then
-  return state(0)
-end
-if ahead ~= -2 and ARGV[11] ~= '1' then return state(3) end
-local proposal = tonumber(ARGV[3])
-if counter >= proposal then return state(2) end
-redis.call('PEXPIRE', KEYS[3], ARGV[7])
-redis.call('SET', KEYS[2], ARGV[3])
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'sid', ARGV[1], 'ticket', ARGV[2], 'token', ARGV[3],
-           'cid', ARGV[4], 'value', ARGV[5], 'vseq', ARGV[6])
-redis.call('PUBLISH', ARGV[9], 'acquired')
-if KEYS[6] then
-  local d = redis.call('HMGET', KEYS[6], 'value', 'token', 'seq')
-  return {1, proposal, own, ahead, d[1], d[2], d[3]}
-end
-return {1, proposal, own, ahead}
+"""
+
+ACQUIRE = SCAN + TAKE + """
+-- KEYS, ARGV, reply: take's k and a (TAKE), a proposal above 0.
+return take(KEYS, ARGV)
 """
 
 RELEASE = """
@@ -176,17 +186,27 @@ end
 return 0
 """
 
-REGISTER = """
--- KEYS: registry, own session key, queue, qseq, counter; ARGV: ticket, entry
+REGISTER = SCAN + TAKE + """
+-- KEYS: registry, own session key, queue, qseq, counter, leader[, data key to read on
+--       a win]
+-- ARGV: ticket, entry[, sid, proposal, cid, value, ttl_ms, session key prefix, channel]
 -- -> {order, counter}: the entry's order on this instance (>= 1; 0: our session is gone
 --    here, nothing written: an entry counts only while its session key exists on the
---    same instance) and the election's counter (the first ACQUIRE's proposal - 1)
+--    same instance) and the election's counter (the first ACQUIRE's proposal - 1);
+--    with the take's arguments, the entry then also tries to take the leader key as
+--    ACQUIRE would with its order (no force): {order, counter, take's reply...}.
 local counter = tonumber(redis.call('GET', KEYS[5]) or '0')
 if redis.call('EXISTS', KEYS[2]) == 0 then return {0, counter} end
 local seq = redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[3], seq, ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return {seq, counter}
+if not ARGV[3] then return {seq, counter} end
+local r = take({KEYS[6], KEYS[5], KEYS[2], KEYS[3], KEYS[1], KEYS[7]},
+               {ARGV[3], ARGV[1], ARGV[4], ARGV[5], ARGV[6], '0', ARGV[7], ARGV[8],
+                ARGV[9], tostring(seq), '0'})
+table.insert(r, 1, counter)
+table.insert(r, 1, seq)
+return r
 """
 
 ORDER = """

@@ -88,3 +88,19 @@ def test_a_handover_is_one_script_per_instance_each_side(cluster: Cluster) -> No
         assert by_successor == Counter({"ACQUIRE": n}), detail
 
     handovers(cluster.url, 6, f"trips/{time.monotonic_ns()}", Requests, check)
+
+
+def test_an_uncontended_campaign_is_one_script_per_instance(cluster: Cluster) -> None:
+    # The enqueue script also takes the free key (no ACQUIRE after it, no read before).
+    n = len(cluster.nodes)
+    with tenure.connect(cluster.url, ttl=5.0, candidate_id="solo") as client:
+        election = client.election(f"trips/solo/{time.monotonic_ns()}")
+        # with several instances the enqueue proposes 1 + this client's last token
+        election.campaign(timeout=30).resign()
+        requests = Requests(client)
+        for _ in range(3):
+            start = time.monotonic()
+            lead = election.campaign(timeout=30)
+            sent = requests.between(start, time.monotonic())
+            assert sent == Counter({"REGISTER": n}), dict(sent)
+            lead.resign()
