@@ -357,22 +357,26 @@ class ConsulStore(Store[ConsulTicket]):
                  "Session": ticket.session}]
 
     def withdraw(self, ticket: ConsulTicket) -> None:
-        with self._lock:
-            self._pending[ticket.key] = ticket
         if ticket.guard is not None:
             self.watcher.drop(ticket.guard)
+        try:
+            self._withdraw(ticket)
+        except BaseException:
+            with self._lock:  # perhaps still there: withdrawn after the next renewal
+                self._pending[ticket.key] = ticket
+            raise
+        with self._lock:  # gone
+            self._pending.pop(ticket.key, None)
+
+    def _withdraw(self, ticket: ConsulTicket) -> None:
         if self.options.native:
             self._native.withdraw(ticket)
-            with self._lock:
-                self._pending.pop(ticket.key, None)
             return
         leader = self._leader_key(ticket.election)
         _, errors = self.http.txn([*self._checks(ticket), {"Verb": "delete", "Key": leader},
                                    {"Verb": "delete", "Key": ticket.key}])
         if errors:  # it does not lead: just leave the queue
             self.http.txn([{"Verb": "delete", "Key": ticket.key}])
-        with self._lock:  # gone (else StoreUnavailable left it pending)
-            self._pending.pop(ticket.key, None)
 
     def _queue(self, election: str) -> list[dict[str, Any]]:
         entries = self.http.get(self._queue_prefix(election), recurse="")[1]

@@ -1,13 +1,19 @@
 """HTTP to Consul for :mod:`tenure.adapters.consul`: what py-consul's API does not offer.
 
-:class:`ConsulHTTP` sends requests through py-consul's HTTP client (its requests
-session) to the first agent that can be connected to, with a per-call timeout, the ACL
-token on every request (py-consul's Txn sends none) and tenure's error mapping: 5xx,
-429 and timeouts are StoreUnavailable, 401/403 a ConfigError. Connections are bounded:
-at most POOL_SIZE per agent for ordinary requests (more callers wait for a free one)
-plus one for session renewals, which so never queue behind them (:class:`RenewalLine`,
-a keep-alive connection of its own). ``sent`` counts every request, blocking queries
+:class:`ConsulHTTP` sends requests over kept-alive ``http.client`` connections
+(:class:`Line`) to the first agent that can be connected to, with a per-call timeout,
+the ACL token on every request (py-consul's Txn sends none) and tenure's error mapping:
+5xx, 429 and timeouts are StoreUnavailable, 401/403 a ConfigError. Connections are
+bounded: at most POOL_SIZE per agent for ordinary requests (more callers wait for a
+free one, up to their timeout) plus one for session renewals, which so never queue
+behind them (:class:`RenewalLine`). ``sent`` counts every request, blocking queries
 and renewals included.
+
+Hand-written on ``http.client``, not py-consul's requests session nor urllib3's pool:
+measured against a local agent, requests spends about 1.5 ms of CPU per request
+(proxy and netrc look-ups in the environment, cookie and settings merges) and urllib3
+0.7 ms, against 0.35 ms here. A handover is one request on each side, so that was
+most of its latency and most of an idle client's CPU.
 
 Two ways to wait for a change, both blocking queries (``?index=&wait=``) on a
 connection of their own so that they can be aborted at once (py-consul's cannot be):
@@ -26,6 +32,7 @@ import http.client
 import json
 import logging
 import os
+import select
 import socket
 import ssl
 import threading
@@ -34,10 +41,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
-
-import consul
-import requests
-from requests.adapters import HTTPAdapter
 
 from tenure.errors import ConfigError, StoreUnavailable
 from tenure.store import Signal
@@ -63,6 +66,103 @@ FAST_WAITS = 16
 connection) of their own; the rest share its :class:`Watcher` (one read more per change)."""
 
 
+class Answer:
+    """An HTTP answer, read whole: what the callers of :meth:`ConsulHTTP.call` use of
+    ``requests.Response`` (``status_code``, ``text``, ``headers``, ``json()``)."""
+
+    def __init__(self, status: int, text: str, headers: http.client.HTTPMessage) -> None:
+        self.status_code = status
+        self.text = text
+        self.headers = headers
+        """Case-insensitive: ``headers.get("X-Consul-Index")``."""
+
+    def json(self) -> Any:
+        """The body decoded as JSON (ValueError if it is not)."""
+        return json.loads(self.text)
+
+
+class Unreachable(OSError):
+    """The agent could not be connected to (the caller tries the next one)."""
+
+
+_RESET = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+"""What a kept connection the agent closed meanwhile raises on its next use."""
+
+
+class Line:
+    """One keep-alive connection to agent number ``agent``, one exchange at a time.
+
+    Before a kept connection is used again it is checked for an end the agent sent
+    meanwhile (readable while idle: EOF) and opened anew if so, as urllib3 does; a
+    reset met anyway is retried once on a new connection only for an ``idempotent``
+    request (a write might have been applied)."""
+
+    def __init__(self, client: ConsulHTTP, agent: int) -> None:
+        self.client = client
+        self.agent = agent
+        self._connection: http.client.HTTPConnection | None = None
+
+    def exchange(self, method: str, target: str, body: bytes | None, timeout: float,
+                 idempotent: bool) -> Answer:
+        """Sends one request and reads its answer; Unreachable if it cannot connect,
+        OSError or HTTPException on a failure after that."""
+        reused = self._connection is not None and not self._dropped()
+        if not reused:
+            self._open(timeout)
+        try:
+            return self._send(method, target, body, timeout)
+        except _RESET:
+            if not (reused and idempotent):
+                self.drop()
+                raise
+        self._open(timeout)
+        return self._send(method, target, body, timeout)
+
+    def _dropped(self) -> bool:
+        sock = self._connection.sock if self._connection is not None else None
+        if sock is None:
+            return True
+        try:
+            return bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
+    def _open(self, timeout: float) -> None:
+        self.drop()
+        connection = self.client.connect(self.agent)
+        connection.timeout = timeout
+        try:
+            connection.connect()
+        except (OSError, ssl.SSLError) as exc:
+            connection.close()
+            raise Unreachable(f"{type(exc).__name__}") from exc
+        self._connection = connection
+
+    def _send(self, method: str, target: str, body: bytes | None, timeout: float) -> Answer:
+        connection = self._connection
+        assert connection is not None and connection.sock is not None
+        connection.sock.settimeout(timeout)
+        headers = dict(self.client.headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            connection.request(method, target, body=body, headers=headers)
+            response = connection.getresponse()
+            text = response.read().decode("utf-8", "replace")
+        except BaseException:
+            self.drop()
+            raise
+        if response.will_close:
+            self.drop()
+        return Answer(response.status, text, response.msg)
+
+    def drop(self) -> None:
+        """Closes the connection (the next exchange opens a new one)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+
 class ConsulHTTP:
     """Requests to a list of Consul agents (see the module docstring)."""
 
@@ -73,23 +173,17 @@ class ConsulHTTP:
         self.timeout = timeout
         self.description = description
         self.headers = {"X-Consul-Token": token} if token else {}
-        self._agents = [self._agent(host, port, scheme, ca, POOL_SIZE) for host, port in hosts]
         self._ssl = ssl.create_default_context(cafile=ca) if scheme == "https" else None
+        self._idle: list[list[Line]] = [[] for _ in hosts]
+        self._slots = [threading.BoundedSemaphore(POOL_SIZE) for _ in hosts]
+        self._pool = threading.Lock()
+        self._closed = False
         self._renewals = RenewalLine(self)
         self._count = threading.Lock()
         self.sent = 0
         """Requests sent so far (blocking queries included)."""
         self.current = 0
         """Index of the agent in use (moved on by failures)."""
-
-    def _agent(self, host: str, port: int, scheme: str, ca: str | None,
-               size: int) -> Any:
-        agent = consul.Consul(host=host, port=port, scheme=scheme, verify=ca or True,
-                              dc=self.dc, connections_timeout=self.timeout).http
-        pool = HTTPAdapter(pool_connections=1, pool_maxsize=size, pool_block=True)
-        agent.session.mount("http://", pool)
-        agent.session.mount("https://", pool)
-        return agent
 
     def count(self) -> None:
         """Counts one request sent (see :attr:`sent`)."""
@@ -100,40 +194,66 @@ class ConsulHTTP:
         """Query parameters with the datacenter, if one is set."""
         return {**extra, "dc": self.dc} if self.dc else extra
 
+    def target(self, path: str, params: dict[str, str]) -> str:
+        """``path?query`` of a request (the datacenter added)."""
+        query = urlencode(self.params(params))
+        path = quote(path, safe="/~")
+        return f"{path}?{query}" if query else path
+
     def move_on(self) -> None:
         """Uses the next agent from now on (the current one failed)."""
         self.current = (self.current + 1) % len(self.hosts)
 
     def call(self, method: str, path: str, params: dict[str, str] | None = None,
-             body: object = None, timeout: float | None = None) -> requests.Response:
+             body: object = None, timeout: float | None = None,
+             idempotent: bool | None = None) -> Answer:
         """One request to the current agent, moving on to the next ones while an agent
-        cannot be connected to. 5xx, 429 and read timeouts are StoreUnavailable."""
-        data = None if body is None else json.dumps(body)
+        cannot be connected to. 5xx, 429 and read timeouts are StoreUnavailable.
+        ``idempotent`` (default: a GET) lets a reset kept connection be retried once."""
+        data = None if body is None else json.dumps(body).encode()
         limit = timeout or self.timeout
-        agents = self._agents
+        target = self.target(path, params or {})
+        again = method == "GET" if idempotent is None else idempotent
         failures = []
-        for attempt in range(len(agents)):
-            index = (self.current + attempt) % len(agents)
-            agent = agents[index]
-            where = f"Consul {agent.host}:{agent.port}"
-            self.count()
+        for attempt in range(len(self.hosts)):
+            index = (self.current + attempt) % len(self.hosts)
+            host, port = self.hosts[index]
+            where = f"Consul {host}:{port}"
+            line = self._take(index, where, limit)
             try:
-                response: requests.Response = agent.session.request(
-                    method, agent.uri(path), params=self.params(params or {}), data=data,
-                    headers=self.headers, verify=agent.verify, timeout=limit)
-            except requests.ConnectionError as exc:
-                failures.append(f"{agent.host}:{agent.port}: {type(exc).__name__}")
+                self.count()
+                answer = line.exchange(method, target, data, limit, again)
+            except Unreachable as exc:
+                failures.append(f"{host}:{port}: {exc}")
                 continue
-            except requests.RequestException as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 self.current = index
                 self.move_on()
                 raise StoreUnavailable(f"{where} did not answer {method} {path} within "
                                        f"{limit:g} s ({type(exc).__name__})") from None
+            finally:
+                self._give_back(index, line)
             self.current = index
-            self.refuse(where, method, path, response.status_code, response.text)
-            return response
+            self.refuse(where, method, path, answer.status_code, answer.text)
+            return answer
         raise StoreUnavailable(f"cannot reach Consul at {self.description}: "
                                + "; ".join(failures))
+
+    def _take(self, index: int, where: str, limit: float) -> Line:
+        if not self._slots[index].acquire(timeout=limit):
+            raise StoreUnavailable(f"{where}: all {POOL_SIZE} connections stayed busy for "
+                                   f"{limit:g} s")
+        with self._pool:
+            idle = self._idle[index]
+            return idle.pop() if idle else Line(self, index)
+
+    def _give_back(self, index: int, line: Line) -> None:
+        with self._pool:
+            if self._closed:
+                line.drop()
+            else:
+                self._idle[index].append(line)
+        self._slots[index].release()
 
     def refuse(self, where: str, method: str, path: str, status: int, body: str) -> None:
         """Raises for an answer no caller handles: 429 and 5xx StoreUnavailable,
@@ -158,7 +278,7 @@ class ConsulHTTP:
         returns (results, []) if it committed, else ([], errors) with errors[i] the
         failure of operation i ("" for operations that passed)."""
         response = self.call("PUT", "/v1/txn", {"consistent": ""} if read else None,
-                             body=[{"KV": op} for op in ops])
+                             body=[{"KV": op} for op in ops], idempotent=read)
         payload = response.json() if response.text else {}
         if response.status_code == 200:
             return [r["KV"] for r in payload.get("Results") or []], []
@@ -179,8 +299,8 @@ class ConsulHTTP:
         return index, response.json() if response.status_code == 200 else None
 
     def connect(self, agent: int | None = None) -> http.client.HTTPConnection:
-        """A new connection to the current agent (or agent number ``agent``), for one
-        blocking query or the renewals."""
+        """A new (unconnected) connection to the current agent (or agent number
+        ``agent``), for one blocking query, the renewals or the pool."""
         host, port = self.hosts[self.current if agent is None else agent]
         if self._ssl is not None:
             return http.client.HTTPSConnection(host, port, timeout=self.timeout,
@@ -188,42 +308,48 @@ class ConsulHTTP:
         return http.client.HTTPConnection(host, port, timeout=self.timeout)
 
     def close(self) -> None:
-        """Closes the agents' connections."""
-        for agent in self._agents:
-            agent.session.close()
+        """Closes the agents' connections (one in use closes when given back)."""
+        with self._pool:
+            self._closed = True
+            lines = [line for idle in self._idle for line in idle]
+            for idle in self._idle:
+                idle.clear()
+        for line in lines:
+            line.drop()
         self._renewals.close()
 
 
 class RenewalLine:
-    """The session renewals' keep-alive connection to the current agent.
-
-    Hand-written on http.client, not py-consul's requests session: a renewal goes out
-    every lifetime/3 (a sixth of the TTL), and requests spends about 1 ms of CPU on each
-    (proxy and netrc look-ups in the environment, cookie and settings merges) against
-    0.2 ms here -- most of an idle client's CPU. Like :meth:`ConsulHTTP.call` it moves on
-    to the next agent while one cannot be connected to; a kept connection the agent
-    closed meanwhile is opened again once (a renewal is idempotent). One caller at a
-    time (the session keeper's renewer); a lock keeps :meth:`close` apart."""
+    """The session renewals' keep-alive connection (a :class:`Line`) to the current
+    agent, apart from the pool so that a renewal never queues behind other requests.
+    Like :meth:`ConsulHTTP.call` it moves on to the next agent while one cannot be
+    connected to; a renewal is idempotent, so a kept connection the agent closed is
+    opened again once. One caller at a time (the session keeper's renewer); a lock
+    keeps :meth:`close` apart."""
 
     def __init__(self, client: ConsulHTTP) -> None:
         self.client = client
         self._lock = threading.Lock()
-        self._connection: http.client.HTTPConnection | None = None
-        self._agent = -1
+        self._line: Line | None = None
 
     def put(self, path: str, timeout: float) -> tuple[int, str]:
         client = self.client
+        target = client.target(path, {})
         failures = []
         with self._lock:
             for attempt in range(len(client.hosts)):
                 index = (client.current + attempt) % len(client.hosts)
                 host, port = client.hosts[index]
                 where = f"Consul {host}:{port}"
-                try:
-                    status, body = self._send(index, path, timeout)
-                except (ConnectionRefusedError, socket.gaierror, ssl.SSLError) as exc:
+                if self._line is None or self._line.agent != index:
                     self._drop()
-                    failures.append(f"{host}:{port}: {type(exc).__name__}")
+                    self._line = Line(client, index)
+                client.count()
+                try:
+                    answer = self._line.exchange("PUT", target, None, timeout, True)
+                except Unreachable as exc:
+                    self._drop()
+                    failures.append(f"{host}:{port}: {exc}")
                     continue
                 except (OSError, http.client.HTTPException) as exc:
                     self._drop()
@@ -232,45 +358,15 @@ class RenewalLine:
                     raise StoreUnavailable(f"{where} did not answer PUT {path} within "
                                            f"{timeout:g} s ({type(exc).__name__})") from None
                 client.current = index
-                client.refuse(where, "PUT", path, status, body)
-                return status, body
+                client.refuse(where, "PUT", path, answer.status_code, answer.text)
+                return answer.status_code, answer.text
         raise StoreUnavailable(f"cannot reach Consul at {client.description}: "
                                + "; ".join(failures))
 
-    def _send(self, index: int, path: str, timeout: float) -> tuple[int, str]:
-        reused = self._connection is not None and self._agent == index
-        if not reused:
-            self._drop()
-            self._connection, self._agent = self.client.connect(index), index
-        try:
-            return self._exchange(path, timeout)
-        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-            if not reused:
-                raise
-        self._drop()  # the agent closed the kept connection: once more on a new one
-        self._connection = self.client.connect(index)
-        return self._exchange(path, timeout)
-
-    def _exchange(self, path: str, timeout: float) -> tuple[int, str]:
-        connection = self._connection
-        assert connection is not None
-        connection.timeout = timeout
-        if connection.sock is not None:
-            connection.sock.settimeout(timeout)
-        query = urlencode(self.client.params({}))
-        self.client.count()
-        connection.request("PUT", f"{path}?{query}" if query else path,
-                           headers=self.client.headers)
-        response = connection.getresponse()
-        body = response.read().decode("utf-8", "replace")
-        if response.will_close:
-            self._drop()
-        return response.status, body
-
     def _drop(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-        self._connection = None
+        if self._line is not None:
+            self._line.drop()
+        self._line = None
 
     def close(self) -> None:
         """Closes the kept connection (a renewal after it opens a new one)."""
@@ -340,10 +436,18 @@ class BlockingQuery:
 
 
 class KeyWatch(Signal):
-    """Fires once ``key`` changes after ``index``: a Consul blocking query in a helper
-    thread, sent again every BLOCK_WAIT s while the index stays; a failed query fires
-    after ERROR_PAUSE. :meth:`close` aborts the query's connection at once and calls
-    ``on_close`` (once)."""
+    """Fires once ``key`` changes after ``index``: a Consul blocking query, sent again
+    every BLOCK_WAIT s while the index stays; a failed query fires after ERROR_PAUSE.
+
+    No helper thread: the query is sent, and its answer read, by the thread that
+    :meth:`wait` s (it waits on the socket with ``select``), so a change wakes the
+    campaign itself -- no hand-off between threads on the handover path, and no thread
+    per waiting candidate. Between waits the answer just stays in the socket (the
+    index makes a later read miss nothing). :meth:`interrupt` (any thread) and
+    :meth:`close` end a wait in progress at once by shutting the query's socket down;
+    :meth:`close` calls ``on_close`` once."""
+
+    interruptible = True
 
     def __init__(self, client: ConsulHTTP, key: str, index: int,
                  on_close: Callable[[], None] | None = None) -> None:
@@ -352,41 +456,143 @@ class KeyWatch(Signal):
         self.index = index
         self.fired = threading.Event()
         self.closed = threading.Event()
-        self._query = BlockingQuery(client)
         self._on_close = on_close
+        self._waiting = threading.Lock()
+        """Held by the one thread in :meth:`wait` (it owns the connection meanwhile)."""
+        self._state = threading.Lock()
+        self._connection: http.client.HTTPConnection | None = None
+        self._answer_by = 0.0
+        self._failed_at: float | None = None
+        self._interrupted = False
+        self._shut_down = False
+        """The connection's socket was shut by :meth:`interrupt`/:meth:`close`: its
+        failed read is no store failure."""
 
     def start(self) -> KeyWatch:
-        """Runs the queries in a helper thread (:attr:`thread`)."""
-        self.thread = threading.Thread(target=self._run, name="tenure-consul-watch",
-                                       daemon=True)
-        self.thread.start()
+        """Returns the watch; its first query goes out with the first :meth:`wait`."""
         return self
 
     def wait(self, timeout: float) -> bool:
-        return self.fired.wait(max(0.0, timeout))
+        end = time.monotonic() + max(0.0, timeout)
+        if not self._waiting.acquire(timeout=max(0.0, timeout)):
+            return self.fired.is_set()
+        try:
+            return self._wait(end)
+        finally:
+            if self.closed.is_set():
+                self._drop()
+            self._waiting.release()
+
+    def _wait(self, end: float) -> bool:
+        while True:
+            with self._state:
+                if self._interrupted:
+                    self._interrupted = False
+                    return True
+            if self.fired.is_set() or self.closed.is_set():
+                self.fired.set()
+                return True
+            now = time.monotonic()
+            if self._failed_at is not None:
+                if now >= self._failed_at + ERROR_PAUSE:
+                    self.fired.set()
+                    continue
+                self.closed.wait(min(end, self._failed_at + ERROR_PAUSE) - now)
+                if time.monotonic() >= end:
+                    return self.fired.is_set()
+                continue
+            if now >= end:
+                return False
+            try:
+                connection = self._connection or self._send()
+                if connection is None:
+                    continue  # interrupted while sending: checked above
+                sock = connection.sock
+                until = min(end, self._answer_by)
+                if sock is None or not select.select([sock], [], [], max(0.0, until - now))[0]:
+                    if time.monotonic() >= self._answer_by:
+                        raise TimeoutError("no answer to the blocking query")
+                    if time.monotonic() >= end:
+                        return False
+                    continue
+                found = self._read(connection)
+            except HTTP_ERRORS as exc:
+                with self._state:
+                    ours = self._shut_down or self._interrupted or self.closed.is_set()
+                self._drop()
+                if ours:
+                    continue
+                log.debug("blocking query on %s failed: %s", self.key, exc)
+                self.client.move_on()
+                self._failed_at = time.monotonic()
+                continue
+            if found != self.index:
+                self.fired.set()
+
+    def _send(self) -> http.client.HTTPConnection | None:
+        connection = self.client.connect()
+        connection.connect()
+        assert connection.sock is not None
+        connection.sock.settimeout(self.client.timeout)
+        with self._state:
+            if self._interrupted or self.closed.is_set():
+                connection.close()
+                return None
+            self._connection = connection
+        query = self.client.params({"index": str(max(1, self.index)), "wait": f"{BLOCK_WAIT}s"})
+        self.client.count()
+        connection.request("GET", f"/v1/kv/{quote(self.key, safe='/~')}?{urlencode(query)}",
+                           headers=self.client.headers)
+        self._answer_by = time.monotonic() + BLOCK_WAIT * 17 / 16 + self.client.timeout
+        return connection
+
+    def _read(self, connection: http.client.HTTPConnection) -> int:
+        """Reads the answer the socket holds; the key's index then."""
+        response = connection.getresponse()
+        response.read()
+        self._drop()  # one query per connection: nothing is pipelined behind it
+        if response.status not in (200, 404):
+            raise StoreUnavailable(f"Consul blocking query on {self.key!r}: {response.status}")
+        found = int(response.getheader("X-Consul-Index") or "0")
+        self.returned(found)
+        return found
+
+    def returned(self, found: int) -> None:
+        """Called with the index of each answer (a hook for measurements)."""
+
+    def _drop(self) -> None:
+        with self._state:
+            connection, self._connection = self._connection, None
+            self._shut_down = False
+        if connection is not None:
+            connection.close()
+
+    def _shut(self) -> None:
+        """Wakes a wait blocked on the socket (its read then fails)."""
+        connection = self._connection
+        sock = connection.sock if connection is not None else None
+        if sock is not None:
+            self._shut_down = True
+            with contextlib.suppress(OSError):  # wakes the select; SSLSocket's would drop TLS
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def interrupt(self) -> None:
+        with self._state:
+            self._interrupted = True
+            self._shut()
 
     def close(self) -> None:
-        self.closed.set()
-        self._query.abort()
+        with self._state:
+            self.closed.set()
+            self._shut()
+        if self._waiting.acquire(blocking=False):  # else the waiter drops it on its way out
+            try:
+                self._drop()
+            finally:
+                self._waiting.release()
         on_close, self._on_close = self._on_close, None
         if on_close is not None:
             on_close()
-
-    def _run(self) -> None:
-        try:
-            while not self.closed.is_set() and self.query() == self.index:
-                pass
-        except HTTP_ERRORS as exc:
-            if not self.closed.is_set():
-                log.debug("blocking query on %s failed: %s", self.key, exc)
-                self.client.move_on()
-                self.closed.wait(ERROR_PAUSE)
-        self.fired.set()
-
-    def query(self) -> int:
-        """One blocking query from :attr:`index`; the key's index when it returns."""
-        found = self._query.get(self.key, {}, self.index)
-        return self.index if found is None else found
 
 
 @dataclass(eq=False)
@@ -419,9 +625,14 @@ class Watched:
 class SharedWait(Signal):
     """A :class:`Watcher`'s wait on one key (see :meth:`Watcher.watch`)."""
 
+    interruptible = True
+
     def __init__(self, watcher: Watcher, entry: Watched) -> None:
         self.watcher = watcher
         self.entry = entry
+
+    def interrupt(self) -> None:
+        self.entry.fired.set()  # a spurious fire: the waiter re-checks and re-reads
 
     def wait(self, timeout: float) -> bool:
         return self.entry.fired.wait(max(0.0, timeout))
@@ -443,12 +654,14 @@ class Watcher:
     on ``F?keys&separator=/`` -- everything under ``F/`` collapses into the one answer
     line ``F/``, so the answer stays a few bytes however many keys there are (keys
     beside the folder that start with the same letters, ``F2/...``, are listed and wake
-    it too). After each change it checks, in ONE consistent read, every key it keeps:
-    a read-only transaction of ``check-session``/``check-index`` operations while there
-    are at most TXN_OPS of them (O(those keys)), else a recursive read of ``F/``
-    (O(every key under it)). Consul offers no narrower read: it indexes keys by
-    session, but no HTTP query returns the keys a session holds, and a marker key per
-    session would show the session's end, not a leader key deleted by an operator.
+    it too); ONE key alone (a client's one leadership) is watched itself, so changes
+    beside it (its election's queue) cost nothing. After each change it checks, in ONE
+    consistent read, every key it keeps: a read-only transaction of ``check-session``/
+    ``check-index`` operations while there are at most TXN_OPS of them (O(those keys)),
+    else a recursive read of ``F/`` (O(every key under it)). Consul offers no narrower
+    read: it indexes keys by session, but no HTTP query returns the keys a session
+    holds, and a marker key per session would show the session's end, not a leader
+    key deleted by an operator.
     Checks are paced so that they take at most CHECK_SHARE of the time, so a burst of
     changes costs a few checks, and a loss is reported up to ~10 x a check's duration
     late (milliseconds for one leadership, about a second for 10,000 in one folder).
@@ -507,14 +720,22 @@ class Watcher:
         return SharedWait(self, self._add(Watched(key, since, seen)))
 
     def drop(self, entry: Watched) -> None:
-        """Stops checking ``entry`` (idempotent)."""
+        """Stops checking ``entry`` (idempotent); the last one ends the blocking query."""
         with self._cond:
             self._entries.discard(entry)
+            self._idle()
 
     def drop_guards(self) -> None:
         """Stops every guard (the session is being closed)."""
         with self._cond:
             self._entries = {e for e in self._entries if e.lost is None}
+            self._idle()
+
+    def _idle(self) -> None:
+        """With nothing left to watch, no query stays open (it would cost a request per
+        BLOCK_WAIT and wake the thread on every change in the folder)."""
+        if not self._entries and self._waking:
+            self._query.abort()
 
     def close(self) -> None:
         """Ends the thread at once; waits still kept fire."""
@@ -553,16 +774,23 @@ class Watcher:
                     self._cond.wait()
                 if self._stop.is_set():
                     return
-                where = folder(e.key for e in self._entries)
+                alone = next(iter(self._entries)) if len(self._entries) == 1 else None
+                where = folder(e.key for e in self._entries) if alone is None else alone.key
                 if where != self._folder:  # from index 0: it returns at once, then a check
                     self._folder, self._index, self._again = where, 0, False
+                if alone is not None and alone.since > self._index:
+                    # One key alone is watched itself, from the index that armed it: its
+                    # state there is known, so no check is due (and changes beside it,
+                    # such as its election's queue, do not wake the watcher).
+                    self._index, self._again = alone.since, False
                 due, index = self._again, self._index
                 self._waking = not due
                 if not due:
                     self._query.arm()
             if not due:
                 try:
-                    found = self._query.get(where[:-1], {"keys": "", "separator": "/"}, index)
+                    found = (self._query.get(where[:-1], {"keys": "", "separator": "/"}, index)
+                             if where.endswith("/") else self._query.get(where, {}, index))
                 except HTTP_ERRORS as exc:
                     log.debug("blocking query on %s failed: %s", where, exc)
                     self.client.move_on()

@@ -160,6 +160,12 @@ def _count_blocking_returns() -> None:
 
     consul_http.BlockingQuery.get = get  # type: ignore[method-assign]
 
+    def returned(self: consul_http.KeyWatch, found: int) -> None:  # the fast lane's queries
+        if found > self.index:
+            BLOCKING_RETURNS[0] += 1
+
+    consul_http.KeyWatch.returned = returned  # type: ignore[method-assign]
+
 
 def _consul_counts(clients: list[tenure.Client]) -> dict[str, int]:
     """Consul HTTP requests the clients sent (``ConsulHTTP.sent``: blocking queries

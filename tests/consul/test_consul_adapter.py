@@ -381,13 +381,18 @@ def test_a_blocking_query_signal_fires_on_a_change_and_closes_at_once(
             assert change.wait(5)
             assert change.wait(0)  # and from then on
         idle = KeyWatch(store.http, key, store.http.get(key)[0]).start()
-        time.sleep(0.3)  # in the middle of its blocking query
         started = time.monotonic()
-        assert not idle.wait(0.2)
+        assert not idle.wait(0.2)  # its blocking query is now in flight
         assert time.monotonic() - started < 0.4  # wait(timeout) keeps to its timeout
-        idle.close()
-        idle.thread.join(1)
-        assert not idle.thread.is_alive(), "close() did not end the blocking query"
+        for end in (idle.interrupt, idle.close):  # from another thread, a wait in progress
+            woken: list[bool] = []
+            waiter = threading.Thread(target=lambda got=woken: got.append(idle.wait(30)))
+            waiter.start()
+            assert not waiter.join(0.3) and waiter.is_alive()
+            end()
+            waiter.join(2)
+            assert woken == [True], f"{end.__name__}() did not end the wait in progress"
+        assert idle.wait(0)  # closed: fires from then on
     finally:
         store.close()
 
@@ -412,12 +417,15 @@ def test_a_waiting_candidate_sends_nothing_while_nothing_changes(
         monkeypatch.setattr(BlockingQuery, "get", lambda self, path, *args: (
             queries.append(path) if self.client is store.http else None,
             query(self, path, *args))[1])
+        send = KeyWatch._send
+        monkeypatch.setattr(KeyWatch, "_send", lambda self: (
+            queries.append(self.key) if self.client is store.http else None, send(self))[1])
         won: list[tenure.Leadership] = []
         thread = threading.Thread(target=lambda: won.append(b.election(name).campaign(timeout=30)))
         thread.start()
-        # the shared watcher's first query returns at once, then it checks and waits
+        # one key alone: the shared watcher waits on it from the read's index at once
         deadline = time.monotonic() + 10
-        while len(queries) < (1 if fast_waits else 2):
+        while not queries:
             assert time.monotonic() < deadline, "b never waited"
             time.sleep(0.01)
         before = ([p for p in sent if "/session/renew/" not in p], list(queries))

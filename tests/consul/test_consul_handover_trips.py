@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from handover_kit import Handover, handovers
 
 import tenure
 from tenure.adapters.consul import TXN_CHECKS, ConsulStore
+from tenure.adapters.consul_http import BlockingQuery, ConsulHTTP, KeyWatch, Line
 from tenure.config import parse_backend_url
 from tenure.conformance.lab.cluster import Cluster
 from tenure.store import Wait, Won
@@ -170,3 +172,95 @@ def test_more_entries_ahead_than_a_transaction_takes_are_read_not_checked(
         for store in (leader, waiter):
             store.close_session()
             store.close()
+
+
+class Everything:
+    """Every request of each client's store, on any thread (renewals aside): pooled
+    requests, blocking queries of a wait (:class:`KeyWatch`) and of the Watcher."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.of: dict[int, list[tuple[float, str]]] = {}
+        send, watch, query = Line._send, KeyWatch._send, BlockingQuery.get
+
+        def line_send(line: Line, method: str, target: str, *args: Any) -> Any:
+            if "/session/renew/" not in target:
+                self._add(line.client, "read txn" if target.startswith("/v1/txn?consistent")
+                          else "txn" if target.startswith("/v1/txn") else f"{method} kv")
+            return send(line, method, target, *args)
+
+        def watch_send(keywatch: KeyWatch) -> Any:
+            self._add(keywatch.client, "wait")
+            return watch(keywatch)
+
+        def watcher_get(blocking: BlockingQuery, path: str, *args: Any) -> Any:
+            self._add(blocking.client, "guard" if path.endswith("/~leader") else "watch folder")
+            return query(blocking, path, *args)
+
+        monkeypatch.setattr(Line, "_send", line_send)
+        monkeypatch.setattr(KeyWatch, "_send", watch_send)
+        monkeypatch.setattr(BlockingQuery, "get", watcher_get)
+
+    def _add(self, client: ConsulHTTP, kind: str) -> None:
+        self.of.setdefault(id(client), []).append((time.monotonic(), kind))
+
+    def counter(self, client: tenure.Client) -> Count:
+        store = client.store
+        assert isinstance(store, ConsulStore)
+        return Count(client, self.of.setdefault(id(store.http), []))
+
+
+@dataclass
+class Count:
+    """What one client sent (:class:`Everything`)."""
+
+    client: tenure.Client
+    sent: list[tuple[float, str]]
+
+    def __call__(self, start: float, end: float) -> list[str]:
+        """The kinds sent within [start, end]."""
+        return [kind for t, kind in self.sent if start <= t <= end]
+
+
+def _settled(client: tenure.Client) -> float:
+    """Once the new leader's guard waits (its blocking query sent), and a while more
+    in which nothing else may be sent: what the count covers."""
+    store = client.store
+    assert isinstance(store, ConsulStore)
+    deadline = time.monotonic() + 10
+    while store.watcher.waiting_from is None:
+        assert time.monotonic() < deadline, "the new leader's guard never waited"
+        time.sleep(0.01)
+    time.sleep(0.3)  # a quiet spell: requests that should not come would come in it
+    return time.monotonic()
+
+
+def test_a_handover_sends_two_requests_in_all_and_a_campaign_three(
+    consul_cluster: Cluster, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Counting every thread of both clients (renewals aside): the leader's withdraw
+    transaction; the successor's lock transaction (its wait's blocking query was sent
+    before) and its guard's blocking query on the leader key it won, armed at the
+    lock's index -- no immediate re-query, no check transaction. An uncontended
+    campaign: the enqueue transaction, the lock transaction, the guard's query.
+    (The code before this count sent two requests more after each win: a blocking query
+    from a stale index that returned at once, and a check transaction.)"""
+    everything = Everything(monkeypatch)
+
+    def check(leader: Count, successor: Count, done: Handover) -> None:
+        end = _settled(successor.client)
+        by_leader, by_successor = leader(done.start, end), successor(done.start, end)
+        detail = f"leader sent {by_leader}, successor {by_successor}, steps {done.steps}"
+        assert by_leader == ["txn"], detail
+        assert by_successor == ["txn", "guard"], detail
+
+    handovers(consul_cluster.url, TTL, f"trips/{time.monotonic_ns()}", everything.counter,
+              check, rounds=2)
+    with tenure.connect(consul_cluster.url, ttl=TTL) as client:
+        count = everything.counter(client)
+        name = f"trips/{time.monotonic_ns()}"
+        client.election(name).campaign(timeout=10).resign()  # opens the session
+        start = time.monotonic()
+        lead = client.election(name).campaign(timeout=10)
+        sent = count(start, _settled(client))
+        assert sent == ["txn", "txn", "guard"], sent
+        lead.resign()
