@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -65,40 +66,70 @@ class KeepaliveStream:
     A stream per keepalive (what one gRPC call per renewal takes) costs about twice the
     CPU: gRPC starts a thread for each call's request iterator and sets up the call --
     most of an idle etcd client's work, as renewals go out every lifetime/3. Here a
-    request is queued on the open stream and its answer awaited for ``timeout``; no
-    answer in time (:class:`KeepaliveTimeout`), an error or the stream's end closes it
-    (the next keepalive opens a new one), so a late answer never counts for a later
-    keepalive. One caller at a time (the session keeper's renewer). Threads: gRPC's
-    request consumer and this stream's reader, both blocked while idle."""
+    request is queued on the open stream and its answer read by the caller itself
+    (the session keeper's renewer, one at a time) within ``timeout``; no answer in time
+    (:class:`KeepaliveTimeout`: a watchdog cancels the call), an error or the stream's
+    end closes it (the next keepalive opens a new one), so a late answer never counts
+    for a later keepalive.
+
+    Why the caller reads and a watchdog times it: a thread blocked on a gRPC response
+    iterator wakes every 0.1 s (grpc._common.wait polls with MAXIMUM_WAIT_TIMEOUT), about
+    a quarter of an idle candidate's CPU when a reader thread waited on this stream all
+    the time; the renewer waits only for the milliseconds of an answer, and the watchdog
+    sleeps on a condition with no timeout between keepalives. Threads: gRPC's request
+    consumer and the watchdog, both blocked while idle."""
 
     def __init__(self, stub: Any, metadata: Any, key: tuple[Any, ...]) -> None:
         self.key = key
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._call = stub.LeaseKeepAlive(iter(self._requests.get, None), metadata=metadata)
-        threading.Thread(target=self._read, daemon=True, name="tenure-etcd-keepalive").start()
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._expired = False
+        self._closed = False
+        threading.Thread(target=self._watchdog, daemon=True,
+                         name="tenure-etcd-keepalive").start()
 
-    def _read(self) -> None:
-        try:
-            for answer in self._call:
-                self._answers.put(answer)
-            self._answers.put(None)
-        except grpc.RpcError as exc:
-            self._answers.put(exc)
+    def _watchdog(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if self._deadline is None:
+                    self._cond.wait()
+                    continue
+                left = self._deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                self._deadline, self._expired = None, True
+                self._call.cancel()  # the reader's next() raises CANCELLED
 
     def send(self, request: Any, timeout: float) -> Any:
         """The answer to ``request`` (None if the stream ended); raises the stream's
         grpc.RpcError or KeepaliveTimeout."""
+        with self._cond:
+            if self._expired or self._closed:
+                raise KeepaliveTimeout()
+            self._deadline = time.monotonic() + max(0.0, timeout)
+            self._cond.notify()
         self._requests.put(request)
         try:
-            answer = self._answers.get(timeout=max(0.0, timeout))
-        except queue.Empty:
-            raise KeepaliveTimeout() from None
-        if isinstance(answer, grpc.RpcError):
-            raise answer
+            answer = next(self._call, None)
+        except grpc.RpcError:
+            if not self._expired:
+                raise
+            answer = None
+        finally:
+            with self._cond:
+                self._deadline = None
+                self._cond.notify()
+        if self._expired:
+            raise KeepaliveTimeout()
         return answer
 
     def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
         self._requests.put(None)
         self._call.cancel()
 
