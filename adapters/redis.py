@@ -69,7 +69,8 @@ Mapping of the contract (M = N // 2 + 1; every decision needs M answers; keys ar
   uses ``changed:*`` (acquire, release, proclaim), subscribed only by clients that
   observe. Both signals are armed before the read and fire on a (re)subscription.
   Expiry is silent and messages can be lost, so ``retry_at`` is, first in line, the
-  holder's PTTL or min(TTL / 4, 1 s) (the polling fallback); behind, the PTTL of the
+  holder's PTTL or min(TTL / 2, 1 s) (the polling fallback; TTL / 4 for observers);
+  behind, the PTTL of the
   live entry ahead (<= TTL): a dead or paused one is passed over within TTL + one read.
   A split vote retries after a random 5-50 ms. A ticket that saw the key free with an unchanged
   counter for a whole TTL competes anyway (those ahead are not stepping). Entries an
@@ -506,7 +507,10 @@ class RedisStore(Store[RedisTicket]):
         if len(busy) > self.n - self.majority:
             ticket.vacant = None
             if first:  # next in line: woken by the holder's withdrawal, or its expiry
-                return self._wait(bell, lua.holder_expiry(busy))
+                # TTL / 2: the wake feed is read by the waiter itself, and a broken
+                # subscription fires the bell, so only a silently dead connection loses
+                # a wake (observers, on listener threads, keep TTL / 4).
+                return self._wait(bell, lua.holder_expiry(busy), share=2)
             return self._behind(bell, behind, math.inf)
         if not first:
             if ticket.vacant is None or ticket.vacant[0] != ticket.counter:
@@ -596,10 +600,11 @@ class RedisStore(Store[RedisTicket]):
         # a majority's newest.
         return Won(proposal, _newest([r[4:7] for r in took_it]), read_done=True)
 
-    def _wait(self, bell: Signal, expires_in: float) -> Wait:
+    def _wait(self, bell: Signal, expires_in: float, share: float = 4) -> Wait:
         """Wait on the bell, re-stepping when a holder's session may have expired or
-        after the polling fallback (a message can be lost), whichever is first."""
-        poll = min(self._ttl / 4, 1.0) if self._ttl else 1.0
+        after the polling fallback (a message can be lost) of min(TTL / ``share``, 1 s),
+        whichever is first."""
+        poll = min(self._ttl / share, 1.0) if self._ttl else 1.0
         return Wait(bell, retry_at=time.monotonic() + min(expires_in, poll))
 
     def _behind(self, bell: Signal, behind: list[lua.State], limit: float) -> Wait:

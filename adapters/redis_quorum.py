@@ -224,6 +224,9 @@ class DirectReader:
         self._bell, self._feed, self._spec, self._stop = bell, feed, spec, stop
         self._instances = instances
         self._subs: list[Any] = [None] * len(instances)  # redis PubSub, None: broken
+        self._unread = [False] * len(instances)
+        """Instances whose client may hold received bytes not yet parsed (after the
+        subscription's confirmation): drained before the next select()."""
         self._fixing: set[int] = set()
         self._reading = False
 
@@ -261,6 +264,7 @@ class DirectReader:
                 pubsub.close()
                 return False
             self._subs[index] = pubsub
+            self._unread[index] = True
         self._bell.ring(self._feed, Bell.ALL)  # (re)subscribed: re-read
         return True
 
@@ -308,13 +312,17 @@ class DirectReader:
         late instance's copy of a wake already acted on), so that a signal armed next
         does not fire on it. One select() with no wait; nothing if a reader is busy."""
         if not self._reading:
-            live = [(i, p) for i, p in enumerate(self._subs) if p is not None]
-            self._drain(self._ready(live, 0.0))
+            self._read(0.0)
 
     def _read(self, timeout: float) -> None:
         live = [(i, p) for i, p in enumerate(self._subs) if p is not None]
-        if not self._drain(live):
-            self._drain(self._ready(live, timeout))
+        # A drain reads until the client has no whole message left, so afterwards only
+        # the socket can hold more: select() first (a drain per idle wake-up would cost
+        # a full client read each time).
+        unread = [(i, p) for i, p in live if self._unread[i]]
+        if unread and self._drain(unread):
+            return
+        self._drain(self._ready(live, timeout))
 
     def _ready(self, live: list[tuple[int, Any]], timeout: float) -> list[tuple[int, Any]]:
         """The subscriptions of ``live`` whose sockets can be read within ``timeout``:
@@ -350,6 +358,8 @@ class DirectReader:
                 log.debug("subscriber on %s: %s", self._instances[index].address, exc)
                 got = True
                 self._broken(index)
+            else:
+                self._unread[index] = False
         return got
 
     def close(self) -> None:
