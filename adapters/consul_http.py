@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode
 
 from tenure.errors import ConfigError, StoreUnavailable
@@ -70,15 +70,21 @@ class Answer:
     """An HTTP answer, read whole: what the callers of :meth:`ConsulHTTP.call` use of
     ``requests.Response`` (``status_code``, ``text``, ``headers``, ``json()``)."""
 
-    def __init__(self, status: int, text: str, headers: http.client.HTTPMessage) -> None:
+    def __init__(self, status: int, text: str, headers: Headers) -> None:
         self.status_code = status
         self.text = text
         self.headers = headers
-        """Case-insensitive: ``headers.get("X-Consul-Index")``."""
 
     def json(self) -> Any:
         """The body decoded as JSON (ValueError if it is not)."""
         return json.loads(self.text)
+
+
+class Headers(dict[str, str]):
+    """Header fields by lower-cased name; :meth:`get` takes any case."""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return super().get(name.lower(), default)
 
 
 class Unreachable(OSError):
@@ -87,10 +93,64 @@ class Unreachable(OSError):
 
 _RESET = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 """What a kept connection the agent closed meanwhile raises on its next use."""
+_LINE = 65536
+"""Longest status or header line read (longer: the answer is refused)."""
+
+
+def read_head(reader: BinaryIO) -> tuple[int, Headers]:
+    """Reads an HTTP/1.1 status line and header fields: (status, fields)."""
+    line = reader.readline(_LINE + 1)
+    if not line:
+        raise http.client.RemoteDisconnected("Consul closed the connection without an answer")
+    parts = line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise http.client.BadStatusLine(repr(line[:80]))
+    fields = Headers()
+    while True:
+        field = reader.readline(_LINE + 1)
+        if field in (b"\r\n", b"\n", b""):
+            break
+        if len(field) > _LINE:
+            raise http.client.LineTooLong("header line")
+        name, _, value = field.decode("latin-1").partition(":")
+        fields[name.strip().lower()] = value.strip()
+    if parts[0] == b"HTTP/1.0":
+        fields.setdefault("connection", "close")
+    return int(parts[1]), fields
+
+
+def read_body(reader: BinaryIO, fields: Headers) -> bytes:
+    """Reads the body the fields announce: chunked, by Content-Length, or to the end
+    of the connection (then ``connection: close`` is set in ``fields``)."""
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        chunks: list[bytes] = []
+        while True:
+            size = int(reader.readline(_LINE + 1).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while reader.readline(_LINE + 1) not in (b"\r\n", b"\n", b""):
+                    pass  # trailer fields
+                return b"".join(chunks)
+            chunks.append(_exactly(reader, size))
+            reader.readline(_LINE + 1)  # the CRLF after the chunk
+    length = fields.get("content-length")
+    if length is not None:
+        return _exactly(reader, int(length))
+    fields["connection"] = "close"
+    return reader.read()
+
+
+def _exactly(reader: BinaryIO, size: int) -> bytes:
+    data = reader.read(size)
+    if len(data) < size:
+        raise http.client.IncompleteRead(data, size - len(data))
+    return data
 
 
 class Line:
-    """One keep-alive connection to agent number ``agent``, one exchange at a time.
+    """One keep-alive HTTP/1.1 connection to agent number ``agent``, one exchange at a
+    time: the request in ONE send, the answer parsed by :func:`read_head` and
+    :func:`read_body` (a tenth of http.client's cost, whose header parser is the
+    email package's).
 
     Before a kept connection is used again it is checked for an end the agent sent
     meanwhile (readable while idle: EOF) and opened anew if so, as urllib3 does; a
@@ -100,26 +160,28 @@ class Line:
     def __init__(self, client: ConsulHTTP, agent: int) -> None:
         self.client = client
         self.agent = agent
-        self._connection: http.client.HTTPConnection | None = None
+        host, port = client.hosts[agent]
+        self._host = f"Host: {host}:{port}\r\n"
+        self._sock: socket.socket | None = None
+        self._reader: BinaryIO | None = None
 
     def exchange(self, method: str, target: str, body: bytes | None, timeout: float,
                  idempotent: bool) -> Answer:
         """Sends one request and reads its answer; Unreachable if it cannot connect,
         OSError or HTTPException on a failure after that."""
-        reused = self._connection is not None and not self._dropped()
+        reused = self._sock is not None and not self._dropped()
         if not reused:
             self._open(timeout)
         try:
             return self._send(method, target, body, timeout)
         except _RESET:
             if not (reused and idempotent):
-                self.drop()
                 raise
         self._open(timeout)
         return self._send(method, target, body, timeout)
 
     def _dropped(self) -> bool:
-        sock = self._connection.sock if self._connection is not None else None
+        sock = self._sock
         if sock is None:
             return True
         try:
@@ -129,38 +191,66 @@ class Line:
 
     def _open(self, timeout: float) -> None:
         self.drop()
-        connection = self.client.connect(self.agent)
-        connection.timeout = timeout
+        host, port = self.client.hosts[self.agent]
         try:
-            connection.connect()
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            raise Unreachable(type(exc).__name__) from exc
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tls = self.client.tls
+            if tls is not None:
+                sock = tls.wrap_socket(sock, server_hostname=host)
         except (OSError, ssl.SSLError) as exc:
-            connection.close()
-            raise Unreachable(f"{type(exc).__name__}") from exc
-        self._connection = connection
+            sock.close()
+            raise Unreachable(type(exc).__name__) from exc
+        self._sock, self._reader = sock, sock.makefile("rb")
 
     def _send(self, method: str, target: str, body: bytes | None, timeout: float) -> Answer:
-        connection = self._connection
-        assert connection is not None and connection.sock is not None
-        connection.sock.settimeout(timeout)
-        headers = dict(self.client.headers)
+        sock, reader = self._sock, self._reader
+        assert sock is not None and reader is not None
+        head = [f"{method} {target} HTTP/1.1\r\n", self._host, self.client.head]
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            head.append(f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n")
+        elif method in ("PUT", "POST"):
+            head.append("Content-Length: 0\r\n")
+        head.append("\r\n")
         try:
-            connection.request(method, target, body=body, headers=headers)
-            response = connection.getresponse()
-            text = response.read().decode("utf-8", "replace")
+            sock.settimeout(timeout)
+            sock.sendall("".join(head).encode("latin-1") + (body or b""))
+            status, fields = read_head(reader)
+            data = read_body(reader, fields)
         except BaseException:
             self.drop()
             raise
-        if response.will_close:
+        if fields.get("connection", "").lower() == "close":
             self.drop()
-        return Answer(response.status, text, response.msg)
+        return Answer(status, data.decode("utf-8", "replace"), fields)
+
+    def open(self, timeout: float) -> socket.socket:
+        """Connects (Unreachable if it cannot); the socket, for a ``select``."""
+        self._open(timeout)
+        assert self._sock is not None
+        return self._sock
+
+    def send(self, target: str) -> None:
+        """Sends a GET without reading its answer (:meth:`read_head` reads it)."""
+        assert self._sock is not None
+        self._sock.sendall(f"GET {target} HTTP/1.1\r\n{self._host}{self.client.head}\r\n"
+                           .encode("latin-1"))
+
+    def read_head(self) -> tuple[int, Headers]:
+        """The status and header fields of the answer to :meth:`send`."""
+        assert self._reader is not None
+        return read_head(self._reader)
 
     def drop(self) -> None:
         """Closes the connection (the next exchange opens a new one)."""
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            connection.close()
+        sock, reader, self._sock, self._reader = self._sock, self._reader, None, None
+        if reader is not None:
+            reader.close()
+        if sock is not None:
+            sock.close()
 
 
 class ConsulHTTP:
@@ -173,7 +263,9 @@ class ConsulHTTP:
         self.timeout = timeout
         self.description = description
         self.headers = {"X-Consul-Token": token} if token else {}
-        self._ssl = ssl.create_default_context(cafile=ca) if scheme == "https" else None
+        self.head = "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
+        """The header lines every request carries (the ACL token, if any)."""
+        self.tls = ssl.create_default_context(cafile=ca) if scheme == "https" else None
         self._idle: list[list[Line]] = [[] for _ in hosts]
         self._slots = [threading.BoundedSemaphore(POOL_SIZE) for _ in hosts]
         self._pool = threading.Lock()
@@ -302,9 +394,9 @@ class ConsulHTTP:
         """A new (unconnected) connection to the current agent (or agent number
         ``agent``), for one blocking query, the renewals or the pool."""
         host, port = self.hosts[self.current if agent is None else agent]
-        if self._ssl is not None:
+        if self.tls is not None:
             return http.client.HTTPSConnection(host, port, timeout=self.timeout,
-                                               context=self._ssl)
+                                               context=self.tls)
         return http.client.HTTPConnection(host, port, timeout=self.timeout)
 
     def close(self) -> None:
@@ -460,7 +552,8 @@ class KeyWatch(Signal):
         self._waiting = threading.Lock()
         """Held by the one thread in :meth:`wait` (it owns the connection meanwhile)."""
         self._state = threading.Lock()
-        self._connection: http.client.HTTPConnection | None = None
+        self._line: Line | None = None
+        self._sock: socket.socket | None = None
         self._answer_by = 0.0
         self._failed_at: float | None = None
         self._interrupted = False
@@ -504,10 +597,10 @@ class KeyWatch(Signal):
             if now >= end:
                 return False
             try:
-                connection = self._connection or self._send()
-                if connection is None:
+                line = self._line or self._send()
+                if line is None:
                     continue  # interrupted while sending: checked above
-                sock = connection.sock
+                sock = self._sock
                 until = min(end, self._answer_by)
                 if sock is None or not select.select([sock], [], [], max(0.0, until - now))[0]:
                     if time.monotonic() >= self._answer_by:
@@ -515,7 +608,7 @@ class KeyWatch(Signal):
                     if time.monotonic() >= end:
                         return False
                     continue
-                found = self._read(connection)
+                found = self._read(line)
             except HTTP_ERRORS as exc:
                 with self._state:
                     ours = self._shut_down or self._interrupted or self.closed.is_set()
@@ -529,31 +622,28 @@ class KeyWatch(Signal):
             if found != self.index:
                 self.fired.set()
 
-    def _send(self) -> http.client.HTTPConnection | None:
-        connection = self.client.connect()
-        connection.connect()
-        assert connection.sock is not None
-        connection.sock.settimeout(self.client.timeout)
+    def _send(self) -> Line | None:
+        line = Line(self.client, self.client.current)
+        sock = line.open(self.client.timeout)
         with self._state:
             if self._interrupted or self.closed.is_set():
-                connection.close()
+                line.drop()
                 return None
-            self._connection = connection
+            self._line, self._sock = line, sock
         query = self.client.params({"index": str(max(1, self.index)), "wait": f"{BLOCK_WAIT}s"})
         self.client.count()
-        connection.request("GET", f"/v1/kv/{quote(self.key, safe='/~')}?{urlencode(query)}",
-                           headers=self.client.headers)
+        line.send(f"/v1/kv/{quote(self.key, safe='/~')}?{urlencode(query)}")
         self._answer_by = time.monotonic() + BLOCK_WAIT * 17 / 16 + self.client.timeout
-        return connection
+        return line
 
-    def _read(self, connection: http.client.HTTPConnection) -> int:
-        """Reads the answer the socket holds; the key's index then."""
-        response = connection.getresponse()
-        response.read()
-        self._drop()  # one query per connection: nothing is pipelined behind it
-        if response.status not in (200, 404):
-            raise StoreUnavailable(f"Consul blocking query on {self.key!r}: {response.status}")
-        found = int(response.getheader("X-Consul-Index") or "0")
+    def _read(self, line: Line) -> int:
+        """Reads the answer the socket holds (its head: the index is a header field);
+        the key's index then."""
+        status, fields = line.read_head()
+        self._drop()  # one query per connection: its body is not needed
+        if status not in (200, 404):
+            raise StoreUnavailable(f"Consul blocking query on {self.key!r}: {status}")
+        found = int(fields.get("x-consul-index") or "0")
         self.returned(found)
         return found
 
@@ -562,15 +652,14 @@ class KeyWatch(Signal):
 
     def _drop(self) -> None:
         with self._state:
-            connection, self._connection = self._connection, None
+            line, self._line, self._sock = self._line, None, None
             self._shut_down = False
-        if connection is not None:
-            connection.close()
+        if line is not None:
+            line.drop()
 
     def _shut(self) -> None:
         """Wakes a wait blocked on the socket (its read then fails)."""
-        connection = self._connection
-        sock = connection.sock if connection is not None else None
+        sock = self._sock
         if sock is not None:
             self._shut_down = True
             with contextlib.suppress(OSError):  # wakes the select; SSLSocket's would drop TLS
