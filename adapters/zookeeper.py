@@ -16,17 +16,23 @@ Mapping of the contract (kazoo, ZooKeeper 3.5+; options and the kazoo client are
 * ``try_lead``: ``get_children``; the lowest sequence leads. Not stale in the dangerous
   direction: transactions apply in zxid order and a session reads its own writes, so
   every node created before ours is visible once ours is (a stale read only shows a
-  predecessor already gone). If ours is lowest we check, as Curator does since its
-  two-leaders bug, that its ``ephemeralOwner`` is the session we renew (that ``exists``
-  also arms the loss watch; it is sent together with the ``get_children``, so a step is
-  ONE round trip, and counted as leading from before it is sent). Else the Signal is a
-  data watch on ONLY the predecessor (no herd).
+  predecessor already gone) -- on a follower too, hence no ``sync``, as in kazoo's and
+  Curator's recipes. Our node's owner is checked once, by ``enqueue`` (Curator's check
+  since its two-leaders bug: the exact path is never created again, its owner never
+  changes). Our node's own watch (its deletion is a loss while leading, and wakes a
+  waiter) is armed by an ``exists`` sent with the listing once per connection (kazoo
+  drops watches on a disconnect), so a step is ONE round trip and a waiter's wake-up
+  step is the listing alone (plus the marker read below). Else the Signal is a data
+  watch on ONLY the predecessor (no herd), set by a second request, as kazoo does.
   Our node gone or owned by another session (kazoo replaced an expired one) is
   SessionExpired, as is an ``enqueue`` landing in a session we did not open (the core
   then opens the session again).
-* read with the win (``Ticket.read_on_win``, docs/design.md): the step also sends
-  that key's ``sync`` + ``get`` (as :meth:`ZooKeeperStore.read` does) in its one round
-  trip; waited for only when it wins.
+* read with the win (``Ticket.read_on_win``, docs/design.md): that key's ``get`` rides
+  with the listing in ONE ``multiRead`` request (ZooKeeper 3.6+, :mod:`~tenure.adapters.
+  zookeeper_multiread`; two pipelined requests on older servers), with no ``sync``: the
+  server runs a session's reads in order, so a listing with nothing below us proves it
+  applied every lower node's deletion and, in zxid order, the marker written before it
+  (see ``_send_reads``). So a waiter's wake-up is ONE request, as kazoo's.
 * ``observe_step``: ``sync``, then a data watch on the lowest child (a child watch while
   the election is empty).
 * leading = our node exists: once it is the lowest no lower one can appear, and its
@@ -84,15 +90,17 @@ import contextlib
 import logging
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.exceptions import NodeExistsError, NoNodeError, UnimplementedError
 from kazoo.security import CREATOR_ALL_ACL, OPEN_ACL_UNSAFE
 
+from tenure.adapters import zookeeper_multiread as multiread
 from tenure.adapters.zookeeper_connection import ZooKeeperConfig, ZooKeeperConnection, parse_url
 from tenure.adapters.zookeeper_watches import Watch, Watches, in_background
 from tenure.config import BackendURL
@@ -141,6 +149,20 @@ def _native_sequence(node: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+class _Part:
+    """One op's answer of a pending :mod:`~tenure.adapters.zookeeper_multiread`, as
+    ``get`` of a kazoo pending answer (an op's error is raised)."""
+
+    def __init__(self, pending: Any, index: int) -> None:
+        self._pending, self._index = pending, index
+
+    def get(self, timeout: float | None = None) -> Any:
+        found = self._pending.get(timeout=timeout)[self._index]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+
 @dataclass(eq=False)
 class ZooKeeperTicket(Ticket):
     """A candidate node: ``key`` is its path, ``order`` its sequence, ``token`` its
@@ -174,6 +196,8 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
         self._orphans: set[tuple[str, str]] = set()  # (election node, guid) to delete
         self.renewal_requests = 0
         """Renewal round trips sent (one per ``renew_session``)."""
+        self._multiread = True  # False once a server answered that it has none (< 3.6)
+        self._early: dict[str, tuple[KazooClient, Any, Any]] = {}  # see _read_early
 
     @classmethod
     def from_url(cls, url: BackendURL) -> ZooKeeperStore:
@@ -191,10 +215,22 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
     # -- session --------------------------------------------------------------------
 
     def open_session(self, ttl: float) -> float:
-        session = self._conn.open(ttl)
+        session = self._conn.open(ttl, before_touch=self._probe_multiread)
         self._ttl, self._session_id = ttl, session
         self._watches.retain(session)
         return ttl
+
+    def _probe_multiread(self, zk: KazooClient) -> None:
+        """Learns whether the server has ``multiRead`` (3.6+) by an empty one, sent while
+        the session holds no leadership yet: an older server answers Unimplemented (or
+        drops the connection: the open is then retried, without multiRead)."""
+        if self._multiread:
+            try:
+                self._conn.wait(multiread.send(zk, []))
+            except (UnimplementedError, StoreUnavailable):
+                log.info("%s: no multiRead (ZooKeeper < 3.6): separate reads",
+                         self.description)
+                self._multiread = False
 
     def renew_session(self, held: frozenset[ZooKeeperTicket]) -> None:
         zk, session = self._conn.current, self._session_id
@@ -321,6 +357,8 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
 
     def withdraw(self, ticket: ZooKeeperTicket) -> None:
         self._watches.withdrawn(ticket)
+        with self._lock:
+            self._early.pop(ticket.key, None)
         with contextlib.suppress(NoNodeError):  # on a store error the core retries it
             self._call(self._conn.client().delete_async, ticket.key)
 
@@ -342,41 +380,89 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
         if not zk.connected:
             return False, None  # the reconnect fires the signal; then we read again
         parent, mine = ticket.key.rsplit("/", 1)
-        # One round trip: the listing and the Curator check of our own node (whose exists
-        # also arms the loss watch) go out together, answered in order; the check is
-        # registered as leading first and forgotten unless the listing says we lead.
-        listing = zk.get_children_async(parent)
-        own = self._watches.lead_async(zk, ticket)
-        # The marker read rides in the same round trip, as :meth:`read` sends it: its get
-        # after a sync of this session, so it sees everything committed before the sync
-        # -- which was sent after the release that woke us, and the marker before it.
-        marker = self._read_async(zk, ticket.read_on_win)
+        # One round trip, like kazoo's Lock: the listing decides; sent with it, the marker
+        # read and -- once per connection -- the exists arming our node's own watch (its
+        # owner was checked by enqueue and never changes). Registered as leading first,
+        # forgotten unless the listing says we lead.
+        self._watches.lead(ticket)
+        with self._lock:
+            early = self._early.pop(ticket.key, None)
+        listing, marker = (early[1:] if early is not None and early[0] is zk
+                           else self._send_reads(zk, parent, ticket.read_on_win))
+        own = (self._watches.arm_own_async(zk, ticket)
+               if self._watches.needs_arming(ticket) else None)
         leads, value = False, None
         try:
             try:
                 children = self._conn.wait(listing)
             except NoNodeError:
                 children = []
-            stat = self._conn.wait(own)
-            if mine not in children or stat is None:
+            except UnimplementedError:  # a server before 3.6: no multiRead
+                log.info("%s: no multiRead (ZooKeeper < 3.6): separate reads",
+                         self.description)
+                self._multiread = False
+                listing, marker = self._send_reads(zk, parent, ticket.read_on_win)
+                try:
+                    children = self._conn.wait(listing)
+                except NoNodeError:
+                    children = []
+            gone = mine not in children
+            if own is not None:
+                gone = self._conn.wait(own) is None or gone
+            if gone or self._watches.seen_gone(ticket):
                 raise SessionExpired(f"{entry} is gone (its session expired or it was deleted)")
-            if stat.ephemeralOwner != self._session_id:
-                raise SessionExpired(f"{entry} is not bound to this client's current session")
             lower = [c for seq, c in self._ranked(children) if seq < ticket.order]
             if not lower and marker is not None:
-                value = self._answer(marker)
+                value = self._got(marker)
             leads = not lower
         finally:
             if not leads:
                 self._watches.forget(ticket)
         if lower:
+            predecessor = f"{parent}/{lower[-1]}"
+            self._watches.park(ticket, predecessor, lambda: self._read_early(zk, ticket))
             try:
-                self._call(zk.get_async, f"{parent}/{lower[-1]}",
-                           self._watches.watch(ticket.election))
+                self._call(zk.get_async, predecessor, self._watches.watch(ticket.election))
             except NoNodeError:
+                self._watches.unpark(ticket)
                 signal.fire()  # gone already: look again at once
-            return False, None  # the marker's answers are not needed: not waited for
+            return False, None  # the marker's answer is not needed: not waited for
         return True, value
+
+    def _read_early(self, zk: KazooClient, ticket: ZooKeeperTicket) -> None:
+        """Sends the wake-up step's reads the moment the predecessor's deletion event
+        arrives (on kazoo's callback thread, before the signal wakes the campaign), so
+        the round trip overlaps the campaign thread's wake-up; its next step takes them
+        (:meth:`_turn`). Safe to read before that step arms its signal: a Won needs
+        only a listing sent after the deletion, and a Wait is decided again by the
+        watch the step then sets (a predecessor already gone fires it)."""
+        if ticket.withdrawn:
+            return
+        parent = ticket.key.rsplit("/", 1)[0]
+        sent = self._send_reads(zk, parent, ticket.read_on_win)
+        with self._lock:
+            self._early[ticket.key] = (zk, *sent)
+        time.sleep(0)  # yields the GIL: kazoo's connection thread sends before we ring
+
+    def _send_reads(self, zk: KazooClient, parent: str, key: str | None) -> tuple[Any, Any]:
+        """Sends the listing of ``parent`` and, if ``key`` is given (``read_on_win``),
+        the ``get`` of that key right after it, as ONE ``multiRead`` request (ZooKeeper
+        3.6+; two pipelined requests before); returns both pending answers (the
+        marker's None without ``key``). No ``sync``: the server runs one session's
+        reads in order, each against a state at least as new as the one before, so a
+        listing with no node below ours proves that server applied the deletion of
+        every lower node -- and, transactions being applied in zxid order, every write
+        made before it, the marker a releasing leader writes first among them. That is
+        the order ``read_on_win`` asks for, on a follower too (a sync would only add
+        writes made after the release: a marker written later is a later leader's, and
+        we lead now). kazoo's Election reads the listing alone."""
+        if key is None:
+            return zk.get_children_async(parent), None
+        data = f"{self._root}/data/{_component(key)}"
+        if not self._multiread:
+            return zk.get_children_async(parent), zk.get_async(data)
+        both = multiread.send(zk, [(multiread.GET_CHILDREN, parent), (multiread.GET_DATA, data)])
+        return _Part(both, 0), _Part(both, 1)
 
     def _require_led(self, ticket: ZooKeeperTicket, action: str) -> None:
         if not ticket.won or ticket.withdrawn:
@@ -433,6 +519,9 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
     def _answer(self, pending: tuple[Any, Any]) -> bytes | None:
         synced, got = pending
         self._conn.wait(synced)
+        return self._got(got)
+
+    def _got(self, got: Any) -> bytes | None:
         try:
             return bytes(self._conn.wait(got)[0])
         except NoNodeError:

@@ -184,10 +184,12 @@ class ZooKeeperConnection:
             self._changed.notify_all()
         self._on_state(state)
 
-    def open(self, ttl: float) -> int:
+    def open(self, ttl: float,
+             before_touch: Callable[[KazooClient], None] | None = None) -> int:
         """Connects a client whose session timeout is ``ttl`` and touches its session by
-        one ``sync`` sent after this call began; returns the session id. A server that grants
-        another timeout is a ConfigError naming its bound."""
+        one ``sync`` sent after this call began (``before_touch`` runs once connected,
+        before it); returns the session id. A server that grants another timeout is a
+        ConfigError naming its bound."""
         session_ms = math.ceil(ttl * 1000)
         zk = self.client(session_ms)
         self.call_timeout = min(self.config.timeout, ttl)
@@ -196,6 +198,8 @@ class ZooKeeperConnection:
                                           self.config.timeout) or self._closed:
                 raise StoreUnavailable(f"{self.config.description}: not connected to any "
                                        "ZooKeeper server")
+        if before_touch is not None:
+            before_touch(zk)
         session = self.touch(zk)
         if self.negotiated_ms != session_ms:
             granted = self.negotiated_ms / 1000

@@ -8,10 +8,15 @@ every connection state change, since kazoo drops every watch on a disconnect. So
 waiter or observer that arms before the read that sets its watch never misses a later
 change: it steps again and reads again. kazoo keeps a callback once per path (an
 election's callbacks compare equal), so stepping again never stacks watches. A node
-given to :meth:`Watches.lead` (or :meth:`Watches.lead_async`, whose ``exists`` the
-caller sends with its read) is reported through ``report_loss`` once -- when its watch
-sees it deleted, when kazoo reports the session LOST, or when the re-read after a
-reconnect finds it gone -- unless :meth:`Watches.forget` came first; and
+given to :meth:`Watches.lead` is reported through ``report_loss`` once -- when its
+watch sees it deleted, when kazoo reports the session LOST, or when the re-read after a
+reconnect finds it gone -- unless :meth:`Watches.forget` came first. That watch is the
+ticket's ONE own-node watch, armed by :meth:`Watches.arm_own_async` once per connection
+(:meth:`Watches.needs_arming`: kazoo drops watches on every disconnect, so each state
+change starts a new epoch) and kept while the ticket waits and leads, so a step that
+finds the ticket leading sends no request for it; it also records the node's deletion
+(:meth:`Watches.seen_gone`) and rings the election's signals, so a waiter whose node
+went steps again at once. And
 :meth:`Watches.report_gone` reports again each held ticket no longer leading here (the
 core drops a report made before it marked the ticket won). Reports and re-reads run on
 worker threads, never on kazoo's.
@@ -54,7 +59,8 @@ class _Bell:
         self.signals: set[EventSignal] = set()
 
     def watch(self, event: WatchedEvent) -> None:
-        self._watches.count(event)
+        if self._watches.count(event) and event.type == EventType.DELETED:
+            self._watches.deleted(event.path)
         self.ring()
 
     def ring(self) -> None:
@@ -76,6 +82,12 @@ class Watches:
         self.leading: dict[str, ZooKeeperTicket] = {}
         """Our leading nodes by path."""
         self._own: dict[str, tuple[ZooKeeperTicket, Watch]] = {}  # see _own_watch
+        self._armed: dict[str, int] = {}  # node -> the epoch its own watch was sent in
+        self._gone: set[str] = set()  # nodes whose own watch saw them deleted
+        self.epoch = 0
+        """Incremented on every connection state change (kazoo then drops every watch)."""
+        self._parked: dict[str, tuple[str, Callable[[], None]]] = {}  # see park
+        self._parked_at: dict[str, str] = {}  # ticket node -> the predecessor it waits on
         self.notifications = 0
         """Watch notifications received (not counting kazoo's disconnect events)."""
 
@@ -116,21 +128,61 @@ class Watches:
             self.notifications += 1
         return True
 
+    def park(self, ticket: ZooKeeperTicket, predecessor: str,
+             on_deleted: Callable[[], None]) -> None:
+        """Calls ``on_deleted`` (on kazoo's callback thread, before the signals ring;
+        it must not block) when the watch of ``election`` sees ``predecessor``
+        deleted, once; a later :meth:`park` of ``ticket`` replaces it."""
+        with self.lock:
+            old = self._parked_at.pop(ticket.key, None)
+            if old is not None:
+                self._parked.pop(old, None)
+            self._parked[predecessor] = (ticket.key, on_deleted)
+            self._parked_at[ticket.key] = predecessor
+
+    def unpark(self, ticket: ZooKeeperTicket) -> None:
+        """Drops what :meth:`park` registered for ``ticket``."""
+        with self.lock:
+            old = self._parked_at.pop(ticket.key, None)
+            if old is not None:
+                self._parked.pop(old, None)
+
+    def deleted(self, path: str) -> None:
+        """An election watch saw ``path`` deleted: runs what was parked on it."""
+        with self.lock:
+            found = self._parked.pop(path, None)
+            if found is not None:
+                self._parked_at.pop(found[0], None)
+        if found is not None:
+            found[1]()
+
     # -- leading nodes --------------------------------------------------------------
 
-    def lead(self, zk: KazooClient, ticket: ZooKeeperTicket) -> Any:
-        """Treats ``ticket`` as leading and watches its node; returns the node's stat
-        (None: gone). The caller forgets it if it does not lead after all."""
-        return self._conn.call(self.lead_async, zk, ticket)
-
-    def lead_async(self, zk: KazooClient, ticket: ZooKeeperTicket) -> Any:
-        """:meth:`lead` without waiting: returns kazoo's pending ``exists``, so the caller
-        can send it together with the read that decides whether ``ticket`` leads (one
-        session's requests are answered in order). Registered before the watch is sent,
-        so a deletion it sees is a loss whenever the caller then keeps ``ticket``."""
+    def lead(self, ticket: ZooKeeperTicket) -> None:
+        """Treats ``ticket`` as leading from now on (no request: its own watch is armed
+        by :meth:`arm_own_async`); registered before the read that decides, so a
+        deletion its watch sees is a loss whenever the caller then keeps ``ticket``.
+        The caller forgets it if it does not lead after all."""
         with self.lock:
-            self.leading[ticket.key] = ticket  # before the watch can see it go
-        return self._watch_own(zk, ticket)
+            self.leading[ticket.key] = ticket
+
+    def needs_arming(self, ticket: ZooKeeperTicket) -> bool:
+        """True unless ``ticket``'s own watch was sent on the current connection."""
+        with self.lock:
+            return self._armed.get(ticket.key) != self.epoch
+
+    def arm_own_async(self, zk: KazooClient, ticket: ZooKeeperTicket) -> Any:
+        """Sends ``exists`` with ``ticket``'s own watch; returns kazoo's pending answer
+        (its stat; None: the node is gone). The caller sends it with its read."""
+        watch = self._own_watch(ticket)
+        with self.lock:
+            self._armed[ticket.key] = self.epoch  # a state change after this re-arms
+        return zk.exists_async(ticket.key, watch)
+
+    def seen_gone(self, ticket: ZooKeeperTicket) -> bool:
+        """True once ``ticket``'s own watch saw its node deleted."""
+        with self.lock:
+            return ticket.key in self._gone
 
     def _own_watch(self, ticket: ZooKeeperTicket) -> Watch:
         """The one watch callback of ``ticket``'s node: the same object on every step,
@@ -142,27 +194,39 @@ class Watches:
 
         def watch(event: WatchedEvent) -> None:
             if not self.count(event):
-                return  # dropped on a disconnect: the reconnect re-arms
-            if event.type == EventType.CHANGED:  # our own proclaim: re-arm
-                in_background(self._recheck, [ticket])
-            else:  # on_lost callbacks must not hold up kazoo's callback thread
-                with self.lock:  # a sequential path never recurs: its watch is done
-                    self._own.pop(ticket.key, None)
+                return  # dropped on a disconnect: the new epoch re-arms
+            bell = None
+            with self.lock:
+                found = self._own.get(ticket.key)
+                if found is None or found[0] is not ticket:
+                    return  # withdrawn (our own delete), or a new session's
+                self._armed.pop(ticket.key, None)  # a watch fires once
+                leading = self.leading.get(ticket.key) is ticket
+                if event.type != EventType.CHANGED:  # a sequential path never recurs
+                    del self._own[ticket.key]
+                    self._gone.add(ticket.key)
+                    bell = self._bells.get(ticket.election)
+            if event.type == EventType.CHANGED:  # a proclaim: re-arm (a waiter: its next step)
+                if leading:
+                    in_background(self._recheck, [ticket])
+            elif leading:  # on_lost callbacks must not hold up kazoo's callback thread
                 in_background(self.forget, ticket, "its ZooKeeper node was deleted (session "
                               "expired, or removed by another client)")
+            elif bell is not None:  # a waiter's node went: it steps again and sees it
+                bell.ring()
 
         with self.lock:
             self._own[ticket.key] = (ticket, watch)
         return watch
 
-    def _watch_own(self, zk: KazooClient, ticket: ZooKeeperTicket) -> Any:
-        return zk.exists_async(ticket.key, self._own_watch(ticket))
-
     def withdrawn(self, ticket: ZooKeeperTicket) -> None:
         """Forgets ``ticket`` for good (its node is being deleted by us)."""
         self.forget(ticket)
+        self.unpark(ticket)
         with self.lock:
             self._own.pop(ticket.key, None)
+            self._armed.pop(ticket.key, None)
+            self._gone.discard(ticket.key)
 
     def forget(self, ticket: ZooKeeperTicket, loss: str = "") -> None:
         """Stops treating ``ticket`` as leading; reports ``loss`` if it still was."""
@@ -180,6 +244,8 @@ class Watches:
                 del self.leading[key]
             for key in [k for k, (t, _) in self._own.items() if t.owner != session]:
                 del self._own[key]
+                self._armed.pop(key, None)
+                self._gone.discard(key)
 
     def report_gone(self, held: Iterable[ZooKeeperTicket]) -> None:
         """Reports each of ``held`` no longer leading here (its node seen gone, perhaps
@@ -195,6 +261,7 @@ class Watches:
     def state_changed(self, state: str) -> None:
         """kazoo's state listener (on its connection thread: must not block)."""
         with self.lock:
+            self.epoch += 1
             bells = list(self._bells.values())
             leading = list(self.leading.values())
             if state == KazooState.LOST:
@@ -211,7 +278,7 @@ class Watches:
         zk = self._conn.current
         with contextlib.suppress(StoreUnavailable):  # disconnected again: the next reconnect
             for ticket in tickets:
-                if zk is not None and self._conn.call(self._watch_own, zk, ticket) is None:
+                if zk is not None and self._conn.call(self.arm_own_async, zk, ticket) is None:
                     self.forget(ticket, "its ZooKeeper node was deleted")
 
 

@@ -1,15 +1,17 @@
-"""Round trips of a ZooKeeper handover, counted (a load-independent regression guard).
+"""ZooKeeper requests of a handover, counted (a load-independent regression guard).
 
 From the leader's ``resign()`` to the successor's ``campaign()`` returning, in the
 default layout and in ``layout=native``: the leader sends ONE request (the ``delete`` of
-its node), and the woken successor makes ONE step of ONE round trip: ``get_children``,
-the owner check + loss watch ``exists`` of its own node, and the core's handoff-marker
-read (``sync`` then ``get``), all sent together. No round trip after it: the marker
-read rides in the winning step (``Ticket.read_on_win``).
+its node), and the successor's wake-up is ONE request -- a ``multiRead`` of the listing
+(what kazoo's Election reads) and the core's handoff marker (``Ticket.read_on_win``),
+sent by kazoo's callback thread the moment the predecessor's deletion arrives -- and
+no other: no ``sync`` (the listing orders the marker read after the release, on a
+follower too) and no ``exists`` (the successor's own-node watch was armed by its first
+step, once per connection). On a server without multiRead (< 3.6, simulated) it is two
+pipelined requests. The old code sent ``get_children, exists, sync, get``.
 
-A round trip is a run of requests a thread sends before it next waits for an answer
-(``ZooKeeperConnection.wait``), so pipelined requests count once. Only the campaigning
-(resp. resigning) thread is counted: session renewals run on their own thread.
+Every request the client hands to kazoo is counted (``KazooClient._call``, which every
+kazoo call and the multiRead go through), on any thread but the session renewer's.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 from handover_kit import Handover, handovers
 
 import tenure
+from tenure.adapters import zookeeper_multiread
 from tenure.adapters.zookeeper import ZooKeeperStore
 from tenure.conformance.lab.cluster import Cluster
 from tenure.conformance.lab.fixtures import LabFactory
@@ -29,60 +32,48 @@ from tenure.conformance.lab.fixtures import LabFactory
 pytestmark = [pytest.mark.zookeeper]
 
 TTL = 3.0  # the lab's tickTime 200 ms allows sessions of 0.4-4 s
-CALLS = ("create", "delete", "exists", "get", "get_children", "set", "sync")
 
 
-class Trips:
-    """Every request a store sends and every answer it waits for, per thread."""
+def _name(request: Any) -> str:
+    """A request as the test names it: kazoo's class, or a multiRead with its ops."""
+    if isinstance(request, zookeeper_multiread.MultiRead):
+        ops = {zookeeper_multiread.GET_CHILDREN: "get_children",
+               zookeeper_multiread.GET_DATA: "get"}
+        return "multiRead(" + ",".join(ops[op] for op, _ in request.ops) + ")"
+    return type(request).__name__
+
+
+class Requests:
+    """Every request one client's store sends, with its time and thread."""
 
     def __init__(self, client: tenure.Client) -> None:
         store = client.store
         assert isinstance(store, ZooKeeperStore)
-        self.events: list[tuple[float, threading.Thread, str]] = []
-        self._conn = conn = store._conn
+        self.sent: list[tuple[float, str, str]] = []
+        self._store = store
         self._wrapped: set[int] = set()
-        wait = conn.wait
-
-        def waited(pending: Any, timeout: float | None = None) -> Any:
-            self.events.append((time.monotonic(), threading.current_thread(), "|"))
-            return wait(pending, timeout)
-
-        conn.wait = waited  # type: ignore[method-assign]
 
     def attach(self) -> None:
         """Counts the requests of the store's current kazoo client (opening the session
         replaces the observer's client, so this runs once the session is open)."""
-        zk = self._conn.current
+        zk = self._store._conn.current
         assert zk is not None, "no kazoo client"
         if id(zk) in self._wrapped:
             return
         self._wrapped.add(id(zk))
-        for call in CALLS:
-            name = f"{call}_async"
-            setattr(zk, name, self._sent(call, getattr(zk, name)))
+        send = zk._call
 
-    def _sent(self, call: str, send: Any) -> Any:
-        def sent(*args: Any, **kwargs: Any) -> Any:
-            self.events.append((time.monotonic(), threading.current_thread(), call))
-            return send(*args, **kwargs)
+        def call(request: Any, pending: Any) -> Any:
+            self.sent.append((time.monotonic(), threading.current_thread().name,
+                              _name(request)))
+            return send(request, pending)
 
-        return sent
+        zk._call = call  # type: ignore[method-assign]
 
-    def rounds(self, thread: threading.Thread, start: float, end: float) -> list[list[str]]:
-        """The requests ``thread`` sent in [start, end], grouped by round trip."""
-        rounds: list[list[str]] = []
-        waited = True
-        for t, who, what in self.events:
-            if who is not thread or not start <= t <= end:
-                continue
-            if what == "|":
-                waited = True
-            elif waited:
-                rounds.append([what])
-                waited = False
-            else:
-                rounds[-1].append(what)
-        return rounds
+    def between(self, start: float, end: float) -> list[str]:
+        """The requests sent in [start, end], renewals excepted."""
+        return [what for t, thread, what in self.sent
+                if start <= t <= end and thread != "tenure-renewer"]
 
 
 @pytest.fixture(scope="module")
@@ -90,21 +81,36 @@ def cluster(lab_module: LabFactory) -> Cluster:
     return lab_module.start("zookeeper")
 
 
+def _attach(counted: list[Requests]) -> None:
+    for requests in counted:  # both sessions are open now
+        requests.attach()
+
+
 @pytest.mark.parametrize("layout", ["tenure", "native"])
-def test_a_handover_is_one_round_trip_each_side(cluster: Cluster, layout: str) -> None:
-    main = threading.current_thread()
-
-    def attach(counted: list[Trips]) -> None:
-        for trips in counted:  # both sessions are open now
-            trips.attach()
-
-    def check(leader: Trips, successor: Trips, done: Handover) -> None:
-        by_leader = leader.rounds(main, done.start, done.resigned)
-        by_successor = successor.rounds(done.thread, done.start, done.end)
+def test_a_handover_is_one_request_each_side(cluster: Cluster, layout: str) -> None:
+    def check(leader: Requests, successor: Requests, done: Handover) -> None:
+        by_leader = leader.between(done.start, done.resigned)
+        by_successor = successor.between(done.start, done.end)
         detail = f"leader {by_leader}, successor {by_successor}, steps {done.steps}"
-        assert by_leader == [["delete"]], detail
+        assert by_leader == ["Delete"], detail
         assert done.steps == ["Won"], detail
-        assert by_successor == [["get_children", "exists", "sync", "get"]], detail
+        assert by_successor == ["multiRead(get_children,get)"], detail
 
     handovers(f"{cluster.url}?layout={layout}", TTL, f"trips/{time.monotonic_ns()}",
-              Trips, check, before_resign=attach)
+              Requests, check, before_resign=_attach)
+
+
+def test_without_multiread_the_wake_up_is_two_pipelined_requests(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An opcode the server does not know stands for a server before 3.6: the session's
+    # probe sees it refused, and the store reads with separate requests from then on.
+    monkeypatch.setattr(zookeeper_multiread.MultiRead, "type", 9999)
+
+    def check(leader: Requests, successor: Requests, done: Handover) -> None:
+        assert not successor._store._multiread
+        by_successor = successor.between(done.start, done.end)
+        assert by_successor == ["GetChildren", "GetData"], by_successor
+        assert done.steps == ["Won"], done.steps
+
+    handovers(cluster.url, TTL, f"trips/{time.monotonic_ns()}", Requests, check, rounds=2,
+              before_resign=_attach)

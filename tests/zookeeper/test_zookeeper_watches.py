@@ -1,7 +1,9 @@
 """What tenure.adapters.zookeeper_watches promises, without a server: a signal fires on
 its election's watch events and on every connection state change, never stacks kazoo
 watches, is disarmed when closed; a leading node is reported lost once (deleted, LOST,
-gone after a reconnect), never after forget, and never on kazoo's thread."""
+gone after a reconnect), never after forget, and never on kazoo's thread; a ticket's own
+watch is armed once per connection, and a waiter whose node goes is woken, not reported;
+what is parked on a predecessor runs once, before the signal, when it is deleted."""
 
 from __future__ import annotations
 
@@ -80,6 +82,13 @@ def setup() -> tuple[Watches, FakeZooKeeper, Reports]:
     return Watches(FakeConnection(zk), reports), zk, reports  # type: ignore[arg-type]
 
 
+def lead(watches: Watches, zk: FakeZooKeeper, mine: ZooKeeperTicket) -> Any:
+    """What a step that finds ``mine`` leading does: arm its own watch, mark it leading."""
+    stat = watches.arm_own_async(zk, mine).get()  # type: ignore[arg-type]
+    watches.lead(mine)
+    return stat
+
+
 def test_a_signal_fires_on_its_elections_watch_and_on_every_state_change() -> None:
     watches, _, _ = setup()
     with watches.armed("a") as a, watches.armed("b") as b:
@@ -118,7 +127,7 @@ def test_a_deleted_leading_node_is_reported_once_and_not_on_kazoos_thread() -> N
     watches, zk, reports = setup()
     mine = ticket()
     zk.nodes.add(mine.key)
-    assert watches.lead(zk, mine) is not None  # type: ignore[arg-type]
+    assert lead(watches, zk, mine) is not None
     (watch,) = zk.watches[mine.key]
     watch(event(EventType.DELETED))
     watch(event(EventType.DELETED))
@@ -131,7 +140,7 @@ def test_forget_before_the_event_reports_nothing() -> None:
     watches, zk, reports = setup()
     mine = ticket()
     zk.nodes.add(mine.key)
-    watches.lead(zk, mine)  # type: ignore[arg-type]
+    lead(watches, zk, mine)
     watches.forget(mine)  # withdrawn
     zk.watches[mine.key][0](event(EventType.DELETED))
     watches.state_changed(KazooState.LOST)
@@ -145,7 +154,7 @@ def test_lost_reports_every_leading_node_once_off_kazoos_thread() -> None:
     nodes = [ticket(f"/e/c-{i}") for i in range(3)]
     for mine in nodes:
         zk.nodes.add(mine.key)
-        watches.lead(zk, mine)  # type: ignore[arg-type]
+        lead(watches, zk, mine)
     watches.state_changed(KazooState.LOST)
     watches.state_changed(KazooState.LOST)
     assert sorted(t.key for t, _, _ in reports.settled()) == sorted(t.key for t in nodes)
@@ -159,7 +168,7 @@ def test_after_a_reconnect_leading_nodes_are_watched_again_and_one_gone_is_a_los
     kept, gone = ticket("/e/c-1"), ticket("/e/c-2")
     for mine in (kept, gone):
         zk.nodes.add(mine.key)
-        watches.lead(zk, mine)  # type: ignore[arg-type]
+        lead(watches, zk, mine)
     zk.nodes.discard(gone.key)  # deleted while we were disconnected
     watches.state_changed(KazooState.SUSPENDED)
     watches.state_changed(KazooState.CONNECTED)
@@ -173,8 +182,66 @@ def test_report_gone_catches_a_held_ticket_no_longer_leading_and_retain_drops_si
     old, current = ticket("/e/c-1", session=1), ticket("/e/c-2", session=2)
     for mine in (old, current):
         zk.nodes.add(mine.key)
-        watches.lead(zk, mine)  # type: ignore[arg-type]
+        lead(watches, zk, mine)
     watches.retain(2)  # a new session: nodes of the old one are not ours any more
     assert list(watches.leading) == [current.key]
     watches.report_gone([old, current])
     assert [t for t, _, _ in reports.settled()] == [old]
+
+
+def test_the_own_watch_is_armed_once_per_connection() -> None:
+    watches, zk, _ = setup()
+    mine = ticket()
+    zk.nodes.add(mine.key)
+    assert watches.needs_arming(mine)
+    watches.arm_own_async(zk, mine)  # type: ignore[arg-type]
+    assert not watches.needs_arming(mine)  # a wake-up step sends no exists
+    watches.state_changed(KazooState.SUSPENDED)  # kazoo dropped every watch
+    assert watches.needs_arming(mine)
+    watches.arm_own_async(zk, mine)  # type: ignore[arg-type]
+    zk.watches[mine.key][-1](event(EventType.CHANGED))  # a fired watch is spent
+    assert watches.needs_arming(mine)
+
+
+def test_a_waiters_node_deleted_wakes_it_and_is_seen_gone_but_not_reported() -> None:
+    watches, zk, reports = setup()
+    mine = ticket()
+    zk.nodes.add(mine.key)
+    with watches.armed(mine.election) as signal:
+        watches.arm_own_async(zk, mine)  # type: ignore[arg-type]
+        zk.watches[mine.key][0](event(EventType.DELETED))
+        assert signal.wait(0)
+    assert watches.seen_gone(mine)
+    assert reports.settled() == []
+    watches.withdrawn(mine)
+    assert not watches.seen_gone(mine)
+
+
+def test_our_own_delete_after_withdrawing_records_nothing() -> None:
+    watches, zk, reports = setup()
+    mine = ticket()
+    zk.nodes.add(mine.key)
+    lead(watches, zk, mine)
+    watches.withdrawn(mine)
+    zk.watches[mine.key][0](event(EventType.DELETED))
+    assert not watches.seen_gone(mine)
+    assert reports.settled() == []
+
+
+def test_what_is_parked_on_a_predecessor_runs_once_before_the_signal() -> None:
+    watches, _, _ = setup()
+    mine = ticket("/e/c-2")
+    order: list[str] = []
+    watches.park(mine, "/e/c-1", lambda: order.append("read"))
+    watches.watch("e")(event(EventType.CHANGED, "/e/c-1"))  # not a deletion
+    watches.watch("e")(event(EventType.DELETED, "/e/c-0"))  # another node
+    assert order == []
+    with watches.armed("e") as signal:
+        watches.park(mine, "/e/c-1", lambda: order.append(f"read, fired={signal.wait(0)}"))
+        watches.watch("e")(event(EventType.DELETED, "/e/c-1"))
+        watches.watch("e")(event(EventType.DELETED, "/e/c-1"))
+        assert order == ["read, fired=False"] and signal.wait(0)
+    watches.park(mine, "/e/c-1", lambda: order.append("again"))
+    watches.withdrawn(mine)
+    watches.watch("e")(event(EventType.DELETED, "/e/c-1"))
+    assert order == ["read, fired=False"]
