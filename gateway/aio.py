@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
@@ -40,11 +41,14 @@ T = TypeVar("T")
 AsyncLostCallback = Callable[["Leadership", str], Any]
 
 
-async def _in_thread(function: Callable[[], T], name: str = "tenure-aio") -> T:
-    """Runs a (possibly long) blocking call in its own daemon thread and awaits it.
+async def _in_thread(function: Callable[[], T], name: str = "tenure-aio",
+                     workers: _Workers | None = None) -> T:
+    """Runs a (possibly long) blocking call in a thread of its own and awaits it.
 
-    A dedicated thread, not the loop's default executor: campaigns and observers may
-    block for hours and must not starve other ``to_thread`` users."""
+    Not the loop's default executor: campaigns and observers may block for hours and
+    must not starve other ``to_thread`` users. With ``workers`` (a client's), the call
+    runs on one of that client's long-lived threads, started only when none is free;
+    without, on a new daemon thread."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
@@ -56,18 +60,109 @@ async def _in_thread(function: Callable[[], T], name: str = "tenure-aio") -> T:
         else:
             future.set_result(result)  # type: ignore[arg-type]
 
-    def run() -> None:
+    def run() -> Callable[[], None]:
+        """Calls ``function``; returns what hands its outcome to the loop."""
         try:
             result = function()
         except BaseException as exc:  # handed to the awaiting task
-            with contextlib.suppress(RuntimeError):  # loop closed
-                loop.call_soon_threadsafe(settle, None, exc)
-            return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, result, None)
+            error = exc  # ``exc`` is unbound once the except block ends
+            return lambda: _post(loop, settle, None, error)
+        return lambda: _post(loop, settle, result, None)
 
-    threading.Thread(target=run, name=name, daemon=True).start()
+    if workers is None:
+        threading.Thread(target=lambda: run()(), name=name, daemon=True).start()
+    else:
+        workers.submit(run, name)
     return await future
+
+
+def _post(loop: asyncio.AbstractEventLoop, settle: Callable[[T | None, BaseException | None],
+          None], result: T | None, error: BaseException | None) -> None:
+    with contextlib.suppress(RuntimeError):  # loop closed
+        loop.call_soon_threadsafe(settle, result, error)
+
+
+Job = tuple[Callable[[], Callable[[], None]], str]
+
+
+class _Workers:
+    """One client's threads for its blocking calls that may last (campaigns, handoffs).
+
+    A call runs on an idle thread of this client, or on a new one when every thread is
+    busy: no call ever waits for another to finish, as with a thread per call, but a
+    client that campaigns again and again reuses one thread instead of starting one
+    (and, on SQLite, opening that thread's database connection) per campaign. A thread
+    idle for ``idle`` seconds ends, and :meth:`close` ends the idle ones at once (a
+    busy one ends after its call). What it does not do: bound the number of threads
+    (as many as calls running at once), or interrupt a call (campaigns stop on their
+    cancel event or the client's close, as before)."""
+
+    def __init__(self, idle: float = 60.0) -> None:
+        self.idle_timeout = idle
+        self._lock = threading.Lock()
+        self._idle: list[queue.SimpleQueue[Job | None]] = []
+        self._closed = False
+        self.started = 0
+        """Threads started so far (reuse shows as a small count)."""
+        self.threads: set[threading.Thread] = set()
+        """The threads alive now (each leaves the set as it ends)."""
+
+    def submit(self, call: Callable[[], Callable[[], None]], name: str) -> None:
+        """Runs ``call()`` (which must not raise) on an idle thread or a new one, then
+        the delivery it returns -- after the thread is idle again, so that a caller
+        that submits the next call as soon as it hears of this one reuses it."""
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+            if inbox is None:
+                self.started += 1
+        if inbox is not None:
+            inbox.put((call, name))
+            return
+        thread = threading.Thread(target=self._serve, args=(call, name), name=name,
+                                  daemon=True)
+        with self._lock:
+            self.threads.add(thread)
+        thread.start()
+
+    def close(self) -> None:
+        """Ends the idle threads; busy ones end after their call. Calls submitted
+        later still run (each on a thread that ends after it)."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for inbox in idle:
+            inbox.put(None)
+
+    def _serve(self, call: Callable[[], Callable[[], None]], name: str) -> None:
+        try:
+            self._work(call, name)
+        finally:
+            with self._lock:
+                self.threads.discard(threading.current_thread())
+
+    def _work(self, call: Callable[[], Callable[[], None]], name: str) -> None:
+        inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        job: Job | None = (call, name)
+        while job is not None:
+            threading.current_thread().name = job[1]
+            deliver = job[0]()
+            job = None  # drops the call's references while idle
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    self._idle.append(inbox)
+            deliver()
+            del deliver
+            if closed:
+                return
+            try:
+                job = inbox.get(timeout=self.idle_timeout)
+            except queue.Empty:
+                with self._lock:
+                    if inbox in self._idle:
+                        self._idle.remove(inbox)
+                        return
+                job = inbox.get()  # taken by a submit in the same instant
 
 
 async def connect(
@@ -109,6 +204,7 @@ class Client:
     def __init__(self, sync: SyncClient) -> None:
         self.sync = sync
         self._observers: dict[threading.Thread, threading.Event] = {}
+        self._workers = _Workers()
 
     @property
     def candidate_id(self) -> str:
@@ -145,7 +241,17 @@ class Client:
                 thread.join()
             self.sync.close()
 
-        await asyncio.to_thread(close)
+        try:
+            await asyncio.to_thread(close)
+        finally:
+            self._workers.close()
+
+    async def run_blocking(self, function: Callable[[], T], name: str = "tenure-aio") -> T:
+        """Runs the blocking ``function()`` on one of this client's own threads (the ones
+        its campaigns and handoffs run on; a new one when all are busy) and returns what
+        it returns. For calls that may block long or that should reuse what a thread of
+        this client already set up (SQLite opens a connection per thread)."""
+        return await _in_thread(function, name, self._workers)
 
     async def __aenter__(self) -> Client:
         return self
@@ -322,7 +428,8 @@ class Campaign:
                 priority=self._priority,
             )
 
-        task = asyncio.ensure_future(_in_thread(campaign, "tenure-aio-campaign"))
+        task = asyncio.ensure_future(self._election.client.run_blocking(
+            campaign, "tenure-aio-campaign"))
         try:
             sync = await asyncio.shield(task)
         except asyncio.CancelledError:

@@ -187,7 +187,9 @@ class WarmClients:
         self._opened("background")
         opening = _Opening(client)
         try:
-            await asyncio.to_thread(opening.run)
+            # on the client's own thread, the one its campaigns will run on: that
+            # thread's store set-up (SQLite's connection) is done before the first one
+            await client.run_blocking(opening.run, "tenure-serve-open")
         except Exception as exc:
             log.warning("could not open a warm session (TTL %g s): %s", ttl, exc)
             await self.discard(client)
@@ -236,7 +238,7 @@ class WarmClients:
 
 
 class _Opening:
-    """Opens a new client's session in a worker thread. If the fill awaiting it gave
+    """Opens a new client's session in one of the client's threads. If the fill awaiting it gave
     up meanwhile (:meth:`abandon` before the thread finished), the thread closes the
     client itself: no event loop is needed for that, so it holds even while the loop
     shuts down."""

@@ -108,3 +108,43 @@ async def _until(predicate: object, timeout: float = 10.0) -> None:
     while not predicate():  # type: ignore[operator]
         assert time.monotonic() < end, "condition not reached"
         await asyncio.sleep(0.01)
+
+
+def test_campaigns_reuse_the_clients_threads_and_close_ends_them(tmp_path: Path) -> None:
+    """A client's campaigns run on its own long-lived threads: ten campaigns one after
+    another start one thread; a campaign that waits does not hold up another of the
+    same client (a second thread starts), stays cancellable, and close() ends both
+    threads. Counted, not timed (~1 s)."""
+    async def scenario() -> dict[str, object]:
+        seen: dict[str, object] = {}
+        async with await aio.connect(_url(tmp_path), ttl=5) as other:
+            client = await aio.connect(_url(tmp_path), ttl=5)
+            for _ in range(10):
+                await (await client.election("reuse").campaign("v")).resign()
+            seen["after 10 campaigns"] = client._workers.started
+            held = await other.election("busy").campaign("other")
+            waiting = asyncio.ensure_future(client.election("busy").campaign("v"))
+            won = await asyncio.wait_for(client.election("free").campaign("v"), timeout=10)
+            seen["while one waits"] = client._workers.started
+            seen["waiting still"] = not waiting.done()
+            await won.resign()
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            seen["entries left"] = [c.candidate_id for c in other.sync.election("busy")
+                                    .contenders()]
+            seen["other id"] = other.candidate_id
+            await held.resign()
+            threads = set(client._workers.threads)
+            seen["threads before close"] = len(threads)
+            await client.close()
+            for thread in threads:
+                thread.join(timeout=10)
+            seen["alive after close"] = sum(t.is_alive() for t in threads)
+        return seen
+
+    seen = asyncio.run(scenario())
+    other_id = seen.pop("other id")
+    assert seen == {"after 10 campaigns": 1, "while one waits": 2, "waiting still": True,
+                    "entries left": [other_id], "threads before close": 2,
+                    "alive after close": 0}, seen

@@ -45,7 +45,9 @@ def any_store(request: pytest.FixtureRequest, lab_clusters: SharedClusters,
 @pytest.fixture
 def opened(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     """Counts store clients opened (``open_store``: each is the store's connection),
-    sessions opened on them, and the session keeper's threads started."""
+    sessions opened on them, the session keeper's threads started, and the threads
+    campaigns run on (a client's own, started by its first campaign or by the pool
+    opening its session)."""
     counts: Counter[str] = Counter()
     real_open = tenure.adapters.open_store
 
@@ -67,6 +69,8 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     def start(thread: threading.Thread) -> None:
         if thread.name in ("tenure-renewer", "tenure-watchdog"):
             counts["keeper threads"] += 1
+        if thread.name in ("tenure-aio-campaign", "tenure-serve-open"):
+            counts["campaign threads"] += 1
         real_start(thread)
 
     monkeypatch.setattr(tenure.adapters, "open_store", open_store)
@@ -159,7 +163,8 @@ def test_without_warm_sessions_each_campaign_opens_a_client_and_a_session(
             await gateway.holders.end(await _campaign(gateway, "warm/cold"), "resigned")
 
     _run(f"sqlite://{tmp_path}/store.db", 1.0, body, warm=0)
-    assert opened == {"clients": ROUNDS, "sessions": ROUNDS, "keeper threads": 2 * ROUNDS}
+    assert opened == {"clients": ROUNDS, "sessions": ROUNDS, "keeper threads": 2 * ROUNDS,
+                      "campaign threads": ROUNDS}
 
 
 @pytest.mark.sqlite

@@ -4,8 +4,8 @@
     POST /v1/leaderships/{handle}/keepalive   every ttl/3 while leading
     DELETE /v1/leaderships/{handle}           resign
 
-Each contender is a separate HTTP caller of one gateway process (the gateway opens a
-store client with its own session per campaign). A caller that stops sending
+Each contender is a separate HTTP caller of one gateway process (the gateway gives each
+campaign a store client with its own session, warm from its pool). A caller that stops sending
 keepalives loses its leadership after ``ttl``: that is what a crash failover measures
 here. A keepalive answered 410 is reported as the loss. URL: ``tenure-serve://h:p``.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -32,7 +33,11 @@ def _call(conn: http.client.HTTPConnection, method: str, path: str,
 
 
 class GatewayContender(Contender):
-    """One HTTP caller of ``tenure serve`` campaigning in handle mode."""
+    """One HTTP caller of ``tenure serve`` campaigning in handle mode.
+
+    Its keepalive loop is one thread for the contender's life, on its own keep-alive
+    connection, as a long-running caller would have it: a campaign does not start a
+    thread (which the uncontended-campaign figure would count as the gateway's)."""
 
     reports_loss = True
 
@@ -43,9 +48,14 @@ class GatewayContender(Contender):
         self.address = (host, int(port))
         self.conn = http.client.HTTPConnection(host, int(port), timeout=300)
         self.handle: str | None = None
-        self._stop = threading.Event()
-        self._keeper: threading.Thread | None = None
+        self._changed = threading.Condition()
+        self._kept: str | None = None  # the handle the keeper keeps alive
+        self._term = 0  # bumped by every campaign and resign
+        self._calling = False  # a keepalive is on the wire
+        self._closed = False
         self.keepalives = 0
+        self._keeper = threading.Thread(target=self._keep, daemon=True)
+        self._keeper.start()
 
     def campaign(self) -> dict[str, Any]:
         status, body = _call(self.conn, "POST",
@@ -54,34 +64,57 @@ class GatewayContender(Contender):
         if status != 200:
             raise RuntimeError(f"campaign: HTTP {status} {body}")
         self.handle = body["handle"]
-        self._stop.clear()
-        self._keeper = threading.Thread(target=self._keep, args=(self.handle,), daemon=True)
-        self._keeper.start()
+        with self._changed:
+            self._kept = self.handle
+            self._term += 1
+            self._changed.notify_all()
         return {"token": body["token"]}
 
-    def _keep(self, handle: str) -> None:
+    def _keep(self) -> None:
         conn = http.client.HTTPConnection(*self.address, timeout=self.ttl)
         try:
-            while not self._stop.wait(self.ttl / 3):
-                status, body = _call(conn, "POST", f"/v1/leaderships/{handle}/keepalive")
+            while True:
+                with self._changed:
+                    self._changed.wait_for(lambda: self._kept is not None or self._closed)
+                    if self._closed:
+                        return
+                    term = self._term
+                    if self._changed.wait_for(self._moved_on(term), timeout=self.ttl / 3):
+                        continue
+                    handle, self._calling = self._kept, True
+                try:
+                    status, body = _call(conn, "POST", f"/v1/leaderships/{handle}/keepalive")
+                finally:
+                    with self._changed:
+                        self._calling = False
+                        self._changed.notify_all()
                 self.keepalives += 1
                 if status == 410:
+                    with self._changed:
+                        if self._term != term:
+                            continue  # resigned meanwhile: not a loss
+                        self._kept = None
                     self.on_lost(str(body.get("detail", "ended")), None)
-                    return
         finally:
             conn.close()
 
+    def _moved_on(self, term: int) -> Callable[[], bool]:
+        return lambda: self._term != term or self._closed
+
     def resign(self) -> None:
-        self._stop.set()
-        if self._keeper is not None:
-            self._keeper.join()
-            self._keeper = None
+        with self._changed:
+            self._kept = None
+            self._term += 1
+            self._changed.notify_all()
+            self._changed.wait_for(lambda: not self._calling)
         if self.handle is not None:
             _call(self.conn, "DELETE", f"/v1/leaderships/{self.handle}")
             self.handle = None
 
     def close(self) -> None:
-        self._stop.set()
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
         self.conn.close()
 
     def counters(self) -> dict[str, float]:
