@@ -5,12 +5,15 @@ is unavailable listeners degrade to sleeping in short slices, which callers tole
 Closing an inotify descriptor waits for a kernel RCU grace period (often 10-20 ms),
 so a :class:`BellBoard` keeps one descriptor per thread for its whole life and only
 adds watches; a wake-up for another bell of the same thread is a harmless spurious one.
+Each thread also has an eventfd through which :meth:`Listener.interrupt` (a cancel or
+a client's close) wakes its wait, so the core need not wake up to check for those.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import logging
 import os
 import select
@@ -50,10 +53,32 @@ _LIBC = _load_libc()
 
 def ring(path: Path) -> None:
     """Wakes every listener on ``path`` (creating the file if needed)."""
-    with open(path, "ab") as bell:
-        bell.write(b".")
-    if path.stat().st_size > 4096:
-        os.truncate(path, 0)
+    # os-level calls: a Python file object costs ~3x as much, on every handover.
+    bell = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        os.write(bell, b".")
+        if os.lseek(bell, 0, os.SEEK_CUR) > 4096:
+            os.ftruncate(bell, 0)
+    finally:
+        os.close(bell)
+
+
+def _watch(fd: int, path: Path) -> bool:
+    """Adds (or keeps) a watch on ``path`` to the inotify descriptor ``fd`` and drops
+    the events already queued (the caller reads the state next); False if it cannot."""
+    assert _LIBC is not None
+    name = os.fsencode(path)
+    if _LIBC.inotify_add_watch(fd, name, _MASK) < 0:
+        if ctypes.get_errno() != errno.ENOENT:
+            return False
+        # Created only when missing: touching an existing bell changes its times, an
+        # IN_ATTRIB event that woke every other listener, each of which then touched
+        # it again (a wake-up storm: ~25% of a core per idle waiter).
+        path.touch(exist_ok=True)
+        if _LIBC.inotify_add_watch(fd, name, _MASK) < 0:
+            return False
+    _drain(fd)
+    return True
 
 
 def _drain(fd: int) -> None:
@@ -95,6 +120,24 @@ class BellBoard:
                     self._fds.append(fd)
         return fd
 
+    def _poke_fd(self) -> int:
+        """This thread's interrupt descriptor (an eventfd): written by
+        :meth:`Listener.interrupt` from any thread, selected on by this thread's waits."""
+        poke: int | None = getattr(self._local, "poke", None)
+        if poke is None:
+            poke = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._local.poke = poke
+            with self._lock:
+                self._fds.append(poke)
+        return poke
+
+    def _interrupt(self, poke: int) -> None:
+        # Under the lock: close() marks the board closed under it before closing any
+        # descriptor, so this never writes to a closed (or reused) descriptor number.
+        with self._lock:
+            if not self._closed:
+                os.eventfd_write(poke, 1)
+
     def _enter(self) -> bool:
         """Marks the calling thread as using the descriptors (close waits for it);
         False, and not marked, once the board is closed."""
@@ -116,29 +159,24 @@ class BellBoard:
         if not self._enter():
             raise TenureError(CLOSED)
         try:
-            if not path.exists():
-                # Only when missing: touching an existing bell changes its times, an
-                # IN_ATTRIB event that woke every other listener, each of which then
-                # touched it again (a wake-up storm: ~25% of a core per idle waiter).
-                path.touch(exist_ok=True)
             fd = self._fd()
-            if fd >= 0:
-                if _LIBC is None or _LIBC.inotify_add_watch(fd, str(path).encode(), _MASK) < 0:
-                    fd = -1
-                else:
-                    _drain(fd)
+            if fd >= 0 and not _watch(fd, path):
+                fd = -1
+            poke = self._poke_fd()
         finally:
             self._leave()
-        return Listener(self, fd)
+        return Listener(self, fd, poke)
 
-    def _wait(self, fd: int, timeout: float) -> bool:
+    def _wait(self, fd: int, poke: int, timeout: float) -> bool:
         if not self._enter():
             return True
         try:
-            watched = [self._wake_r] if fd < 0 else [fd, self._wake_r]
+            watched = [self._wake_r, poke] if fd < 0 else [fd, self._wake_r, poke]
             slice_ = timeout if fd >= 0 else min(timeout, FALLBACK_SLICE)
             ready, _, _ = select.select(watched, [], [], max(slice_, 0.0))
-            if fd < 0 or self._wake_r in ready:
+            if poke in ready:
+                _drain(poke)
+            if fd < 0 or self._wake_r in ready or poke in ready:
                 return True
             if not ready:
                 return False
@@ -167,14 +205,23 @@ class BellBoard:
 
 
 class Listener(Signal):
-    """Waits for rings of the bells its thread listens to (a :class:`Signal`)."""
+    """Waits for rings of the bells its thread listens to (a :class:`Signal`);
+    :meth:`interrupt` wakes it from any thread."""
 
-    def __init__(self, board: BellBoard, fd: int) -> None:
+    interruptible = True
+
+    def __init__(self, board: BellBoard, fd: int, poke: int) -> None:
         self._board = board
         self._fd = fd
+        self._poke = poke
 
     def wait(self, timeout: float) -> bool:
         """Waits up to ``timeout`` seconds for a ring; True if one came (or, without
         inotify, after a short slice, since a ring cannot be told from none); True at
-        once when the board is closed, before or during the wait."""
-        return self._board._wait(self._fd, timeout)
+        once when the board is closed or the listener interrupted, before or during
+        the wait. An interrupt that comes after a wait ended makes the next wait of
+        this thread return True once (a spurious wake-up)."""
+        return self._board._wait(self._fd, self._poke, timeout)
+
+    def interrupt(self) -> None:
+        self._board._interrupt(self._poke)

@@ -26,7 +26,7 @@ from typing import Any
 
 from tenure import events
 from tenure.campaign import Campaign, observe, withdraw_quietly
-from tenure.cancel import AnyOf
+from tenure.cancel import AnyOf, Flag
 from tenure.config import Settings, load_settings
 from tenure.errors import ConfigError, TenureError, UsageError
 from tenure.handoff import HandoffGate
@@ -104,8 +104,9 @@ class Client:
         self._uses = 0
         self._closing = threading.Lock()
         self._closed_once = False
-        self.closing = threading.Event()
-        """Set when :meth:`close` begins: ends this client's campaigns and observers."""
+        self.closing = Flag()
+        """Set when :meth:`close` begins: ends this client's campaigns and observers
+        (a :class:`tenure.cancel.Flag`: it wakes their waits, nothing polls it)."""
         self.handoff_gate = HandoffGate()
         """Lets a won campaign step aside for a named successor (:mod:`tenure.handoff`)."""
         store.bind(self._lost_from_store)
@@ -281,6 +282,8 @@ class Election:
         CampaignCancelled once ``cancel`` is set or the client is closed (from any
         thread), UsageError if this client already
         campaigns here; on any of these the queue entry is removed.
+        A ``cancel`` that is a :class:`tenure.cancel.Flag` (or none) wakes the wait at
+        once; a plain :class:`threading.Event` is checked every 0.2 s.
         ``on_lost(leadership, reason)`` is called once if the leadership is later lost
         (never on resign). ``priority`` (a whole number, higher preferred) is shown to
         every other candidate in :meth:`contenders`; ``on_preferred(leadership,
@@ -300,7 +303,7 @@ class Election:
         client._reserve(self.name)
         started = time.monotonic()
         campaign = Campaign(client.store, client.keeper, self.name, client.candidate_id,
-                            data, timeout, AnyOf(cancel or threading.Event(), client.closing),
+                            data, timeout, _any_of(cancel, client.closing),
                             closed=client.closing)
         campaign.describe_leader = lambda: _describe(self.leader_or_none())
         campaign.admits = client.handoff_gate.admits
@@ -386,7 +389,7 @@ class Election:
         (intermediate leaders that came and went during an outage may be)."""
         end = None if timeout is None else time.monotonic() + timeout
         return observe(self.client.store, self.name,
-                       AnyOf(stop or threading.Event(), self.client.closing), end)
+                       _any_of(stop, self.client.closing), end)
 
     def run(
         self,
@@ -442,6 +445,12 @@ class Observer:
         """Stops observing; returns when the thread has ended."""
         self._stop.set()
         self._thread.join()
+
+
+def _any_of(caller: threading.Event | None, closing: Flag) -> AnyOf:
+    """The caller's event (if any) or the client's close. Without a caller's event, or
+    with a :class:`tenure.cancel.Flag`, waits are woken rather than polled."""
+    return AnyOf(closing) if caller is None else AnyOf(caller, closing)
 
 
 def _describe(info: LeaderInfo | None) -> str:

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from tenure.cancel import Flag
 from tenure.errors import CampaignCancelled, CampaignTimeout, TenureError
 from tenure.leadership import Leadership, PreferredCallback, State
 from tenure.store import LeaderInfo
@@ -110,7 +111,7 @@ class RunLoop:
         self.on_started = on_started
         self.on_stopped = on_stopped
         self.on_new_leader = on_new_leader
-        self._stop = threading.Event()
+        self._stop = Flag()  # wakes the campaign's wait when stopped (tenure.cancel)
         self._lock = threading.Lock()
         self._current: Leadership | None = None
         self.leaderships = 0

@@ -16,6 +16,13 @@ elected someone else in between.
 Two threads per client: the *renewer* does store I/O (renew every ``lifetime / 3``, retry
 quickly on failure); the *watchdog* does no I/O and fires losses when the deadline
 passes, so a renewal that hangs in the network cannot delay the loss.
+
+Wake-ups (each costs CPU on an idle host, and a thread hand-off on a hot path): the
+watchdog sleeps without a timer while nothing is held, and is not woken by renewals
+(they only move the deadline later). A ticket adopted while the renewer sleeps before
+the deadline is handed to the renewer, which wakes the watchdog first thing when it
+wakes (before any I/O); otherwise the adopting thread wakes it. The renewer wakes only
+to renew.
 """
 
 from __future__ import annotations
@@ -44,7 +51,18 @@ class SessionKeeper:
         self.ttl = ttl
         self.drift = drift
         self._on_loss = on_loss
-        self._lock = threading.Condition()
+        self._mutex = threading.RLock()
+        self._lock = threading.Condition(self._mutex)
+        """Guards the state; the renewer waits on it (woken by close)."""
+        self._watch_wake = threading.Condition(self._mutex)
+        """The watchdog waits on this: woken when it has a deadline to keep that it may
+        not be timing (a ticket adopted while it slept with nothing held, the session
+        ended, close) -- never by a renewal, which only moves the deadline later (the
+        watchdog re-reads it when its timer ends)."""
+        self._renewer_waits_until: float | None = None
+        """While the renewer sleeps without I/O in flight: when it wakes (else None)."""
+        self._watch_stale = False
+        """A ticket was adopted and the watchdog not woken: the renewer wakes it."""
         self._opening = threading.Lock()
         self._held: set[Ticket] = set()
         self._leftovers: set[Ticket] = set()
@@ -131,7 +149,15 @@ class SessionKeeper:
             if generation != self._generation or time.monotonic() >= self._valid_until:
                 return None
             self._held.add(ticket)
-            self._lock.notify_all()
+            wakes = self._renewer_waits_until
+            if wakes is not None and wakes < self._valid_until:
+                # Not on the winner's path: waking the watchdog costs the winning thread
+                # a thread hand-off (~50-150 us on a loaded host). The renewer wakes
+                # before this deadline, does no I/O before waking the watchdog, and is
+                # told to; a renewer busy with I/O (which may hang) is not relied upon.
+                self._watch_stale = True
+            else:
+                self._watch_wake.notify_all()
             return self._valid_until
 
     def withdraw_later(self, ticket: Ticket) -> None:
@@ -199,6 +225,7 @@ class SessionKeeper:
             self._open = False
             self._held.clear()
             self._lock.notify_all()
+            self._watch_wake.notify_all()
         for thread in (self._renewer, self._watchdog):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout=self.ttl)
@@ -216,8 +243,13 @@ class SessionKeeper:
         next_at = time.monotonic() + self.renew_interval
         while True:
             with self._lock:
+                self._renewer_waits_until = next_at
                 while not self._closed and time.monotonic() < next_at:
                     self._lock.wait(max(0.0, next_at - time.monotonic()))
+                self._renewer_waits_until = None
+                if self._watch_stale:
+                    self._watch_stale = False
+                    self._watch_wake.notify_all()
                 if self._closed:
                     return
                 held = frozenset(self._held)
@@ -248,7 +280,6 @@ class SessionKeeper:
                 self._held -= overdue
                 self._valid_until = t_sent + self.lifetime * (1 - self.drift)
                 valid_until = self._valid_until
-                self._lock.notify_all()
             # Published after the new deadline is in force, and carrying it, so a
             # subscriber (metrics, a deadline keeper) can forward it at once.
             events.publish("renewal", backend=self.store.description, ok=True,
@@ -266,7 +297,7 @@ class SessionKeeper:
             self._leftovers.clear()
             self._open = False
             self._valid_until = 0.0
-            self._lock.notify_all()
+            self._watch_wake.notify_all()
         log.warning("session expired: %s", detail)
         events.publish("session_expired", backend=self.store.description, detail=detail)
         self._lose(held, f"the store ended this client's session ({detail})")
@@ -301,4 +332,4 @@ class SessionKeeper:
                         self._lock.acquire()
                     continue
                 timeout = self._valid_until - now if self._held else None
-                self._lock.wait(timeout)
+                self._watch_wake.wait(timeout)

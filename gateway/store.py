@@ -70,7 +70,8 @@ if TYPE_CHECKING:
     from tenure.config import BackendURL
 
 WAIT_SLICE = 0.2
-"""Longest time the core waits on a :class:`Signal` without checking cancel/deadline."""
+"""Longest time the core waits on a :class:`Signal` without checking cancel, unless the
+signal is :attr:`~Signal.interruptible` and the cancel wakes it (:mod:`tenure.cancel`)."""
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,19 @@ T = TypeVar("T", bound=Ticket)
 class Signal(ABC):
     """Something to wait on for a change in the store: a watch, a bell file, a
     blocking query. Armed when created; :meth:`wait` may return True spuriously
-    (the core then just re-reads), but must not miss a change made after arming."""
+    (the core then just re-reads), but must not miss a change made after arming.
+
+    A signal that can be woken from another thread sets :attr:`interruptible` and
+    implements :meth:`interrupt`; the core then waits on it without checking cancel
+    every ``WAIT_SLICE`` (a cancel or close interrupts it). Optional: a signal that
+    cannot is checked in slices, as before."""
+
+    interruptible: bool = False
+    """True if :meth:`interrupt` works (class or instance attribute)."""
+
+    def interrupt(self) -> None:  # noqa: B027 - optional, see interruptible
+        """Makes the current wait, or the next one, return True at once (a spurious
+        wake-up: the core re-checks cancel and the store). Any thread; must not block."""
 
     @abstractmethod
     def wait(self, timeout: float) -> bool:
@@ -193,12 +206,17 @@ class EventSignal(Signal):
     """A :class:`Signal` over a :class:`threading.Event` that a store callback sets
     (watch callbacks, pub/sub listeners); ``on_close`` cancels the watch."""
 
+    interruptible = True
+
     def __init__(self, on_close: Callable[[], None] | None = None) -> None:
         self.event = threading.Event()
         self._on_close = on_close
 
     def fire(self) -> None:
         """Marks the watched state as changed (thread-safe)."""
+        self.event.set()
+
+    def interrupt(self) -> None:
         self.event.set()
 
     def wait(self, timeout: float) -> bool:
@@ -213,9 +231,16 @@ class EventSignal(Signal):
 class NoSignal(Signal):
     """Nothing to wait on but the clock (the core retries at :attr:`Wait.retry_at`)."""
 
+    interruptible = True
+
+    def __init__(self) -> None:
+        self._woken = threading.Event()
+
     def wait(self, timeout: float) -> bool:
-        threading.Event().wait(max(0.0, timeout))
-        return False
+        return self._woken.wait(max(0.0, timeout))
+
+    def interrupt(self) -> None:
+        self._woken.set()
 
 
 @dataclass(frozen=True)

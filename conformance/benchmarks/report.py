@@ -194,7 +194,8 @@ def gateway_lines(rows: Sequence[Row]) -> list[str]:
 def idle_table(rows: Sequence[Row]) -> str:
     """Idle cost: CPU seconds per minute of 1 leader + N waiting candidates, per store
     and tool, and each over kazoo's Election on ZooKeeper (the reference; "-" when the
-    run has no such row, or the figure is not read)."""
+    run has no such row, or the figure is not read). The note names each row's TTL:
+    keep-alive work per minute scales with 1/TTL, and the ratios do not correct for it."""
     lines = ["| store | system | candidates | window s | client CPU s/min | store CPU s/min "
              "| store baseline s/min | client / kazoo-ZK | store / kazoo-ZK | note |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -218,6 +219,8 @@ def idle_table(rows: Sequence[Row]) -> str:
             continue
         e = row.extra
         notes = [str(n) for n in (e.get("store_note"), e.get("client_note")) if n]
+        if row.ttl:  # renewals (and pings) per minute scale with 1/TTL: say it
+            notes.insert(0, f"TTL {row.ttl:g} s")
         if e.get("changes"):
             notes.append(f"{e['changes']} leadership change(s) in the window")
         lines.append(f"| {row.store} | {row.system} | {e['candidates']} | "
