@@ -12,7 +12,12 @@ history and schedule under ``artifacts/failing-histories`` (``run_chaos`` does).
 totals promise: ``faults_by_class`` counts every fault injected, by class (the partition
 classes have "partition" in their names); ``violations`` lists every S1/S2/S3 violation
 found, each prefixed with its round's seed (empty when none); ``worst_failover`` is, per
-class, the longest time without a valid leader that overlapped one of its faults.
+class, the longest time without a valid leader that overlapped one of its faults;
+``round_reports`` holds, for every round, its seed, verdict, violations and its
+*timeline*: each fault injected and each repair made, in time order, with ``t`` (seconds
+from the round's start) and ``at`` (``CLOCK_MONOTONIC``, the clock of the round's
+history events), so a violation can be traced to the faults around it. A round that
+violated prints its timeline too.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class SoakTotals:
     saved: list[str] = field(default_factory=list)
     verdicts: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    round_reports: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, report: ChaosReport) -> None:
         """Adds one round's report."""
@@ -65,8 +71,14 @@ class SoakTotals:
             self.worst_failover[kind] = max(self.worst_failover.get(kind, 0.0), gap)
         if report.saved:
             self.saved.append(report.saved)
-        self.verdicts["violation" if found else
-                      "no leader" if check is not None and not check.intervals else "ok"] += 1
+        verdict = ("violation" if found else
+                   "no leader" if check is not None and not check.intervals else "ok")
+        self.verdicts[verdict] += 1
+        self.round_reports.append({
+            "seed": report.seed, "verdict": verdict, "violations": found,
+            "leaderships": len(check.intervals) if check is not None else 0,
+            "saved_history": report.saved or None, "timeline": timeline(report),
+        })
 
     @property
     def elapsed(self) -> float:
@@ -90,8 +102,47 @@ class SoakTotals:
             "leaderless_rounds": self.leaderless_rounds, "unobserved": self.unobserved,
             "worst_failover": {k: round(v, 3) for k, v in self.worst_failover.items()},
             "saved_histories": self.saved, "verdicts": dict(self.verdicts),
-            "errors": self.errors,
+            "errors": self.errors, "round_reports": self.round_reports,
         }
+
+
+def timeline(report: ChaosReport) -> list[dict[str, Any]]:
+    """A round's faults and repairs in time order, JSON-ready: each fault entry as the
+    schedule logged it (``fault`` and its details, ``repair_due`` in seconds from the
+    start where one was planned), each repair as made (``repair``, ``subject``)."""
+    entries: list[dict[str, Any]] = []
+    for entry in report.schedule:
+        item = {k: _plain(v) for k, v in entry.items() if k != "repair_at"}
+        if "repair_at" in entry:  # due time, on the round's clock like "t"
+            item["repair_due"] = round(entry["repair_at"] - entry["at"] + entry["t"], 3)
+        entries.append(item)
+    entries += [{k: _plain(v) for k, v in repair.items()} for repair in report.repairs]
+    entries.sort(key=lambda e: float(e["t"]))
+    for item in entries:
+        item["t"] = round(float(item["t"]), 3)
+    return entries
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly form of a schedule detail (numbers, text, lists, or their str)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+def timeline_lines(entries: list[dict[str, Any]]) -> list[str]:
+    """One line per timeline entry: ``  +12.345 s  partition-split (evidence=...)``."""
+    lines = []
+    for e in entries:
+        what = e.get("fault") or f"repair {e.get('repair')}"
+        rest = ", ".join(f"{k}={v}" for k, v in e.items()
+                         if k not in ("t", "at", "fault", "repair"))
+        lines.append(f"  +{e['t']:7.3f} s  {what}" + (f" ({rest})" if rest else ""))
+    return lines
 
 
 def soak(target: Target, *, minutes: float, seed: int, faults: tuple[str, ...],
@@ -187,6 +238,9 @@ def run_cli(args: Any, seed: int, console: Any,
             if report.check is not None and report.check.violations:
                 progress.console.print(f"[red]round seed {report.seed}:[/] "
                                        f"{report.summary()}")
+                progress.console.print("faults and repairs of that round:", markup=False)
+                for line in timeline_lines(totals.round_reports[-1]["timeline"]):
+                    progress.console.print(line, markup=False, highlight=False)
 
         totals = soak(target, minutes=args.soak, seed=seed, faults=faults,
                       round_seconds=round_seconds, on_round=on_round)

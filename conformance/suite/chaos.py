@@ -72,6 +72,9 @@ class ChaosReport:
     backend: str
     faults: Counter[str] = field(default_factory=Counter)
     schedule: list[dict[str, Any]] = field(default_factory=list)
+    repairs: list[dict[str, Any]] = field(default_factory=list)
+    """Each repair as it was made: ``t`` (s from the start), ``at`` (monotonic), ``repair``
+    (resume, restart, heal, no-latency, call-net, call-node) and its ``subject``."""
     check: history.Report | None = None
     saved: str = ""
     worst_failover: dict[str, float] = field(default_factory=dict)
@@ -253,6 +256,11 @@ class _Run:
         # Heal the network before restarting nodes: a restart waits for a serving cluster.
         due.sort(key=lambda r: r[1] in ("restart", "call-node"))
         for _, action, subject in due:
+            done_at = time.monotonic()
+            self.report.repairs.append({"t": done_at - self.started, "at": done_at,
+                                        "repair": action,
+                                        "subject": getattr(subject, "name", None)
+                                        or getattr(subject, "__qualname__", None)})
             if action == "resume":
                 subject.resume()
             elif action == "restart":
@@ -311,6 +319,6 @@ def save(report: ChaosReport, history_path: Path) -> Path:
     target.write_bytes(history_path.read_bytes() if history_path.exists() else b"")
     stem.with_suffix(".schedule.json").write_text(
         json.dumps({"seed": report.seed, "backend": report.backend,
-                    "schedule": report.schedule}, indent=1)
+                    "schedule": report.schedule, "repairs": report.repairs}, indent=1)
     )
     return target

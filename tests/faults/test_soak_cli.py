@@ -30,6 +30,12 @@ def test_a_soak_on_a_users_store_counts_rounds_and_writes_the_report(tmp_path: P
     # Every round injects each kind that applies at least once (a seeded rotation).
     assert set(data["faults_by_class"]) == {"kill", "pause", "clock-step"}, data
     assert data["leaderships"] >= 1
+    # Each round's timeline: its faults and the repairs made, with times, in order.
+    timeline = data["round_reports"][0]["timeline"]
+    assert {e["fault"] for e in timeline if "fault" in e} == {"kill", "pause", "clock-step"}
+    assert any(e.get("repair") == "resume" for e in timeline), timeline
+    assert all(isinstance(e["t"], float) and isinstance(e["at"], float) for e in timeline)
+    assert [e["t"] for e in timeline] == sorted(e["t"] for e in timeline)
     assert "fault class" in result.stdout and "violations 0" in result.stdout
     assert "rounds" in result.stdout  # the running count
 
