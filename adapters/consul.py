@@ -221,6 +221,10 @@ class ConsulTicket(Ticket):
     """The live entries ahead of it at its last queue read (None: none read yet); its
     lock transaction checks they are gone instead of reading the queue again."""
     guard: Watched | None = field(default=None, repr=False)
+    early: Won | tuple[str, int] | None = field(default=None, repr=False)
+    """The first step, already decided by the enqueue (:meth:`ConsulStore.enqueue`):
+    won with it, or (key, ModifyIndex) of the live entry its queue read found just
+    ahead, to wait on from that index (so no change after the read is missed)."""
 
 
 class ConsulStore(Store[ConsulTicket]):
@@ -249,6 +253,9 @@ class ConsulStore(Store[ConsulTicket]):
         self._lock = threading.Lock()
         self._cleaning = threading.Lock()
         self._native = NativeLock(self)
+        self._free: dict[str, bool] = {}
+        """Per election: its queue was empty at this client's last enqueue, so the
+        next enqueue tries to lock the leader key with it (one write, not two)."""
 
     @classmethod
     def from_url(cls, url: BackendURL) -> ConsulStore:
@@ -335,11 +342,13 @@ class ConsulStore(Store[ConsulTicket]):
             return self._native.enqueue(election, candidate_id, value)
         key = self._queue_prefix(election) + uuid.uuid4().hex
         ticket = ConsulTicket(election, candidate_id, key, session=self._session, value=value)
+        entry = {"Verb": "lock", "Key": key, "Session": ticket.session,
+                 "Value": _record(candidate_id, value)}
+        tree = {"Verb": "get-tree", "Key": self._queue_prefix(election)}
+        if self._free.get(election) and self._enqueue_and_lock(ticket, entry, tree):
+            return ticket
         try:
-            results, errors = self.http.txn([
-                {"Verb": "lock", "Key": key, "Session": ticket.session,
-                 "Value": _record(candidate_id, value)},
-                {"Verb": "get-tree", "Key": self._queue_prefix(election)}])
+            results, errors = self.http.txn([entry, tree])
         except StoreUnavailable:
             with self._lock:  # it may have committed, ahead of the entry queued next
                 self._pending[key] = ticket
@@ -347,9 +356,75 @@ class ConsulStore(Store[ConsulTicket]):
         if errors:
             raise SessionExpired(f"Consul refused a queue entry ({errors[0]})")
         ticket.order = int(results[0]["CreateIndex"])
-        ticket.first = not any(e.get("Session") and int(e["CreateIndex"]) < ticket.order
-                               for e in results[1:])
+        self._queued(ticket, results[1:])
+        self._remember(election, ticket.first)
         return ticket
+
+    def _queued(self, ticket: ConsulTicket, entries: list[dict[str, Any]]) -> None:
+        """Places ``ticket`` by the queue its enqueue read (``entries``, at the
+        enqueue's own index): first, or waiting on the live entry just ahead -- the
+        first step then needs no read of its own (``ticket.early``)."""
+        found = sorted((e for e in entries if e.get("Session") and e.get("Key") != ticket.key
+                        and int(e["CreateIndex"]) < ticket.order),
+                       key=lambda e: int(e["CreateIndex"]))
+        ticket.first = not found
+        if found and len(found) <= TXN_CHECKS:
+            ticket.ahead = [e["Key"] for e in found]
+            seen = int(found[-1]["ModifyIndex"])
+            ticket.early = (found[-1]["Key"], seen)
+
+    def _remember(self, election: str, free: bool) -> None:
+        with self._lock:
+            if free:
+                self._free[election] = True
+            else:
+                self._free.pop(election, None)
+
+    def _enqueue_and_lock(self, ticket: ConsulTicket, entry: dict[str, Any],
+                          tree: dict[str, Any]) -> bool:
+        """Queues ``ticket`` AND locks the leader key in one transaction (an election
+        this client found free last time): True if it committed; then ``ticket.early``
+        is the win if no live entry was queued before it (read in the same
+        transaction, so it IS first, as the lock transaction would have found), else
+        the lock is given back at once and ``ticket`` waits in the queue as usual
+        (an entry ahead waiting to lock, e.g. in a handover, keeps its turn). False
+        (nothing written) if the leader key was held: the caller queues as usual."""
+        from tenure.handoff import marker_key  # the marker the core reads with a win
+
+        leader = self._leader_key(ticket.election)
+        ticket.read_on_win = marker_key(ticket.election)
+        try:
+            results, errors = self.http.txn([
+                entry, {"Verb": "lock", "Key": leader, "Session": ticket.session,
+                        "Value": _record(ticket.candidate_id, ticket.value)},
+                tree, *self._marker_op(ticket)])
+        except StoreUnavailable:
+            with self._lock:  # it may have committed (and locked): withdrawn later
+                self._pending[ticket.key] = ticket
+            raise
+        finally:
+            ticket.read_on_win = None
+        if errors:
+            if errors[0]:
+                raise SessionExpired(f"Consul refused a queue entry ({errors[0]})")
+            self._remember(ticket.election, False)
+            return False
+        ticket.order = int(results[0]["CreateIndex"])
+        self._queued(ticket, [r for r in results if r.get("Key", "").startswith(
+            self._queue_prefix(ticket.election))])
+        if not ticket.first:  # give the lock back: the entry ahead locks next
+            self._remember(ticket.election, False)
+            try:
+                self.http.txn([{"Verb": "check-session", "Key": leader,
+                                "Session": ticket.session}, {"Verb": "delete", "Key": leader}])
+            except StoreUnavailable:
+                with self._lock:  # withdrawn after the next renewal (frees the key)
+                    self._pending[ticket.key] = ticket
+                raise
+            return True
+        ticket.token = _index_of(results, leader)
+        ticket.early = self._won(ticket, results, marker_key(ticket.election))
+        return True
 
     def _checks(self, ticket: ConsulTicket) -> list[dict[str, Any]]:
         return [{"Verb": "check-session", "Key": ticket.key, "Session": ticket.session},
@@ -386,6 +461,13 @@ class ConsulStore(Store[ConsulTicket]):
     def try_lead(self, ticket: ConsulTicket) -> Won | Wait:
         if self.options.native:
             return self._native.try_lead(ticket)
+        if ticket.early is not None:  # decided by the enqueue
+            early, ticket.early = ticket.early, None
+            if isinstance(early, Won):
+                self._guard(ticket)
+                return early
+            key, seen = early
+            return Wait(self.watcher.signal(key, seen, seen))
         if not ticket.first and (ticket.ahead is None or len(ticket.ahead) > TXN_CHECKS):
             place = self._place(ticket)
             if place is not None:
@@ -475,10 +557,13 @@ class ConsulStore(Store[ConsulTicket]):
                                f"rights there via token_file= or ${TOKEN_ENV}")
         return StoreUnavailable(f"Consul lock transaction failed on its marker read: {error}")
 
-    def _won(self, ticket: ConsulTicket, results: list[dict[str, Any]]) -> Won:
-        if ticket.read_on_win is None:
+    def _won(self, ticket: ConsulTicket, results: list[dict[str, Any]],
+             read: str | None = None) -> Won:
+        """Won, with the marker ``read`` (default ``ticket.read_on_win``) if any."""
+        read = read or ticket.read_on_win
+        if read is None:
             return Won(ticket.token)
-        key = self._data_key(ticket.read_on_win)
+        key = self._data_key(read)
         found = [r for r in results if r.get("Key") == key and int(r.get("CreateIndex") or 0)]
         value = base64.b64decode(found[0].get("Value") or "") if found else None
         return Won(ticket.token, value, read_done=True)

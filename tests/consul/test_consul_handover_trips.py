@@ -234,16 +234,17 @@ def _settled(client: tenure.Client) -> float:
     return time.monotonic()
 
 
-def test_a_handover_sends_two_requests_in_all_and_a_campaign_three(
+def test_a_handover_sends_two_requests_in_all_and_a_campaign_two(
     consul_cluster: Cluster, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Counting every thread of both clients (renewals aside): the leader's withdraw
     transaction; the successor's lock transaction (its wait's blocking query was sent
     before) and its guard's blocking query on the leader key it won, armed at the
     lock's index -- no immediate re-query, no check transaction. An uncontended
-    campaign: the enqueue transaction, the lock transaction, the guard's query.
-    (The code before this count sent two requests more after each win: a blocking query
-    from a stale index that returned at once, and a check transaction.)"""
+    campaign (its client found the queue empty last time): ONE transaction that queues
+    and locks, and the guard's query. (The code before this count sent two requests
+    more after each win, a blocking query from a stale index that returned at once and
+    a check transaction, and a campaign queued and locked in two transactions.)"""
     everything = Everything(monkeypatch)
 
     def check(leader: Count, successor: Count, done: Handover) -> None:
@@ -262,5 +263,57 @@ def test_a_handover_sends_two_requests_in_all_and_a_campaign_three(
         start = time.monotonic()
         lead = client.election(name).campaign(timeout=10)
         sent = count(start, _settled(client))
-        assert sent == ["txn", "txn", "guard"], sent
+        assert sent == ["txn", "guard"], sent
         lead.resign()
+
+
+def test_a_one_write_campaign_that_finds_an_entry_ahead_gives_the_lock_back(
+    consul_cluster: Cluster,
+) -> None:
+    """Queue-and-lock in one transaction (an election its client found free) keeps
+    arrival order: when the leader key is free but an entry is queued ahead -- its
+    candidate woken and about to lock, as in a handover -- the transaction's own
+    queue read shows it, the lock is given back at once, and the entry ahead wins."""
+    url, _ = parse_backend_url(consul_cluster.url)
+    name = f"trips/{time.monotonic_ns()}"
+    stores = [ConsulStore.from_url(url) for _ in range(3)]
+    leader, ahead, late = stores
+    try:
+        for store in stores:
+            store.open_session(TTL)
+        first = leader.enqueue(name, "a", b"")
+        assert isinstance(leader.try_lead(first), Won)
+        waiting = ahead.enqueue(name, "b", b"")
+        step = ahead.try_lead(waiting)
+        assert isinstance(step, Wait)
+        step.signal.close()
+        leader.withdraw(first)  # the leader key is free; "b" has not locked it yet
+        late._free[name] = True  # as after an enqueue that found the queue empty
+        sent: list[str] = []
+        call = late.http.call
+
+        def counted(method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+            sent.append(Requests._kind(method, path))
+            return call(method, path, *args, **kwargs)
+
+        late.http.call = counted  # type: ignore[method-assign]
+        ticket = late.enqueue(name, "c", b"")
+        assert sent == ["txn", "txn"], sent  # queued and locked; gave the lock back
+        assert leader.leader(name) is None
+        assert not ticket.first and ticket.ahead == [waiting.key], ticket.ahead
+        step = late.try_lead(ticket)  # waits on "b" without reading the queue
+        assert isinstance(step, Wait) and sent == ["txn", "txn"], sent
+        won = ahead.try_lead(waiting)
+        assert isinstance(won, Won) and won.token > first.token
+        assert not step.signal.wait(0.3), "c was woken while b leads"
+        ahead.withdraw(waiting)
+        assert step.signal.wait(10)
+        step.signal.close()
+        final = late.try_lead(ticket)
+        assert isinstance(final, Won) and final.token > won.token
+        assert name not in late._free  # contended: the next enqueue queues first
+        late.withdraw(ticket)
+    finally:
+        for store in stores:
+            store.close_session()
+            store.close()
