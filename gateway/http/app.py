@@ -123,6 +123,8 @@ class Gateway:
         self.metrics = Metrics(self.registry)
         self.requests = Counter("tenure_http_requests", "HTTP requests answered",
                                 ["route", "status"], registry=self.registry)
+        self._counted: dict[tuple[str, int], Any] = {}
+        self._answers: dict[str, tuple[LeaderInfo | None, bytes]] = {}
         Gauge("tenure_gateway_leaderships", "Leaderships held for callers",
               registry=self.registry).set_function(lambda: len(self.holders))
         Gauge("tenure_gateway_campaigns_waiting", "Campaigns waiting to win",
@@ -182,6 +184,26 @@ class Gateway:
         if self.json_log is not None:
             self.json_log.close()
 
+    def count(self, route: str, status: int) -> None:
+        """Counts one answered request (the label lookup is cached: routes and
+        statuses are few)."""
+        child = self._counted.get((route, status))
+        if child is None:
+            child = self._counted[(route, status)] = self.requests.labels(route, str(status))
+        child.inc()
+
+    def leader_body(self, name: str, info: LeaderInfo | None) -> bytes:
+        """The JSON answer for ``name`` led by ``info``, encoded once per leader change
+        (the watch hands out the same object until the next change)."""
+        cached = self._answers.get(name)
+        if cached is not None and cached[0] is info:
+            return cached[1]
+        body = json.dumps(_leader_answer(name, info)).encode()
+        if len(self._answers) >= MAX_CACHED_ANSWERS:
+            self._answers.clear()
+        self._answers[name] = (info, body)
+        return body
+
     def _holder_changed(self, kind: str, holder: Holder) -> None:
         if self.json_log is not None and kind == "ended":
             self.json_log.write("caller_leadership_ended", election=holder.election,
@@ -229,6 +251,7 @@ QUERY_PARAMETERS = {
     "/v1/elections/{name}/observe": ("timeout",),
 }
 CORS_HEADERS = "Authorization, Content-Type, Last-Event-ID"
+MAX_CACHED_ANSWERS = 4096  # encoded leader answers kept, one per election asked about
 
 
 def _gateway(request: web.Request) -> Gateway:
@@ -276,9 +299,10 @@ async def leader(request: web.Request) -> web.Response:
     assert gw.observer is not None and gw.watches is not None
     if fresh:
         info = await gw.observer.election(name).leader()
-    else:
-        info = await gw.watches.get(name).current(gw.config.first_read_timeout)
-    return web.json_response(_leader_answer(name, info))
+        return web.json_response(_leader_answer(name, info))
+    info = await gw.watches.get(name).current(gw.config.first_read_timeout)
+    return web.Response(body=gw.leader_body(name, info), content_type="application/json",
+                        charset="utf-8")
 
 
 async def observe(request: web.Request) -> web.StreamResponse:
@@ -602,7 +626,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return HTTPProblem(500, "internal", "internal error (logged)").response(
             gw.config.redact)
     finally:
-        gw.requests.labels(route_name, str(status)).inc()
+        gw.count(route_name, status)
 
 
 async def _cors_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -30,7 +30,7 @@ import ipaddress
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -214,6 +214,8 @@ class _RedactingFilter(logging.Filter):
 
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+HOST_ANSWERS = 256
+_UNKNOWN = "\0unknown"
 _LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
 _HOST_NAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 
@@ -324,10 +326,25 @@ class SiteCheck:
 
     hosts: tuple[str, ...] = ()
     origins: tuple[str, ...] = ()
+    _answers: dict[tuple[str | None, tuple[str, int], bool], str | None] = field(
+        default_factory=dict, compare=False, repr=False)
 
     def host_problem(self, header: str | None, local: tuple[str, int], tls: bool) -> str | None:
         """None if ``header`` (the request's Host) names this gateway, reached at
-        ``local`` (the socket's own address); else the message for the refusal."""
+        ``local`` (the socket's own address); else the message for the refusal.
+        Remembers its last ``HOST_ANSWERS`` answers (the same few Host headers arrive on
+        every request; parsing one costs more than the rest of a leader query)."""
+        key = (header, local, tls)
+        answer = self._answers.get(key, _UNKNOWN)
+        if answer is _UNKNOWN:
+            answer = self._host_problem(header, local, tls)
+            if len(self._answers) >= HOST_ANSWERS:
+                self._answers.clear()
+            self._answers[key] = answer
+        return answer
+
+    def _host_problem(self, header: str | None, local: tuple[str, int],
+                      tls: bool) -> str | None:
         if header is None:
             return "the request has no 'Host' header; send HTTP/1.1 with 'Host: HOST:PORT'"
         parsed = split_host(header)

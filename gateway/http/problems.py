@@ -11,6 +11,7 @@ gateway's redactor, so no store credential can leak through one.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -90,10 +91,15 @@ class Field:
     required: bool = False
 
 
+@functools.lru_cache(maxsize=1024)  # valid names only: a refusal raises, is not kept
+def _valid_election_name(raw: str) -> str:
+    return check_election_name(raw)
+
+
 def election_name(raw: str) -> str:
     """A path's election name, or a 400 naming ``name``."""
     try:
-        return check_election_name(raw)
+        return _valid_election_name(raw)
     except InvalidNameError as exc:
         raise HTTPProblem(400, "invalid_name", str(exc), "name") from None
 

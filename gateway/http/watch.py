@@ -86,7 +86,8 @@ class Watch:
     async def current(self, timeout: float) -> LeaderInfo | None:
         """The cached leader (waits up to ``timeout`` for the first read)."""
         self.last_used = time.monotonic()
-        await asyncio.wait_for(self.ready.wait(), timeout=timeout)
+        if not self.ready.is_set():  # a wait_for costs a task: only for the first read
+            await asyncio.wait_for(self.ready.wait(), timeout=timeout)
         if self.failed and not self.history:
             raise WatchFailed(self.failed)
         return self.state
