@@ -365,8 +365,9 @@ class RedisStore(Store[RedisTicket]):
             args += [self._sid, proposal, candidate_id, value, self._ttl_ms,
                      self._key("session", ""), self._key("changed", election)]
         t_sent = time.monotonic()
-        results = self._quorum.fanout(
-            lambda inst: [_int(x) for x in inst.scripts.register(keys, args)])
+        results = [r if isinstance(r, StoreUnavailable) else [_int(x) for x in r]
+                   for r in self._quorum.run_script(lambda scripts: scripts.register, keys,
+                                                    args)]
         took = time.monotonic() - t_sent
         replies = [r for r in results if not isinstance(r, StoreUnavailable)]
         orders = [int(r[0]) for r in replies if r[0]]
@@ -432,7 +433,7 @@ class RedisStore(Store[RedisTicket]):
         """Gives the leader key back (compare-and-delete) and removes the entry on every
         instance that answers (the others again after later renewals); the answers."""
         keys, args = self._withdraw_call(ticket)
-        results = self._quorum.fanout(lambda inst: inst.scripts.withdraw(keys, args))
+        results = self._quorum.run_script(lambda scripts: scripts.withdraw, keys, args)
         answered = {i for i, r in enumerate(results) if not isinstance(r, StoreUnavailable)}
         with self._lock:
             self._registered.discard(ticket)
@@ -543,7 +544,7 @@ class RedisStore(Store[RedisTicket]):
                            self._key("changed", ticket.election), ticket.order,
                            "1" if force else "0"]
         t_sent = time.monotonic()
-        results = self._quorum.fanout(lambda inst: list[Any](inst.scripts.acquire(keys, args)))
+        results = self._quorum.run_script(lambda scripts: scripts.acquire, keys, args)
         took = time.monotonic() - t_sent
         codes = [int(r[0]) if not isinstance(r, StoreUnavailable) else None for r in results]
         acquired = frozenset(i for i, code in enumerate(codes) if code == 1)

@@ -354,6 +354,8 @@ class DirectReader:
                     if message["type"] in ("message", "pmessage"):
                         topic, note = self._spec.parse(message["channel"], message["data"])
                         self._bell.ring(self._feed, topic, note, source=index)
+                    if not _buffered(pubsub):
+                        break  # the rest, if any, is in the socket: select() sees it
             except (redis.RedisError, OSError, ValueError) as exc:
                 log.debug("subscriber on %s: %s", self._instances[index].address, exc)
                 got = True
@@ -420,14 +422,68 @@ class Quorum(Generic[S]):
             for f, inst in zip(futures, instances, strict=True)
         ]
 
+    def run_script(self, pick: Callable[[S], Any], keys: list[Any], args: list[Any]
+                   ) -> list[Any | StoreUnavailable]:
+        """The script ``pick`` chooses from each instance's scripts, with ``keys`` and
+        ``args``, on every instance in parallel, as :meth:`fanout` promises. Several
+        instances: from THIS thread, the request is written to every instance's
+        connection before the first answer is read (no hop to pool threads and back),
+        while each instance has a connected idle connection (else :meth:`fanout`)."""
+        instances = self.instances
+        if self.n == 1 or not all(_warm(inst) for inst in instances):
+            return self.fanout(lambda inst: pick(inst.scripts)(keys, args))
+        end = time.monotonic() + 2 * self.timeout + 0.5
+        sent: list[tuple[Instance[S], Any]] = []
+        for inst in instances:
+            pool = inst.client.connection_pool
+            try:
+                conn: Any = pool.get_connection()
+            except (redis.RedisError, OSError) as exc:
+                sent.append((inst, _failure(inst, exc)))
+                continue
+            try:
+                conn.send_command("EVALSHA", pick(inst.scripts).sha, len(keys), *keys, *args)
+            except (redis.RedisError, OSError) as exc:
+                conn.disconnect()
+                pool.release(conn)
+                sent.append((inst, _failure(inst, exc)))
+                continue
+            sent.append((inst, conn))
+        results: list[Any | StoreUnavailable] = []
+        for inst, conn in sent:
+            if isinstance(conn, StoreUnavailable):
+                results.append(conn)
+                continue
+            results.append(self._answer(inst, conn, end, lambda i: pick(i.scripts)(keys, args)))
+        return results
+
+    def _answer(self, inst: Instance[S], conn: Any, end: float,
+                again: Callable[[Instance[S]], Any]) -> Any:
+        """The reply to the request sent on ``conn`` (read by ``end``), the connection
+        given back; ``again`` runs it the client's way after NOSCRIPT (a restarted
+        instance: the client loads the script)."""
+        pool = inst.client.connection_pool
+        try:
+            reply = conn.read_response(timeout=max(0.001, end - time.monotonic()))
+        except redis.exceptions.NoScriptError:
+            pool.release(conn)
+            return self._attempt(again, inst)
+        except redis.ResponseError as exc:  # the connection stays usable
+            pool.release(conn)
+            return _failure(inst, exc)
+        except (redis.RedisError, OSError) as exc:
+            conn.disconnect()
+            pool.release(conn)
+            return _failure(inst, exc)
+        pool.release(conn)
+        return reply
+
     @staticmethod
     def _attempt(call: Callable[[Instance[S]], R], inst: Instance[S]) -> R | StoreUnavailable:
         try:
             return call(inst)
-        except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
-            return CredentialsRefused(f"{inst.address}: {type(exc).__name__}: {exc}")
         except (redis.RedisError, OSError) as exc:
-            return StoreUnavailable(f"{inst.address}: {type(exc).__name__}: {exc}")
+            return _failure(inst, exc)
 
     def answers(self, results: list[R | StoreUnavailable], action: str) -> list[tuple[int, R]]:
         """The successful answers with their instance's index, or StoreUnavailable if
@@ -532,6 +588,29 @@ class Quorum(Generic[S]):
         for threads in self._listeners.values():
             for thread in threads:
                 thread.join(timeout=2)
+
+
+def _buffered(pubsub: Any) -> bool:
+    """The client may hold received bytes it has not parsed yet (True when unsure:
+    redis-py keeps its buffer private)."""
+    buffer = getattr(getattr(getattr(pubsub, "connection", None), "_parser", None),
+                     "_buffer", None)
+    unread = getattr(buffer, "unread_bytes", None)
+    return unread is None or unread() > 0
+
+
+def _failure(inst: Instance[Any], exc: Exception) -> StoreUnavailable:
+    """A failed request as the answer of its instance (refused credentials apart)."""
+    if isinstance(exc, redis.AuthenticationError | redis.exceptions.NoPermissionError):
+        return CredentialsRefused(f"{inst.address}: {type(exc).__name__}: {exc}")
+    return StoreUnavailable(f"{inst.address}: {type(exc).__name__}: {exc}")
+
+
+def _warm(inst: Instance[Any]) -> bool:
+    """The instance's pool holds an idle connection that is connected (a request sent on
+    it cannot block this thread in connect(); redis-py keeps both lists private)."""
+    idle: list[Any] = getattr(inst.client.connection_pool, "_available_connections", [])
+    return bool(idle) and getattr(idle[-1], "_sock", None) is not None
 
 
 def _database(url: BackendURL) -> int:

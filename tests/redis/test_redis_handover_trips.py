@@ -7,7 +7,8 @@ is ONE script per instance (ACQUIRE, which reads what a separate state read woul
 takes the key and reads the core's handoff marker, a ``data:`` key, in the same
 script): no read before it, no retry delay after the wake, and no marker read after
 it (no ``HMGET`` of a ``data:`` key). Requests are counted on each client's connections
-(``execute_command``); session renewals are left out.
+(``send_command`` of every pooled connection); session renewals are left out. An
+uncontended campaign is ONE script per instance (REGISTER, which also takes the key).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ class Requests:
         assert isinstance(store, RedisStore)
         self.sent: list[tuple[float, str]] = []
         self._data = f"{store.prefix}data:".encode()
-        for inst in store._quorum.instances:
-            inst.client.execute_command = self._counted(inst.client.execute_command)
+        for inst in store._quorum.instances:  # every request goes out on a pool connection
+            inst.client.connection_pool.get_connection = self._counting(
+                inst.client.connection_pool.get_connection)
         for inst in store._quorum.instances:  # a fresh server answers NOSCRIPT once
             for script in vars(inst.scripts).values():
                 inst.client.script_load(script.script)
@@ -52,6 +54,16 @@ class Requests:
         store._quorum.signal(WAKE, "warm-up").close()
         wait_until(lambda: store._quorum._bell.counts.get((WAKE, Bell.ALL), 0) >= store.n,
                    10, "wake feed subscribed")
+
+    def _counting(self, get_connection: Any) -> Any:
+        def get(*args: Any, **kwargs: Any) -> Any:
+            conn = get_connection(*args, **kwargs)
+            if not getattr(conn, "_tenure_counted", False):
+                conn._tenure_counted = True
+                conn.send_command = self._counted(conn.send_command)
+            return conn
+
+        return get
 
     def _counted(self, execute: Any) -> Any:
         def counted(*args: Any, **kwargs: Any) -> Any:
