@@ -10,7 +10,15 @@ Mapping of the contract:
   queue. The server is sent HALF of tenure's TTL (see "Clock reasoning"). Renewal is
   ``PUT /v1/session/renew/<id>`` (404 -> SessionExpired); Consul never revives a session;
 * queue: one key per candidate, ``<prefix>/<election>/~queue/<uuid>``, acquired with
-  the session (so it dies with it), ordered by ``CreateIndex`` (Raft order);
+  the session (so it dies with it), ordered by ``CreateIndex`` (Raft order). The
+  enqueue transaction also reads the queue (``get-tree``), which places the entry:
+  first, or waiting on the entry just ahead (its first step reads nothing). In an
+  election this client found free at its last enqueue, the same transaction also
+  locks the leader key: one write for an uncontended campaign, like the guide's
+  acquire. Arrival order holds: if that read shows a live entry ahead (the leader key
+  was free, but a woken successor had not locked it yet), the lock is given back at
+  once and the entry waits -- the only case where a key is held by a non-leader, for
+  one round trip, and nobody is told it led;
 * try_lead: a ``?consistent`` read of the queue decides (skipped for an entry found
   first before, also by the enqueue transaction's ``get-tree``: entries only ever leave
   ahead of it, new ones queue behind it; and skipped after a wait: the lock transaction
@@ -22,8 +30,10 @@ Mapping of the contract:
   gets Wait(a blocking query on its predecessor's key only -- no herd); an entry blocked
   by a leader key of a session not in the queue waits on the leader key. The signal is
   armed by the index the decisive read returned, so no change after it is missed: a
-  blocking query of its own from that index for a client's first FAST_WAITS waits,
-  a wait in the client's one :class:`Watcher` beyond (connections stay bounded);
+  blocking query of its own from that index for a client's first FAST_WAITS waits
+  (read by the waiting thread itself, :class:`KeyWatch`: a change wakes the campaign
+  with no hand-off between threads), a wait in the client's one :class:`Watcher`
+  beyond (connections stay bounded);
 * read with the win (``Ticket.read_on_win``, docs/design.md): the lock transaction
   also reads that data key (``get-or-empty``, both layouts; at the lock's Raft index).
 * observe_step: a ``?consistent`` read of the leader key and such a signal on it;
@@ -69,13 +79,14 @@ differently (session checks, its 15 s lock-delay, its monitor): docs/interop.md.
 
 Limits: a server accepts session TTLs in [``session_ttl_min`` (default 10 s), 24 h], so
 tenure's TTL must be at least 2 x ``session_ttl_min``: 20 s on a default server (a
-refusal is a ConfigError saying so). A client uses at most FAST_WAITS + 2 threads and
-FAST_WAITS + 10 connections, whatever it holds or waits on; while nothing changes it
-sends its renewals and one blocking query per 10 s. A change under the guarded folder
-costs one check: O(keys guarded) up to 64 of them, else O(keys in the folder), paced
-to a tenth of the watcher's time (:class:`Watcher`). HTTP goes
-through :mod:`tenure.adapters.consul_http`, not py-consul's API, which refuses TTLs
-under 10 s, sends no token with transactions and cannot abort a blocking query.
+refusal is a ConfigError saying so). A client uses at most 2 threads (the Watcher, a
+cleanup) and FAST_WAITS + 10 connections, whatever it holds or waits on; while nothing
+changes it sends its renewals and one blocking query per wait per 10 s. A change
+under the guarded folder costs one check: O(keys guarded) up to 64 of them, else
+O(keys in the folder), paced to a tenth of the watcher's time (:class:`Watcher`).
+HTTP goes through :mod:`tenure.adapters.consul_http` (raw HTTP/1.1 on kept-alive
+sockets), not py-consul's API, which refuses TTLs under 10 s, sends no token with
+transactions, cannot abort a blocking query and costs ten times the CPU per request.
 """
 
 from __future__ import annotations
