@@ -233,14 +233,20 @@ def run(
     prefer_priority: bool = False,
     on_preferred: PreferredCallback | None = None,
 ) -> None:
-    """Builds a :class:`RunLoop` and runs it; ``stop``, when set, stops it (checked by
-    a helper thread every 0.1 s: :class:`threading.Event` has no callback)."""
+    """Builds a :class:`RunLoop` and runs it; ``stop``, when set, stops it: at once if it
+    is a :class:`tenure.cancel.Flag` (its waker starts the stop), else within 0.1 s (a
+    helper thread checks it: :class:`threading.Event` has no callback)."""
     loop = RunLoop(election, work, value=value, on_started=on_started,
                    on_stopped=on_stopped, on_new_leader=on_new_leader,
                    accept_handoff_requests=accept_handoff_requests, priority=priority,
                    prefer_priority=prefer_priority, on_preferred=on_preferred)
     finished = threading.Event()
-    if stop is not None:
+    unregister: Callable[[], None] | None = None
+    if isinstance(stop, Flag):
+        # In a thread of its own: stop() resigns (store I/O), and a waker must be quick.
+        unregister = stop.add_waker(lambda: threading.Thread(
+            target=loop.stop, name="tenure-run-stop", daemon=True).start())
+    elif stop is not None:
         def relay() -> None:
             while not finished.is_set():
                 if stop.wait(0.1):
@@ -254,4 +260,6 @@ def run(
         raise
     finally:
         finished.set()
+        if unregister is not None:
+            unregister()
 

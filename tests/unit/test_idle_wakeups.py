@@ -26,6 +26,7 @@ from tenure.cancel import Flag
 from tenure.client import Client
 from tenure.config import load_settings
 from tenure.errors import CampaignCancelled, StoreUnavailable
+from tenure.leadership import State
 
 pytestmark = [pytest.mark.unit, pytest.mark.sqlite]
 
@@ -168,3 +169,28 @@ def test_session_writes_and_withdrawals_skip_the_fsync_tokens_and_data_do_not(
         assert _synchronous(store) == 1
     finally:
         store.close()
+
+
+def test_a_run_loop_stopped_by_a_flag_needs_no_polling_thread(tmp_path: Path) -> None:
+    # ~0.5 s. A plain Event passed as stop= is checked by a helper thread every 0.1 s;
+    # a Flag starts the stop itself when set.
+    stop = Flag()
+    leads: list[tenure.Leadership] = []
+    leading = threading.Event()
+
+    def work(lead: tenure.Leadership) -> None:
+        leads.append(lead)
+        leading.set()
+        lead.ended.wait(30)
+
+    with tenure.connect(_url(tmp_path), ttl=5, candidate_id="runner") as client:
+        outcome = Outcome(lambda: client.election("e").run(work, stop=stop))
+        assert leading.wait(10), "the run loop never led"
+        pollers = [t for t in threading.enumerate() if t.name == "tenure-run-stop"]
+        assert pollers == [], "a helper thread polls the stop flag"
+        stop.set()
+        assert outcome.ended(10) and outcome.error is None, outcome.error
+        assert leads[0].state is State.RESIGNED
+        # The entry is withdrawn by the stopping thread (maybe just after run returned).
+        withdrawn = any(info is None for info in client.election("e").observe(timeout=10))
+        assert withdrawn, "the stopped loop's entry was never withdrawn"
