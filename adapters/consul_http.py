@@ -123,9 +123,19 @@ def read_head(reader: BinaryIO) -> tuple[int, Headers]:
     return int(parts[1]), fields
 
 
-def read_body(reader: BinaryIO, fields: Headers) -> bytes:
-    """Reads the body the fields announce: chunked, by Content-Length, or to the end
-    of the connection (then ``connection: close`` is set in ``fields``)."""
+def read_body(reader: BinaryIO, status: int, fields: Headers) -> bytes:
+    """Reads the body the fields announce: none (1xx, 204, 304), chunked, by
+    Content-Length, or to the end of the connection (then ``connection: close`` is set
+    in ``fields``). A malformed length is an HTTPException."""
+    if status < 200 or status in (204, 304):
+        return b""
+    try:
+        return _body(reader, fields)
+    except ValueError as exc:
+        raise http.client.HTTPException(f"malformed answer from Consul: {exc}") from None
+
+
+def _body(reader: BinaryIO, fields: Headers) -> bytes:
     if "chunked" in fields.get("transfer-encoding", "").lower():
         chunks: list[bytes] = []
         while True:
@@ -223,7 +233,7 @@ class Line:
             sock.settimeout(timeout)
             sock.sendall("".join(head).encode("latin-1") + (body or b""))
             status, fields = read_head(reader)
-            data = read_body(reader, fields)
+            data = read_body(reader, status, fields)
         except BaseException:
             self.drop()
             raise

@@ -6,6 +6,8 @@ Real Consul servers from the lab only."""
 from __future__ import annotations
 
 import base64
+import http.client
+import io
 import json
 import threading
 import time
@@ -464,3 +466,34 @@ def test_a_leader_cut_off_from_consul_does_not_block_the_election_once_it_is_bac
         assert won and won[0] - healed < 3, "the election stayed blocked after the cut"
         assert session_of(b) == session  # the same session: it was given back, not expired
         assert lead.lost
+
+
+@pytest.mark.parametrize(("raw", "status", "body", "closes"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Consul-Index: 7\r\n\r\nhello", 200,
+     b"hello", False),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=1\r\nhel\r\n2\r\nlo\r\n"
+     b"0\r\nTrailer: t\r\n\r\n", 200, b"hello", False),
+    (b"HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\nnone", 404, b"none", True),
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", 200, b"ok", True),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", 204, b"", False),
+])
+def test_answers_are_parsed_by_length_chunks_or_the_connection_end(
+    raw: bytes, status: int, body: bytes, closes: bool,
+) -> None:
+    """The hand-written HTTP/1.1 reading of :class:`consul_http.Line` (no server)."""
+    following = b"" if closes else b"HTTP/1.1 200 OK\r\n"  # the next answer: unread
+    reader = io.BytesIO(raw + following)
+    got, fields = consul_http.read_head(reader)
+    assert (got, consul_http.read_body(reader, got, fields)) == (status, body)
+    assert (fields.get("Connection", "").lower() == "close") == closes
+    assert reader.read() == following
+
+
+@pytest.mark.parametrize("raw", [b"", b"SSH-2.0-OpenSSH\r\n",
+                                 b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+                                 b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort"])
+def test_a_broken_answer_is_an_http_error_not_a_traceback(raw: bytes) -> None:
+    reader = io.BytesIO(raw)
+    with pytest.raises(http.client.HTTPException):
+        status, fields = consul_http.read_head(reader)
+        consul_http.read_body(reader, status, fields)
