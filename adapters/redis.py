@@ -167,6 +167,9 @@ class RedisTicket(Ticket):
     """A win taken by the enqueue script itself, the guarded-write key it read with it
     and when it was sent: handed out by the first :meth:`RedisStore.try_lead`, with no
     round trip; given back by a renewal a third of a TTL later if nobody stepped."""
+    revoked: bool = False
+    """That win was given back: the ticket's next step says it died (the core queues a
+    new one), so it never races the release with a take of its own."""
 
 
 def _int(x: Any) -> Any:
@@ -216,6 +219,10 @@ class RedisStore(Store[RedisTicket]):
         self._sweeper: threading.Thread | None = None
         self._renewals: deque[tuple[float, frozenset[int]]] = deque(maxlen=64)
         self._seq = itertools.count(1)
+        self._voided: set[RedisTicket] = set()
+        """Held tickets a renewal left short of their majority (``majority_lost``)."""
+        self._early: set[RedisTicket] = set()
+        """Tickets whose enqueue took the key, not yet handed out by a step."""
         self._tokens: dict[str, int] = {}
         """The last token this client won per election (a bounded cache): with several
         instances, an enqueue proposes 1 + it (one proposal must go to all)."""
@@ -295,18 +302,24 @@ class RedisStore(Store[RedisTicket]):
         with self._lock:
             self._renewed_at = t_sent
             self._renewals.append((t_sent, renewed))
-            for ticket in self._holding:
-                if len(renewed & ticket.acquired) < self.majority:
-                    ticket.majority_lost = True
-            lost = {t for t in self._holding if t.majority_lost and t in held}
+            # Only a renewal that missed an instance can leave a ticket short of its
+            # majority: the common case costs nothing per election held.
+            if len(renewed) < self.n:
+                for ticket in self._holding:
+                    if len(renewed & ticket.acquired) < self.majority:
+                        ticket.majority_lost = True
+                        self._voided.add(ticket)
+            self._voided = {t for t in self._voided if t.majority_lost and t in self._holding}
+            lost = {t for t in self._voided if t in held}
             # Won by an enqueue, but not stepped since (a stuck caller): give it back, as
             # an entry that does not step holds the line no longer than a TTL.
-            unclaimed = {t for t in self._holding if t.early is not None
+            unclaimed = {t for t in self._early if t.early is not None
                          and t.early[2] + self._ttl / 3 <= t_sent}
+            self._early = {t for t in self._early if t.early is not None} - unclaimed
             for ticket in unclaimed:
-                ticket.early = None
+                ticket.early, ticket.revoked = None, True
             self._holding -= unclaimed
-            unadopted = any(t.majority_lost and t not in held for t in self._holding)
+            unadopted = any(t not in held for t in self._voided - unclaimed)
             self._holding -= lost
             if self._leftovers and (self._sweeper is None or not self._sweeper.is_alive()):
                 self._sweeper = threading.Thread(target=self._sweep, daemon=True,
@@ -417,7 +430,9 @@ class RedisStore(Store[RedisTicket]):
             won = self._won(ticket, proposal, acquired, t_sent, took, marker,
                             [r for i, r in enumerate(takes) if i in acquired])
             if won is not None:
-                ticket.early = (won, marker, t_sent)
+                with self._lock:
+                    ticket.early = (won, marker, t_sent)
+                    self._early.add(ticket)
                 return
             ticket.counter = max(ticket.counter or 0, proposal)
         if acquired:
@@ -465,10 +480,15 @@ class RedisStore(Store[RedisTicket]):
     def try_lead(self, ticket: RedisTicket) -> Step:
         if ticket.sid != self._sid:
             raise SessionExpired(f"the session of {ticket.candidate_id} was replaced")
-        if ticket.early is not None:
-            with self._lock:
-                (won, marker, _), ticket.early = ticket.early, None
-                kept = ticket in self._holding and not ticket.majority_lost
+        with self._lock:
+            early, ticket.early = ticket.early, None
+            self._early.discard(ticket)
+            kept = ticket in self._holding and not ticket.majority_lost
+            if ticket.revoked:
+                raise SessionExpired(f"{ticket.candidate_id} did not step for a third of a "
+                                     "TTL after its enqueue took the key; it was given back")
+        if early is not None:
+            won, marker, _ = early
             if kept:  # won by the enqueue script, no renewal since lost its majority
                 if ticket.read_on_win is None:
                     return Won(won.token)
