@@ -15,7 +15,9 @@ from tenure.conformance.lab.cluster import free_port, wait_until
 
 
 class Gateway:
-    """``tenure serve --backend URL --listen 127.0.0.1:PORT --ttl TTL``."""
+    """``tenure serve --backend URL --listen 127.0.0.1:PORT --ttl TTL``, otherwise with
+    serve's defaults -- warm sessions on (``--warm-sessions 2``), as a user who runs
+    ``tenure serve`` gets it: the bench measures that gateway, not a tuned one."""
 
     def __init__(self, backend_url: str, ttl: float, timeout: float = 30.0) -> None:
         self.port = free_port()
