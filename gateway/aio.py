@@ -92,8 +92,9 @@ class _Workers:
     busy: no call ever waits for another to finish, as with a thread per call, but a
     client that campaigns again and again reuses one thread instead of starting one
     (and, on SQLite, opening that thread's database connection) per campaign. A thread
-    idle for ``idle`` seconds ends, and :meth:`close` ends the idle ones at once (a
-    busy one ends after its call). What it does not do: bound the number of threads
+    idle for ``idle`` seconds ends unless it is the last idle one (a client keeps one
+    for its next campaign), and :meth:`close` ends the idle ones at once (a busy one
+    ends after its call). What it does not do: bound the number of threads
     (as many as calls running at once), or interrupt a call (campaigns stop on their
     cancel event or the client's close, as before)."""
 
@@ -155,14 +156,21 @@ class _Workers:
             del deliver
             if closed:
                 return
+            job = self._next(inbox)  # None: end
+
+    def _next(self, inbox: queue.SimpleQueue[Job | None]) -> Job | None:
+        """The next call for this idle thread, or None when it should end."""
+        while True:
             try:
-                job = inbox.get(timeout=self.idle_timeout)
+                return inbox.get(timeout=self.idle_timeout)
             except queue.Empty:
                 with self._lock:
-                    if inbox in self._idle:
+                    taken = inbox not in self._idle
+                    if not taken and len(self._idle) > 1:  # the last idle one stays
                         self._idle.remove(inbox)
-                        return
-                job = inbox.get()  # taken by a submit in the same instant
+                        return None
+                if taken:
+                    return inbox.get()  # a submit took this thread in the same instant
 
 
 async def connect(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,40 @@ def test_campaigns_reuse_the_clients_threads_and_close_ends_them(tmp_path: Path)
     assert seen == {"after 10 campaigns": 1, "while one waits": 2, "waiting still": True,
                     "entries left": [other_id], "threads before close": 2,
                     "alive after close": 0}, seen
+
+
+def test_idle_campaign_threads_shrink_to_one_which_stays_until_close() -> None:
+    """Threads idle past their timeout end, except the client's last idle one (its next
+    campaign starts no thread); close() ends that one. Counted (~0.5 s)."""
+    import threading
+
+    from tenure.aio import _Workers
+
+    workers = _Workers(idle=0.05)
+    release = threading.Event()
+    done: list[int] = []
+    delivered = threading.Semaphore(0)
+
+    def job(n: int) -> Callable[[], Callable[[], None]]:
+        def call() -> Callable[[], None]:
+            release.wait(10)
+            done.append(n)
+            return delivered.release
+        return call
+
+    workers.submit(job(1), "t")
+    workers.submit(job(2), "t")  # the first is busy: a second thread
+    release.set()
+    assert delivered.acquire(timeout=10) and delivered.acquire(timeout=10)
+    end = time.monotonic() + 10
+    while len(workers.threads) > 1:
+        assert time.monotonic() < end, "an idle thread past its timeout did not end"
+        time.sleep(0.01)
+    time.sleep(0.3)  # six idle timeouts: the last idle thread must still be there
+    (last,) = workers.threads
+    workers.submit(job(3), "t")
+    assert delivered.acquire(timeout=10)
+    assert workers.started == 2 and sorted(done) == [1, 2, 3]
+    workers.close()
+    last.join(timeout=10)
+    assert not last.is_alive() and not workers.threads
