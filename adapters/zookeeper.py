@@ -8,7 +8,11 @@ Mapping of the contract (kazoo, ZooKeeper 3.5+; options and the kazoo client are
 
 * session: ONE kazoo session, timeout = TTL (ms, rounded up; servers silently clamp it,
   default 2-20 x tickTime, so the negotiated one is checked: a mismatch is a ConfigError).
-  A renewal is one ``sync``, whatever the number of elections.
+  A renewal is one ``sync``, whatever the number of elections, and kazoo skips its own
+  ping while renewals answer (one request per renewal period; see
+  :class:`~tenure.adapters.zookeeper_connection.ZooKeeperConnection`). Not a ping
+  instead: a follower answers pings alone, also while cut from the ensemble's leader,
+  which expires the session meanwhile; a sync goes through that leader.
 * candidate: ephemeral sequential ``<root>/elections/<name>/c-<guid>-<seq>`` (``<root>`` =
   URL path + ``prefix``; election nodes are never deleted). Token: its ``czxid`` --
   ensemble-wide, 64-bit, rising across restarts and failover, and unlike the sequence

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,7 @@ from kazoo.exceptions import (
     SessionExpiredError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
-from kazoo.protocol.serialization import Connect
+from kazoo.protocol.serialization import Connect, Sync
 
 from tenure.config import BackendURL
 from tenure.errors import ConfigError, SessionExpired, StoreUnavailable
@@ -132,6 +133,9 @@ class ZooKeeperConnection:
         self._zk: KazooClient | None = None
         self._session_ms = 0
         self._closed = False
+        self._renewed_at = -math.inf  # send time of the latest answered touch
+        self.pings_skipped = 0
+        """kazoo pings not sent because a renewal had just touched the session."""
 
     @property
     def current(self) -> KazooClient | None:
@@ -167,6 +171,27 @@ class ZooKeeperConnection:
             return result
 
         zk._connection._invoke = recording_invoke
+        # kazoo pings after a third of the session timeout without a request. While
+        # renewals run (every third of the TTL), a sync sent less than half the timeout
+        # ago was answered when kazoo's ping falls due (the next one is due within
+        # kazoo's jitter; half, not a third, so a late send or answer under load still
+        # counts): it touched the session and proved the connection, so the ping is
+        # skipped -- one request per renewal period, not two. Should renewals stop,
+        # kazoo's next check pings: the server hears from us at least every 5/6 of the
+        # timeout. An unanswered renewal marks a ping outstanding (see touch): a silent
+        # connection is still dropped, and kazoo tries the next server, as soon as
+        # without this. Private kazoo names again: it has no option to let requests
+        # stand for its pings.
+        send_ping = zk._connection._send_ping
+        self._renewed_at = -math.inf
+
+        def ping_unless_renewed(connect_timeout: float) -> None:
+            if time.monotonic() - self._renewed_at < self.negotiated_ms / 2000:
+                self.pings_skipped += 1
+                return
+            send_ping(connect_timeout)
+
+        zk._connection._send_ping = ping_unless_renewed
         zk.add_listener(self._state_changed)
         try:
             zk.start(timeout=self.config.timeout)
@@ -215,10 +240,22 @@ class ZooKeeperConnection:
         return session
 
     def touch(self, zk: KazooClient, timeout: float | None = None) -> int:
-        """One ``sync`` round trip (the server resets the session's expiry on it); returns
-        the session it went on: kazoo moves from one session to the next only forward,
-        so the session current at the answer is the one the request was sent on."""
-        self.call(zk.sync_async, self.config.root, timeout=timeout)
+        """One ``sync`` round trip (the server resets the session's expiry on it; on a
+        follower it also goes through the ensemble's leader, which a ping does not:
+        a follower cut from the leader still answers pings until it notices, while
+        the leader expires the session); returns the session it went on: kazoo moves
+        from one session to the next only forward, so the session current at the
+        answer is the one the request was sent on. Sent as kazoo's own Sync request,
+        answered on kazoo's connection thread (``sync_async`` adds a hop through a
+        worker thread); counted as an outstanding ping until answered."""
+        pending = zk.handler.async_result()
+        sent = time.monotonic()
+        zk._connection.ping_outstanding.set()  # unanswered, it drops a silent connection
+        zk._call(Sync(self.config.root), pending)
+        self.wait(pending, timeout)
+        zk._connection.ping_outstanding.clear()
+        if zk is self._zk:
+            self._renewed_at = sent
         client_id = zk.client_id  # None while disconnected
         if client_id is None:
             raise StoreUnavailable(f"{self.config.description}: disconnected after a sync")

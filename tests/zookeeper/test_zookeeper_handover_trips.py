@@ -10,6 +10,9 @@ follower too) and no ``exists`` (the successor's own-node watch was armed by its
 step, once per connection). On a server without multiRead (< 3.6, simulated) it is two
 pipelined requests. The old code sent ``get_children, exists, sync, get``.
 
+Idle, a session sends one request per renewal period: the renewal's ``sync``, which
+stands for kazoo's ping (the old code sent both).
+
 Every request the client hands to kazoo is counted (``KazooClient._call``, which every
 kazoo call and the multiRead go through), on any thread but the session renewer's.
 """
@@ -28,6 +31,7 @@ from tenure.adapters import zookeeper_multiread
 from tenure.adapters.zookeeper import ZooKeeperStore
 from tenure.conformance.lab.cluster import Cluster
 from tenure.conformance.lab.fixtures import LabFactory
+from tenure.leadership import State
 
 pytestmark = [pytest.mark.zookeeper]
 
@@ -114,3 +118,30 @@ def test_without_multiread_the_wake_up_is_two_pipelined_requests(
 
     handovers(cluster.url, TTL, f"trips/{time.monotonic_ns()}", Requests, check, rounds=2,
               before_resign=_attach)
+
+
+def test_an_idle_session_sends_one_sync_per_renewal_and_no_kazoo_ping(cluster: Cluster) -> None:
+    # kazoo pings after a third of the session timeout without a request, the renewer
+    # syncs every third of the TTL: the old code sent both, one request too many per
+    # renewal period. A renewal sent less than half the timeout ago stands for the ping.
+    with tenure.connect(cluster.url, ttl=2.0) as client:
+        lead = client.election(f"idle/{time.monotonic_ns()}").campaign(timeout=10)
+        store = client.store
+        assert isinstance(store, ZooKeeperStore)
+        zk = store._conn.current
+        assert zk is not None
+        sent: list[str] = []
+        submit = zk._connection._submit
+
+        def counted(request: Any, timeout: float, xid: int | None = None) -> Any:
+            sent.append(type(request).__name__)
+            return submit(request, timeout, xid)
+
+        zk._connection._submit = counted  # type: ignore[method-assign]
+        renewed = client.keeper.renewals
+        time.sleep(2.5)  # about four renewal periods of 0.67 s: what is counted, not a sync
+        renewals = client.keeper.renewals - renewed
+        assert renewals >= 3, renewals
+        assert sent.count("Ping") == 0, sent
+        assert abs(sent.count("Sync") - renewals) <= 1 and set(sent) == {"Sync"}, sent
+        assert lead.state is State.HELD
