@@ -111,11 +111,20 @@ async def _until(predicate: object, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def _until_waiting(client: aio.Client, election: str, entries: int) -> None:
+    """Polls the store until ``election`` has ``entries`` candidates (no event tells)."""
+    end = time.monotonic() + 10
+    while len(client.sync.election(election).contenders()) < entries:
+        assert time.monotonic() < end, "the campaign never queued"
+        await asyncio.sleep(0.01)
+
+
 def test_campaigns_reuse_the_clients_threads_and_close_ends_them(tmp_path: Path) -> None:
     """A client's campaigns run on its own long-lived threads: ten campaigns one after
     another start one thread; a campaign that waits does not hold up another of the
-    same client (a second thread starts), stays cancellable, and close() ends both
-    threads. Counted, not timed (~1 s)."""
+    same client (a second thread starts), stays cancellable; a campaign waiting when
+    the client closes ends with CampaignCancelled, and close() ends both threads.
+    Counted, not timed (~1 s)."""
     async def scenario() -> dict[str, object]:
         seen: dict[str, object] = {}
         async with await aio.connect(_url(tmp_path), ttl=5) as other:
@@ -135,20 +144,26 @@ def test_campaigns_reuse_the_clients_threads_and_close_ends_them(tmp_path: Path)
             seen["entries left"] = [c.candidate_id for c in other.sync.election("busy")
                                     .contenders()]
             seen["other id"] = other.candidate_id
-            await held.resign()
+            # a campaign waiting when the client closes ends (CampaignCancelled)
+            closing = asyncio.ensure_future(client.election("busy").campaign("v"))
+            await _until_waiting(other, "busy", 2)
             threads = set(client._workers.threads)
             seen["threads before close"] = len(threads)
             await client.close()
+            with pytest.raises(tenure.CampaignCancelled):
+                await asyncio.wait_for(closing, timeout=10)
+            await held.resign()
             for thread in threads:
                 thread.join(timeout=10)
             seen["alive after close"] = sum(t.is_alive() for t in threads)
+            seen["started in all"] = client._workers.started
         return seen
 
     seen = asyncio.run(scenario())
     other_id = seen.pop("other id")
     assert seen == {"after 10 campaigns": 1, "while one waits": 2, "waiting still": True,
                     "entries left": [other_id], "threads before close": 2,
-                    "alive after close": 0}, seen
+                    "alive after close": 0, "started in all": 2}, seen
 
 
 def test_idle_campaign_threads_shrink_to_one_which_stays_until_close() -> None:
