@@ -13,7 +13,9 @@ Mapping of the contract:
   the session (so it dies with it), ordered by ``CreateIndex`` (Raft order). The
   enqueue transaction also reads the queue (``get-tree``), which places the entry:
   first, or waiting on the entry just ahead (its first step reads nothing). In an
-  election this client found free at its last enqueue, the same transaction also
+  election where this client's last campaign found the queue empty and won at once
+  (a campaign's entries only: side entries that never step never lock), the same
+  transaction also
   locks the leader key: one write for an uncontended campaign, like the guide's
   acquire. Arrival order holds: if that read shows a live entry ahead (the leader key
   was free, but a woken successor had not locked it yet), the lock is given back at
@@ -232,6 +234,8 @@ class ConsulTicket(Ticket):
     """The live entries ahead of it at its last queue read (None: none read yet); its
     lock transaction checks they are gone instead of reading the queue again."""
     guard: Watched | None = field(default=None, repr=False)
+    alone: bool = False
+    """Its enqueue found no live entry ahead (nor, then, a leader in the queue)."""
     early: Won | tuple[str, int] | None = field(default=None, repr=False)
     """The first step, already decided by the enqueue (:meth:`ConsulStore.enqueue`):
     won with it, or (key, ModifyIndex) of the live entry its queue read found just
@@ -265,8 +269,10 @@ class ConsulStore(Store[ConsulTicket]):
         self._cleaning = threading.Lock()
         self._native = NativeLock(self)
         self._free: dict[str, bool] = {}
-        """Per election: its queue was empty at this client's last enqueue, so the
-        next enqueue tries to lock the leader key with it (one write, not two)."""
+        """Elections where this client's last campaign found the queue empty and won
+        at once: its next enqueue there tries to lock the leader key with it (one
+        write, not two). Set by a win only, so entries that never campaign (the core's
+        priority and bell side entries) never lock."""
 
     @classmethod
     def from_url(cls, url: BackendURL) -> ConsulStore:
@@ -368,7 +374,8 @@ class ConsulStore(Store[ConsulTicket]):
             raise SessionExpired(f"Consul refused a queue entry ({errors[0]})")
         ticket.order = int(results[0]["CreateIndex"])
         self._queued(ticket, results[1:])
-        self._remember(election, ticket.first)
+        if not ticket.first:
+            self._remember(election, False)
         return ticket
 
     def _queued(self, ticket: ConsulTicket, entries: list[dict[str, Any]]) -> None:
@@ -378,7 +385,7 @@ class ConsulStore(Store[ConsulTicket]):
         found = sorted((e for e in entries if e.get("Session") and e.get("Key") != ticket.key
                         and int(e["CreateIndex"]) < ticket.order),
                        key=lambda e: int(e["CreateIndex"]))
-        ticket.first = not found
+        ticket.first = ticket.alone = not found
         if found and len(found) <= TXN_CHECKS:
             ticket.ahead = [e["Key"] for e in found]
             seen = int(found[-1]["ModifyIndex"])
@@ -394,7 +401,7 @@ class ConsulStore(Store[ConsulTicket]):
     def _enqueue_and_lock(self, ticket: ConsulTicket, entry: dict[str, Any],
                           tree: dict[str, Any]) -> bool:
         """Queues ``ticket`` AND locks the leader key in one transaction (an election
-        this client found free last time): True if it committed; then ``ticket.early``
+        this client's last campaign found free): True if it committed; then ``ticket.early``
         is the win if no live entry was queued before it (read in the same
         transaction, so it IS first, as the lock transaction would have found), else
         the lock is given back at once and ``ticket`` waits in the queue as usual
@@ -476,6 +483,7 @@ class ConsulStore(Store[ConsulTicket]):
             early, ticket.early = ticket.early, None
             if isinstance(early, Won):
                 self._guard(ticket)
+                self._remember(ticket.election, True)
                 return early
             key, seen = early
             return Wait(self.watcher.signal(key, seen, seen))
@@ -491,6 +499,8 @@ class ConsulStore(Store[ConsulTicket]):
                 return place
             step = self._take(ticket)  # first now: checks only its own entry
             assert step is not None
+        if isinstance(step, Won) and ticket.alone:
+            self._remember(ticket.election, True)
         return step
 
     def _place(self, ticket: ConsulTicket) -> Wait | None:

@@ -317,3 +317,29 @@ def test_a_one_write_campaign_that_finds_an_entry_ahead_gives_the_lock_back(
         for store in stores:
             store.close_session()
             store.close()
+
+
+def test_entries_that_never_step_never_lock(consul_cluster: Cluster) -> None:
+    """Only a campaign's win (a step) lets the next enqueue lock: entries enqueued and
+    withdrawn without a step (the core's priority and bell side entries) leave the
+    leader key alone however often the queue is found empty."""
+    url, _ = parse_backend_url(consul_cluster.url)
+    name = f"trips/{time.monotonic_ns()}"
+    store = ConsulStore.from_url(url)
+    try:
+        store.open_session(TTL)
+        for _ in range(3):
+            entry = store.enqueue(name, "side", b"")
+            assert entry.first and entry.early is None
+            assert store.leader(name) is None
+            store.withdraw(entry)
+        ticket = store.enqueue(name, "a", b"")
+        assert isinstance(store.try_lead(ticket), Won)  # a win: the next enqueue locks
+        store.withdraw(ticket)
+        ticket = store.enqueue(name, "a", b"")
+        assert isinstance(ticket.early, Won) and store.leader(name) is not None
+        assert isinstance(store.try_lead(ticket), Won)
+        store.withdraw(ticket)
+    finally:
+        store.close_session()
+        store.close()
