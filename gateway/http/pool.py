@@ -155,6 +155,8 @@ class WarmClients:
         task.add_done_callback(self._closing.discard)
 
     def _refill(self, ttl: float) -> None:
+        if len(self._idle.get(ttl, ())) >= self.spare:
+            return  # full: no task (a take from a full pool is the common case)
         running = self._filling.get(ttl)
         if running is None or running.done():
             self._filling[ttl] = asyncio.ensure_future(self._fill(ttl))
