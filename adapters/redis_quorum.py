@@ -340,7 +340,9 @@ class DirectReader:
             return []
         try:
             ready, _, _ = select.select(list(socks), [], [], max(0.0, timeout))
-        except (OSError, ValueError):  # a socket closed under us (close())
+        except (OSError, ValueError):  # a socket closed under us: subscribe again
+            for i, _ in socks.values():
+                self._broken(i)
             return []
         return [socks[sock] for sock in ready]
 
