@@ -16,6 +16,11 @@ The store's own idle CPU with no candidates, over a window of the same length, i
 measured once per store before its first idle row (the *baseline*); it is reported,
 never subtracted. Figures are CPU seconds per minute of wall time (60 = one core busy).
 
+Every row, tenure's and every peer's on every store, runs at one TTL
+(:data:`~tenure.conformance.benchmarks.systems.IDLE_TTL`, 2 s: kazoo's on ZooKeeper, the
+reference, and the largest of the stores' minimums): keep-alive work per minute scales
+with 1/TTL, so rows at each store's minimum would charge a 1 s store twice.
+
 What this is not: the cost of campaigns or of leader changes (those are outside the
 window), or of anything but this host's processes (the kernel's network work on behalf
 of a process is in its stime; softirq work is not attributed to any process).
@@ -102,9 +107,10 @@ def baseline(pids: Sequence[int], window: float) -> float:
 def measure(tool: str, url: str, election: str, ttl: float, followers: int, window: float,
             store: Sequence[int] | None, client_extra: Sequence[int] = ()) -> dict[str, Any]:
     """1 leader + ``followers`` waiting candidates of ``tool``, watched for ``window``
-    seconds. Returns CPU seconds (``client_cpu``, ``store_cpu``: None when ``store`` is
-    None), the wall time, the per-minute figures and ``changes``: leaderships won or
-    lost during the window (0 when the leader held throughout, as it should)."""
+    seconds, every candidate at ``ttl``. Returns ``ttl``, CPU seconds (``client_cpu``,
+    ``store_cpu``: None when ``store`` is None), the wall time, the per-minute figures
+    and ``changes``: leaderships won or lost during the window (0 when the leader held
+    throughout, as it should)."""
     with Workers(tool, url, election, ttl) as workers:
         members = [workers.spawn(ready=False) for _ in range(followers + 1)]
         for member in members:
@@ -132,7 +138,8 @@ def measure(tool: str, url: str, election: str, ttl: float, followers: int, wind
         alive = sum(1 for m in members if m.process.poll() is None)
     wall = t1 - t0
     result: dict[str, Any] = {
-        "window": wall, "candidates": followers + 1, "alive": alive, "changes": changes,
+        "ttl": ttl, "window": wall, "candidates": followers + 1, "alive": alive,
+        "changes": changes,
         "client_cpu": c1 - c0, "client_per_min": (c1 - c0) / wall * 60,
         "store_cpu": None, "store_per_min": None,
     }

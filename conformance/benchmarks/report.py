@@ -195,7 +195,9 @@ def idle_table(rows: Sequence[Row]) -> str:
     """Idle cost: CPU seconds per minute of 1 leader + N waiting candidates, per store
     and tool, and each over kazoo's Election on ZooKeeper (the reference; "-" when the
     run has no such row, or the figure is not read). The note names each row's TTL:
-    keep-alive work per minute scales with 1/TTL, and the ratios do not correct for it."""
+    keep-alive work per minute scales with 1/TTL, and the ratios do not correct for it
+    (the bench runs every idle row at one TTL, ``IDLE_TTL``; a report read back from an
+    older run may hold rows at different TTLs: :func:`idle_heading` says which)."""
     lines = ["| store | system | candidates | window s | client CPU s/min | store CPU s/min "
              "| store baseline s/min | client / kazoo-ZK | store / kazoo-ZK | note |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -231,6 +233,15 @@ def idle_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def idle_heading(rows: Sequence[Row]) -> str:
+    """The idle table's heading: the one TTL every row ran at, or that they differ."""
+    ttls = sorted({float(r.ttl) for r in rows if r.measurement == "idle" and r.ttl})
+    at = (f"every row at TTL {ttls[0]:g} s" if len(ttls) == 1 else
+          "rows at different TTLs (see note): per-minute work scales with 1/TTL"
+          if ttls else "TTL not recorded")
+    return f"## Idle cost (CPU seconds per minute, 1 leader + waiting candidates, {at})"
+
+
 def idle_lines(rows: Sequence[Row]) -> list[str]:
     """Issue 14's idle target per store: tenure's client and store CPU per minute at
     most kazoo's Election on ZooKeeper's."""
@@ -264,8 +275,7 @@ def render(rows: Sequence[Row], scale: Sequence[ScaleRow], command: str) -> str:
     if scale:
         parts += ["", "## Scale (tenure)", "", scale_table(scale)]
     if any(r.measurement == "idle" for r in rows):
-        parts += ["", "## Idle cost (CPU seconds per minute, 1 leader + waiting candidates)",
-                  "", idle_table(rows)]
+        parts += ["", idle_heading(rows), "", idle_table(rows)]
     parts += ["", "## Targets (issue 9)", "", targets(main, scale),
               *gateway_lines(rows), *idle_lines(rows)]
     return "\n".join(parts)

@@ -27,6 +27,7 @@ from tenure.conformance.benchmarks.systems import (
     MEASUREMENTS,
     STORE_TTL,
     System,
+    idle_system,
     store_hosts,
     systems_for,
 )
@@ -309,7 +310,9 @@ def _idle(row: Row, system: System, url: str, store: StoreUnderTest, sizes: Size
     if pids is not None and store.idle_baseline is None:
         store.idle_baseline = idle.baseline(pids, sizes.idle_window)
     client_extra = [gateway.process.pid] if gateway is not None else []
-    row.extra.update(idle.measure(system.tool, url, election, system.ttl,
+    at = idle_system(system, store.url)  # every idle row at one TTL (IDLE_TTL)
+    url, row.ttl = (url if gateway is not None else at.url), at.ttl
+    row.extra.update(idle.measure(system.tool, url, election, at.ttl,
                                   sizes.idle_followers, sizes.idle_window, pids,
                                   client_extra))
     row.extra.update(baseline_per_min=store.idle_baseline if pids is not None else None,

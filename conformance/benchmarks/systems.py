@@ -26,6 +26,12 @@ STORE_TTL: dict[str, tuple[float, float]] = {
     "postgres": (1.0, 1.0),
 }
 
+#: The one TTL every idle row runs at, tenure and peers on every store: the largest of
+#: the stores' minimums (2 s, also kazoo's on ZooKeeper, the idle reference), so every
+#: store honours it. Keep-alive work per minute scales with 1/TTL: rows at different
+#: TTLs would not compare. The other measurements keep each store's minimum.
+IDLE_TTL: float = max(least for least, _ in STORE_TTL.values())
+
 NO_LOSS_EVENT = "tooz has no leadership-lost event: its user is never told"
 REDIS_LOCK_NO_LOSS = ("python-redis-lock has no lost event: a failed extension ends its "
                       "renewal thread with an exception, and the holder is not told")
@@ -85,9 +91,12 @@ def _package(name: str) -> str:
         return f"{name} (not installed)"
 
 
-def systems_for(store: str, url: str) -> list[System]:
-    """tenure, the peers and tenure-through-the-gateway for the store at ``url``."""
-    ttl, factor = STORE_TTL.get(store, (1.0, 1.0))
+def systems_for(store: str, url: str, ttl: float | None = None) -> list[System]:
+    """tenure, the peers and tenure-through-the-gateway for the store at ``url``, at
+    ``ttl`` (None: the store's minimum, :data:`STORE_TTL`; peers that take whole seconds
+    get it rounded up, as at the minimum)."""
+    least, factor = STORE_TTL.get(store, (1.0, 1.0))
+    ttl = least if ttl is None else ttl
     hosts = store_hosts(url) if store not in ("sqlite",) else ""
     whole = math.ceil(ttl)
 
@@ -159,3 +168,12 @@ def systems_for(store: str, url: str) -> list[System]:
         note="HTTP gateway in handle mode, keepalive every ttl/3", needs_gateway=True,
         unsupported={"detect-cut": SERVE_DETECTION, "detect-pause": SERVE_DETECTION}))
     return found
+
+
+def idle_system(system: System, url: str) -> System:
+    """``system`` (from :func:`systems_for` on the store at ``url``) as the idle
+    measurement runs it: at :data:`IDLE_TTL`, its URL rebuilt for that TTL."""
+    for found in systems_for(system.store, url, IDLE_TTL):
+        if found.label == system.label:
+            return found
+    raise ValueError(f"no system {system.label!r} on {system.store}")

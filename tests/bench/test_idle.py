@@ -16,6 +16,7 @@ import pytest
 from tenure.conformance.benchmarks.idle import tree_cpu
 from tenure.conformance.benchmarks.report import idle_lines, idle_table
 from tenure.conformance.benchmarks.runner import Row
+from tenure.conformance.benchmarks.systems import IDLE_TTL
 
 pytestmark = [pytest.mark.cli, pytest.mark.sqlite]
 
@@ -43,6 +44,8 @@ def test_idle_runs_on_sqlite_and_its_table_is_read_back_from_json(tmp_path: Path
     row = next(r for r in json.loads(out.read_text())["rows"] if r["measurement"] == "idle")
     assert row["status"] == "ok", row
     extra = row["extra"]
+    # every idle row runs at one TTL (IDLE_TTL, 2 s), not SQLite's 1 s minimum
+    assert row["ttl"] == IDLE_TTL == extra["ttl"] == 2.0, (row["ttl"], extra["ttl"])
     assert extra["candidates"] == 4 and extra["alive"] == 4
     assert extra["window"] >= 1.0
     # 4 live Python processes renewing: the counter moved (an idle SQLite candidate uses
@@ -54,7 +57,8 @@ def test_idle_runs_on_sqlite_and_its_table_is_read_back_from_json(tmp_path: Path
     assert "| sqlite | tenure | 4 |" in result.stdout
     again = _bench("--from-json", str(out))
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "## Idle cost" in again.stdout and "| sqlite | tenure | 4 |" in again.stdout
+    assert "## Idle cost" in again.stdout and "every row at TTL 2 s" in again.stdout
+    assert "| sqlite | tenure | 4 |" in again.stdout
 
 
 def test_idle_ratios_are_over_kazoo_on_zookeeper_and_failures_keep_their_reason() -> None:
