@@ -246,7 +246,7 @@ def test_a_dead_or_paused_successor_is_passed_over_within_ttl(
             assert report.ok, report.summary()
 
 
-def test_an_entry_nobody_steps_holds_the_line_for_at_most_a_ttl(
+def test_an_entry_nobody_steps_holds_the_line_for_at_most_two_ttls(
     cluster: Cluster, election_name: str
 ) -> None:
     with tenure.connect(cluster.url, ttl=TTL, candidate_id="first") as c, \
