@@ -42,8 +42,9 @@ How it is built. The main thread campaigns, starts the keeper (tenure.deadline_k
 a process of its own, ``ready`` before the command starts) and the command (which
 announces its pid to the keeper before it executes), then waits on one queue for the
 first of: the command exited, the leadership was lost, a signal. Each renewal's new
-deadline is sent to the keeper by the renewing thread itself (a helper thread polls as
-a fallback), with the time it was known; stopping the command
+deadline is sent to the keeper by the renewing thread itself, with the time it was
+known -- a renewal is the only thing that moves a held leadership's deadline, so no
+thread wakes to look for one in between; stopping the command
 is the keeper's job (SIGTERM, SIGKILL after --grace), with tenure run doing it itself
 only if the keeper is gone. The command is reaped only after the keeper was told it
 exited, so the keeper never signals a reused pid. Signals are handled by a relay
@@ -69,7 +70,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -97,11 +97,6 @@ from tenure.store import Contender
 EXIT_LOST = 75
 EXIT_CANNOT_START = 127
 
-FORWARD_EVERY_MAX = 0.05
-FORWARD_EVERY_MIN = 0.005
-"""Bounds (seconds) of how often the deadline is also read and forwarded to the keeper
-without a renewal event (a tenth of the renewal interval); a late forward only makes
-the keeper's deadline earlier than the real one."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -335,8 +330,7 @@ class Wrapper:
             if self.prefer_priority:
                 lead.on_preferred(_tell_preferred)
             with lead:
-                ended = self._supervise(lead, inbox, election.client.keeper.renew_interval,
-                                        election.client.store.description)
+                ended = self._supervise(lead, inbox, election.client.store.description)
                 if ended.kind == "exit" and self.prefer_priority:
                     ended = _yield_to_preferred(lead, ended)
             if ended.kind != "kept" or ended.again is None:
@@ -350,15 +344,15 @@ class Wrapper:
                 return Ended("signal", self.signum, "; stopped the command")
 
     def _supervise(self, lead: Leadership, inbox: queue.SimpleQueue[tuple[str, object]],
-                   renew_interval: float, backend: str) -> Ended:
+                   backend: str) -> Ended:
         renewals = _Renewals(lead, backend)  # from before the keeper starts: see there
         try:
-            return self._guarded(lead, inbox, renew_interval, renewals)
+            return self._guarded(lead, inbox, renewals)
         finally:
             renewals.close()
 
     def _guarded(self, lead: Leadership, inbox: queue.SimpleQueue[tuple[str, object]],
-                 renew_interval: float, renewals: _Renewals) -> Ended:
+                 renewals: _Renewals) -> Ended:
         started_with = lead.deadline
         try:
             keeper = DeadlineKeeper.start(started_with, self.grace)
@@ -377,10 +371,7 @@ class Wrapper:
         # takes a while on a loaded machine, and the keeper must not stop it at a
         # deadline that renewals have meanwhile moved (seen with a TTL of 1 s).
         exited = threading.Event()
-        every = min(FORWARD_EVERY_MAX, max(FORWARD_EVERY_MIN, renew_interval / 10))
         renewals.attach(keeper, started_with)
-        threading.Thread(target=_forward_deadlines, args=(renewals, exited, every),
-                         name="tenure-run-deadlines", daemon=True).start()
         try:
             child = keeper.spawn(self.command, env=env)
         except (OSError, subprocess.SubprocessError) as exc:
@@ -530,10 +521,14 @@ class _Renewals:
     the core knows it, whether or not another thread of this (possibly starved) process
     is scheduled, and the keeper can tell one known in time from a late one even when
     it reads it late. Subscribed before the keeper starts, so renewals made while it
-    starts are sent once it is attached. :meth:`poll` (a helper thread) sends the
-    leadership's deadline where no event was seen for it. Nothing is sent once the
-    leadership ended. ``backend``: the client's store description (tenure run has one
-    client)."""
+    starts are sent once it is attached. Nothing else wakes to forward: only a renewal
+    moves a held leadership's deadline later (a session opened anew comes with a new
+    leadership). What is sent is never later than the leadership's own deadline read
+    at that moment (an event of another client with the same store description cannot
+    extend it), and nothing is sent once the leadership ended. An extension the keeper
+    misses (its pipe full: it is frozen) only makes its deadline earlier than ours; the
+    next renewal's replaces it. ``backend``: the client's store description (tenure
+    run has one client)."""
 
     def __init__(self, lead: Leadership, backend: str) -> None:
         self._lead = lead
@@ -548,7 +543,7 @@ class _Renewals:
         """From now on send to ``keeper``, which holds the deadline ``sent``."""
         with self._lock:
             self._keeper, self._sent = keeper, sent
-        self._push(None)
+        self._push()
 
     def _on_event(self, event: events.Event) -> None:
         fields = event.fields
@@ -556,23 +551,19 @@ class _Renewals:
                 and fields.get("backend") == self._backend):
             with self._lock:
                 self._latest = (float(fields["valid_until"]), event.at)
-            self._push(None)
+            self._push()
 
-    def poll(self) -> bool:
-        """Sends the leadership's deadline (known now) if it is later than what was
-        sent; False once the keeper is gone."""
-        return self._push((self._lead.deadline, time.monotonic()))
-
-    def _push(self, polled: tuple[float, float] | None) -> bool:
+    def _push(self) -> bool:
+        """Sends the latest renewal's deadline if later than what was sent; False once
+        the keeper is gone."""
         with self._lock:
-            keeper = self._keeper
-            candidates = [c for c in (self._latest, polled) if c is not None]
-            if keeper is None or not candidates or self._lead.ended.is_set():
+            keeper, latest = self._keeper, self._latest
+            if keeper is None or latest is None or self._lead.ended.is_set():
                 return True
-            deadline, known_at = max(candidates, key=lambda c: (c[0], -c[1]))
+            deadline = min(latest[0], self._lead.deadline)
             if deadline <= self._sent:
                 return True
-            if not keeper.extend(deadline, known_at):
+            if not keeper.extend(deadline, latest[1]):
                 return False
             self._sent = deadline
             return True
@@ -581,14 +572,6 @@ class _Renewals:
         self._unsubscribe()
         with self._lock:
             self._keeper = None
-
-
-def _forward_deadlines(renewals: _Renewals, done: threading.Event, every: float) -> None:
-    """Polls the leadership's deadline for :class:`_Renewals` (a fallback: renewals are
-    forwarded by their own events) until the command exits or the keeper is gone."""
-    while not done.wait(every):
-        if not renewals.poll():
-            return
 
 
 def _say(text: str) -> None:
