@@ -164,6 +164,11 @@ class Bell:
             self.cond.notify_all()
 
 
+RESUBSCRIBE_FIRST = 0.05
+RESUBSCRIBE_MAX = 0.5
+"""Seconds between a direct feed's attempts to subscribe again after a drop: the first
+attempt at once, then RESUBSCRIBE_FIRST, doubling up to RESUBSCRIBE_MAX."""
+
 PARTIAL_GRACE = 0.02
 """Seconds a signal that needs several instances' messages waits for the rest once the
 first arrived (a message can be lost, or an instance may have nobody to wake)."""
@@ -217,7 +222,8 @@ class DirectReader:
     """A direct feed's subscriptions (one per instance), read by whichever waiting
     thread takes the reader role (:meth:`pump`, called with the bell's lock held); the
     others wait on the bell. A broken subscription is made again by a thread of its own
-    (every 0.5 s until it works), which rings the whole feed once it is back."""
+    (at once, then backing off to every RESUBSCRIBE_MAX s until it works), which rings
+    the whole feed once it is back; at most one subscription per instance is kept."""
 
     def __init__(self, bell: Bell, feed: str, spec: Feed, instances: list[Instance[Any]],
                  stop: threading.Event) -> None:
@@ -263,6 +269,12 @@ class DirectReader:
             if self._stop.is_set():
                 pubsub.close()
                 return False
+            if self._subs[index] is not None:
+                # start() gave up on a slow first try and _fix's try won the race (or
+                # the reverse): keep the one in place, close this one.
+                with contextlib.suppress(redis.RedisError, OSError):
+                    pubsub.close()
+                return True
             self._subs[index] = pubsub
             self._unread[index] = True
         self._bell.ring(self._feed, Bell.ALL)  # (re)subscribed: re-read
@@ -284,9 +296,13 @@ class DirectReader:
                              name=f"tenure-redis-resubscribe-{index}").start()
 
     def _fix(self, index: int) -> None:
-        while not self._stop.wait(0.5):
+        # At once first: a drop noticed while nobody waits has already rung the feed,
+        # so only the resubscription's ring tells a signal armed since then to re-read.
+        pause = 0.0
+        while not self._stop.wait(pause):
             if self._subscribe(index):
                 break
+            pause = min(RESUBSCRIBE_MAX, max(RESUBSCRIBE_FIRST, 2 * pause))
         with self._bell.cond:
             self._fixing.discard(index)
 
