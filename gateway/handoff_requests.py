@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tenure.campaign import observe
+from tenure.cancel import Flag
 from tenure.errors import CampaignTimeout, TenureError
 from tenure.handoff import (
     HandoffResult,
@@ -76,7 +77,7 @@ class HandoffListener:
         self.before_release = before_release
         """Passed to :func:`tenure.handoff.hand_off` (``tenure run`` stops its command)."""
         self.results: list[HandoffResult[Leadership]] = []
-        self._stop = threading.Event()
+        self._stop = Flag()
         self._seen = 0
         client: Any = lead._client
         self._election = client.election(lead.election)
@@ -93,8 +94,16 @@ class HandoffListener:
     def _run(self) -> None:
         store = self._election.client.store
         name = request_election(self.lead.election)
-        watching = threading.Event()
-        threading.Thread(target=self._stop_on_end, args=(watching,), daemon=True).start()
+        # The observation ends when the leadership does or stop() is called: both are
+        # Flags whose wakers set `watching` (a Flag, so observe's wait is woken too).
+        watching = Flag()
+        wakers = [self._stop.add_waker(watching.set)]
+        ended = self.lead.ended
+        if isinstance(ended, Flag):
+            wakers.append(ended.add_waker(watching.set))
+        else:  # a leadership of another kind: its plain Event is watched by a thread
+            threading.Thread(target=self._stop_on_end, args=(watching,), daemon=True,
+                             name="tenure-handoff-end").start()
         try:
             for request in observe(store, name, watching, None):
                 if request is None or request.token <= self._seen:
@@ -106,6 +115,8 @@ class HandoffListener:
         except TenureError as exc:  # pragma: no cover - observe retries store errors
             log.warning("handoff listener in %s stopped: %s", self.lead.election, exc)
         finally:
+            for unregister in wakers:
+                unregister()
             watching.set()
 
     def _stop_on_end(self, watching: threading.Event) -> None:

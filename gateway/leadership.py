@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tenure import events
+from tenure.cancel import Flag
 from tenure.config import Settings
 from tenure.errors import LeadershipLost, NotLeader
 from tenure.names import check_election_name, check_value
@@ -84,7 +85,7 @@ class Leadership:
         self.token = token
         self._lock = threading.Lock()
         self._state = State.HELD
-        self._ended = threading.Event()
+        self._ended = Flag()
         self._reason = ""
         self._callbacks: list[LostCallback] = []
         self.elected_at = time.monotonic()
@@ -161,17 +162,16 @@ class Leadership:
 
     def wait_lost(self, timeout: float | None = None) -> bool:
         """Blocks until the leadership ends, lost or resigned (True, after any
-        ``on_lost`` callbacks ran), or until ``timeout`` passes (False)."""
-        end = None if timeout is None else time.monotonic() + timeout
-        while True:
-            remaining = max(0.05, self.deadline - time.monotonic())
-            if end is not None:
-                remaining = min(remaining, end - time.monotonic())
-            if self._ended.wait(max(0.0, min(remaining, 1.0))):
-                return True
-            _ = self.state  # past the deadline, this ends it as LOST (callbacks first)
-            if end is not None and time.monotonic() >= end:
-                return self._ended.is_set()
+        ``on_lost`` callbacks ran), or until ``timeout`` passes (False).
+
+        Sleeps on :attr:`ended` alone, woken by whatever ends the leadership: a
+        resign or the client's close, a lost session or refused write, and at the
+        validity deadline the session's watchdog (a thread that does no I/O, woken
+        for each held deadline), so nothing wakes in between to look."""
+        if self._ended.wait(timeout):
+            return True
+        _ = self.state  # past the deadline, this ends it as LOST (callbacks first)
+        return self._ended.is_set()
 
     def on_lost(self, callback: LostCallback) -> None:
         """Registers ``callback(leadership, reason)``; called once on loss (at once if
