@@ -112,18 +112,30 @@ class RunLoop:
         self.on_stopped = on_stopped
         self.on_new_leader = on_new_leader
         self._stop = Flag()  # wakes the campaign's wait when stopped (tenure.cancel)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: stop() may run in a signal handler
+        self._stops_done = threading.Condition(self._lock)
+        self._stopping = 0
+        """stop() calls still resigning (run() returns only once there are none)."""
         self._current: Leadership | None = None
         self.leaderships = 0
         """How many times this loop has led (for tests and metrics)."""
 
     def stop(self) -> None:
-        """Ends the loop: a running campaign is cancelled, a held leadership resigned."""
-        self._stop.set()
+        """Ends the loop: a running campaign is cancelled, a held leadership resigned
+        (its entry withdrawn) before this returns -- and before :meth:`run` returns,
+        whichever thread calls it."""
         with self._lock:
-            current = self._current
-        if current is not None:
-            current.end_resigned("the run loop was stopped")
+            self._stopping += 1
+        try:
+            self._stop.set()
+            with self._lock:
+                current = self._current
+            if current is not None:
+                current.end_resigned("the run loop was stopped")
+        finally:
+            with self._lock:
+                self._stopping -= 1
+                self._stops_done.notify_all()
 
     @property
     def stopped(self) -> bool:
@@ -131,7 +143,11 @@ class RunLoop:
         return self._stop.is_set()
 
     def run(self) -> None:
-        """Leads until stopped, ``work`` returns, or ``work`` raises (see the module)."""
+        """Leads until stopped, ``work`` returns, or ``work`` raises (see the module).
+        Stopped from another thread, it returns only once that :meth:`stop` resigned:
+        the leadership's ``ended`` is set before its entry is withdrawn, and ``work``
+        returning on it must not let the caller go on (close the client, exit) with
+        the entry still in the store."""
         observer = self._observe()
         backoff = BACKOFF_FIRST
         try:
@@ -162,6 +178,8 @@ class RunLoop:
         finally:
             if observer is not None:
                 observer.stop()
+            with self._lock:
+                self._stops_done.wait_for(lambda: self._stopping == 0)
 
     def _lead(self, lead: Leadership) -> bool:
         """Runs ``work`` for one leadership; True when the loop should return."""
