@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import select
 import threading
 import time
@@ -177,13 +178,18 @@ first arrived (a message can be lost, or an instance may have nobody to wake).""
 class BellSignal(Signal):
     """Fires once the bell rang for ``topic`` of ``feed`` from ``needed`` instances --
     or from fewer, PARTIAL_GRACE after the first of them -- or for all of the feed, from
-    any, after it was armed."""
+    any, after it was armed. :meth:`interrupt` (any thread) makes it fire at once, also
+    while its thread is the direct feed's reader (the reader's select() also waits on a
+    pipe the interrupt writes to), so the core needs no cancel poll."""
+
+    interruptible = True
 
     def __init__(self, bell: Bell, feed: str, topic: str, needed: int = 1,
                  reader: DirectReader | None = None) -> None:
         self._bell, self._feed, self._topic, self._needed = bell, feed, topic, needed
         self._reader = reader
         self._partial_since: float | None = None
+        self._interrupted = False
         with bell.cond:
             self._all = self._all_count()
             self._mark = dict(bell.sources.get((feed, topic), {}))
@@ -198,10 +204,21 @@ class BellSignal(Signal):
         rung = self._bell.sources.get((self._feed, self._topic), {})
         return sum(1 for i, c in rung.items() if c > self._mark.get(i, 0))
 
+    def interrupt(self) -> None:
+        """Fires this signal, now and for every later wait. Takes the bell's lock, which
+        no thread holds for long (never across a blocking read)."""
+        with self._bell.cond:
+            self._interrupted = True
+            self._bell.cond.notify_all()
+            if self._reader is not None:
+                self._reader.poke(self)
+
     def wait(self, timeout: float) -> bool:
         end = time.monotonic() + max(0.0, timeout)
         with self._bell.cond:
             while True:
+                if self._interrupted:
+                    return True
                 rung = self._rung()
                 now = time.monotonic()
                 if rung >= self._needed:
@@ -214,7 +231,7 @@ class BellSignal(Signal):
                     min(end, self._partial_since + PARTIAL_GRACE)
                 if now >= end:
                     return False
-                if self._reader is None or not self._reader.pump(until - now):
+                if self._reader is None or not self._reader.pump(until - now, self):
                     self._bell.cond.wait(until - now)
 
 
@@ -234,7 +251,12 @@ class DirectReader:
         """Instances whose client may hold received bytes not yet parsed (after the
         subscription's confirmation): drained before the next select()."""
         self._fixing: set[int] = set()
-        self._reading = False
+        self._reading: object | None = None
+        """The signal whose thread is the reader (None: nobody reads)."""
+        self._closed = False
+        # Written by poke() to end the reader's select() (an interrupted signal). Level-
+        # triggered: drained by the reader that sees it.
+        self._poke_r, self._poke_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def start(self, pool: ThreadPoolExecutor, timeout: float) -> None:
         """Subscribes on every instance in parallel and waits up to ``timeout`` for the
@@ -306,28 +328,38 @@ class DirectReader:
         with self._bell.cond:
             self._fixing.discard(index)
 
-    def pump(self, timeout: float) -> bool:
+    def pump(self, timeout: float, owner: object) -> bool:
         """With the bell's lock held: reads the subscriptions for up to ``timeout`` s
-        (until a message arrived) as the feed's reader, ringing the bell, and returns
-        True; False at once if another thread is the reader (the caller waits on the
-        bell instead: the reader wakes it when it gives the role up)."""
-        if self._reading or not any(p is not None for p in self._subs):
+        (until a message arrived, or :meth:`poke` for ``owner``) as the feed's reader,
+        ringing the bell, and returns True; False at once if another thread is the
+        reader (the caller waits on the bell instead: the reader wakes it when it gives
+        the role up), or once closed."""
+        if self._reading is not None or self._closed \
+                or not any(p is not None for p in self._subs):
             return False  # (none: a resubscription rings the bell)
-        self._reading = True
+        self._reading = owner
         self._bell.cond.release()
         try:
             self._read(timeout)
         finally:
             self._bell.cond.acquire()
-            self._reading = False
+            self._reading = None
+            if self._closed:
+                self._close_pipe()
             self._bell.cond.notify_all()  # a waiter whose signal has not fired takes over
         return True
+
+    def poke(self, owner: object) -> None:
+        """With the bell's lock held: ends the current read if ``owner`` is the reader."""
+        if self._reading is owner and not self._closed:
+            with contextlib.suppress(BlockingIOError):  # full: a poke is pending anyway
+                os.write(self._poke_w, b"x")
 
     def catch_up(self) -> None:
         """With the bell's lock held: rings what already arrived while nobody read (a
         late instance's copy of a wake already acted on), so that a signal armed next
         does not fire on it. One select() with no wait; nothing if a reader is busy."""
-        if not self._reading:
+        if self._reading is None and not self._closed:
             self._read(0.0)
 
     def _read(self, timeout: float) -> None:
@@ -355,12 +387,15 @@ class DirectReader:
         if not socks:
             return []
         try:
-            ready, _, _ = select.select(list(socks), [], [], max(0.0, timeout))
+            ready, _, _ = select.select([*socks, self._poke_r], [], [], max(0.0, timeout))
         except (OSError, ValueError):  # a socket closed under us: subscribe again
             for i, _ in socks.values():
                 self._broken(i)
             return []
-        return [socks[sock] for sock in ready]
+        if self._poke_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._poke_r, 4096)
+        return [socks[sock] for sock in ready if sock in socks]
 
     def _drain(self, subs: list[tuple[int, Any]]) -> bool:
         """Every message already received on ``subs``, rung; True if there was any."""
@@ -383,12 +418,26 @@ class DirectReader:
         return got
 
     def close(self) -> None:
+        """Closes the subscriptions and wakes every waiter (the reader included)."""
         with self._bell.cond:
+            if self._closed:
+                return
             subs, self._subs = self._subs, [None] * len(self._subs)
+            self._closed = True
+            if self._reading is None:
+                self._close_pipe()
+            else:  # the reader closes it once its select() returned
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._poke_w, b"x")
         for pubsub in subs:
             if pubsub is not None:
                 with contextlib.suppress(redis.RedisError, OSError):
                     pubsub.close()
+        self._bell.ring(self._feed, Bell.ALL)
+
+    def _close_pipe(self) -> None:
+        os.close(self._poke_r)
+        os.close(self._poke_w)
 
 
 class Quorum(Generic[S]):

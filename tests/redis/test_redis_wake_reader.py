@@ -1,6 +1,8 @@
 """The direct wake reader (:class:`tenure.adapters.redis_quorum.DirectReader`) on a
 real instance: one subscription per instance survives a first subscription that
-outlived start()'s wait. Each test < 1 s."""
+outlived start()'s wait; a cancel interrupts a waiting campaign's signal, whether its
+thread reads the feed or waits on the bell, so nothing polls the cancel. Each test
+< 2 s."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from typing import Any
 import pytest
 import redis
 
+import tenure
 from tenure.adapters import redis_quorum as quorum
+from tenure.cancel import Flag
 from tenure.conformance.lab.cluster import Cluster, wait_until
 
 pytestmark = [pytest.mark.redis]
@@ -65,3 +69,56 @@ def test_a_first_subscription_landing_after_start_gave_up_is_closed_not_kept_twi
         stop.set()
         reader.close()
         inst.client.close()
+
+
+def test_a_cancel_wakes_waiting_campaigns_at_once_without_slices(
+    redis_cluster: Cluster, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two waiters on one client: one reads the wake feed (in select()), the other
+    # waits on the bell; each is woken by its cancel Flag, and neither waits in slices
+    # of the core's WAIT_SLICE (0.2 s) before that (TTL 10: the poll is 1 s).
+    waits: dict[str, list[float]] = {}
+    original = quorum.BellSignal.wait
+
+    def counted(self: quorum.BellSignal, timeout: float) -> bool:
+        waits.setdefault(threading.current_thread().name, []).append(timeout)
+        return original(self, timeout)
+
+    monkeypatch.setattr(quorum.BellSignal, "wait", counted)
+    stamp = time.monotonic_ns()
+    names = [f"test/interrupt/{stamp}/{i}" for i in range(2)]
+    with tenure.connect(redis_cluster.url, ttl=10, candidate_id="lead") as a, \
+            tenure.connect(redis_cluster.url, ttl=10, candidate_id="waiter") as b:
+        leads = [a.election(name).campaign(timeout=10) for name in names]
+        flags = [Flag(), Flag()]
+        ended: dict[int, tuple[float, BaseException]] = {}
+
+        def wait(i: int) -> None:
+            try:
+                b.election(names[i]).campaign(timeout=30, cancel=flags[i])
+            except BaseException as exc:  # recorded, asserted below
+                ended[i] = (time.monotonic(), exc)
+
+        threads = [threading.Thread(target=wait, args=(i,), name=f"waiter-{i}")
+                   for i in range(2)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: all(len(a.election(n).contenders()) == 2 for n in names), 10,
+                   "both queued")
+        time.sleep(0.6)  # both wait on their signals (in slices: 3 waits or more each)
+        for name in ("waiter-0", "waiter-1"):
+            # Waits to the poll (1 s after the last step), not in slices; a second
+            # wait only after a re-step (a wake message or a (re)subscription ring).
+            seen = list(waits.get(name, []))
+            assert seen and max(seen) > 0.5, f"{name} waited in slices: {seen}"
+            assert len(seen) <= 2, f"{name} woke {len(seen)} times in 0.6 s: {seen}"
+        for i in range(2):
+            set_at = time.monotonic()
+            flags[i].set()
+            threads[i].join(timeout=10)
+            assert i in ended, "the cancelled campaign did not end"
+            took, exc = ended[i][0] - set_at, ended[i][1]
+            assert isinstance(exc, tenure.CampaignCancelled), exc
+            assert took < 0.5, f"campaign {i} ended {took:.3f} s after its cancel"
+        for lead in leads:
+            lead.resign()
