@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +58,8 @@ LISTEN_SLICE = 1.0
 """Longest a subscriber thread blocks before checking for close (which interrupts it
 anyway by closing the connections): an idle client wakes once a second per subscription."""
 DEFAULT_TIMEOUT = 1.0
+KEEPALIVE_PROBES = 2
+"""Unanswered TCP keepalive probes after which a pub/sub connection counts as dead."""
 OPTIONS = {
     "timeout": "seconds per request (default 1; capped at TTL / 4)",
     "password_file": "file holding the password",
@@ -103,8 +107,9 @@ class Settings:
 
 
 class Instance(Generic[S]):
-    """One Redis instance: a client without retries (a fault must show at once) and
-    what ``prepare`` made for that client (the adapter's scripts)."""
+    """One Redis instance: a client without retries (a fault must show at once), what
+    ``prepare`` made for that client (the adapter's scripts), and ``subscriber``, the
+    client of the pub/sub connections: like ``client``, plus TCP keepalive probes."""
 
     def __init__(self, host: str, port: int, timeout: float, options: dict[str, Any],
                  prepare: Callable[[redis.Redis], S]) -> None:
@@ -113,7 +118,39 @@ class Instance(Generic[S]):
             host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0), **options,
         )
+        # Nothing is sent on a subscription and a direct feed is read only while
+        # someone waits, so a peer gone without a FIN/RST (host down, cut link) would
+        # never show and every wake would wait for the polling fallback: the kernel's
+        # keepalive probes find it with no thread of ours, within keepalive_after().
+        self.subscriber = redis.Redis(
+            host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0), socket_keepalive=True,
+            socket_keepalive_options=keepalive_options(timeout), **options,
+        )
         self.scripts = prepare(self.client)
+
+    def close(self) -> None:
+        """Closes both clients (and the connections in use: subscribers stop at once)."""
+        self.client.close()
+        self.subscriber.close()
+
+
+def keepalive_options(timeout: float) -> dict[int, int]:
+    """TCP keepalive settings for a pub/sub connection with request ``timeout`` (at
+    most TTL / 4 once a session is open): idle 2 x timeout, then KEEPALIVE_PROBES probes
+    ``timeout`` apart, in whole seconds (the kernel's unit), at least 1 -- a dead peer
+    is noticed after :func:`keepalive_after` s: 3 s at TTL 1 s, 4 s from TTL 4 s on.
+    Options the platform lacks are left out (macOS calls TCP_KEEPIDLE TCP_KEEPALIVE)."""
+    idle, interval = max(1, math.ceil(2 * timeout)), max(1, math.ceil(timeout))
+    wanted = {"TCP_KEEPIDLE" if hasattr(socket, "TCP_KEEPIDLE") else "TCP_KEEPALIVE": idle,
+              "TCP_KEEPINTVL": interval, "TCP_KEEPCNT": KEEPALIVE_PROBES}
+    return {getattr(socket, name): value for name, value in wanted.items()
+            if hasattr(socket, name)}
+
+
+def keepalive_after(timeout: float) -> int:
+    """Seconds of silence after which keepalive declares a pub/sub peer dead."""
+    return max(1, math.ceil(2 * timeout)) + KEEPALIVE_PROBES * max(1, math.ceil(timeout))
 
 
 class CredentialsRefused(StoreUnavailable):
@@ -269,7 +306,7 @@ class DirectReader:
                 self._broken(i)
 
     def _subscribe(self, index: int) -> bool:
-        pubsub = self._instances[index].client.pubsub()  # type: ignore[no-untyped-call]
+        pubsub = self._instances[index].subscriber.pubsub()  # type: ignore[no-untyped-call]
         try:
             if self._spec.pattern:
                 pubsub.psubscribe(self._spec.channel)
@@ -620,7 +657,7 @@ class Quorum(Generic[S]):
     def _subscribe(self, index: int, inst: Instance[S], feed: str) -> None:
         spec = self._feeds[feed]
         while not self._stop.is_set():
-            pubsub = inst.client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = inst.subscriber.pubsub()  # type: ignore[no-untyped-call]
             try:
                 if spec.pattern:
                     pubsub.psubscribe(spec.channel)
@@ -651,7 +688,7 @@ class Quorum(Generic[S]):
         for reader in self._readers.values():
             reader.close()
         for inst in self.instances:
-            inst.client.close()  # also shuts the subscribers' sockets: they stop at once
+            inst.close()  # also shuts the subscribers' sockets: they stop at once
         for threads in self._listeners.values():
             for thread in threads:
                 thread.join(timeout=2)

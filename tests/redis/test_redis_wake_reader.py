@@ -1,11 +1,14 @@
 """The direct wake reader (:class:`tenure.adapters.redis_quorum.DirectReader`) on a
 real instance: one subscription per instance survives a first subscription that
 outlived start()'s wait; a cancel interrupts a waiting campaign's signal, whether its
-thread reads the feed or waits on the bell, so nothing polls the cancel. Each test
-< 2 s."""
+thread reads the feed or waits on the bell, so nothing polls the cancel; the wake
+subscriptions probe their peer with TCP keepalive at intervals set by the TTL. Each
+test < 2 s."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +35,7 @@ def test_a_first_subscription_landing_after_start_gave_up_is_closed_not_kept_twi
 ) -> None:
     inst = instance(redis_cluster)
     channel = f"test:wake:{time.monotonic_ns()}"
-    made = inst.client.pubsub
+    made = inst.subscriber.pubsub
     calls: list[Any] = []
 
     def pubsub() -> Any:
@@ -48,7 +51,7 @@ def test_a_first_subscription_landing_after_start_gave_up_is_closed_not_kept_twi
             p.subscribe = slow
         return p
 
-    inst.client.pubsub = pubsub  # type: ignore[method-assign]
+    inst.subscriber.pubsub = pubsub  # type: ignore[method-assign]
     bell, stop = quorum.Bell(), threading.Event()
     reader = quorum.DirectReader(bell, "wake", quorum.Feed(channel, direct=True), [inst],
                                  stop)
@@ -68,7 +71,7 @@ def test_a_first_subscription_landing_after_start_gave_up_is_closed_not_kept_twi
     finally:
         stop.set()
         reader.close()
-        inst.client.close()
+        inst.close()
 
 
 def test_a_cancel_wakes_waiting_campaigns_at_once_without_slices(
@@ -121,4 +124,38 @@ def test_a_cancel_wakes_waiting_campaigns_at_once_without_slices(
             assert isinstance(exc, tenure.CampaignCancelled), exc
             assert took < 0.5, f"campaign {i} ended {took:.3f} s after its cancel"
         for lead in leads:
+            lead.resign()
+
+
+def test_wake_subscriptions_probe_a_silent_peer_within_seconds_of_the_ttl(
+    redis_cluster: Cluster,
+) -> None:
+    # A half-open connection (peer gone without a FIN) is found by keepalive probes:
+    # idle 2 x timeout, then 2 probes a timeout apart (timeout = TTL / 4, whole s).
+    name = f"test/keepalive/{time.monotonic_ns()}"
+    with tenure.connect(redis_cluster.url, ttl=2, candidate_id="lead") as a, \
+            tenure.connect(redis_cluster.url, ttl=2, candidate_id="waiter") as b:
+        lead = a.election(name).campaign(timeout=10)
+        cancel = Flag()
+
+        def wait() -> None:
+            with contextlib.suppress(tenure.CampaignCancelled):
+                b.election(name).campaign(timeout=30, cancel=cancel)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        try:
+            readers = b.store._quorum._readers  # type: ignore[attr-defined]
+            wait_until(lambda: "wake" in readers and readers["wake"]._subs[0] is not None,
+                       10, "subscribed")
+            sock = readers["wake"]._subs[0].connection._sock
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 2
+            assert quorum.keepalive_after(2 / 4) == 3
+            assert quorum.keepalive_after(1.0) == 4  # the default timeout (TTL >= 4 s)
+        finally:
+            cancel.set()
+            waiter.join(timeout=10)
             lead.resign()
