@@ -46,11 +46,16 @@ Mapping of the contract (keys under ``prefix``, default ``/tenure``):
   makes no other call that would fail there). The core then steps again: it reads
   again (failing over from a member that cannot serve) and watches again.
 * loss: besides the core's deadline and lease expiry (keepalive TTL <= 0), a watch on
-  each won key reports its deletion (e.g. by an operator) through ``report_loss``,
-  unless the ticket was withdrawn. These watches are best effort: not re-armed after a
-  broken watch stream (the validity deadline never depends on them). They are created
-  by one guard thread per store, not by the winning step: the successor's only round
-  trip after its wake is try_lead's read (the watch replays from that read's revision).
+  each won key (its guard) reports its deletion (e.g. by an operator) through
+  ``report_loss``, unless the ticket was withdrawn. Guards are created by one guard
+  thread per store, not by the winning step: the successor's only round trip after its
+  wake is try_lead's read (the watch replays from that read's revision). A guard that
+  could not be created (history compacted, a member failed, a timeout) or whose stream
+  ended is re-armed: a linearizable read of the key first -- gone, or with another
+  create revision, is a loss; else a watch from that read's revision + 1, which misses
+  nothing (the key existed without a break up to that revision). A failing read is
+  retried with backoff (and logged) until the ticket is withdrawn or the store closed;
+  meanwhile the validity deadline, which never depends on guards, still holds.
 
 Layouts (``layout=``): ``tenure``, the default, is the mapping above; ``native`` is
 etcd's own ``concurrency.Election`` (what ``etcdctl elect`` runs), so both kinds queue
@@ -91,9 +96,12 @@ waiter relies on its watch (and the failover firing it).
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -136,6 +144,28 @@ class EtcdTicket(Ticket):
     """Set by the first Won: its guard is armed (or being armed) off the campaign thread."""
 
 
+@dataclass(frozen=True)
+class _GuardJob:
+    """Arming the guard of ``ticket``: a watch from ``start_revision``, or (0) a
+    linearizable read of the key first; ``attempt`` counts the failures before it."""
+
+    ticket: EtcdTicket
+    start_revision: int
+    attempt: int = 0
+
+
+_GUARD_BACKOFF = 0.05
+_GUARD_BACKOFF_MAX = 2.0
+
+
+def _guard_delay(attempt: int) -> float:
+    """Seconds before a guard's ``attempt``: the first re-check follows a failed watch
+    at once, later ones back off exponentially up to ``_GUARD_BACKOFF_MAX``."""
+    if attempt <= 1:
+        return 0.0
+    return float(min(_GUARD_BACKOFF_MAX, _GUARD_BACKOFF * 2 ** (attempt - 1)))
+
+
 def _compare_create(key: bytes, result: int, revision: int, range_end: bytes = b"") -> Any:
     return etcdrpc.Compare(
         key=key, range_end=range_end, target=_CREATE, result=result, create_revision=revision
@@ -169,7 +199,7 @@ class EtcdStore(Store[EtcdTicket]):
         """Watch responses carrying events delivered to this store's watch signals."""
         self.watches_created = 0
         """Watch signals this store created (a waiter creates one per predecessor)."""
-        self._guards: queue.SimpleQueue[tuple[EtcdTicket, int] | None] | None = None
+        self._guards: queue.SimpleQueue[_GuardJob | None] | None = None
         self._etcd = EtcdConnection(config, on_failover=self._fire_signals)
 
     @classmethod
@@ -358,11 +388,12 @@ class EtcdStore(Store[EtcdTicket]):
             self._arm_guard(ticket, revision + 1)
         return Won(ticket.order, marker, read_done=ticket.read_on_win is not None)
 
-    def _arm_guard(self, ticket: EtcdTicket, start_revision: int) -> None:
+    def _arm_guard(self, ticket: EtcdTicket, start_revision: int, attempt: int = 0) -> None:
         """Queues the guard of a won ticket for the guard thread. Creating a watch waits
         for etcd's answer (pyetcd's ``add_callback``): on the campaign thread that was a
         second round trip between the wake and the win. The watch starts at the win's
-        read revision + 1, so arming it later misses no deletion."""
+        read revision + 1, so arming it later misses no deletion. ``start_revision`` 0
+        re-reads the key first (see :meth:`_arm`)."""
         with self._lock:
             if self._closed:
                 return
@@ -370,33 +401,86 @@ class EtcdStore(Store[EtcdTicket]):
                 self._guards = queue.SimpleQueue()
                 threading.Thread(target=self._run_guards, args=(self._guards,), daemon=True,
                                  name="tenure-etcd-guards").start()
-            self._guards.put((ticket, start_revision))
+            self._guards.put(_GuardJob(ticket, start_revision, attempt))
 
-    def _run_guards(self, guards: queue.SimpleQueue[tuple[EtcdTicket, int] | None]) -> None:
-        while (item := guards.get()) is not None:
-            ticket, start_revision = item
-            if ticket.withdrawn:
-                continue
-            cancel = self._guard(ticket, start_revision)
-            with self._lock:  # withdraw() takes the guard under this lock
-                if ticket.withdrawn or self._closed:
-                    stale, cancel = cancel, None
-                else:
-                    stale, ticket.guard = None, cancel
-            if stale is not None:
-                stale()
+    def _run_guards(self, guards: queue.SimpleQueue[_GuardJob | None]) -> None:
+        """The guard thread: arms each queued guard until the store closes. A guard that
+        could not be armed waits for its retry in ``later``, not holding up the others."""
+        later: list[tuple[float, int, _GuardJob]] = []  # (due, tie-break, job)
+        order = itertools.count()
+        while True:
+            if later and later[0][0] <= time.monotonic():
+                job = heapq.heappop(later)[2]
+            else:
+                wait = max(0.0, later[0][0] - time.monotonic()) if later else None
+                try:
+                    item = guards.get(timeout=wait)
+                except queue.Empty:
+                    continue
+                if item is None:
+                    return
+                job = item
+            retry = self._arm(job)
+            if retry is not None:
+                due = time.monotonic() + _guard_delay(retry.attempt)
+                heapq.heappush(later, (due, next(order), retry))
+
+    def _arm(self, job: _GuardJob) -> _GuardJob | None:
+        """Arms ``job``'s guard; returns the job to retry, or None (armed, loss
+        reported, or no longer needed: withdrawn or closed). With no start revision it
+        reads the key (linearizable: a serializable read of a lagging member could
+        still show a deleted key): gone or re-created is a loss, else the watch starts
+        at the read's revision + 1 -- the key existed without a break until then."""
+        ticket, start_revision = job.ticket, job.start_revision
+        if ticket.withdrawn or self._closed:
+            return None
+        if not start_revision:
+            try:
+                response = self._etcd.range(
+                    etcdrpc.RangeRequest(key=ticket.key.encode(), keys_only=True), "guard read")
+            except StoreUnavailable as exc:
+                log.warning("etcd %s: the leader key %s is unguarded (its deletion would not "
+                            "be reported before the deadline): reading it failed, retrying: %s",
+                            self.description, ticket.key, exc)
+                return _GuardJob(ticket, 0, job.attempt + 1)
+            kvs = response.kvs
+            if not kvs or kvs[0].create_revision != ticket.order:
+                if not ticket.withdrawn:
+                    self.report_loss(ticket, "its key was deleted from etcd (found gone "
+                                     "when its guard watch was re-armed)")
+                return None
+            start_revision = int(response.header.revision) + 1
+        cancel = self._guard(ticket, start_revision)
+        if cancel is None:
+            log.info("etcd %s: the guard watch of %s could not be made; re-reading the key",
+                     self.description, ticket.key)
+            return _GuardJob(ticket, 0, job.attempt + 1)
+        with self._lock:  # withdraw() takes the guard under this lock
+            if ticket.withdrawn or self._closed:
+                stale = cancel
+            else:
+                stale, ticket.guard = None, cancel
+        if stale is not None:
+            stale()
+        return None
 
     def _guard(self, ticket: EtcdTicket, start_revision: int) -> Callable[[], None] | None:
-        """Best effort: a watch on the won key reports its deletion -- by an operator,
-        or a lease expiry not heard of yet -- as a loss, unless the ticket was withdrawn.
-        Not re-armed after a broken watch stream: the validity deadline still holds."""
+        """A watch on the won key from ``start_revision`` that reports its deletion --
+        by an operator, or a lease expiry not heard of yet -- as a loss, unless the
+        ticket was withdrawn; when its stream ends (an error, a failover, a compaction)
+        the guard is queued to be re-armed. None if the watch could not be made."""
 
         def on_response(response: object) -> None:
-            if isinstance(response, WatchResponse) and response.events and not ticket.withdrawn:
-                self.report_loss(ticket, "its key was deleted from etcd")
+            if ticket.withdrawn:
+                return
+            if isinstance(response, WatchResponse):
+                if response.events:
+                    self.report_loss(ticket, "its key was deleted from etcd")
+                return
+            self._arm_guard(ticket, 0, attempt=1)  # the stream ended: re-read, re-arm
 
         return self._etcd.watch(ticket.key.encode(), start_revision, on_response,
-                               deletes_only=True)
+                                deletes_only=True)
 
     def withdraw(self, ticket: EtcdTicket) -> None:
         with self._lock:
