@@ -20,10 +20,17 @@ import time
 
 from tenure.conformance.benchmarks.workers import Worker, Workers
 
+#: Handovers made before the first sample and not reported: they warm the two
+#: processes (imports, first connections, caches) and the store (a fresh ZooKeeper JVM
+#: answers its first thousand requests slower while its JIT compiles), so that no tool is
+#: charged for running first on a fresh store.
+WARMUP = 10
+
 
 def measure(tool: str, url: str, election: str, ttl: float, changes: int,
-            hold: float = 0.05, fixed_order: bool = False) -> list[float]:
-    """``changes`` handover samples in seconds.
+            hold: float = 0.05, fixed_order: bool = False,
+            warmup: int = WARMUP) -> list[float]:
+    """``changes`` handover samples in seconds, after ``warmup`` unreported handovers.
 
     ``fixed_order``: for tools where a higher-ranked candidate takes over from a lower
     one at once (the Bully reference), always hand over from worker 1 to worker 0:
@@ -35,12 +42,13 @@ def measure(tool: str, url: str, election: str, ttl: float, changes: int,
         leader, waiter = (second, first) if fixed_order else (first, second)
         _lead(leader)
         _queue(waiter)
-        for _ in range(changes):
+        for round_ in range(warmup + changes):
             time.sleep(hold)  # the leader's term, not a synchronisation
             leader.send("resign")
             resigned = leader.next("resigned")
             elected = waiter.next("elected")
-            gaps.append(elected["t"] - resigned["t"])
+            if round_ >= warmup:
+                gaps.append(elected["t"] - resigned["t"])
             if fixed_order:
                 waiter.send("resign")
                 waiter.next("resigned")
