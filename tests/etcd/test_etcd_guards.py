@@ -86,6 +86,14 @@ def won_ticket(lead: tenure.Leadership) -> EtcdTicket:
     return ticket
 
 
+def given_back(lead: tenure.Leadership, what: str) -> None:
+    """Asserts ``lead`` was lost, then waits for the core's background withdrawal to
+    have started (closing the client at once could meet that thread not yet started:
+    gateway/client.py withdraw_in_background lists it before starting it)."""
+    assert lead.wait_lost(BOUND), what
+    wait_until(lambda: lead.ticket.withdrawn, BOUND, "the lost entry to be given back")
+
+
 def name(what: str) -> str:
     return f"guards/{what}/{time.monotonic_ns()}"
 
@@ -99,7 +107,7 @@ def test_a_guard_compacted_away_reports_its_key_found_gone(
         admin.delete(won_ticket(lead).key)
         assert compact(admin) > held.starts[0]  # the guard's watch cannot be created
         held.release.set()
-        assert lead.wait_lost(BOUND), "the deleted leader key was never reported"
+        given_back(lead, "the deleted leader key was never reported")
         assert "deleted from etcd" in lead.lost_reason
         with pytest.raises(tenure.LeadershipLost):
             lead.ensure()
@@ -122,7 +130,7 @@ def test_a_guard_whose_history_was_compacted_rearms_from_its_read_and_reports_a_
         assert not lead.lost
         lead.ensure()
         admin.delete(ticket.key)
-        assert lead.wait_lost(BOUND), "the re-armed guard did not report the deletion"
+        given_back(lead, "the re-armed guard did not report the deletion")
         assert "deleted from etcd" in lead.lost_reason
 
 
@@ -151,7 +159,7 @@ def test_a_guard_watch_that_cannot_be_made_reads_the_key_and_rearms_from_the_rea
         assert refused == [ticket.key.encode()]
         assert held.made[0] is None and held.starts[1] > written, held.starts
         admin.delete(ticket.key)
-        assert lead.wait_lost(BOUND), "the re-armed guard did not report the deletion"
+        given_back(lead, "the re-armed guard did not report the deletion")
         assert "deleted from etcd" in lead.lost_reason
 
 
@@ -177,7 +185,7 @@ def test_a_failing_guard_read_is_retried_until_it_reports_the_loss(
         compact(admin)
         with caplog.at_level(logging.WARNING, logger="tenure"):
             held.release.set()
-            assert lead.wait_lost(BOUND), "the guard gave up after its read failed"
+            given_back(lead, "the guard gave up after its read failed")
         assert len(reads) == 3, reads
         assert "deleted from etcd" in lead.lost_reason
         unguarded = [r for r in caplog.records if "is unguarded" in r.getMessage()]
