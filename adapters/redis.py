@@ -52,7 +52,8 @@ Mapping of the contract (M = N // 2 + 1; every decision needs M answers; keys ar
   campaign is ONE script per instance: with one instance it proposes 1 + the counter
   there; with several, 1 + the token this client last won in that election (one
   proposal must reach all; unknown: register only). The first ``try_lead`` hands that
-  win out; one nobody stepped is given back by a renewal TTL / 3 later. Not for
+  win out; one nobody stepped is given back by a renewal TTL / 3 later (the entry
+  withdrawn, which wakes the one behind it). Not for
   tenure's own side elections (never stepped). A ticket
   competes only if M answering instances show no live entry ahead of it (the holder
   aside): while an earlier one is live on M, no later one can. Order only decides who
@@ -166,7 +167,8 @@ class RedisTicket(Ticket):
     early: tuple[Won, str, float] | None = None
     """A win taken by the enqueue script itself, the guarded-write key it read with it
     and when it was sent: handed out by the first :meth:`RedisStore.try_lead`, with no
-    round trip; given back by a renewal a third of a TTL later if nobody stepped."""
+    round trip; given back by a renewal a third of a TTL later if nobody stepped (its
+    entry withdrawn: the next in line is woken)."""
     revoked: bool = False
     """That win was given back: the ticket's next step says it died (the core queues a
     new one), so it never races the release with a take of its own."""
@@ -326,7 +328,9 @@ class RedisStore(Store[RedisTicket]):
                                                  name="tenure-redis-sweep")
                 self._sweeper.start()
         if unclaimed:
-            threading.Thread(target=lambda: [self._release(t) for t in unclaimed],
+            # Withdrawn, not just released: the entry is dead (its next step re-queues
+            # it), and the withdrawal wakes the entry behind it, whose turn it now is.
+            threading.Thread(target=lambda: [self._forget(t) for t in unclaimed],
                              daemon=True, name="tenure-redis-release").start()
         for ticket in lost:
             self.report_loss(ticket, f"its session was renewed on only {len(renewed)} of "

@@ -31,15 +31,15 @@ def test_a_late_first_step_keeps_the_key_the_renewal_gives_back(
 ) -> None:
     cluster = lab.start("redis", nodes=1)
     entered, gate = threading.Event(), threading.Event()
-    release = RedisStore._release
+    give_back = RedisStore._forget  # the give-back withdraws the entry (was _release)
 
     def delayed(self: RedisStore, ticket: Any) -> int:
         if threading.current_thread().name == "tenure-redis-release":
             entered.set()
             gate.wait(5)
-        return release(self, ticket)
+        return give_back(self, ticket)
 
-    monkeypatch.setattr(RedisStore, "_release", delayed)
+    monkeypatch.setattr(RedisStore, "_forget", delayed)
     name = f"review/early/{time.monotonic_ns()}"
     with tenure.connect(cluster.url, ttl=TTL, candidate_id="a") as a, \
             tenure.connect(cluster.url, ttl=TTL, candidate_id="b") as b:
@@ -52,7 +52,7 @@ def test_a_late_first_step_keeps_the_key_the_renewal_gives_back(
             step = a.store.try_lead(ticket)
         except SessionExpired:  # the entry died: the core queues a new one
             step = None
-        gate.set()  # the give-back's RELEASE lands now
+        gate.set()  # the give-back's RELEASE (now WITHDRAW) lands now
         time.sleep(0.2)
         b.keeper.ensure_open()
         other = b.store.enqueue(name, "b", b"")
