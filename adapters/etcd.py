@@ -405,7 +405,9 @@ class EtcdStore(Store[EtcdTicket]):
 
     def _run_guards(self, guards: queue.SimpleQueue[_GuardJob | None]) -> None:
         """The guard thread: arms each queued guard until the store closes. A guard that
-        could not be armed waits for its retry in ``later``, not holding up the others."""
+        could not be armed waits for its retry in ``later``, not holding up the others;
+        an unexpected error is logged and retried the same way, never ending the thread
+        (every later guard of the store depends on it)."""
         later: list[tuple[float, int, _GuardJob]] = []  # (due, tie-break, job)
         order = itertools.count()
         while True:
@@ -420,7 +422,12 @@ class EtcdStore(Store[EtcdTicket]):
                 if item is None:
                     return
                 job = item
-            retry = self._arm(job)
+            try:
+                retry = self._arm(job)
+            except Exception:
+                log.exception("etcd %s: arming the guard of %s failed (will retry)",
+                              self.description, job.ticket.key)
+                retry = _GuardJob(job.ticket, 0, job.attempt + 1)
             if retry is not None:
                 due = time.monotonic() + _guard_delay(retry.attempt)
                 heapq.heappush(later, (due, next(order), retry))

@@ -2,7 +2,7 @@
 given up while the leadership is held: a guard whose watch cannot be created, or whose
 stream ends (etcd 3.4 creates a watch from a compacted revision, then cancels it),
 reads the key (linearizable) and reports it gone, or re-arms from that read; a failing
-read is retried.
+read is retried; an error while arming one guard leaves the guard thread arming the next.
 
 Each test holds the guard thread back (its ``_guard`` waits on an event), changes the
 store meanwhile (deletes the key, compacts the history past the guard's start
@@ -191,3 +191,30 @@ def test_a_failing_guard_read_is_retried_until_it_reports_the_loss(
         unguarded = [r for r in caplog.records if "is unguarded" in r.getMessage()]
         assert len(unguarded) == 2, [r.getMessage() for r in caplog.records]
 
+
+def test_an_error_arming_one_guard_leaves_the_thread_arming_the_next(
+        etcd_cluster: Cluster, caplog: pytest.LogCaptureFixture, admin: Any) -> None:
+    with tenure.connect(etcd_cluster.url, ttl=TTL) as client:
+        store = etcd_store(client)
+        original = store._guard
+        broken = name("broken")
+
+        def guard(ticket: EtcdTicket, start_revision: int) -> Callable[[], None] | None:
+            if ticket.election == broken:
+                raise RuntimeError("injected: arming this guard fails")
+            return original(ticket, start_revision)
+
+        store._guard = guard  # type: ignore[method-assign]
+        with caplog.at_level(logging.ERROR, logger="tenure"):
+            first = client.election(broken).campaign(timeout=30)
+            second = client.election(name("next")).campaign(timeout=30)
+            ticket = won_ticket(second)
+            wait_until(lambda: ticket.guard is not None, BOUND,
+                       "the next guard to be armed after the error")
+            admin.delete(ticket.key)
+            given_back(second, "the next guard did not report the deletion")
+            assert "deleted from etcd" in second.lost_reason
+            first.resign()  # ends the broken guard's retries
+        logged = [r for r in caplog.records if "arming the guard" in r.getMessage()]
+        assert logged and all(r.exc_info for r in logged), [r.getMessage() for r in caplog.records]
+        assert not first.lost
