@@ -5,7 +5,7 @@ of these hold 500 waiters without one process's threads swamping the machine).
 
 Opens COUNT stores (own sessions, no keepers: TTL is long), enqueues candidates
 ``<PREFIX><i>`` one after the other and steps each with the core's wait (like the
-campaign loop). Prints ``queued cid:order ...`` once every candidate has stepped after
+campaign loop). Prints ``queued cid:order:ticket ...`` once every candidate has stepped after
 its wake subscription was confirmed on every instance, ``won CID`` when one leads,
 ``withdrawn CID`` and ``steps N`` (try_lead calls so far, all candidates) on request.
 Reads ``withdraw CID``, ``steps`` and ``stop`` from stdin.
@@ -80,7 +80,7 @@ def main() -> int:
         if not cond.wait_for(lambda: len(ready) == len(tickets), timeout=600):
             print(f"error: only {len(ready)} of {len(tickets)} ready", flush=True)
             return 1
-    say("queued " + " ".join(f"{cid}:{t.order}" for cid, (_, t) in tickets.items()))
+    say("queued " + " ".join(f"{cid}:{t.order}:{t.key}" for cid, (_, t) in tickets.items()))
     for line in sys.stdin:
         command, _, arg = line.strip().partition(" ")
         if command == "withdraw":
