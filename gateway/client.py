@@ -253,9 +253,11 @@ class Client:
             daemon=True,
         )
         with self._lock:
+            # Started under the lock: close() takes the list under it and joins each
+            # thread, and joining one not yet started raises.
+            thread.start()
             self._withdrawals = [t for t in self._withdrawals if t.is_alive()]
             self._withdrawals.append(thread)
-        thread.start()
 
 
 class Election:
