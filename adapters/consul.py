@@ -12,15 +12,13 @@ Mapping of the contract:
 * queue: one key per candidate, ``<prefix>/<election>/~queue/<uuid>``, acquired with
   the session (so it dies with it), ordered by ``CreateIndex`` (Raft order). The
   enqueue transaction also reads the queue (``get-tree``), which places the entry:
-  first, or waiting on the entry just ahead (its first step reads nothing). In an
-  election where this client's last campaign found the queue empty and won at once
-  (a campaign's entries only: side entries that never step never lock), the same
-  transaction also
-  locks the leader key: one write for an uncontended campaign, like the guide's
-  acquire. Arrival order holds: if that read shows a live entry ahead (the leader key
-  was free, but a woken successor had not locked it yet), the lock is given back at
-  once and the entry waits -- the only case where a key is held by a non-leader, for
-  one round trip, and nobody is told it led;
+  first, or waiting on the entry just ahead (its first step reads nothing). The
+  enqueue does NOT also lock the leader key (which would make an uncontended
+  campaign one write, as the guide's acquire): Consul's transactions cannot test
+  that no other entry is queued, so a lock taken with the enqueue while a woken
+  successor is about to lock would have to be given back -- a leader key held for a
+  moment by a candidate that never leads, which observers (and a handoff watching
+  for the successor) would see as a leader;
 * try_lead: a ``?consistent`` read of the queue decides (skipped for an entry found
   first before, also by the enqueue transaction's ``get-tree``: entries only ever leave
   ahead of it, new ones queue behind it; and skipped after a wait: the lock transaction
@@ -234,12 +232,10 @@ class ConsulTicket(Ticket):
     """The live entries ahead of it at its last queue read (None: none read yet); its
     lock transaction checks they are gone instead of reading the queue again."""
     guard: Watched | None = field(default=None, repr=False)
-    alone: bool = False
-    """Its enqueue found no live entry ahead (nor, then, a leader in the queue)."""
-    early: Won | tuple[str, int] | None = field(default=None, repr=False)
+    early: tuple[str, int] | None = field(default=None, repr=False)
     """The first step, already decided by the enqueue (:meth:`ConsulStore.enqueue`):
-    won with it, or (key, ModifyIndex) of the live entry its queue read found just
-    ahead, to wait on from that index (so no change after the read is missed)."""
+    (key, ModifyIndex) of the live entry its queue read found just ahead, to wait on
+    from that index (so no change after the read is missed)."""
 
 
 class ConsulStore(Store[ConsulTicket]):
@@ -268,11 +264,6 @@ class ConsulStore(Store[ConsulTicket]):
         self._lock = threading.Lock()
         self._cleaning = threading.Lock()
         self._native = NativeLock(self)
-        self._free: dict[str, bool] = {}
-        """Elections where this client's last campaign found the queue empty and won
-        at once: its next enqueue there tries to lock the leader key with it (one
-        write, not two). Set by a win only, so entries that never campaign (the core's
-        priority and bell side entries) never lock."""
 
     @classmethod
     def from_url(cls, url: BackendURL) -> ConsulStore:
@@ -362,8 +353,6 @@ class ConsulStore(Store[ConsulTicket]):
         entry = {"Verb": "lock", "Key": key, "Session": ticket.session,
                  "Value": _record(candidate_id, value)}
         tree = {"Verb": "get-tree", "Key": self._queue_prefix(election)}
-        if self._free.get(election) and self._enqueue_and_lock(ticket, entry, tree):
-            return ticket
         try:
             results, errors = self.http.txn([entry, tree])
         except StoreUnavailable:
@@ -374,8 +363,6 @@ class ConsulStore(Store[ConsulTicket]):
             raise SessionExpired(f"Consul refused a queue entry ({errors[0]})")
         ticket.order = int(results[0]["CreateIndex"])
         self._queued(ticket, results[1:])
-        if not ticket.first:
-            self._remember(election, False)
         return ticket
 
     def _queued(self, ticket: ConsulTicket, entries: list[dict[str, Any]]) -> None:
@@ -385,64 +372,11 @@ class ConsulStore(Store[ConsulTicket]):
         found = sorted((e for e in entries if e.get("Session") and e.get("Key") != ticket.key
                         and int(e["CreateIndex"]) < ticket.order),
                        key=lambda e: int(e["CreateIndex"]))
-        ticket.first = ticket.alone = not found
+        ticket.first = not found
         if found and len(found) <= TXN_CHECKS:
             ticket.ahead = [e["Key"] for e in found]
             seen = int(found[-1]["ModifyIndex"])
             ticket.early = (found[-1]["Key"], seen)
-
-    def _remember(self, election: str, free: bool) -> None:
-        with self._lock:
-            if free:
-                self._free[election] = True
-            else:
-                self._free.pop(election, None)
-
-    def _enqueue_and_lock(self, ticket: ConsulTicket, entry: dict[str, Any],
-                          tree: dict[str, Any]) -> bool:
-        """Queues ``ticket`` AND locks the leader key in one transaction (an election
-        this client's last campaign found free): True if it committed; then ``ticket.early``
-        is the win if no live entry was queued before it (read in the same
-        transaction, so it IS first, as the lock transaction would have found), else
-        the lock is given back at once and ``ticket`` waits in the queue as usual
-        (an entry ahead waiting to lock, e.g. in a handover, keeps its turn). False
-        (nothing written) if the leader key was held: the caller queues as usual."""
-        from tenure.handoff import marker_key  # the marker the core reads with a win
-
-        leader = self._leader_key(ticket.election)
-        ticket.read_on_win = marker_key(ticket.election)
-        try:
-            results, errors = self.http.txn([
-                entry, {"Verb": "lock", "Key": leader, "Session": ticket.session,
-                        "Value": _record(ticket.candidate_id, ticket.value)},
-                tree, *self._marker_op(ticket)])
-        except StoreUnavailable:
-            with self._lock:  # it may have committed (and locked): withdrawn later
-                self._pending[ticket.key] = ticket
-            raise
-        finally:
-            ticket.read_on_win = None
-        if errors:
-            if errors[0]:
-                raise SessionExpired(f"Consul refused a queue entry ({errors[0]})")
-            self._remember(ticket.election, False)
-            return False
-        ticket.order = int(results[0]["CreateIndex"])
-        self._queued(ticket, [r for r in results if r.get("Key", "").startswith(
-            self._queue_prefix(ticket.election))])
-        if not ticket.first:  # give the lock back: the entry ahead locks next
-            self._remember(ticket.election, False)
-            try:
-                self.http.txn([{"Verb": "check-session", "Key": leader,
-                                "Session": ticket.session}, {"Verb": "delete", "Key": leader}])
-            except StoreUnavailable:
-                with self._lock:  # withdrawn after the next renewal (frees the key)
-                    self._pending[ticket.key] = ticket
-                raise
-            return True
-        ticket.token = _index_of(results, leader)
-        ticket.early = self._won(ticket, results, marker_key(ticket.election))
-        return True
 
     def _checks(self, ticket: ConsulTicket) -> list[dict[str, Any]]:
         return [{"Verb": "check-session", "Key": ticket.key, "Session": ticket.session},
@@ -480,12 +414,7 @@ class ConsulStore(Store[ConsulTicket]):
         if self.options.native:
             return self._native.try_lead(ticket)
         if ticket.early is not None:  # decided by the enqueue
-            early, ticket.early = ticket.early, None
-            if isinstance(early, Won):
-                self._guard(ticket)
-                self._remember(ticket.election, True)
-                return early
-            key, seen = early
+            (key, seen), ticket.early = ticket.early, None
             return Wait(self.watcher.signal(key, seen, seen))
         if not ticket.first and (ticket.ahead is None or len(ticket.ahead) > TXN_CHECKS):
             place = self._place(ticket)
@@ -499,8 +428,6 @@ class ConsulStore(Store[ConsulTicket]):
                 return place
             step = self._take(ticket)  # first now: checks only its own entry
             assert step is not None
-        if isinstance(step, Won) and ticket.alone:
-            self._remember(ticket.election, True)
         return step
 
     def _place(self, ticket: ConsulTicket) -> Wait | None:
@@ -578,13 +505,10 @@ class ConsulStore(Store[ConsulTicket]):
                                f"rights there via token_file= or ${TOKEN_ENV}")
         return StoreUnavailable(f"Consul lock transaction failed on its marker read: {error}")
 
-    def _won(self, ticket: ConsulTicket, results: list[dict[str, Any]],
-             read: str | None = None) -> Won:
-        """Won, with the marker ``read`` (default ``ticket.read_on_win``) if any."""
-        read = read or ticket.read_on_win
-        if read is None:
+    def _won(self, ticket: ConsulTicket, results: list[dict[str, Any]]) -> Won:
+        if ticket.read_on_win is None:
             return Won(ticket.token)
-        key = self._data_key(read)
+        key = self._data_key(ticket.read_on_win)
         found = [r for r in results if r.get("Key") == key and int(r.get("CreateIndex") or 0)]
         value = base64.b64decode(found[0].get("Value") or "") if found else None
         return Won(ticket.token, value, read_done=True)

@@ -234,17 +234,17 @@ def _settled(client: tenure.Client) -> float:
     return time.monotonic()
 
 
-def test_a_handover_sends_two_requests_in_all_and_a_campaign_two(
+def test_a_handover_sends_two_requests_in_all_and_a_campaign_three(
     consul_cluster: Cluster, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Counting every thread of both clients (renewals aside): the leader's withdraw
     transaction; the successor's lock transaction (its wait's blocking query was sent
     before) and its guard's blocking query on the leader key it won, armed at the
     lock's index -- no immediate re-query, no check transaction. An uncontended
-    campaign (its client found the queue empty last time): ONE transaction that queues
-    and locks, and the guard's query. (The code before this count sent two requests
-    more after each win, a blocking query from a stale index that returned at once and
-    a check transaction, and a campaign queued and locked in two transactions.)"""
+    campaign: the enqueue transaction (its queue read finds the entry first), the lock
+    transaction, the guard's query. (The code before this count sent two requests more
+    after each win: a blocking query from a stale index that returned at once, and a
+    check transaction.)"""
     everything = Everything(monkeypatch)
 
     def check(leader: Count, successor: Count, done: Handover) -> None:
@@ -263,83 +263,41 @@ def test_a_handover_sends_two_requests_in_all_and_a_campaign_two(
         start = time.monotonic()
         lead = client.election(name).campaign(timeout=10)
         sent = count(start, _settled(client))
-        assert sent == ["txn", "guard"], sent
+        assert sent == ["txn", "txn", "guard"], sent
         lead.resign()
 
 
-def test_a_one_write_campaign_that_finds_an_entry_ahead_gives_the_lock_back(
-    consul_cluster: Cluster,
-) -> None:
-    """Queue-and-lock in one transaction (an election its client found free) keeps
-    arrival order: when the leader key is free but an entry is queued ahead -- its
-    candidate woken and about to lock, as in a handover -- the transaction's own
-    queue read shows it, the lock is given back at once, and the entry ahead wins."""
+
+def test_a_waiter_is_placed_by_its_enqueue_alone(consul_cluster: Cluster) -> None:
+    """The enqueue transaction's own queue read places a waiter: its first step waits
+    on the entry just ahead (from that entry's index) and reads nothing (the code
+    before sent a ``GET`` of the queue in that step)."""
     url, _ = parse_backend_url(consul_cluster.url)
     name = f"trips/{time.monotonic_ns()}"
-    stores = [ConsulStore.from_url(url) for _ in range(3)]
-    leader, ahead, late = stores
+    leader, waiter = ConsulStore.from_url(url), ConsulStore.from_url(url)
     try:
-        for store in stores:
+        for store in (leader, waiter):
             store.open_session(TTL)
         first = leader.enqueue(name, "a", b"")
         assert isinstance(leader.try_lead(first), Won)
-        waiting = ahead.enqueue(name, "b", b"")
-        step = ahead.try_lead(waiting)
-        assert isinstance(step, Wait)
-        step.signal.close()
-        leader.withdraw(first)  # the leader key is free; "b" has not locked it yet
-        late._free[name] = True  # as after an enqueue that found the queue empty
         sent: list[str] = []
-        call = late.http.call
+        call = waiter.http.call
 
         def counted(method: str, path: str, *args: Any, **kwargs: Any) -> Any:
             sent.append(Requests._kind(method, path))
             return call(method, path, *args, **kwargs)
 
-        late.http.call = counted  # type: ignore[method-assign]
-        ticket = late.enqueue(name, "c", b"")
-        assert sent == ["txn", "txn"], sent  # queued and locked; gave the lock back
-        assert leader.leader(name) is None
-        assert not ticket.first and ticket.ahead == [waiting.key], ticket.ahead
-        step = late.try_lead(ticket)  # waits on "b" without reading the queue
-        assert isinstance(step, Wait) and sent == ["txn", "txn"], sent
-        won = ahead.try_lead(waiting)
-        assert isinstance(won, Won) and won.token > first.token
-        assert not step.signal.wait(0.3), "c was woken while b leads"
-        ahead.withdraw(waiting)
+        waiter.http.call = counted  # type: ignore[method-assign]
+        ticket = waiter.enqueue(name, "b", b"")
+        step = waiter.try_lead(ticket)
+        assert isinstance(step, Wait) and sent == ["txn"], sent
+        assert not step.signal.wait(0.3), "woken while the leader holds"
+        leader.withdraw(first)
         assert step.signal.wait(10)
         step.signal.close()
-        final = late.try_lead(ticket)
-        assert isinstance(final, Won) and final.token > won.token
-        assert name not in late._free  # contended: the next enqueue queues first
-        late.withdraw(ticket)
+        assert isinstance(waiter.try_lead(ticket), Won) and sent == ["txn", "txn"], sent
+        waiter.withdraw(ticket)
     finally:
-        for store in stores:
+        for store in (leader, waiter):
             store.close_session()
             store.close()
-
-
-def test_entries_that_never_step_never_lock(consul_cluster: Cluster) -> None:
-    """Only a campaign's win (a step) lets the next enqueue lock: entries enqueued and
-    withdrawn without a step (the core's priority and bell side entries) leave the
-    leader key alone however often the queue is found empty."""
-    url, _ = parse_backend_url(consul_cluster.url)
-    name = f"trips/{time.monotonic_ns()}"
-    store = ConsulStore.from_url(url)
-    try:
-        store.open_session(TTL)
-        for _ in range(3):
-            entry = store.enqueue(name, "side", b"")
-            assert entry.first and entry.early is None
-            assert store.leader(name) is None
-            store.withdraw(entry)
-        ticket = store.enqueue(name, "a", b"")
-        assert isinstance(store.try_lead(ticket), Won)  # a win: the next enqueue locks
-        store.withdraw(ticket)
-        ticket = store.enqueue(name, "a", b"")
-        assert isinstance(ticket.early, Won) and store.leader(name) is not None
-        assert isinstance(store.try_lead(ticket), Won)
-        store.withdraw(ticket)
-    finally:
-        store.close_session()
-        store.close()
