@@ -202,6 +202,9 @@ class Bell:
             self.cond.notify_all()
 
 
+CLOSE_WAIT = 1.0
+"""Longest a closing direct feed waits for its reader to leave select() (woken at once)."""
+
 RESUBSCRIBE_FIRST = 0.05
 RESUBSCRIBE_MAX = 0.5
 """Seconds between a direct feed's attempts to subscribe again after a drop: the first
@@ -294,6 +297,7 @@ class DirectReader:
         # Written by poke() to end the reader's select() (an interrupted signal). Level-
         # triggered: drained by the reader that sees it.
         self._poke_r, self._poke_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._pipe_open = True
 
     def start(self, pool: ThreadPoolExecutor, timeout: float) -> None:
         """Subscribes on every instance in parallel and waits up to ``timeout`` for the
@@ -339,10 +343,14 @@ class DirectReader:
         self._bell.ring(self._feed, Bell.ALL)  # (re)subscribed: re-read
         return True
 
-    def _broken(self, index: int) -> None:
+    def _broken(self, index: int, seen: Any = None) -> None:
         """Drops instance ``index``'s subscription (bell lock held or not) and starts
-        the thread that makes it again; rings the feed (a message may be lost)."""
+        the thread that makes it again; rings the feed (a message may be lost).
+        ``seen``: the subscription found broken -- nothing is done if it is no longer
+        the current one (closed, or already made again)."""
         with self._bell.cond:
+            if seen is not None and self._subs[index] is not seen:
+                return
             pubsub, self._subs[index] = self._subs[index], None
             if pubsub is not None:
                 with contextlib.suppress(redis.RedisError, OSError):
@@ -418,7 +426,7 @@ class DirectReader:
         for i, p in live:
             sock = getattr(p.connection, "_sock", None)  # redis-py keeps it private
             if sock is None:
-                self._broken(i)
+                self._broken(i, p)
             else:
                 socks[sock] = (i, p)
         if not socks:
@@ -426,8 +434,8 @@ class DirectReader:
         try:
             ready, _, _ = select.select([*socks, self._poke_r], [], [], max(0.0, timeout))
         except (OSError, ValueError):  # a socket closed under us: subscribe again
-            for i, _ in socks.values():
-                self._broken(i)
+            for i, p in socks.values():
+                self._broken(i, p)
             return []
         if self._poke_r in ready:
             with contextlib.suppress(BlockingIOError):
@@ -438,6 +446,13 @@ class DirectReader:
         """Every message already received on ``subs``, rung; True if there was any."""
         got = False
         for index, pubsub in subs:
+            if self._subs[index] is not pubsub or \
+                    getattr(pubsub.connection, "_sock", None) is None:
+                # Closed under us (close(), or dropped): reading would make redis-py
+                # connect again, unsubscribed, racing the close.
+                got = True
+                self._broken(index, pubsub)
+                continue
             try:
                 while (message := pubsub.get_message(timeout=0)) is not None:
                     got = True
@@ -446,26 +461,31 @@ class DirectReader:
                         self._bell.ring(self._feed, topic, note, source=index)
                     if not _buffered(pubsub):
                         break  # the rest, if any, is in the socket: select() sees it
-            except (redis.RedisError, OSError, ValueError) as exc:
+            except (redis.RedisError, OSError, ValueError, AttributeError) as exc:
+                # (AttributeError: redis-py's parser, when the connection is closed by
+                # another thread in the middle of the read)
                 log.debug("subscriber on %s: %s", self._instances[index].address, exc)
                 got = True
-                self._broken(index)
+                self._broken(index, pubsub)
             else:
                 self._unread[index] = False
         return got
 
     def close(self) -> None:
-        """Closes the subscriptions and wakes every waiter (the reader included)."""
+        """Closes the subscriptions and wakes every waiter. A thread reading them is
+        woken first and given up to CLOSE_WAIT s to leave (a socket closed under a read
+        can make redis-py connect it again, racing the close)."""
         with self._bell.cond:
             if self._closed:
                 return
-            subs, self._subs = self._subs, [None] * len(self._subs)
             self._closed = True
-            if self._reading is None:
-                self._close_pipe()
-            else:  # the reader closes it once its select() returned
+            if self._reading is not None:
                 with contextlib.suppress(BlockingIOError):
                     os.write(self._poke_w, b"x")
+                self._bell.cond.wait_for(lambda: self._reading is None, CLOSE_WAIT)
+            subs, self._subs = self._subs, [None] * len(self._subs)
+            if self._reading is None:  # else the reader closes it when it leaves
+                self._close_pipe()
         for pubsub in subs:
             if pubsub is not None:
                 with contextlib.suppress(redis.RedisError, OSError):
@@ -473,8 +493,11 @@ class DirectReader:
         self._bell.ring(self._feed, Bell.ALL)
 
     def _close_pipe(self) -> None:
-        os.close(self._poke_r)
-        os.close(self._poke_w)
+        """With the bell's lock held: closes the poke pipe (once)."""
+        if self._pipe_open:
+            self._pipe_open = False
+            os.close(self._poke_r)
+            os.close(self._poke_w)
 
 
 class Quorum(Generic[S]):

@@ -159,3 +159,45 @@ def test_wake_subscriptions_probe_a_silent_peer_within_seconds_of_the_ttl(
             cancel.set()
             waiter.join(timeout=10)
             lead.resign()
+
+
+def test_closing_the_reader_while_a_thread_reads_wakes_it_without_reconnecting(
+    redis_cluster: Cluster,
+) -> None:
+    # The closing thread shuts the subscription's socket under the reader's select():
+    # the reader must not read that connection again (redis-py would connect it anew,
+    # unsubscribed, and can fail inside its parser). 10 rounds, ~0.1 s each.
+    inst = instance(redis_cluster)
+    errors: list[BaseException] = []
+    try:
+        for _ in range(10):
+            bell, stop = quorum.Bell(), threading.Event()
+            reader = quorum.DirectReader(
+                bell, "wake", quorum.Feed(f"test:close:{time.monotonic_ns()}", direct=True),
+                [inst], stop)
+            reader.start(ThreadPoolExecutor(1), 5)
+            with bell.cond:
+                signal = quorum.BellSignal(bell, "wake", "topic", 1, reader)
+            fired: list[bool] = []
+
+            def wait(signal: quorum.BellSignal = signal, fired: list[bool] = fired) -> None:
+                try:
+                    fired.append(signal.wait(5))
+                except BaseException as exc:  # recorded, asserted below
+                    errors.append(exc)
+
+            thread = threading.Thread(target=wait)
+            thread.start()
+            wait_until(lambda r=reader: r._reading is not None, 5, "the thread reads")
+            stop.set()
+            closed_at = time.monotonic()
+            reader.close()
+            thread.join(timeout=5)
+            assert not errors, errors
+            assert fired == [True]
+            assert time.monotonic() - closed_at < 1.0
+            assert all(p is None for p in reader._subs)
+        pubsubs = inst.subscriber.connection_pool._in_use_connections  # type: ignore[attr-defined]
+        assert not [c for c in pubsubs if getattr(c, "_sock", None) is not None]
+    finally:
+        inst.close()
