@@ -571,6 +571,8 @@ class KeyWatch(Signal):
         self._answer_by = 0.0
         self._failed_at: float | None = None
         self._interrupted = False
+        self._woken = threading.Event()
+        """Set with ``_interrupted`` (and by :meth:`close`): ends an ERROR_PAUSE at once."""
         self._shut_down = False
         """The connection's socket was shut by :meth:`interrupt`/:meth:`close`: its
         failed read is no store failure."""
@@ -595,6 +597,7 @@ class KeyWatch(Signal):
             with self._state:
                 if self._interrupted:
                     self._interrupted = False
+                    self._woken.clear()
                     return True
             if self.fired.is_set() or self.closed.is_set():
                 self.fired.set()
@@ -604,7 +607,7 @@ class KeyWatch(Signal):
                 if now >= self._failed_at + ERROR_PAUSE:
                     self.fired.set()
                     continue
-                self.closed.wait(min(end, self._failed_at + ERROR_PAUSE) - now)
+                self._woken.wait(min(end, self._failed_at + ERROR_PAUSE) - now)
                 if time.monotonic() >= end:
                     return self.fired.is_set()
                 continue
@@ -682,11 +685,13 @@ class KeyWatch(Signal):
     def interrupt(self) -> None:
         with self._state:
             self._interrupted = True
+            self._woken.set()
             self._shut()
 
     def close(self) -> None:
         with self._state:
             self.closed.set()
+            self._woken.set()
             self._shut()
         if self._waiting.acquire(blocking=False):  # else the waiter drops it on its way out
             try:

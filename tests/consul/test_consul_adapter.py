@@ -9,6 +9,7 @@ import base64
 import http.client
 import io
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -497,3 +498,31 @@ def test_a_broken_answer_is_an_http_error_not_a_traceback(raw: bytes) -> None:
     with pytest.raises(http.client.HTTPException):
         status, fields = consul_http.read_head(reader)
         consul_http.read_body(reader, status, fields)
+
+
+def test_an_interrupt_ends_the_pause_after_a_failed_blocking_query_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No server: the query cannot connect, so the watch pauses (ERROR_PAUSE, made
+    30 s here); :meth:`KeyWatch.interrupt` from another thread ends that pause."""
+    monkeypatch.setattr(consul_http, "ERROR_PAUSE", 30.0)
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    client = ConsulHTTP((("127.0.0.1", port),), scheme="http", ca=None, dc=None,
+                        timeout=2.0, token=None, description="none")
+    failed = threading.Event()
+    monkeypatch.setattr(client, "move_on", failed.set)
+    watch = KeyWatch(client, "tenure/pause", 1).start()
+    woken: list[bool] = []
+    waiter = threading.Thread(target=lambda: woken.append(watch.wait(60)), daemon=True)
+    waiter.start()
+    try:
+        assert failed.wait(10), "the blocking query did not fail"
+        watch.interrupt()
+        waiter.join(5)
+        assert woken == [True], "interrupt() did not end the pause after a failed query"
+    finally:
+        watch.close()
+        waiter.join(5)
+        client.close()
