@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from tenure import events
 from tenure.campaign import wait_for
+from tenure.cancel import AnyOf, Flag
 from tenure.errors import ConfigError, NotLeader, SessionExpired, TenureError
 from tenure.names import MAX_NAME_LENGTH, check_candidate_id
 from tenure.store import LeaderInfo, Store, Ticket, Wait, Won
@@ -308,9 +309,12 @@ def _watch(
     """Follows the election after the release until ``to`` leads (returned), this
     candidate leads again, another candidate took over for good (the marker consumed
     by it), or ``end``. A winner seen while the marker is unconsumed may be one that
-    steps aside: it is looked at again shortly (the store signals no marker write)."""
+    steps aside: it is looked at again shortly (the store signals no marker write).
+    Between looks it sleeps on the store's signal until that fires, its ``retry_at``
+    or ``end``: ``never`` is an AnyOf of a Flag, so an interruptible signal is not
+    woken every WAIT_SLICE to check it."""
     key = marker_key(lead.election)
-    never = threading.Event()
+    never = AnyOf(Flag())
     while time.monotonic() < end:
         try:
             leader, step = store.observe_step(lead.election)
