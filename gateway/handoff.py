@@ -270,7 +270,7 @@ def hand_off(
     lead.handed_off_to = to
     lead.end_resigned(f"handed off to {to}")
     again: list[Leadership] = []
-    cancel = threading.Event()
+    cancel = Flag()  # wakes the re-campaign at once when set, not at its next slice
     campaigner = None
     if keep and recampaign:
         campaigner = threading.Thread(target=_campaign_again, name="tenure-handoff-keep",
