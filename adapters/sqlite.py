@@ -150,6 +150,7 @@ class SQLiteStore(Store[SQLiteTicket]):
         """Each thread's connection with its owner (see :meth:`close`)."""
         self._connections_lock = threading.Lock()
         self._closed = False
+        self._light_writes_allowed = False  # set by _initialise once WAL is confirmed
         self._session_id = ""
         self._ttl = 0.0
         try:
@@ -173,8 +174,12 @@ class SQLiteStore(Store[SQLiteTicket]):
         # Switching to WAL takes an exclusive lock without waiting on the busy handler,
         # so processes opening a new file at once retry here.
         db = self._db()
-        if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            db.execute("PRAGMA journal_mode=WAL")
+        mode = str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        if mode != "wal":
+            mode = str(db.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+        # NORMAL commits are ordered before later FULL ones only in WAL mode; where the
+        # file system refuses WAL, every write waits for the disk.
+        self._light_writes_allowed = mode == "wal"
         db.executescript(SCHEMA)
 
     @classmethod
@@ -220,7 +225,7 @@ class SQLiteStore(Store[SQLiteTicket]):
         """A write transaction; ``durable=False`` commits without waiting for the disk
         (``synchronous=NORMAL``, see :data:`LIGHT_WRITES`)."""
         db = self._db()
-        mode = "FULL" if durable else "NORMAL"
+        mode = "FULL" if durable or not self._light_writes_allowed else "NORMAL"
         if getattr(self._local, "synchronous", "FULL") != mode:
             db.execute(f"PRAGMA synchronous={mode}")
             self._local.synchronous = mode

@@ -162,7 +162,7 @@ def _warm_up(store: StoreUnderTest, system: System, sizes: Sizes, progress: Prog
 
 
 #: Handovers made on a fresh store before its first measurement (see :func:`_warm_up`).
-STORE_WARMUP = 200
+STORE_WARMUP = 100
 
 
 def run_system(system: System, store: StoreUnderTest, sizes: Sizes, progress: Progress,
