@@ -142,6 +142,9 @@ class EtcdTicket(Ticket):
     guard: Callable[[], None] | None = None
     guarding: bool = False
     """Set by the first Won: its guard is armed (or being armed) off the campaign thread."""
+    guard_attempt: int = 0
+    """The attempt of the guard job arming the current watch: a watch whose stream ends
+    soon re-arms with attempt + 1 (backing off), one that lived a while with 1."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,10 @@ class _GuardJob:
 
 _GUARD_BACKOFF = 0.05
 _GUARD_BACKOFF_MAX = 2.0
+_GUARD_STABLE = 10.0
+"""Seconds a guard's watch must live for its ending to reset the back-off: a stream that
+ends sooner (a member or proxy cancelling each watch right after creating it) re-arms
+with a growing delay, not at round-trip speed."""
 
 
 def _guard_delay(attempt: int) -> float:
@@ -421,6 +428,10 @@ class EtcdStore(Store[EtcdTicket]):
                     continue
                 if item is None:
                     return
+                delay = _guard_delay(item.attempt)
+                if delay > 0:  # a re-arm after a stream that ended soon: back off
+                    heapq.heappush(later, (time.monotonic() + delay, next(order), item))
+                    continue
                 job = item
             try:
                 retry = self._arm(job)
@@ -457,6 +468,7 @@ class EtcdStore(Store[EtcdTicket]):
                                      "when its guard watch was re-armed)")
                 return None
             start_revision = int(response.header.revision) + 1
+        ticket.guard_attempt = job.attempt  # read by the watch's ending (see _guard)
         cancel = self._guard(ticket, start_revision)
         if cancel is None:
             log.info("etcd %s: the guard watch of %s could not be made; re-reading the key",
@@ -475,7 +487,11 @@ class EtcdStore(Store[EtcdTicket]):
         """A watch on the won key from ``start_revision`` that reports its deletion --
         by an operator, or a lease expiry not heard of yet -- as a loss, unless the
         ticket was withdrawn; when its stream ends (an error, a failover, a compaction)
-        the guard is queued to be re-armed. None if the watch could not be made."""
+        the guard is queued to be re-armed: at once if the watch lived
+        ``_GUARD_STABLE`` seconds, else after a back-off growing with ``ticket.guard_attempt``
+        (the failures and short-lived watches before this one). None if the watch could not
+        be made."""
+        made, attempt = time.monotonic(), ticket.guard_attempt
 
         def on_response(response: object) -> None:
             if ticket.withdrawn:
@@ -484,7 +500,9 @@ class EtcdStore(Store[EtcdTicket]):
                 if response.events:
                     self.report_loss(ticket, "its key was deleted from etcd")
                 return
-            self._arm_guard(ticket, 0, attempt=1)  # the stream ended: re-read, re-arm
+            # the stream ended: re-read, re-arm -- backing off if it ended soon
+            lived = time.monotonic() - made >= _GUARD_STABLE
+            self._arm_guard(ticket, 0, attempt=1 if lived else min(64, attempt + 1))
 
         return self._etcd.watch(ticket.key.encode(), start_revision, on_response,
                                 deletes_only=True)
