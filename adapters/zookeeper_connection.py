@@ -133,7 +133,9 @@ class ZooKeeperConnection:
         self._zk: KazooClient | None = None
         self._session_ms = 0
         self._closed = False
-        self._renewed_at = -math.inf  # send time of the latest answered touch
+        self._sync_sent_at = -math.inf  # the renewal sync sent last (on the current client)
+        self._sync_answered_for = -math.inf  # send time of the newest answered one
+        self._sync_answered_at = -math.inf
         self.pings_skipped = 0
         """kazoo pings not sent because a renewal had just touched the session."""
 
@@ -172,21 +174,26 @@ class ZooKeeperConnection:
 
         zk._connection._invoke = recording_invoke
         # kazoo pings after a third of the session timeout without a request. While
-        # renewals run (every third of the TTL), a sync sent less than half the timeout
-        # ago was answered when kazoo's ping falls due (the next one is due within
-        # kazoo's jitter; half, not a third, so a late send or answer under load still
-        # counts): it touched the session and proved the connection, so the ping is
-        # skipped -- one request per renewal period, not two. Should renewals stop,
-        # kazoo's next check pings: the server hears from us at least every 5/6 of the
-        # timeout. An unanswered renewal marks a ping outstanding (see touch): a silent
-        # connection is still dropped, and kazoo tries the next server, as soon as
-        # without this. Private kazoo names again: it has no option to let requests
-        # stand for its pings.
+        # renewals run (every third of the TTL), the renewal sync sent last is normally
+        # answered when kazoo's ping falls due: it touched the session and proved the
+        # connection, so the ping is skipped -- one request per renewal period, not two.
+        # The ping is skipped only while the LAST renewal sync sent has been answered,
+        # less than half the timeout ago; a renewal still unanswered (a stalled or silent
+        # server) lets kazoo ping exactly as without this, so a silent connection is
+        # dropped, and kazoo tries the next server, as soon as before, and a late answer
+        # costs no more than it costs kazoo's own ping. A renewal sync never counts as
+        # kazoo's outstanding ping: kazoo drops the connection when one is unanswered at
+        # its next read check (a third of the timeout minus jitter), sooner than the
+        # renewal's own wait. Should renewals stop, kazoo's next checks ping: the server
+        # hears from us at least every 5/6 of the timeout. Private kazoo names again:
+        # it has no option to let requests stand for its pings.
         send_ping = zk._connection._send_ping
-        self._renewed_at = -math.inf
+        self._sync_sent_at = self._sync_answered_for = self._sync_answered_at = -math.inf
 
         def ping_unless_renewed(connect_timeout: float) -> None:
-            if time.monotonic() - self._renewed_at < self.negotiated_ms / 2000:
+            if (self._sync_answered_for >= self._sync_sent_at
+                    and time.monotonic() - self._sync_answered_at
+                    < self.negotiated_ms / 2000):
                 self.pings_skipped += 1
                 return
             send_ping(connect_timeout)
@@ -247,15 +254,17 @@ class ZooKeeperConnection:
         from one session to the next only forward, so the session current at the
         answer is the one the request was sent on. Sent as kazoo's own Sync request,
         answered on kazoo's connection thread (``sync_async`` adds a hop through a
-        worker thread); counted as an outstanding ping until answered."""
+        worker thread). Answered, it stands for kazoo's next ping (see _start); it is
+        never marked as kazoo's outstanding ping, so a late answer does not drop the
+        connection."""
         pending = zk.handler.async_result()
         sent = time.monotonic()
-        zk._connection.ping_outstanding.set()  # unanswered, it drops a silent connection
+        if zk is self._zk:
+            self._sync_sent_at = max(self._sync_sent_at, sent)
         zk._call(Sync(self.config.root), pending)
         self.wait(pending, timeout)
-        zk._connection.ping_outstanding.clear()
-        if zk is self._zk:
-            self._renewed_at = sent
+        if zk is self._zk and sent > self._sync_answered_for:
+            self._sync_answered_for, self._sync_answered_at = sent, time.monotonic()
         client_id = zk.client_id  # None while disconnected
         if client_id is None:
             raise StoreUnavailable(f"{self.config.description}: disconnected after a sync")
