@@ -96,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--only", metavar="M,M", help="measurements to run (default all: "
                         "handover,failover,detect-cut,detect-pause,campaign,idle)")
     parser.add_argument("--tools", metavar="T,T", help="tools to run (default all: tenure,"
-                        "tenure-serve,tooz,kazoo,redis-lock,consul-guide)")
+                        "tenure-serve,tooz,kazoo,redis-lock,python-redis-lock,consul-guide,etcd-lock)")
     parser.set_defaults(handler=run)
 
 
