@@ -63,7 +63,21 @@ least. ZooKeeper never revives an expired session; kazoo makes a new one, report
 ``renew_session`` as SessionExpired (kazoo moves between sessions only forward, so the
 session current at a ``sync``'s answer is the one it went on). ``open_session`` syncs
 too: a session kazoo made after an expiry may have been touched last before the core's
-send time.
+send time. On an ensemble "the server" is two: a follower touches the session when our
+``sync`` arrives, but the ensemble's leader, which decides expiry, does not touch it for
+the forwarded ``sync``; it learns the follower's touches from its next learner-ping reply
+(every tickTime/2). A follower cut from the leader after answering, before that reply,
+leaves the leader's last touch at the PREVIOUS request, the previous renewal (kazoo's
+pings are skipped between renewals): the leader may expire the session at about
+``t_prev + TTL``. So the store sets ``proof_lags_one_renewal``: the core counts validity
+after a renewal from the previous successful renewal's send time (from
+``open_session``'s for the first; creating a session is a write the leader processes
+itself). Sound because this renewal's ``sync`` passed through the leader after it was
+sent, so the link was up then, at least a renewal interval (TTL/3) after the previous
+success; TTL/3 > tickTime/2 (the minimum session timeout is 2 ticks), so a learner ping
+carried that earlier touch to the leader. Also on a single server (nothing tells the
+client which it has): costs TTL/3 of validity, so a leader cut off from the store
+steps down that much earlier; failover time (set by the store's expiry) is unchanged.
 
 Layouts (``layout=``): ``tenure``, the default, is the mapping above; ``native`` writes
 the nodes of Curator's ``LeaderSelector``/``InterProcessMutex`` (protected mode), so
@@ -79,13 +93,14 @@ other children (``latch-`` nodes, leases) are not candidates. Every step above i
 already the recipes' (lowest leads, a waiter watches only its predecessor with a data
 watch, ``ephemeralOwner`` checked); the token stays the czxid, which native nodes have.
 
-Limits: a follower relays touches to the ensemble's leader every tickTime/2: choose
-``drift >= tickTime / (2 x TTL)`` if it matters (200 ms, 4 s: 0.025). Sequences are
-signed 32-bit. kazoo drops a connection silent for 2/3 of the timeout and tries the next
-server. ``leader``, ``contenders``, ``read``, ``observe_step`` read after a ``sync``:
-ZooKeeper's strongest read, not a quorum read (``read`` sends its ``get`` with the
-``sync``, one round trip: a session's requests are applied in order, a read held back
-behind that session's pending ``sync``).
+Limits: the relay lag of a follower's touches (tickTime/2) is covered by
+``proof_lags_one_renewal`` above, not by ``drift``, while TTL/3 exceeds it (always, with
+the server's minimum session timeout of 2 ticks). Sequences are signed 32-bit. kazoo
+drops a connection silent for 2/3 of the timeout and tries the next server. ``leader``,
+``contenders``, ``read``, ``observe_step`` read after a ``sync``: ZooKeeper's strongest
+read, not a quorum read (``read`` sends its ``get`` with the ``sync``, one round trip: a
+session's requests are applied in order, a read held back behind that session's pending
+``sync``).
 """
 
 from __future__ import annotations
@@ -183,6 +198,11 @@ class ZooKeeperStore(Store[ZooKeeperTicket]):
     limits = StoreLimits(min_ttl=0.4, max_ttl=3600.0)
     """Static bounds; each server bounds the session timeout further (default 2-20 x
     its tickTime), which :meth:`open_session` checks."""
+
+    proof_lags_one_renewal = True
+    """A follower relays its touch for our ``sync`` to the ensemble's leader only in its
+    next learner-ping reply: a renewal proves the previous one's send time (see "Clock
+    reasoning" in the module docstring). Set on a single server too."""
 
     def __init__(self, config: ZooKeeperConfig) -> None:
         super().__init__()

@@ -11,7 +11,11 @@ difference in clock *rate* between this host and the store's (it does not absorb
 steps or unbounded skew rates -- nothing can). The send time is used, never the reply
 time, so a slow reply never lengthens validity. A leadership whose deadline has passed
 is lost for good, even if a later renewal succeeds: the store may have expired it and
-elected someone else in between.
+elected someone else in between. Where the store says a renewal proves only the previous
+one's send time (``Store.proof_lags_one_renewal``: a ZooKeeper follower relays its touch
+to the ensemble's leader later), a renewal's deadline counts from the send time of the
+previous successful renewal of the session, or of ``open_session``'s request for the
+first, and the deadline after ``open_session`` from its own send time.
 
 Two threads per client: the *renewer* does store I/O (renew every ``lifetime / 3``, retry
 quickly on failure); the *watchdog* does no I/O and fires losses when the deadline
@@ -70,6 +74,8 @@ class SessionKeeper:
         self._open = False
         self._closed = False
         self._valid_until = 0.0
+        self._proof_sent = 0.0
+        """Send time of the last successful renewal or open of the current session."""
         self._generation = 0
         self._unheard: int | None = None
         self._last_error: str = ""
@@ -122,6 +128,7 @@ class SessionKeeper:
             self._open = True
             self._generation += 1
             self._valid_until = t_sent + lifetime * (1 - self.drift)
+            self._proof_sent = t_sent
             self._lock.notify_all()
             if self._renewer is None:
                 self._renewer = threading.Thread(
@@ -278,7 +285,12 @@ class SessionKeeper:
             with self._lock:
                 overdue = set(self._held) if time.monotonic() >= self._valid_until else set()
                 self._held -= overdue
-                self._valid_until = t_sent + self.lifetime * (1 - self.drift)
+                proof = t_sent
+                if self.store.proof_lags_one_renewal:
+                    # min: a session opened while this renewal was in flight.
+                    proof = min(self._proof_sent, t_sent)
+                self._proof_sent = max(self._proof_sent, t_sent)
+                self._valid_until = proof + self.lifetime * (1 - self.drift)
                 valid_until = self._valid_until
             # Published after the new deadline is in force, and carrying it, so a
             # subscriber (metrics, a deadline keeper) can forward it at once.

@@ -278,6 +278,20 @@ class Store(ABC, Generic[T]):
 
     limits: StoreLimits
 
+    proof_lags_one_renewal: bool = False
+    """True where a successful renewal proves only that the store kept the session
+    alive from the send time of the PREVIOUS successful renewal (or, for the first
+    renewal of a session, of ``open_session``'s request), not from its own: the core
+    then counts validity after a renewal from that earlier send time, ``t_prev_sent +
+    lifetime * (1 - drift)``, and after ``open_session`` from its send time as usual.
+    For a store whose renewal may be answered by a node that relays its record of the
+    session to the deciding node later, with a lag well below ``lifetime / 3`` (the
+    time between a successful renewal and the next; retries after a failure do not
+    move the previous success): this renewal's answer shows the relay path was up
+    after it was sent, so the earlier touch has reached the decider. Costs a third of
+    the lifetime of validity slack (a cut is detected that much earlier); False: a
+    renewal proves its own send time."""
+
     def __init__(self) -> None:
         self.report_loss: LossReporter = lambda ticket, reason: None
 
