@@ -82,8 +82,9 @@ lasted longer than the TTL."""
 class RunLoop:
     """One candidate leading an election for as long as the loop runs.
 
-    :meth:`run` blocks; :meth:`stop` may be called from any thread (a signal handler,
-    another worker) and makes :meth:`run` return after resigning."""
+    :meth:`run` blocks; :meth:`stop` may be called from any thread or a signal handler
+    and makes :meth:`run` return after resigning (the resign runs in a stopper
+    thread: see :meth:`stop`)."""
 
     def __init__(
         self,
@@ -115,6 +116,7 @@ class RunLoop:
         self._lock = threading.RLock()  # reentrant: stop() may run in a signal handler
         self._stops_done = threading.Condition(self._lock)
         self._stopping = 0
+        self._stop_requested = False
         """stop() calls still resigning (run() returns only once there are none)."""
         self._current: Leadership | None = None
         self.leaderships = 0
@@ -122,10 +124,30 @@ class RunLoop:
 
     def stop(self) -> None:
         """Ends the loop: a running campaign is cancelled, a held leadership resigned
-        (its entry withdrawn) before this returns -- and before :meth:`run` returns,
-        whichever thread calls it."""
+        (its entry withdrawn) before :meth:`run` returns. The resign runs in a thread of
+        its own, never in the caller: a signal handler (it runs in the main thread,
+        between two bytecodes of whatever that thread was doing) must not take the
+        client's or the leadership's locks, which the interrupted code may hold. Called
+        from any other thread, this returns once that resign finished; called from the
+        main thread (where signal handlers run) it returns at once -- :meth:`run`
+        still returns only after the resign."""
+        stopper = self._request_stop()
+        if threading.current_thread() is not threading.main_thread():
+            stopper.join()
+
+    def _request_stop(self) -> threading.Thread:
+        """Starts the thread that stops the loop (see :meth:`stop`); safe in a signal
+        handler: it takes only this loop's lock (an RLock, which the interrupted main
+        thread may hold) and starts a thread."""
         with self._lock:
+            self._stop_requested = True
             self._stopping += 1
+        stopper = threading.Thread(target=self._stop_now, name="tenure-run-stop",
+                                   daemon=True)
+        stopper.start()
+        return stopper
+
+    def _stop_now(self) -> None:
         try:
             self._stop.set()
             with self._lock:
@@ -140,7 +162,7 @@ class RunLoop:
     @property
     def stopped(self) -> bool:
         """True once :meth:`stop` was called."""
-        return self._stop.is_set()
+        return self._stop_requested or self._stop.is_set()
 
     def run(self) -> None:
         """Leads until stopped, ``work`` returns, or ``work`` raises (see the module).
@@ -274,7 +296,7 @@ def run(
     try:
         loop.run()
     except KeyboardInterrupt:
-        loop.stop()
+        loop._request_stop().join()  # resigned before the interrupt goes on
         raise
     finally:
         finished.set()
