@@ -235,7 +235,8 @@ def idle_table(rows: Sequence[Row]) -> str:
 
 def idle_heading(rows: Sequence[Row]) -> str:
     """The idle table's heading: the one TTL every row ran at, or that they differ."""
-    ttls = sorted({float(r.ttl) for r in rows if r.measurement == "idle" and r.ttl})
+    ttls = sorted({float(r.ttl) for r in rows
+                   if r.measurement == "idle" and r.status == "ok" and r.ttl})
     at = (f"every row at TTL {ttls[0]:g} s" if len(ttls) == 1 else
           "rows at different TTLs (see note): per-minute work scales with 1/TTL"
           if ttls else "TTL not recorded")
