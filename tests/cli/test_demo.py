@@ -167,16 +167,16 @@ def test_a_malformed_line_is_reported_and_the_candidate_is_still_followed(
     script = "import sys\n" + "".join(
         f"sys.stdout.write({(x if isinstance(x, str) else json.dumps(x)) + chr(10)!r})\n"
         for x in lines
-    )
+    ) + "sys.stdout.flush()\nimport time\ntime.sleep(60)\n"  # alive until stopped, as a real one
     demo = Demo("sqlite:///unused.db", "e", 2.0, tmp_path, count=0)
     fake = Candidate("candidate-x", spawn_guarded([sys.executable, "-c", script], stdout=PIPE))
     demo.follow(fake)
     try:
         assert demo.wait_for("the write after the bad line", lambda: fake.accepted >= 1)
+        assert fake.malformed == 1
+        assert fake.state == "LEADER" and fake.token == 7
     finally:
         demo.stop_all()
-    assert fake.malformed == 1
-    assert fake.state == "LEADER" and fake.token == 7
     assert any("candidate-x sent a malformed report line (not one JSON object" in line
                for line in demo.log), demo.log
 
