@@ -86,7 +86,31 @@ local function scan(q, r, p, from, ref, member, later, skip)
 end
 """
 
-STATE = SCAN + """
+OBSERVE = """
+-- What STATE and take read first: k = {leader, counter, own session key, queue,
+-- registry}; p = session key prefix; ticket = nil for no queue part, else its order
+-- (as given) is set as its score where it differs, and `ahead` is the session PTTL of
+-- the nearest live entry ahead of it other than the holder (-2 if none).
+-- -> counter, own_pttl, leader hash fields {sid, ticket, token, cid, value, vseq}, ahead
+local function observe(k, p, ticket, order_arg)
+  local counter = tonumber(redis.call('GET', k[2]) or '0')
+  local own = redis.call('PTTL', k[3])
+  local h = redis.call('HMGET', k[1], 'sid', 'ticket', 'token', 'cid', 'value', 'vseq')
+  local ahead = -2
+  if ticket then
+    local order = tonumber(order_arg)
+    local score = redis.call('ZSCORE', k[4], ticket)
+    if score and tonumber(score) ~= order then
+      redis.call('ZADD', k[4], 'XX', order, ticket)
+    end
+    local found = scan(k[4], k[5], p, order_arg, order, ticket, false, h[2])
+    if found then ahead = found[3] end
+  end
+  return counter, own, h, ahead
+end
+"""
+
+STATE = SCAN + OBSERVE + """
 -- KEYS: leader, counter, own session key (or a key that never exists), queue, registry
 -- ARGV: session key prefix, ticket ('' = no queue part), its order
 -- -> {counter, own_pttl, ahead_pttl} or {counter, own_pttl, ahead_pttl, holder_pttl, sid,
@@ -94,19 +118,9 @@ STATE = SCAN + """
 --     live entry ahead of the ticket other than the leader key's holder, -2 if none.
 --     The ticket's own score is set to its order where it differs (an enqueue that
 --     agreed on the order after this instance had answered).
-local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
-local own = redis.call('PTTL', KEYS[3])
-local h = redis.call('HMGET', KEYS[1], 'sid', 'ticket', 'token', 'cid', 'value', 'vseq')
-local ahead = -2
-if ARGV[2] ~= '' then
-  local order = tonumber(ARGV[3])
-  local score = redis.call('ZSCORE', KEYS[4], ARGV[2])
-  if score and tonumber(score) ~= order then
-    redis.call('ZADD', KEYS[4], 'XX', order, ARGV[2])
-  end
-  local found = scan(KEYS[4], KEYS[5], ARGV[1], ARGV[3], order, ARGV[2], false, h[2])
-  if found then ahead = found[3] end
-end
+local ticket = nil
+if ARGV[2] ~= '' then ticket = ARGV[2] end
+local counter, own, h, ahead = observe(KEYS, ARGV[1], ticket, ARGV[3])
 if not h[1] then return {counter, own, ahead} end
 local holder = redis.call('PTTL', ARGV[1] .. h[1])
 return {counter, own, ahead, holder, h[1], h[2], h[3], h[4], h[5], h[6]}
@@ -130,19 +144,9 @@ TAKE = """
 --      is {1, proposal, own, ahead, value, token, seq}: that guarded-write key as
 --      ``read`` sees it, read in the same atomic script as the take.
 local function take(k, a)
-  local counter = tonumber(redis.call('GET', k[2]) or '0')
-  local own = redis.call('PTTL', k[3])
-  local h = redis.call('HMGET', k[1], 'sid', 'ticket', 'token', 'cid', 'value', 'vseq')
-  local ahead = -2
-  local order = tonumber(a[10])
-  if order > 0 then
-    local score = redis.call('ZSCORE', k[4], a[2])
-    if score and tonumber(score) ~= order then
-      redis.call('ZADD', k[4], 'XX', order, a[2])
-    end
-    local found = scan(k[4], k[5], a[8], a[10], order, a[2], false, h[2])
-    if found then ahead = found[3] end
-  end
+  local ticket = nil
+  if tonumber(a[10]) > 0 then ticket = a[2] end
+  local counter, own, h, ahead = observe(k, a[8], ticket, a[10])
   local function state(code)
     if not h[1] then return {code, counter, own, ahead} end
     local holder = redis.call('PTTL', a[8] .. h[1])
@@ -170,7 +174,7 @@ local function take(k, a)
 end
 """
 
-ACQUIRE = SCAN + TAKE + """
+ACQUIRE = SCAN + OBSERVE + TAKE + """
 -- KEYS, ARGV, reply: take's k and a (TAKE), a proposal above 0.
 return take(KEYS, ARGV)
 """
@@ -186,7 +190,7 @@ end
 return 0
 """
 
-REGISTER = SCAN + TAKE + """
+REGISTER = SCAN + OBSERVE + TAKE + """
 -- KEYS: registry, own session key, queue, qseq, counter, leader[, data key to read on
 --       a win]
 -- ARGV: ticket, entry[, sid, proposal, cid, value, ttl_ms, session key prefix, channel]
