@@ -69,6 +69,12 @@ OPTIONS = {
 }
 
 
+#: What a redis-py call raises when a request fails or its client was closed under it
+#: (a connection closed by another thread's close() surfaces as ValueError or as
+#: AttributeError on its dropped parser buffer, not as RedisError).
+CLIENT_ERRORS = (redis.RedisError, OSError, ValueError, AttributeError)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the instances are and how to connect to each (``options`` are
@@ -323,7 +329,7 @@ class DirectReader:
                     break
             else:
                 raise redis.TimeoutError("no subscription confirmation")
-        except (redis.RedisError, OSError, ValueError) as exc:
+        except CLIENT_ERRORS as exc:
             log.debug("subscriber on %s: %s", self._instances[index].address, exc)
             with contextlib.suppress(redis.RedisError, OSError):
                 pubsub.close()
@@ -461,7 +467,7 @@ class DirectReader:
                         self._bell.ring(self._feed, topic, note, source=index)
                     if not _buffered(pubsub):
                         break  # the rest, if any, is in the socket: select() sees it
-            except (redis.RedisError, OSError, ValueError, AttributeError) as exc:
+            except CLIENT_ERRORS as exc:
                 # (AttributeError: redis-py's parser, when the connection is closed by
                 # another thread in the middle of the read)
                 log.debug("subscriber on %s: %s", self._instances[index].address, exc)
@@ -565,12 +571,12 @@ class Quorum(Generic[S]):
             pool = inst.client.connection_pool
             try:
                 conn: Any = pool.get_connection()
-            except (redis.RedisError, OSError) as exc:
+            except CLIENT_ERRORS as exc:
                 sent.append((inst, _failure(inst, exc)))
                 continue
             try:
                 conn.send_command("EVALSHA", pick(inst.scripts).sha, len(keys), *keys, *args)
-            except (redis.RedisError, OSError) as exc:
+            except CLIENT_ERRORS as exc:
                 conn.disconnect()
                 pool.release(conn)
                 sent.append((inst, _failure(inst, exc)))
@@ -598,7 +604,7 @@ class Quorum(Generic[S]):
         except redis.ResponseError as exc:  # the connection stays usable
             pool.release(conn)
             return _failure(inst, exc)
-        except (redis.RedisError, OSError) as exc:
+        except CLIENT_ERRORS as exc:
             conn.disconnect()
             pool.release(conn)
             return _failure(inst, exc)
@@ -609,7 +615,7 @@ class Quorum(Generic[S]):
     def _attempt(call: Callable[[Instance[S]], R], inst: Instance[S]) -> R | StoreUnavailable:
         try:
             return call(inst)
-        except (redis.RedisError, OSError) as exc:
+        except CLIENT_ERRORS as exc:
             return _failure(inst, exc)
 
     def answers(self, results: list[R | StoreUnavailable], action: str) -> list[tuple[int, R]]:
@@ -696,7 +702,7 @@ class Quorum(Generic[S]):
                     elif message["type"] in ("message", "pmessage"):
                         topic, note = spec.parse(message["channel"], message["data"])
                         self._bell.ring(feed, topic, note, source=index)
-            except (redis.RedisError, OSError, ValueError) as exc:
+            except CLIENT_ERRORS as exc:
                 log.debug("subscriber on %s: %s", inst.address, exc)
                 self._bell.ring(feed, Bell.ALL)
             finally:
