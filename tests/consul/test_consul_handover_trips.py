@@ -18,8 +18,10 @@ entries ahead than a transaction takes are read, not checked.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +31,7 @@ from handover_kit import Handover, handovers
 import tenure
 from tenure.adapters.consul import TXN_CHECKS, ConsulStore
 from tenure.adapters.consul_http import BlockingQuery, ConsulHTTP, KeyWatch, Line
-from tenure.config import parse_backend_url
+from tenure.config import BackendURL, parse_backend_url
 from tenure.conformance.lab.cluster import Cluster
 from tenure.store import Wait, Won
 
@@ -90,6 +92,33 @@ def test_a_handover_is_one_request_each_side(consul_cluster: Cluster, layout: st
               Requests, check)
 
 
+@contextlib.contextmanager
+def two_stores(url: BackendURL) -> Iterator[tuple[ConsulStore, ConsulStore]]:
+    """A leader's and a waiter's store on ``url``, each with its session open."""
+    leader, waiter = ConsulStore.from_url(url), ConsulStore.from_url(url)
+    try:
+        for store in (leader, waiter):
+            store.open_session(TTL)
+        yield leader, waiter
+    finally:
+        for store in (leader, waiter):
+            store.close_session()
+            store.close()
+
+
+def counted_calls(store: ConsulStore) -> list[str]:
+    """The kinds of the requests ``store`` sends from now on (see ``Requests._kind``)."""
+    sent: list[str] = []
+    call = store.http.call
+
+    def counted(method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(Requests._kind(method, path))
+        return call(method, path, *args, **kwargs)
+
+    store.http.call = counted  # type: ignore[method-assign]
+    return sent
+
+
 def test_an_entry_ahead_left_without_session_falls_back_to_reading_the_queue(
     consul_cluster: Cluster,
 ) -> None:
@@ -97,10 +126,7 @@ def test_an_entry_ahead_left_without_session_falls_back_to_reading_the_queue(
     reads the queue (which skips such an entry) and still wins in the same step."""
     url, _ = parse_backend_url(consul_cluster.url)
     name = f"trips/{time.monotonic_ns()}"
-    leader, waiter = ConsulStore.from_url(url), ConsulStore.from_url(url)
-    try:
-        for store in (leader, waiter):
-            store.open_session(TTL)
+    with two_stores(url) as (leader, waiter):
         first = leader.enqueue(name, "a", b"")
         assert isinstance(leader.try_lead(first), Won)
         # An entry that will lose its session but keep its key, queued between the two.
@@ -114,22 +140,11 @@ def test_an_entry_ahead_left_without_session_falls_back_to_reading_the_queue(
         _, errors = leader.http.txn([{"Verb": "unlock", "Key": stale, "Session": leader._session}])
         assert not errors, errors
         leader.withdraw(first)
-        sent: list[str] = []
-        call = waiter.http.call
-
-        def counted(method: str, path: str, *args: Any, **kwargs: Any) -> Any:
-            sent.append(Requests._kind(method, path))
-            return call(method, path, *args, **kwargs)
-
-        waiter.http.call = counted  # type: ignore[method-assign]
+        sent = counted_calls(waiter)
         assert isinstance(waiter.try_lead(ticket), Won), sent
         assert sent == ["txn", "GET queue", "txn"], sent
         waiter.withdraw(ticket)
         leader.http.txn([{"Verb": "delete", "Key": stale}])
-    finally:
-        for store in (leader, waiter):
-            store.close_session()
-            store.close()
 
 
 def test_more_entries_ahead_than_a_transaction_takes_are_read_not_checked(
@@ -139,10 +154,7 @@ def test_more_entries_ahead_than_a_transaction_takes_are_read_not_checked(
     the queue and locks (no transaction of 65 operations, which Consul would refuse)."""
     url, _ = parse_backend_url(consul_cluster.url)
     name = f"trips/{time.monotonic_ns()}"
-    leader, waiter = ConsulStore.from_url(url), ConsulStore.from_url(url)
-    try:
-        for store in (leader, waiter):
-            store.open_session(TTL)
+    with two_stores(url) as (leader, waiter):
         prefix = leader._queue_prefix(name)
         crowd = [f"{prefix}crowd-{i:02d}" for i in range(TXN_CHECKS + 1)]
         for i in range(0, len(crowd), 32):
@@ -157,21 +169,10 @@ def test_more_entries_ahead_than_a_transaction_takes_are_read_not_checked(
             _, errors = leader.http.txn([{"Verb": "delete", "Key": key}
                                          for key in crowd[i:i + 32]])
             assert not errors, errors
-        sent: list[str] = []
-        call = waiter.http.call
-
-        def counted(method: str, path: str, *args: Any, **kwargs: Any) -> Any:
-            sent.append(Requests._kind(method, path))
-            return call(method, path, *args, **kwargs)
-
-        waiter.http.call = counted  # type: ignore[method-assign]
+        sent = counted_calls(waiter)
         assert isinstance(waiter.try_lead(ticket), Won), sent
         assert sent == ["GET queue", "txn"], sent
         waiter.withdraw(ticket)
-    finally:
-        for store in (leader, waiter):
-            store.close_session()
-            store.close()
 
 
 class Everything:
@@ -274,20 +275,10 @@ def test_a_waiter_is_placed_by_its_enqueue_alone(consul_cluster: Cluster) -> Non
     before sent a ``GET`` of the queue in that step)."""
     url, _ = parse_backend_url(consul_cluster.url)
     name = f"trips/{time.monotonic_ns()}"
-    leader, waiter = ConsulStore.from_url(url), ConsulStore.from_url(url)
-    try:
-        for store in (leader, waiter):
-            store.open_session(TTL)
+    with two_stores(url) as (leader, waiter):
         first = leader.enqueue(name, "a", b"")
         assert isinstance(leader.try_lead(first), Won)
-        sent: list[str] = []
-        call = waiter.http.call
-
-        def counted(method: str, path: str, *args: Any, **kwargs: Any) -> Any:
-            sent.append(Requests._kind(method, path))
-            return call(method, path, *args, **kwargs)
-
-        waiter.http.call = counted  # type: ignore[method-assign]
+        sent = counted_calls(waiter)
         ticket = waiter.enqueue(name, "b", b"")
         step = waiter.try_lead(ticket)
         assert isinstance(step, Wait) and sent == ["txn"], sent
@@ -297,7 +288,3 @@ def test_a_waiter_is_placed_by_its_enqueue_alone(consul_cluster: Cluster) -> Non
         step.signal.close()
         assert isinstance(waiter.try_lead(ticket), Won) and sent == ["txn", "txn"], sent
         waiter.withdraw(ticket)
-    finally:
-        for store in (leader, waiter):
-            store.close_session()
-            store.close()
