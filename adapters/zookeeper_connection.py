@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import select as select_module
 import threading
 import time
 from collections.abc import Callable
@@ -133,11 +134,12 @@ class ZooKeeperConnection:
         self._zk: KazooClient | None = None
         self._session_ms = 0
         self._closed = False
-        self._sync_sent_at = -math.inf  # the renewal sync sent last (on the current client)
-        self._sync_answered_for = -math.inf  # send time of the newest answered one
-        self._sync_answered_at = -math.inf
+        self._last_sync: tuple[KazooClient, float, Any] | None = None
+        """(client, send time, pending answer) of the renewal sync sent last."""
         self.pings_skipped = 0
         """kazoo pings not sent because a renewal had just touched the session."""
+        self.quiet_selects = 0
+        """kazoo connection-loop waits lengthened to the end of a renewal's cover."""
 
     @property
     def current(self) -> KazooClient | None:
@@ -177,28 +179,27 @@ class ZooKeeperConnection:
         # renewals run (every third of the TTL), the renewal sync sent last is normally
         # answered when kazoo's ping falls due: it touched the session and proved the
         # connection, so the ping is skipped -- one request per renewal period, not two.
-        # The ping is skipped only while the LAST renewal sync sent has been answered,
-        # less than half the timeout ago; a renewal still unanswered (a stalled or silent
-        # server) lets kazoo ping exactly as without this, so a silent connection is
-        # dropped, and kazoo tries the next server, as soon as before, and a late answer
-        # costs no more than it costs kazoo's own ping. A renewal sync never counts as
-        # kazoo's outstanding ping: kazoo drops the connection when one is unanswered at
-        # its next read check (a third of the timeout minus jitter), sooner than the
-        # renewal's own wait. Should renewals stop, kazoo's next checks ping: the server
-        # hears from us at least every 5/6 of the timeout. Private kazoo names again:
-        # it has no option to let requests stand for its pings.
+        # A renewal covers for kazoo's pings only once answered, and only until half the
+        # timeout after it was SENT (_ping_cover_until); a renewal still unanswered (a
+        # stalled or silent server) lets kazoo ping exactly as without this, so a silent
+        # connection is dropped, and kazoo tries the next server, as soon as before, and
+        # a late answer costs no more than it costs kazoo's own ping. A renewal sync never
+        # counts as kazoo's outstanding ping: kazoo drops the connection when one is
+        # unanswered at its next read check (a third of the timeout minus jitter), sooner
+        # than the renewal's own wait. Should renewals stop, kazoo pings at the end of
+        # the last one's cover: the server hears from us at least every half timeout.
+        # Private kazoo names again: it has no option to let requests stand for pings.
         send_ping = zk._connection._send_ping
-        self._sync_sent_at = self._sync_answered_for = self._sync_answered_at = -math.inf
+        self._last_sync = None
 
         def ping_unless_renewed(connect_timeout: float) -> None:
-            if (self._sync_answered_for >= self._sync_sent_at
-                    and time.monotonic() - self._sync_answered_at
-                    < self.negotiated_ms / 2000):
+            if time.monotonic() < self._ping_cover_until(zk):
                 self.pings_skipped += 1
                 return
             send_ping(connect_timeout)
 
         zk._connection._send_ping = ping_unless_renewed
+        zk.handler.select = self._connection_select(zk, zk.handler.select)
         zk.add_listener(self._state_changed)
         try:
             zk.start(timeout=self.config.timeout)
@@ -210,6 +211,56 @@ class ZooKeeperConnection:
             raise StoreUnavailable(f"{self.config.description}: {detail}") from None
         self._zk, self._session_ms = zk, session_ms
         return zk
+
+    def _ping_cover_until(self, zk: KazooClient) -> float:
+        """Until when the renewal sync sent last on ``zk`` stands for kazoo's ping: half
+        the session timeout after its send, once it was answered without error (-inf
+        before). Read on kazoo's connection thread, which sets the answer."""
+        last = self._last_sync
+        if last is None or last[0] is not zk or not last[2].successful():
+            return -math.inf
+        return last[1] + self.negotiated_ms / 2000
+
+    def _connection_select(self, zk: KazooClient,
+                           original: Callable[..., Any]) -> Callable[..., Any]:
+        """kazoo's connection loop waits in ``handler.select([socket, wake-up pipe], [],
+        [], timeout)`` until its next ping is due; this one, for that call only:
+
+        * waits until the answered renewal's cover ends (``_ping_cover_until``) if that is
+          later and no ping of kazoo's is outstanding: the loop's wake-up at kazoo's ping
+          time would only skip the ping (one wake-up per renewal period). Anything to
+          send or read still wakes it at once; an outstanding ping (kazoo's read check
+          drops a connection whose ping is unanswered at the timeout) or an unanswered
+          renewal keeps kazoo's own timeout.
+        * polls with one ``poll()`` call: kazoo's ``selector_select`` makes, registers and
+          closes an epoll object per wait (five system calls and the selectors module's
+          Python per wake-up). Like it, no limit on the descriptor's number; any other
+          call (connecting), or a descriptor poll() calls invalid, goes to kazoo's.
+        """
+        conn = zk._connection
+
+        def select(rlist: list[Any], wlist: list[Any], xlist: list[Any],
+                   timeout: float | None = None) -> Any:
+            if wlist or xlist or len(rlist) != 2 or timeout is None:
+                return original(rlist, wlist, xlist, timeout)
+            if not conn.ping_outstanding.is_set():
+                quiet = self._ping_cover_until(zk) - time.monotonic()
+                if quiet > timeout:
+                    timeout = quiet
+                    self.quiet_selects += 1
+            try:
+                poller = select_module.poll()
+                for obj in rlist:
+                    poller.register(obj, select_module.POLLIN)
+                ready = poller.poll(timeout * 1000)
+            except (ValueError, TypeError):  # a closed descriptor: kazoo's error
+                return original(rlist, wlist, xlist, timeout)
+            if any(event & select_module.POLLNVAL for _, event in ready):
+                return original(rlist, wlist, xlist, 0)
+            fds = {fd for fd, _ in ready}
+            return [obj for obj in rlist if obj.fileno() in fds], [], []
+
+        return select
 
     def _state_changed(self, state: str) -> None:
         with self._changed:
@@ -259,12 +310,9 @@ class ZooKeeperConnection:
         connection."""
         pending = zk.handler.async_result()
         sent = time.monotonic()
-        if zk is self._zk:
-            self._sync_sent_at = max(self._sync_sent_at, sent)
+        self._last_sync = (zk, sent, pending)
         zk._call(Sync(self.config.root), pending)
         self.wait(pending, timeout)
-        if zk is self._zk and sent > self._sync_answered_for:
-            self._sync_answered_for, self._sync_answered_at = sent, time.monotonic()
         client_id = zk.client_id  # None while disconnected
         if client_id is None:
             raise StoreUnavailable(f"{self.config.description}: disconnected after a sync")

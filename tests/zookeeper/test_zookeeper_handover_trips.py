@@ -145,3 +145,37 @@ def test_an_idle_session_sends_one_sync_per_renewal_and_no_kazoo_ping(cluster: C
         assert sent.count("Ping") == 0, sent
         assert abs(sent.count("Sync") - renewals) <= 1 and set(sent) == {"Sync"}, sent
         assert lead.state is State.HELD
+
+
+def test_an_idle_connection_thread_wakes_only_to_send_and_read_a_renewal(
+        cluster: Cluster) -> None:
+    # kazoo's connection loop waits until its ping is due: a third of the timeout minus
+    # jitter after the last send, always before the next renewal (a third of the TTL),
+    # so the old code woke it once per renewal period only to skip the ping. Now its
+    # wait runs to the end of the answered renewal's cover: it wakes to send each sync
+    # and to read its answer, and no wait ends empty. ~2.5 s.
+    with tenure.connect(cluster.url, ttl=2.0) as client:
+        lead = client.election(f"idle-wakes/{time.monotonic_ns()}").campaign(timeout=10)
+        store = client.store
+        assert isinstance(store, ZooKeeperStore)
+        zk = store._conn.current
+        assert zk is not None
+        waits: list[bool] = []  # per connection-loop wait: did it end with nothing ready?
+        select = zk.handler.select
+
+        def counted(rlist: list[Any], wlist: list[Any], xlist: list[Any],
+                    timeout: float | None = None) -> Any:
+            found = select(rlist, wlist, xlist, timeout)
+            if len(rlist) == 2 and not wlist:
+                waits.append(not found[0])
+            return found
+
+        zk.handler.select = counted
+        renewed = client.keeper.renewals
+        time.sleep(2.5)  # about four renewal periods of 0.67 s: what is counted, not a sync
+        renewals = client.keeper.renewals - renewed
+        zk.handler.select = select
+        assert renewals >= 3, renewals
+        assert waits.count(True) == 0, f"{waits.count(True)} empty waits in {renewals} renewals"
+        assert len(waits) <= 2 * renewals + 2, (len(waits), renewals)
+        assert lead.state is State.HELD
