@@ -134,11 +134,76 @@ class Instance(Generic[S]):
             socket_keepalive_options=keepalive_options(timeout), **options,
         )
         self.scripts = prepare(self.client)
+        self.lane = Lane(self.client)
 
     def close(self) -> None:
-        """Closes both clients (and the connections in use: subscribers stop at once)."""
+        """Closes both clients and the lane (and the connections in use: subscribers
+        stop at once)."""
         self.client.close()
         self.subscriber.close()
+        self.lane.close()
+
+
+class Lane:
+    """One connection of an instance kept for :meth:`Quorum.run_script` (the scripts of
+    the handover path), used by one thread at a time: :meth:`take` never waits, and a
+    caller that finds it busy goes the pool's way.
+
+    Hand-written around redis-py's pool because a pool checkout and release cost ~70 us
+    of CPU per request on the handover path (pid check, connection-count metrics, and a
+    probe of the socket for unread data). What that probe guards against -- a reply
+    left unread on a reused connection -- cannot happen here: a request whose reply was
+    not read whole (error, timeout) disconnects the lane, and the next use connects
+    again. ``requests`` counts the requests sent on it."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        pool = client.connection_pool
+        self.conn: Any = pool.connection_class(**pool.connection_kwargs)
+        self._lock = threading.Lock()
+        self._closed = False
+        self.requests = 0
+
+    def take(self) -> bool:
+        """True if the caller now has the lane (give it back with :meth:`give_back`)."""
+        if self._closed or not self._lock.acquire(blocking=False):
+            return False
+        if self._closed:
+            self._lock.release()
+            return False
+        return True
+
+    def give_back(self) -> None:
+        self._lock.release()
+
+    @property
+    def connected(self) -> bool:
+        return getattr(self.conn, "_sock", None) is not None
+
+    def connect(self) -> Exception | None:
+        """With the lane taken: connects it if needed; what failed, or None."""
+        if self.connected:
+            return None
+        try:
+            self.conn.connect()
+        except CLIENT_ERRORS as exc:
+            with contextlib.suppress(*CLIENT_ERRORS):
+                self.conn.disconnect()
+            return exc
+        return None
+
+    def connect_later(self) -> None:
+        """Connects the lane if nobody uses it (a pool thread: never the caller's)."""
+        if self.take():
+            try:
+                if (exc := self.connect()) is not None:
+                    log.debug("script connection: %s", exc)
+            finally:
+                self.give_back()
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(*CLIENT_ERRORS):
+            self.conn.disconnect()
 
 
 def keepalive_options(timeout: float) -> dict[int, int]:
@@ -421,7 +486,7 @@ class DirectReader:
         unread = [(i, p) for i, p in live if self._unread[i]]
         if unread and self._drain(unread):
             return
-        self._drain(self._ready(live, timeout))
+        self._drain(self._ready(live, timeout), readable=True)
 
     def _ready(self, live: list[tuple[int, Any]], timeout: float) -> list[tuple[int, Any]]:
         """The subscriptions of ``live`` whose sockets can be read within ``timeout``:
@@ -448,8 +513,9 @@ class DirectReader:
                 os.read(self._poke_r, 4096)
         return [socks[sock] for sock in ready if sock in socks]
 
-    def _drain(self, subs: list[tuple[int, Any]]) -> bool:
-        """Every message already received on ``subs``, rung; True if there was any."""
+    def _drain(self, subs: list[tuple[int, Any]], readable: bool = False) -> bool:
+        """Every message already received on ``subs``, rung; True if there was any.
+        ``readable``: select() saw each of their sockets readable."""
         got = False
         for index, pubsub in subs:
             if self._subs[index] is not pubsub or \
@@ -460,13 +526,19 @@ class DirectReader:
                 self._broken(index, pubsub)
                 continue
             try:
-                while (message := pubsub.get_message(timeout=0)) is not None:
+                # Known to hold a reply (select() saw the socket readable, or the parser
+                # has one): read it at once; unsure: get_message, which probes first.
+                known = readable
+                while (message := _read_message(pubsub) if known
+                       else pubsub.get_message(timeout=0)) is not None:
                     got = True
                     if message["type"] in ("message", "pmessage"):
                         topic, note = self._spec.parse(message["channel"], message["data"])
                         self._bell.ring(self._feed, topic, note, source=index)
-                    if not _buffered(pubsub):
+                    buffered = _buffered(pubsub)
+                    if buffered is False:
                         break  # the rest, if any, is in the socket: select() sees it
+                    known = buffered is True
             except CLIENT_ERRORS as exc:
                 # (AttributeError: redis-py's parser, when the connection is closed by
                 # another thread in the middle of the read)
@@ -526,10 +598,18 @@ class Quorum(Generic[S]):
         self._stop = threading.Event()
         self._listeners: dict[str, list[threading.Thread]] = {}
         self._readers: dict[str, DirectReader] = {}
+        self._connect_lanes()
 
     def _connect(self) -> list[Instance[S]]:
         return [Instance(host, port, self.timeout, self.settings.options, self._prepare)
                 for host, port in self.settings.hosts]
+
+    def _connect_lanes(self) -> None:
+        """Several instances: connects the lanes in the background, so that the first
+        scripts of a campaign already find them connected (one: at its first use)."""
+        if self.n > 1:
+            for inst in self.instances:
+                self._pool.submit(inst.lane.connect_later)
 
     def cap_timeout(self, timeout: float) -> None:
         """Lowers the per-request timeout to at most ``timeout`` (new clients if so)."""
@@ -537,6 +617,7 @@ class Quorum(Generic[S]):
             if timeout < self.timeout:
                 self.timeout = timeout
                 self.instances = self._connect()
+                self._connect_lanes()
 
     # -- majority calls ---------------------------------------------------------------
 
@@ -560,8 +641,66 @@ class Quorum(Generic[S]):
         """The script ``pick`` chooses from each instance's scripts, with ``keys`` and
         ``args``, on every instance in parallel, as :meth:`fanout` promises. Several
         instances: from THIS thread, the request is written to every instance's
-        connection before the first answer is read (no hop to pool threads and back),
-        while each instance has a connected idle connection (else :meth:`fanout`)."""
+        connection before the first answer is read (no hop to pool threads and back).
+        Sent on the instances' lanes (:class:`Lane`) when this thread can take all of
+        them; else through the pools, written first where each has a connected idle
+        connection, otherwise as :meth:`fanout`."""
+        instances = self.instances
+        lanes = [inst.lane for inst in instances]
+        taken = [lane for lane in lanes if lane.take()]
+        try:
+            if len(taken) == len(lanes):
+                if self.n == 1:  # its request would wait for a connect anyway
+                    if (exc := lanes[0].connect()) is not None:
+                        return [_failure(instances[0], exc)]
+                    return self._run_on_lanes(instances, pick, keys, args)
+                if all(lane.connected for lane in lanes):
+                    return self._run_on_lanes(instances, pick, keys, args)
+        finally:
+            for lane in taken:
+                lane.give_back()
+        # Lanes not connected are connected by pool threads (no instance's connect may
+        # delay the requests to the others); this call goes through the pools.
+        for lane in lanes:
+            if not lane.connected:
+                with contextlib.suppress(RuntimeError):  # the pool shut: closing
+                    self._pool.submit(lane.connect_later)
+        return self._run_pooled(pick, keys, args)
+
+    def _run_on_lanes(self, instances: list[Instance[S]], pick: Callable[[S], Any],
+                      keys: list[Any], args: list[Any]) -> list[Any | StoreUnavailable]:
+        end = time.monotonic() + 2 * self.timeout + 0.5
+        sent: list[tuple[Instance[S], StoreUnavailable | None]] = []
+        for inst in instances:
+            conn = inst.lane.conn
+            try:
+                conn.send_command("EVALSHA", pick(inst.scripts).sha, len(keys), *keys, *args)
+            except CLIENT_ERRORS as exc:
+                conn.disconnect()
+                sent.append((inst, _failure(inst, exc)))
+                continue
+            inst.lane.requests += 1
+            sent.append((inst, None))
+        results: list[Any | StoreUnavailable] = []
+        for inst, failed in sent:
+            if failed is not None:
+                results.append(failed)
+                continue
+            conn = inst.lane.conn
+            try:
+                results.append(conn.read_response(timeout=max(0.001, end - time.monotonic())))
+            except redis.exceptions.NoScriptError:  # read whole: the lane stays usable
+                results.append(self._attempt(lambda i: pick(i.scripts)(keys, args), inst))
+            except redis.ResponseError as exc:
+                results.append(_failure(inst, exc))
+            except CLIENT_ERRORS as exc:
+                conn.disconnect()
+                results.append(_failure(inst, exc))
+        return results
+
+    def _run_pooled(self, pick: Callable[[S], Any], keys: list[Any], args: list[Any]
+                    ) -> list[Any | StoreUnavailable]:
+        """:meth:`run_script` through the clients' pools (a lane busy or not connected)."""
         instances = self.instances
         if self.n == 1 or not all(_warm(inst) for inst in instances):
             return self.fanout(lambda inst: pick(inst.scripts)(keys, args))
@@ -723,13 +862,29 @@ class Quorum(Generic[S]):
                 thread.join(timeout=2)
 
 
-def _buffered(pubsub: Any) -> bool:
-    """The client may hold received bytes it has not parsed yet (True when unsure:
-    redis-py keeps its buffer private)."""
-    buffer = getattr(getattr(getattr(pubsub, "connection", None), "_parser", None),
-                     "_buffer", None)
-    unread = getattr(buffer, "unread_bytes", None)
-    return unread is None or unread() > 0
+def _buffered(pubsub: Any) -> bool | None:
+    """Whether the client holds a received reply it has not parsed yet: hiredis's reader
+    says so exactly; redis-py's own parser only whether it holds no unread bytes at all
+    (False), else None, as when unsure (redis-py keeps both private)."""
+    parser = getattr(getattr(pubsub, "connection", None), "_parser", None)
+    has_data = getattr(getattr(parser, "_reader", None), "has_data", None)
+    if has_data is not None:
+        return bool(has_data())
+    unread = getattr(getattr(parser, "_buffer", None), "unread_bytes", None)
+    return None if unread is None or unread() > 0 else False
+
+
+def _read_message(pubsub: Any) -> dict[str, Any] | None:
+    """``pubsub.get_message(timeout=0)`` for a subscription known to hold a reply (its
+    socket select()ed readable, or its parser has one): the same read (a part of a reply
+    times out the same way) without the probes of the socket get_message makes first
+    (~90 us of CPU per wake-up on the handover path)."""
+    response = pubsub.connection.read_response(disconnect_on_error=False,
+                                               push_request=True, timeout=0)
+    if response is None or pubsub.is_health_check_response(response):
+        return None
+    message: dict[str, Any] | None = pubsub.handle_message(response)
+    return message
 
 
 def _failure(inst: Instance[Any], exc: Exception) -> StoreUnavailable:

@@ -7,8 +7,10 @@ is ONE script per instance (ACQUIRE, which reads what a separate state read woul
 takes the key and reads the core's handoff marker, a ``data:`` key, in the same
 script): no read before it, no retry delay after the wake, and no marker read after
 it (no ``HMGET`` of a ``data:`` key). Requests are counted on each client's connections
-(``send_command`` of every pooled connection); session renewals are left out. An
-uncontended campaign is ONE script per instance (REGISTER, which also takes the key).
+(``send_command`` of every pooled connection and of each instance's lane); session
+renewals are left out. Those scripts go out on each instance's lane (no pool checkout on
+either side of the handover). An uncontended campaign is ONE script per instance
+(REGISTER, which also takes the key).
 """
 
 from __future__ import annotations
@@ -43,20 +45,28 @@ class Requests:
         assert isinstance(store, RedisStore)
         self.sent: list[tuple[float, str]] = []
         self._data = f"{store.prefix}data:".encode()
-        for inst in store._quorum.instances:  # every request goes out on a pool connection
+        self.checkouts: list[float] = []
+        """When a request took a connection from a client's pool (the scripts of the
+        handover path use each instance's lane instead)."""
+        for inst in store._quorum.instances:  # every other request: a pool connection
             inst.client.connection_pool.get_connection = self._counting(
                 inst.client.connection_pool.get_connection)
+            inst.lane.conn.send_command = self._counted(inst.lane.conn.send_command)
         for inst in store._quorum.instances:  # a fresh server answers NOSCRIPT once
             for script in vars(inst.scripts).values():
                 inst.client.script_load(script.script)
         # Subscribe the wake feed now: its first confirmation wakes every waiter of the
         # client once (a re-read), which must not fall into a counted window.
         store._quorum.signal(WAKE, "warm-up").close()
+        # Several instances: the lanes connect in the background after the store opens.
+        wait_until(lambda: all(inst.lane.connected for inst in store._quorum.instances)
+                   or store.n == 1, 10, "script lanes connected")
         wait_until(lambda: store._quorum._bell.counts.get((WAKE, Bell.ALL), 0) >= store.n,
                    10, "wake feed subscribed")
 
     def _counting(self, get_connection: Any) -> Any:
         def get(*args: Any, **kwargs: Any) -> Any:
+            self.checkouts.append(time.monotonic())
             conn = get_connection(*args, **kwargs)
             if not getattr(conn, "_tenure_counted", False):
                 conn._tenure_counted = True
@@ -100,6 +110,16 @@ def test_a_handover_is_one_script_per_instance_each_side(cluster: Cluster) -> No
         assert by_successor == Counter({"ACQUIRE": n}), detail
 
     handovers(cluster.url, 6, f"trips/{time.monotonic_ns()}", Requests, check)
+
+
+def test_a_handover_takes_no_connection_from_a_pool(cluster: Cluster) -> None:
+    # Both scripts go out on the instances' lanes: a pool checkout costs ~70 us of CPU.
+    def check(leader: Requests, successor: Requests, done: Handover) -> None:
+        taken = ([t for t in leader.checkouts if done.start <= t <= done.resigned],
+                 [t for t in successor.checkouts if done.start <= t <= done.end])
+        assert taken == ([], []), f"pool checkouts (leader, successor): {taken}"
+
+    handovers(cluster.url, 4, f"trips/lanes/{time.monotonic_ns()}", Requests, check)
 
 
 def test_an_uncontended_campaign_is_one_script_per_instance(cluster: Cluster) -> None:
