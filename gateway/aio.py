@@ -48,17 +48,32 @@ async def _in_thread(function: Callable[[], T], name: str = "tenure-aio",
     Not the loop's default executor: campaigns and observers may block for hours and
     must not starve other ``to_thread`` users. With ``workers`` (a client's), the call
     runs on one of that client's long-lived threads, started only when none is free;
-    without, on a new daemon thread."""
+    without, on a new daemon thread. Cancelling the awaiting task drops the outcome
+    (use :func:`_launch` with ``keep_late`` to collect it)."""
+    waiter, _ = _launch(function, name, workers)
+    return await waiter
+
+
+def _launch(function: Callable[[], T], name: str, workers: _Workers | None,
+            keep_late: bool = False) -> tuple[asyncio.Future[T], asyncio.Future[T] | None]:
+    """Starts ``function()`` on a thread now (not at the loop's next turn) and returns
+    ``(waiter, late)``: the thread's outcome is handed to the loop in ONE callback that
+    settles ``waiter`` -- await it directly (no task, no shield: each of those cost a
+    turn of the loop between the thread's answer and the awaiting code). If ``waiter``
+    was cancelled first (the awaiting task was), the outcome goes to ``late`` instead
+    (with ``keep_late``; else it is dropped), which the canceller awaits to undo it."""
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
+    waiter: asyncio.Future[T] = loop.create_future()
+    late: asyncio.Future[T] | None = loop.create_future() if keep_late else None
 
     def settle(result: T | None, error: BaseException | None) -> None:
-        if future.done():
+        target = late if waiter.done() else waiter  # done before: it was cancelled
+        if target is None or target.done():
             return
         if error is not None:
-            future.set_exception(error)
+            target.set_exception(error)
         else:
-            future.set_result(result)  # type: ignore[arg-type]
+            target.set_result(result)  # type: ignore[arg-type]
 
     def run() -> Callable[[], None]:
         """Calls ``function``; returns what hands its outcome to the loop."""
@@ -73,7 +88,7 @@ async def _in_thread(function: Callable[[], T], name: str = "tenure-aio",
         threading.Thread(target=lambda: run()(), name=name, daemon=True).start()
     else:
         workers.submit(run, name)
-    return await future
+    return waiter, late
 
 
 def _post(loop: asyncio.AbstractEventLoop, settle: Callable[[T | None, BaseException | None],
@@ -436,14 +451,20 @@ class Campaign:
                 priority=self._priority,
             )
 
-        task = asyncio.ensure_future(self._election.client.run_blocking(
-            campaign, "tenure-aio-campaign"))
+        # Submitted at once and awaited with no task or shield in between: each of those
+        # cost a turn of the loop on the way to the thread and back.
+        waiter, late = _launch(campaign, "tenure-aio-campaign",
+                               self._election.client._workers, keep_late=True)
+        assert late is not None
         try:
-            sync = await asyncio.shield(task)
+            sync = await waiter
         except asyncio.CancelledError:
             cancel.set()
+            # ``waiter`` holds the outcome if it came before the cancel took effect
+            outcome = waiter if waiter.done() and not waiter.cancelled() else late
             with contextlib.suppress(CampaignCancelled, Exception):
-                won = await _outlasting(task)  # the core removes the entry within WAIT_SLICE
+                # the core removes the entry within WAIT_SLICE
+                won = await _outlasting(outcome)
                 await _outlasting(asyncio.ensure_future(asyncio.to_thread(won.resign)))
             raise
         leadership = Leadership(sync, loop, self._on_lost)

@@ -166,6 +166,7 @@ class Holders:
             raise TooManyCampaigns(
                 f"this gateway already holds {self.max_campaigns} campaigns (--max-campaigns)"
             )
+        handle = secrets.token_urlsafe(32)  # now: the syscall is off the way back
         self._pending += 1
         try:
             client = await self.pool.take(ttl or self.default_ttl, candidate_id)
@@ -181,7 +182,7 @@ class Holders:
         finally:
             self._pending -= 1
         holder = Holder(
-            handle=secrets.token_urlsafe(32), owner=owner, mode=mode, ttl=client.ttl,
+            handle=handle, owner=owner, mode=mode, ttl=client.ttl,
             client=client, leadership=lead, keepalive_until=time.monotonic() + client.ttl,
         )
         lead.on_lost(lambda _lead, reason: self._lost(holder, reason))
