@@ -46,7 +46,7 @@ SCAN = """
 -- (later = true) or before (later = false) the position (ref, member), starting the
 -- range at score `from`; ref = nil: from the head. Live means its session key exists
 -- here; dead entries met are deleted. `skip` (a ticket) is passed over while live.
--- -> {ticket, client, session pttl} or nil
+-- -> {ticket, client, session pttl, score} or nil
 local function scan(q, r, p, from, ref, member, later, skip)
   local off = 0
   while true do
@@ -76,7 +76,7 @@ local function scan(q, r, p, from, ref, member, later, skip)
           redis.call('HDEL', r, m)
           removed = removed + 1
         elseif m ~= skip then
-          return {m, client, pttl}
+          return {m, client, pttl, s}
         end
       end
     end
@@ -162,7 +162,8 @@ local function take(k, a)
   if counter >= proposal then return state(2) end
   redis.call('PEXPIRE', k[3], a[7])
   redis.call('SET', k[2], proposal)
-  redis.call('DEL', k[1])
+  -- every field of the leader hash is written here (no DEL first: PROCLAIM only
+  -- rewrites value and vseq)
   redis.call('HSET', k[1], 'sid', a[1], 'ticket', a[2], 'token', proposal,
              'cid', a[4], 'value', a[5], 'vseq', a[6])
   redis.call('PUBLISH', a[9], 'acquired')
@@ -227,10 +228,11 @@ return 1
 WITHDRAW = SCAN + """
 -- KEYS: leader, registry, queue, counter
 -- ARGV: ticket, changed channel, wake channel prefix, session key prefix, election
--- -> 1 if the leader key was ours (deleted), else 0. Removes the entry, then wakes the
---    next live entry behind it and, if the leader key was ours, the first live entry,
---    with the message '<election> <counter>' (the counter spares the woken waiter a
---    read before its acquisition script).
+-- -> 1 if the leader key was ours (deleted), else 0. Removes the entry, then wakes, if
+--    the leader key was ours, the first live entry, and the next live entry behind the
+--    removed one (one scan when that is the same entry), with the message
+--    '<election> <counter>' (the counter spares the woken waiter a read before its
+--    acquisition script).
 local wake = ARGV[5] .. ' ' .. (redis.call('GET', KEYS[4]) or '0')
 local released = 0
 if redis.call('HGET', KEYS[1], 'ticket') == ARGV[1] then
@@ -240,18 +242,23 @@ if redis.call('HGET', KEYS[1], 'ticket') == ARGV[1] then
 end
 local score = redis.call('ZSCORE', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
+if score then redis.call('ZREM', KEYS[3], ARGV[1]) end
+local order = tonumber(score)
 local woken = nil
-if score then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  local after = scan(KEYS[3], KEYS[2], ARGV[4], score, tonumber(score), ARGV[1], true, nil)
-  if after then
-    redis.call('PUBLISH', ARGV[3] .. after[2], wake)
-    woken = after[1]
-  end
-end
 if released == 1 then
   local head = scan(KEYS[3], KEYS[2], ARGV[4], '-inf', nil, '', true, nil)
-  if head and head[1] ~= woken then redis.call('PUBLISH', ARGV[3] .. head[2], wake) end
+  if not head then return released end  -- nobody live queued, so nobody behind it
+  redis.call('PUBLISH', ARGV[3] .. head[2], wake)
+  woken = head[1]
+  -- A head behind the removed entry is also the first live entry behind it (the
+  -- usual case: the leader was the head): no second scan.
+  if not score or head[4] > order or (head[4] == order and head[1] > ARGV[1]) then
+    return released
+  end
+end
+if score then
+  local after = scan(KEYS[3], KEYS[2], ARGV[4], score, order, ARGV[1], true, nil)
+  if after and after[1] ~= woken then redis.call('PUBLISH', ARGV[3] .. after[2], wake) end
 end
 return released
 """

@@ -21,6 +21,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+import redis
 from handover_kit import Handover, handovers
 
 import tenure
@@ -136,3 +137,29 @@ def test_an_uncontended_campaign_is_one_script_per_instance(cluster: Cluster) ->
             sent = requests.between(start, time.monotonic())
             assert sent == Counter({"REGISTER": n}), dict(sent)
             lead.resign()
+
+
+def test_a_leaders_withdrawal_scans_the_queue_once(lab: LabFactory) -> None:
+    # WITHDRAW wakes the queue's head and the entry behind the removed one: when the
+    # leader headed the queue they are the same entry, found by one forward scan
+    # (ZRANGEBYSCORE, which only WITHDRAW's scan sends; two before).
+    cluster = lab.start("redis", nodes=1)
+    host, port = cluster.nodes[0].client_address.rsplit(":", 1)
+    admin = redis.Redis(host=host, port=int(port), socket_timeout=10)
+
+    def scans() -> int:
+        stats = admin.info("commandstats").get("cmdstat_zrangebyscore", {"calls": 0})
+        return int(stats["calls"])
+
+    seen: list[int] = []
+
+    def before(_: list[Any]) -> None:
+        seen.append(scans())
+
+    def check(_leader: Any, _successor: Any, done: Handover) -> None:
+        assert done.steps == ["Won"], done.steps
+        seen[-1] = scans() - seen[-1]
+
+    handovers(cluster.url, 6, f"trips/scan/{time.monotonic_ns()}", lambda c: None, check,
+              before_resign=before)
+    assert seen == [1, 1, 1], f"forward queue scans per handover: {seen}"
