@@ -225,6 +225,8 @@ class ConsulTicket(Ticket):
 
     session: str = ""
     value: bytes = b""
+    record: str = field(default="", repr=False)
+    """The leader key's value for ``value`` (:func:`_record`), built once by the enqueue."""
     token: int = 0
     first: bool = False
     """Found first in the queue (by the enqueue or a read): its steps read it no more."""
@@ -349,9 +351,9 @@ class ConsulStore(Store[ConsulTicket]):
         if self.options.native:
             return self._native.enqueue(election, candidate_id, value)
         key = self._queue_prefix(election) + uuid.uuid4().hex
-        ticket = ConsulTicket(election, candidate_id, key, session=self._session, value=value)
-        entry = {"Verb": "lock", "Key": key, "Session": ticket.session,
-                 "Value": _record(candidate_id, value)}
+        ticket = ConsulTicket(election, candidate_id, key, session=self._session, value=value,
+                              record=_record(candidate_id, value))
+        entry = {"Verb": "lock", "Key": key, "Session": ticket.session, "Value": ticket.record}
         tree = {"Verb": "get-tree", "Key": self._queue_prefix(election)}
         try:
             results, errors = self.http.txn([entry, tree])
@@ -460,7 +462,7 @@ class ConsulStore(Store[ConsulTicket]):
             *({"Verb": "check-not-exists", "Key": key} for key in ahead),
             {"Verb": "check-session", "Key": ticket.key, "Session": ticket.session},
             {"Verb": "lock", "Key": leader, "Session": ticket.session,
-             "Value": _record(ticket.candidate_id, ticket.value)},
+             "Value": ticket.record or _record(ticket.candidate_id, ticket.value)},
             *self._marker_op(ticket)])
         if not errors:
             ticket.first = True
@@ -523,7 +525,7 @@ class ConsulStore(Store[ConsulTicket]):
         if errors:
             raise NotLeader(f"proclaim refused by Consul: {ticket.candidate_id} does not "
                             f"lead election {ticket.election!r}")
-        ticket.value = value
+        ticket.value, ticket.record = value, ""
 
     def guarded_write(self, ticket: ConsulTicket, key: str, value: bytes) -> None:
         checks = self._native.checks(ticket) if self.options.native else self._checks(ticket)
