@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from types import TracebackType
 
 from tenure.childproc import signal_group, spawn_guarded
@@ -22,11 +23,15 @@ class Gateway:
     def __init__(self, backend_url: str, ttl: float, timeout: float = 30.0) -> None:
         self.port = free_port()
         self.url = f"tenure-serve://127.0.0.1:{self.port}"
+        # Its log goes to a file, not a pipe nobody reads while it runs: serve logs two
+        # INFO lines per caller leadership, and a full pipe (64 KiB, a few hundred
+        # campaigns) would block the gateway in the middle of a measurement.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 -- closed by close()
         self.process = spawn_guarded(
             [sys.executable, "-m", "tenure.cli.main", "serve", "--backend", backend_url,
              "--listen", f"127.0.0.1:{self.port}", "--ttl", repr(ttl),
              "--max-ttl", repr(max(60.0, ttl))],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdout=subprocess.DEVNULL, stderr=self._log)
         try:
             wait_until(self._healthy, timeout, "tenure serve answering /healthz")
         except BaseException:
@@ -35,8 +40,8 @@ class Gateway:
 
     def _healthy(self) -> bool:
         if self.process.poll() is not None:
-            err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-            raise RuntimeError(f"tenure serve exited ({self.process.returncode}): {err[-800:]}")
+            raise RuntimeError(f"tenure serve exited ({self.process.returncode}): "
+                               f"{self.log_tail()}")
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
         try:
             conn.request("GET", "/healthz")
@@ -46,8 +51,14 @@ class Gateway:
         finally:
             conn.close()
 
+    def log_tail(self, size: int = 800) -> str:
+        """The last ``size`` characters the gateway wrote to stderr."""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-size:]
+
     def close(self) -> None:
-        """Stops the gateway (SIGTERM, then SIGKILL)."""
+        """Stops the gateway (SIGTERM, then SIGKILL) and drops its log."""
         if self.process.poll() is None:
             signal_group(self.process.pid, signal.SIGTERM)
             try:
@@ -55,6 +66,7 @@ class Gateway:
             except subprocess.TimeoutExpired:
                 signal_group(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        self._log.close()
 
     def __enter__(self) -> Gateway:
         return self
