@@ -223,27 +223,30 @@ class ZooKeeperConnection:
 
     def _connection_select(self, zk: KazooClient,
                            original: Callable[..., Any]) -> Callable[..., Any]:
-        """kazoo's connection loop waits in ``handler.select([socket, wake-up pipe], [],
-        [], timeout)`` until its next ping is due; this one, for that call only:
+        """kazoo's connection waits in ``handler.select`` (kazoo's ``selector_select``):
+        for its loop (``[socket, wake-up pipe]`` until its next ping is due) and before
+        every read and write of the socket (twice per answer, once per request). This
+        one keeps its answers and:
 
-        * waits until the answered renewal's cover ends (``_ping_cover_until``) if that is
-          later and no ping of kazoo's is outstanding: the loop's wake-up at kazoo's ping
-          time would only skip the ping (one wake-up per renewal period). Anything to
-          send or read still wakes it at once; an outstanding ping (kazoo's read check
-          drops a connection whose ping is unanswered at the timeout) or an unanswered
-          renewal keeps kazoo's own timeout.
-        * polls with one ``poll()`` call: kazoo's ``selector_select`` makes, registers and
-          closes an epoll object per wait (five system calls and the selectors module's
-          Python per wake-up). Like it, no limit on the descriptor's number; any other
-          call (connecting), or a descriptor poll() calls invalid, goes to kazoo's.
+        * polls with one ``poll()`` call: ``selector_select`` makes, registers and closes
+          an epoll object per wait (five system calls and the selectors module's Python,
+          four waits per renewal). Like it, no limit on the descriptor's number, and a
+          descriptor that hung up or failed is ready as epoll reports it (readable if
+          asked to read, else writable); an invalid one goes to kazoo's (its error).
+        * lets the loop's wait run to the end of the answered renewal's cover
+          (``_ping_cover_until``) if that is later and no ping of kazoo's is
+          outstanding: waking at kazoo's ping time would only skip the ping (one
+          wake-up per renewal period). Anything to send or read still wakes it at once;
+          an outstanding ping (kazoo's read check drops a connection whose ping is
+          unanswered at the timeout) or an unanswered renewal keeps kazoo's timeout.
         """
         conn = zk._connection
 
         def select(rlist: list[Any], wlist: list[Any], xlist: list[Any],
                    timeout: float | None = None) -> Any:
-            if wlist or xlist or len(rlist) != 2 or timeout is None:
+            if xlist or timeout is None:
                 return original(rlist, wlist, xlist, timeout)
-            if not conn.ping_outstanding.is_set():
+            if len(rlist) == 2 and not wlist and not conn.ping_outstanding.is_set():
                 quiet = self._ping_cover_until(zk) - time.monotonic()
                 if quiet > timeout:
                     timeout = quiet
@@ -252,13 +255,21 @@ class ZooKeeperConnection:
                 poller = select_module.poll()
                 for obj in rlist:
                     poller.register(obj, select_module.POLLIN)
-                ready = poller.poll(timeout * 1000)
+                for obj in wlist:
+                    poller.register(obj, select_module.POLLOUT | (
+                        select_module.POLLIN if obj in rlist else 0))
+                ready = dict(poller.poll(timeout * 1000))
             except (ValueError, TypeError):  # a closed descriptor: kazoo's error
                 return original(rlist, wlist, xlist, timeout)
-            if any(event & select_module.POLLNVAL for _, event in ready):
+            if not ready:
+                return [], [], []
+            if any(event & select_module.POLLNVAL for event in ready.values()):
                 return original(rlist, wlist, xlist, 0)
-            fds = {fd for fd, _ in ready}
-            return [obj for obj in rlist if obj.fileno() in fds], [], []
+            readable = [obj for obj in rlist
+                        if ready.get(obj.fileno(), 0) & ~select_module.POLLOUT]
+            writable = [obj for obj in wlist if obj not in readable
+                        and ready.get(obj.fileno(), 0) & ~select_module.POLLIN]
+            return readable, writable, []
 
         return select
 

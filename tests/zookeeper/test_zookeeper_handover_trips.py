@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from handover_kit import Handover, handovers
+from kazoo.handlers import threading as kazoo_threading
 
 import tenure
 from tenure.adapters import zookeeper_multiread
@@ -147,13 +148,23 @@ def test_an_idle_session_sends_one_sync_per_renewal_and_no_kazoo_ping(cluster: C
         assert lead.state is State.HELD
 
 
-def test_an_idle_connection_thread_wakes_only_to_send_and_read_a_renewal(
-        cluster: Cluster) -> None:
+def test_an_idle_connection_thread_wakes_only_for_renewals_and_polls_without_epoll(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     # kazoo's connection loop waits until its ping is due: a third of the timeout minus
     # jitter after the last send, always before the next renewal (a third of the TTL),
     # so the old code woke it once per renewal period only to skip the ping. Now its
     # wait runs to the end of the answered renewal's cover: it wakes to send each sync
-    # and to read its answer, and no wait ends empty. ~2.5 s.
+    # and to read its answer, and no wait ends empty. Every wait (the loop's, and the
+    # one before each socket read and write) is one poll(): kazoo's selector_select,
+    # an epoll object made and closed per wait, is never called (the old code: 4 per
+    # renewal). ~2.5 s.
+    epolls: list[int] = []
+    kazoo_select = kazoo_threading.selector_select
+
+    def counted_epoll(*args: Any, **kwargs: Any) -> Any:
+        epolls.append(1)
+        return kazoo_select(*args, **kwargs)
+
     with tenure.connect(cluster.url, ttl=2.0) as client:
         lead = client.election(f"idle-wakes/{time.monotonic_ns()}").campaign(timeout=10)
         store = client.store
@@ -171,11 +182,14 @@ def test_an_idle_connection_thread_wakes_only_to_send_and_read_a_renewal(
             return found
 
         zk.handler.select = counted
+        monkeypatch.setattr(kazoo_threading, "selector_select", counted_epoll)
         renewed = client.keeper.renewals
         time.sleep(2.5)  # about four renewal periods of 0.67 s: what is counted, not a sync
         renewals = client.keeper.renewals - renewed
+        monkeypatch.undo()
         zk.handler.select = select
         assert renewals >= 3, renewals
         assert waits.count(True) == 0, f"{waits.count(True)} empty waits in {renewals} renewals"
         assert len(waits) <= 2 * renewals + 2, (len(waits), renewals)
+        assert epolls == [], f"{len(epolls)} kazoo selector_select calls in {renewals} renewals"
         assert lead.state is State.HELD
