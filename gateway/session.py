@@ -17,9 +17,10 @@ to the ensemble's leader later), a renewal's deadline counts from the send time 
 previous successful renewal of the session, or of ``open_session``'s request for the
 first, and the deadline after ``open_session`` from its own send time.
 
-Two threads per client: the *renewer* does store I/O (renew every ``lifetime / 3``, retry
-quickly on failure); the *watchdog* does no I/O and fires losses when the deadline
-passes, so a renewal that hangs in the network cannot delay the loss.
+Two threads per client: the *renewer* does store I/O (renew every ``lifetime / 3``, or
+``lifetime * Store.unheld_renewal_share`` while nothing is held; retry quickly on
+failure); the *watchdog* does no I/O and fires losses when the deadline passes, so a
+renewal that hangs in the network cannot delay the loss.
 
 Wake-ups (each costs CPU on an idle host, and a thread hand-off on a hot path): the
 watchdog sleeps without a timer while nothing is held, and is not woken by renewals
@@ -90,6 +91,16 @@ class SessionKeeper:
     def renew_interval(self) -> float:
         """Seconds between renewals: a third of the guaranteed lifetime."""
         return self.lifetime / 3
+
+    def _next_renewal(self) -> float:
+        """Seconds from a successful renewal to the next: :attr:`renew_interval`, or
+        ``lifetime * Store.unheld_renewal_share`` (at most ``(1 - drift) / 2``, so that
+        :meth:`idle` holds until the next renewal) while nothing is held where the store
+        sets that share (a waiter's session bounds no validity). Called under the lock."""
+        share = self.store.unheld_renewal_share
+        if share is None or self._held or self.store.proof_lags_one_renewal:
+            return self.renew_interval
+        return self.lifetime * max(1 / 3, min(share, (1 - self.drift) / 2))
 
     @property
     def valid_until(self) -> float:
@@ -292,6 +303,7 @@ class SessionKeeper:
                 self._proof_sent = max(self._proof_sent, t_sent)
                 self._valid_until = proof + self.lifetime * (1 - self.drift)
                 valid_until = self._valid_until
+                interval = self._next_renewal()
             # Published after the new deadline is in force, and carrying it, so a
             # subscriber (metrics, a deadline keeper) can forward it at once.
             events.publish("renewal", backend=self.store.description, ok=True,
@@ -300,7 +312,7 @@ class SessionKeeper:
             if overdue:
                 self._lose(overdue, self.deadline_reason())
             self._start_sweep()
-            next_at = t_sent + self.renew_interval
+            next_at = t_sent + interval
 
     def _session_expired(self, detail: str) -> None:
         with self._lock:

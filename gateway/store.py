@@ -292,6 +292,18 @@ class Store(ABC, Generic[T]):
     the lifetime of validity slack (a cut is detected that much earlier); False: a
     renewal proves its own send time."""
 
+    unheld_renewal_share: float | None = None
+    """Where set (and :attr:`proof_lags_one_renewal` is False): while the session holds
+    no leadership, the core renews it every ``lifetime * share`` seconds instead of
+    ``lifetime / 3``. For a store that charges every renewal (Consul: a request to its
+    leader per session) where waiting candidates are many: a waiter's session bounds no
+    validity, it only has to outlive the wait (its queue entries die with it). Validity
+    still counts from each successful renewal's send time, so a waiter that wins just
+    before its next renewal leads for at least ``lifetime * (1 - drift - share)`` until
+    that renewal (then every ``lifetime / 3``). Keep it at most ``(1 - drift) / 2``, so
+    that :meth:`SessionKeeper.idle` holds between renewals, and well below 1, so that
+    retries after a failed renewal fit in the lifetime."""
+
     def __init__(self) -> None:
         self.report_loss: LossReporter = lambda ticket, reason: None
 
