@@ -220,6 +220,8 @@ class RedisStore(Store[RedisTicket]):
         """Entries to remove again, and the instances that did not confirm it."""
         self._sweeper: threading.Thread | None = None
         self._renewals: deque[tuple[float, frozenset[int]]] = deque(maxlen=64)
+        """The latest renewals that missed an instance (send time, instances renewed):
+        the only ones that can leave a win short of its majority (:meth:`_won`)."""
         self._seq = itertools.count(1)
         self._voided: set[RedisTicket] = set()
         """Held tickets a renewal left short of their majority (``majority_lost``)."""
@@ -303,7 +305,8 @@ class RedisStore(Store[RedisTicket]):
             raise StoreUnavailable(f"session renewed on {len(renewed)} of {self.n} instances")
         with self._lock:
             self._renewed_at = t_sent
-            self._renewals.append((t_sent, renewed))
+            if len(renewed) < self.n:  # a full renewal covers every win's majority
+                self._renewals.append((t_sent, renewed))
             # Only a renewal that missed an instance can leave a ticket short of its
             # majority: the common case costs nothing per election held.
             if len(renewed) < self.n:

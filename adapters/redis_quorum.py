@@ -785,7 +785,12 @@ class Quorum(Generic[S]):
         if self._feeds[feed].direct:
             reader = self._direct(feed)
             with self._bell.cond:
-                reader.catch_up()
+                if self.n > 1:
+                    # A late instance's copy of a wake already acted on must not fire
+                    # the new signal. One instance sends no copies: a message not read
+                    # yet is news the caller's next read sees anyway, and fires this
+                    # signal at most once more (one extra step), so no select() here.
+                    reader.catch_up()
                 return BellSignal(self._bell, feed, topic, needed, reader)
         self._listen(feed)
         return BellSignal(self._bell, feed, topic, needed)
@@ -883,6 +888,11 @@ def _read_message(pubsub: Any) -> dict[str, Any] | None:
                                                push_request=True, timeout=0)
     if response is None or pubsub.is_health_check_response(response):
         return None
+    if isinstance(response, list) and len(response) == 3 and response[0] == b"message":
+        # What handle_message returns for a message on a channel without a handler
+        # (ours have none), without its bookkeeping for (un)subscribe replies.
+        return {"type": "message", "pattern": None, "channel": response[1],
+                "data": response[2]}
     message: dict[str, Any] | None = pubsub.handle_message(response)
     return message
 

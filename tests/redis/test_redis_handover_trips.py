@@ -16,6 +16,7 @@ either side of the handover). An uncontended campaign is ONE script per instance
 from __future__ import annotations
 
 import hashlib
+import select
 import time
 from collections import Counter
 from typing import Any
@@ -163,3 +164,48 @@ def test_a_leaders_withdrawal_scans_the_queue_once(lab: LabFactory) -> None:
     handovers(cluster.url, 6, f"trips/scan/{time.monotonic_ns()}", lambda c: None, check,
               before_resign=before)
     assert seen == [1, 1, 1], f"forward queue scans per handover: {seen}"
+
+
+def test_a_woken_successor_on_one_instance_looks_at_its_feed_no_more(
+        lab: LabFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The wake's select() returns; arming the bell for the winning step makes no
+    # catch-up look (a select() with no wait) on one instance, which sends no late
+    # copies of a wake.
+    cluster = lab.start("redis", nodes=1)
+    readers: list[int] = []  # the poke pipes of the successors' wake readers
+    looks: list[float] = []
+    real = select.select
+
+    def counting(rlist: Any, *args: Any) -> Any:
+        if args[-1] == 0 and any(fd in readers for fd in rlist if isinstance(fd, int)):
+            looks.append(time.monotonic())  # a look at the wake feed, not a wait
+        return real(rlist, *args)
+
+    monkeypatch.setattr(select, "select", counting)
+
+    def count(client: tenure.Client) -> None:
+        store = client.store
+        assert isinstance(store, RedisStore)
+        store._quorum.signal(WAKE, "warm-up").close()
+        readers.append(store._quorum._readers[WAKE]._poke_r)
+
+    def check(_leader: Any, _successor: Any, done: Handover) -> None:
+        assert done.steps == ["Won"], done.steps
+        after_wake = [t for t in looks if done.start <= t <= done.end]
+        assert after_wake == [], f"looks at the wake feed after the resign: {len(after_wake)}"
+
+    handovers(cluster.url, 6, f"trips/select/{time.monotonic_ns()}", count, check)
+
+
+def test_a_renewal_on_every_instance_is_not_kept_for_the_win_check(lab: LabFactory) -> None:
+    # A win checks the renewals sent since its take for one that covered fewer than a
+    # majority of the instances it took; one that renewed all covers every majority.
+    cluster = lab.start("redis", nodes=1)
+    with tenure.connect(cluster.url, ttl=5.0, candidate_id="renewing") as client:
+        lead = client.election(f"trips/renewals/{time.monotonic_ns()}").campaign(timeout=30)
+        store = client.store
+        assert isinstance(store, RedisStore)
+        for _ in range(3):
+            store.renew_session(frozenset({lead.ticket}))  # type: ignore[arg-type]
+        assert list(store._renewals) == []
+        lead.resign()
