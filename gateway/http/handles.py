@@ -131,6 +131,11 @@ class Holders:
         self._ended: OrderedDict[str, tuple[Holder, float]] = OrderedDict()
         self._pending = 0
         self._wake = asyncio.Event()
+        self._reaper_due: float | None = None
+        """When the sleeping reaper wakes by itself (None: only when woken)."""
+        self.reaper_rounds = 0
+        """Rounds of the reaper so far: it runs when a keepalive deadline may be due,
+        not on every campaign or keepalive."""
         self._reaper: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self.pool = WarmClients(self._connect, default_ttl=default_ttl, spare=warm,
@@ -187,7 +192,8 @@ class Holders:
         )
         lead.on_lost(lambda _lead, reason: self._lost(holder, reason))
         self._held[holder.handle] = holder
-        self._wake.set()
+        if self._reaper_due is None or holder.keepalive_until < self._reaper_due:
+            self._wake.set()  # else the reaper wakes earlier anyway and sees this one
         self._on_change("won", holder)
         if lead.lost:
             self._lost(holder, lead.lost_reason)
@@ -234,8 +240,8 @@ class Holders:
     def keepalive(self, holder: Holder) -> None:
         """Extends a handle-mode holder's keepalive deadline to now + ttl."""
         if not holder.ended.is_set():
+            # only later: the reaper, due at the earliest deadline, sees it when it wakes
             holder.keepalive_until = time.monotonic() + holder.ttl
-            self._wake.set()
 
     async def end(self, holder: Holder, reason: str, kind: str = "resigned") -> None:
         """Resigns (if still held) and gives the holder's client back to the pool (or
@@ -335,8 +341,11 @@ class Holders:
             for holder in due:
                 await self.end(holder, f"no keepalive within {holder.ttl:g} s", "lost")
             self._forget_old_tombstones()
+            self.reaper_rounds += 1
             upcoming = [h.keepalive_until for h in self._held.values() if h.mode == "handle"]
-            wait = max(0.0, min(upcoming) - time.monotonic()) if upcoming else None
+            self._reaper_due = min(upcoming) if upcoming else None
+            wait = (None if self._reaper_due is None
+                    else max(0.0, self._reaper_due - time.monotonic()))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
