@@ -52,7 +52,8 @@ Mapping of the contract:
 Clock reasoning: Consul documents only that a session is NOT invalidated before its
 TTL; its servers in fact wait 2 x TTL (``SessionTTLMultiplier``, a grace period). So
 tenure sends the server TTL/2 and ``open_session`` returns TTL/2, all Consul
-guarantees, as the lifetime (the core renews every lifetime/3). A renewal sent at
+guarantees, as the lifetime (the core renews every lifetime/3, a session that holds no
+leadership every 0.45 x lifetime: ``unheld_renewal_share``). A renewal sent at
 ``t`` reaches the Consul leader after ``t`` and resets the session's timer there, so
 the session lives until at least ``t + TTL/2`` by the leader's clock; the core's
 deadline ``t + TTL/2 x (1 - drift)`` by ours comes first while the leader's clock runs
@@ -246,6 +247,12 @@ class ConsulStore(Store[ConsulTicket]):
     ``consul://127.0.0.1:8500?lock_delay=0`` -- see the module docstring."""
 
     limits = StoreLimits(min_ttl=1.0, max_ttl=86400.0)
+    unheld_renewal_share = 0.45
+    """A session holding no leadership is renewed every 0.45 x its lifetime, not a third
+    (``Store.unheld_renewal_share``): each renewal is a request to Consul's leader, and
+    waiters are most sessions. It still never lapses while its owner lives: Consul keeps
+    it the lifetime after each renewal (twice that in fact), so a failed renewal has
+    more than half a lifetime of retries."""
 
     def __init__(self, hosts: tuple[tuple[str, int], ...], options: _Settings,
                  description: str) -> None:
