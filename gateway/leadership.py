@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tenure")
 
+_MAKING_PREFERRED = threading.Lock()
+
 LostCallback = Callable[["Leadership", str], None]
 PreferredCallback = Callable[["Leadership", Contender], None]
 
@@ -94,7 +96,7 @@ class Leadership:
         """The successor named when this leadership was released by a handoff."""
         self.priority = 0
         """The priority this candidate declared (0 when none; :mod:`tenure.priority`)."""
-        self._preferred = threading.Event()
+        self._preferred: threading.Event | None = None  # made on first use: see preferred
         self._preferred_callbacks: list[PreferredCallback] = []
         self._watch: PreferenceWatch | None = None
 
@@ -219,7 +221,14 @@ class Leadership:
         (only watched once :meth:`on_preferred` was called, or in a run loop with
         ``prefer_priority``). Work can check it at its safe points and then call
         :meth:`yield_to_preferred`. Read it; do not set it."""
-        return self._preferred
+        # Made here, not per win: an Event costs the winning path a Condition.
+        event = self._preferred
+        if event is None:
+            with _MAKING_PREFERRED:  # (not self._lock: callers may hold it)
+                if self._preferred is None:
+                    self._preferred = threading.Event()
+                event = self._preferred
+        return event
 
     def on_preferred(self, callback: PreferredCallback) -> None:
         """Registers ``callback(leadership, contender)``, called (from a tenure thread)
@@ -256,7 +265,7 @@ class Leadership:
         best = best_waiter(with_priorities(self._client.store, self.election),
                            self.candidate_id, self.priority)
         if best is None:
-            self._preferred.clear()
+            self.preferred.clear()
             return None
         return self.handoff(best.candidate_id, timeout=timeout, on_failure=on_failure,
                             recampaign=recampaign)
