@@ -6,7 +6,9 @@ Mapping of the contract (keys under ``prefix``, default ``/tenure``):
   by every election. :meth:`EtcdStore.renew_session` sends ONE ``LeaseKeepAlive``
   request, whatever the number of elections held: keepalive traffic is one request per
   TTL/3 per client. Its timeout is at most TTL/4, so a hung member cannot hang the
-  renewer. A keepalive answered with ``TTL <= 0`` means the lease is gone
+  renewer. A session that holds no leadership (a waiter's) is renewed every 0.45 x TTL
+  instead (``unheld_renewal_share``, see :class:`EtcdStore`). A keepalive answered
+  with ``TTL <= 0`` means the lease is gone
   (SessionExpired); etcd never revives an expired lease (its lessor refuses to renew
   an expired lease and waits for the revoke).
 * candidate: the key ``<prefix>/<election>/#<lease-id-hex>``, bound to the lease and
@@ -191,6 +193,16 @@ class EtcdStore(Store[EtcdTicket]):
     """The contract over an etcd v3 cluster (see the module docstring)."""
 
     limits = StoreLimits(min_ttl=2, max_ttl=MAX_TTL, ttl_step=1)
+    unheld_renewal_share = 0.45
+    """A session holding no leadership is renewed every 0.45 x its lifetime, not a third
+    (``Store.unheld_renewal_share``): every keepalive costs the client gRPC work and the
+    etcd leader a request, and with 1 leader and 10 waiters the waiters sent 15 of the
+    16.5 keepalives a second (TTL 2 s). A waiter's lease bounds no validity; it only has
+    to outlive the wait. Margin: etcd keeps the lease the TTL after the keepalive
+    arrives (a lessor loop of 500 ms makes expiry later, never earlier), so 0.55 x TTL
+    is left for that keepalive (timeout TTL/4) and the core's quick retries. A lapse
+    costs no safety, only the waiter's place in line: its key goes with the lease, the
+    next step finds it gone (SessionExpired) and the core enqueues it again at the end."""
 
     def __init__(self, config: EtcdConfig) -> None:
         super().__init__()
