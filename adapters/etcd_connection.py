@@ -8,7 +8,9 @@ exceeded``) moves the client to the next member (round robin), so the next call 
 there; :attr:`EtcdConnection.epoch` counts these moves and ``on_failover`` tells the
 store, whose watches on the old member may hang without breaking. Watches go over one
 stream per member that requires a leader (``hasleader``): etcd ends it when the member
-loses its leader, e.g. when it is isolated. Calls are not
+loses its leader, e.g. when it is isolated. The watch and keepalive streams run on
+grpc.aio in one loop thread (:mod:`tenure.adapters.etcd_streams`: a sync stream polls
+every 0.1 s while idle); unary calls go over pyetcd's sync channel. Calls are not
 retried here, except that an UNAVAILABLE call that is idempotent (a read, a keepalive)
 or was never sent is tried once on each other member at once; the core retries
 renewals and steps. Lease keepalives go over one stream kept open per lease and member
@@ -20,9 +22,7 @@ once more. Refused credentials and permissions are ConfigErrors (retrying cannot
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,98 +40,14 @@ import grpc
 import pyetcd
 from pyetcd import etcdrpc
 from pyetcd.exceptions import Etcd3Exception, RevisionCompactedError
-from pyetcd.watch import Watcher
 
+from tenure.adapters.etcd_streams import KeepaliveStream, StreamLoop, WatchStream
 from tenure.config import BackendURL
 from tenure.errors import ConfigError, SessionExpired, StoreUnavailable
 from tenure.options import Options
 
 R = TypeVar("R")
 
-
-class KeepaliveTimeout(grpc.RpcError):  # type: ignore[misc]  # grpc is untyped
-    """A keepalive unanswered within its time: handled as the gRPC deadline a call of
-    its own would have met (DEADLINE_EXCEEDED: the client moves to the next member)."""
-
-    def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-
-    def details(self) -> str:
-        return "the lease keepalive got no answer in time"
-
-
-class KeepaliveStream:
-    """ONE LeaseKeepAlive stream for the keepalives of one lease on one member.
-
-    A stream per keepalive (what one gRPC call per renewal takes) costs about twice the
-    CPU: gRPC starts a thread for each call's request iterator and sets up the call --
-    most of an idle etcd client's work, as renewals go out every lifetime/3. Here a
-    request is queued on the open stream and its answer read by the caller itself
-    (the session keeper's renewer, one at a time) within ``timeout``; no answer in time
-    (:class:`KeepaliveTimeout`: a watchdog cancels the call), an error or the stream's
-    end closes it (the next keepalive opens a new one), so a late answer never counts
-    for a later keepalive.
-
-    Why the caller reads and a watchdog times it: a thread blocked on a gRPC response
-    iterator wakes every 0.1 s (grpc._common.wait polls with MAXIMUM_WAIT_TIMEOUT), about
-    a quarter of an idle candidate's CPU when a reader thread waited on this stream all
-    the time; the renewer waits only for the milliseconds of an answer, and the watchdog
-    sleeps on a condition with no timeout between keepalives. Threads: gRPC's request
-    consumer and the watchdog, both blocked while idle."""
-
-    def __init__(self, stub: Any, metadata: Any, key: tuple[Any, ...]) -> None:
-        self.key = key
-        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._call = stub.LeaseKeepAlive(iter(self._requests.get, None), metadata=metadata)
-        self._cond = threading.Condition()
-        self._deadline: float | None = None
-        self._expired = False
-        self._closed = False
-        threading.Thread(target=self._watchdog, daemon=True,
-                         name="tenure-etcd-keepalive").start()
-
-    def _watchdog(self) -> None:
-        with self._cond:
-            while not self._closed:
-                if self._deadline is None:
-                    self._cond.wait()
-                    continue
-                left = self._deadline - time.monotonic()
-                if left > 0:
-                    self._cond.wait(left)
-                    continue
-                self._deadline, self._expired = None, True
-                self._call.cancel()  # the reader's next() raises CANCELLED
-
-    def send(self, request: Any, timeout: float) -> Any:
-        """The answer to ``request`` (None if the stream ended); raises the stream's
-        grpc.RpcError or KeepaliveTimeout."""
-        with self._cond:
-            if self._expired or self._closed:
-                raise KeepaliveTimeout()
-            self._deadline = time.monotonic() + max(0.0, timeout)
-            self._cond.notify()
-        self._requests.put(request)
-        try:
-            answer = next(self._call, None)
-        except grpc.RpcError:
-            if not self._expired:
-                raise
-            answer = None
-        finally:
-            with self._cond:
-                self._deadline = None
-                self._cond.notify()
-        if self._expired:
-            raise KeepaliveTimeout()
-        return answer
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._requests.put(None)
-        self._call.cancel()
 
 DEFAULT_PREFIX = "/tenure"
 DEFAULT_TIMEOUT = 5.0
@@ -247,7 +163,8 @@ class EtcdConnection:
         self._on_failover = on_failover
         self._lock = threading.Lock()
         self._closed = False
-        self._watcher: Watcher | None = None  # the watch stream, made by _watch_stream
+        self._streams: StreamLoop | None = None  # the aio loop of both streams, made on first use
+        self._watcher: WatchStream | None = None  # the watch stream, made by _watch_stream
         self._keepalives: KeepaliveStream | None = None
         self._keepalive_lock = threading.Lock()  # one keepalive at a time on the stream
         endpoints = [
@@ -314,17 +231,24 @@ class EtcdConnection:
                 stale.close()
         self._on_failover()
 
-    def _watch_stream(self) -> Watcher:
-        """The watch stream to the current member, made on first use. Its watches
-        require a leader: the member ends them once it has none (it is isolated, its
-        stream would stay open without events) -- pyetcd's own watcher cannot ask that."""
+    def _stream_loop(self) -> StreamLoop:
+        """The loop of the watch and keepalive streams (see etcd_streams). Under the lock."""
+        if self._closed:
+            raise StoreUnavailable(f"the etcd store {self.description} is closed")
+        if self._streams is None:
+            self._streams = StreamLoop(self.config.credentials, GRPC_OPTIONS)
+        return self._streams
+
+    def _watch_stream(self) -> WatchStream:
+        """The watch stream to the current member, made on first use and again once
+        it ended. Its watches require a leader: the member ends them once it has none
+        (it is isolated, its stream would stay open without events)."""
         with self._lock:
-            if self._closed:
-                raise StoreUnavailable(f"the etcd store {self.description} is closed")
-            if self._watcher is None:
+            loop = self._stream_loop()
+            if self._watcher is None or self._watcher.ended:
                 metadata = (*(self._client.metadata or ()), ("hasleader", "true"))
-                self._watcher = Watcher(etcdrpc.WatchStub(self._client.channel),
-                                        timeout=self.config.timeout, metadata=metadata)
+                self._watcher = WatchStream(loop, self._client.endpoint_in_use.netloc,
+                                            metadata, self.config.timeout)
             return self._watcher
 
     def rpc(self, what: str, call: Callable[[], R], *, idempotent: bool = False,
@@ -396,18 +320,17 @@ class EtcdConnection:
 
         def call() -> Any:
             with self._keepalive_lock:
-                stub = self._stub("leasestub")
                 with self._lock:
+                    loop = self._stream_loop()
                     key = (lease, self.epoch, self._client.metadata)
                     stream, stale = self._keepalives, None
                     if stream is None or stream.key != key:
                         stale, stream = stream, None
+                        stream = self._keepalives = KeepaliveStream(
+                            loop, self._client.endpoint_in_use.netloc,
+                            self._client.metadata or (), key)
                 if stale is not None:
                     stale.close()
-                if stream is None:
-                    stream = KeepaliveStream(stub, self._client.metadata, key)
-                    with self._lock:
-                        self._keepalives = stream
                 try:
                     answer = stream.send(request, timeout)
                 except BaseException:
@@ -463,9 +386,12 @@ class EtcdConnection:
             self._closed = True
             watcher, self._watcher = self._watcher, None
             keepalives, self._keepalives = self._keepalives, None
+            streams, self._streams = self._streams, None
         with contextlib.suppress(Exception):
             if keepalives is not None:
                 keepalives.close()
             if watcher is not None:
                 watcher.close()
+            if streams is not None:
+                streams.close()
             self._client.close()
