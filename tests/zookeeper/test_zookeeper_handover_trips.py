@@ -11,7 +11,9 @@ step, once per connection). On a server without multiRead (< 3.6, simulated) it 
 pipelined requests. The old code sent ``get_children, exists, sync, get``.
 
 Idle, a session sends one request per renewal period: the renewal's ``sync``, which
-stands for kazoo's ping (the old code sent both).
+stands for kazoo's ping (the old code sent both); kazoo's connection thread wakes only
+to send it and to read its answer (not at kazoo's ping time to skip the ping), and
+waits with poll(), never with kazoo's per-wait epoll object.
 
 Every request the client hands to kazoo is counted (``KazooClient._call``, which every
 kazoo call and the multiRead go through), on any thread but the session renewer's.
