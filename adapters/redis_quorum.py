@@ -71,8 +71,9 @@ OPTIONS = {
 
 #: What a redis-py call raises when a request fails or its client was closed under it
 #: (a connection closed by another thread's close() surfaces as ValueError or as
-#: AttributeError on its dropped parser buffer, not as RedisError).
-CLIENT_ERRORS = (redis.RedisError, OSError, ValueError, AttributeError)
+#: AttributeError on its dropped parser buffer, and with hiredis as TypeError from
+#: polling the socket it set to None, not as RedisError).
+CLIENT_ERRORS = (redis.RedisError, OSError, ValueError, AttributeError, TypeError)
 
 
 @dataclass(frozen=True)
