@@ -470,7 +470,7 @@ class ConsulStore(Store[ConsulTicket]):
             {"Verb": "check-session", "Key": ticket.key, "Session": ticket.session},
             {"Verb": "lock", "Key": leader, "Session": ticket.session,
              "Value": ticket.record or _record(ticket.candidate_id, ticket.value)},
-            *self._marker_op(ticket)])
+            *self._marker_op(ticket)], sent=self.watcher.prewake)  # the guard comes next
         if not errors:
             ticket.first = True
             ticket.token = _index_of(results, leader)

@@ -187,19 +187,20 @@ class Line:
         self._reader: BinaryIO | None = None
 
     def exchange(self, method: str, target: str, body: bytes | None, timeout: float,
-                 idempotent: bool) -> Answer:
-        """Sends one request and reads its answer; Unreachable if it cannot connect,
-        OSError or HTTPException on a failure after that."""
+                 idempotent: bool, sent: Callable[[], None] | None = None) -> Answer:
+        """Sends one request and reads its answer (``sent()`` is called once the request
+        is out, before its answer is awaited); Unreachable if it cannot connect, OSError
+        or HTTPException on a failure after that."""
         reused = self._sock is not None and not self._dropped()
         if not reused:
             self._open(timeout)
         try:
-            return self._send(method, target, body, timeout)
+            return self._send(method, target, body, timeout, sent)
         except _RESET:
             if not (reused and idempotent):
                 raise
         self._open(timeout)
-        return self._send(method, target, body, timeout)
+        return self._send(method, target, body, timeout, sent)
 
     def _dropped(self) -> bool:
         sock = self._sock
@@ -227,7 +228,8 @@ class Line:
             raise Unreachable(type(exc).__name__) from exc
         self._sock, self._reader = sock, sock.makefile("rb")
 
-    def _send(self, method: str, target: str, body: bytes | None, timeout: float) -> Answer:
+    def _send(self, method: str, target: str, body: bytes | None, timeout: float,
+              sent: Callable[[], None] | None = None) -> Answer:
         sock, reader = self._sock, self._reader
         assert sock is not None and reader is not None
         head = [f"{method} {target} HTTP/1.1\r\n", self._host, self.client.head]
@@ -239,6 +241,8 @@ class Line:
         try:
             sock.settimeout(timeout)
             sock.sendall("".join(head).encode("latin-1") + (body or b""))
+            if sent is not None:
+                sent()
             if self.client.retired:  # closed while the agent works on this request
                 self.client.reap()
             status, fields = read_head(reader)
@@ -363,7 +367,8 @@ class ConsulHTTP:
 
     def call(self, method: str, path: str, params: dict[str, str] | None = None,
              body: object = None, timeout: float | None = None,
-             idempotent: bool | None = None) -> Answer:
+             idempotent: bool | None = None, sent: Callable[[], None] | None = None,
+             ) -> Answer:
         """One request to the current agent, moving on to the next ones while an agent
         cannot be connected to. 5xx, 429 and read timeouts are StoreUnavailable.
         ``idempotent`` (default: a GET) lets a reset kept connection be retried once."""
@@ -379,7 +384,7 @@ class ConsulHTTP:
             line = self._take(index, where, limit)
             try:
                 self.count()
-                answer = line.exchange(method, target, data, limit, again)
+                answer = line.exchange(method, target, data, limit, again, sent)
             except Unreachable as exc:
                 failures.append(f"{host}:{port}: {exc}")
                 continue
@@ -430,12 +435,14 @@ class ConsulHTTP:
         return self._renewals.put(path, timeout)
 
     def txn(self, ops: list[dict[str, Any]], read: bool = False,
+            sent: Callable[[], None] | None = None,
             ) -> tuple[list[dict[str, Any]], list[str]]:
         """Runs a transaction (``read``: checks and gets only, answered ``?consistent``);
         returns (results, []) if it committed, else ([], errors) with errors[i] the
-        failure of operation i ("" for operations that passed)."""
+        failure of operation i ("" for operations that passed). ``sent``: called once
+        the request is out (see :meth:`Line.exchange`)."""
         response = self.call("PUT", "/v1/txn", {"consistent": ""} if read else None,
-                             body=[{"KV": op} for op in ops], idempotent=read)
+                             body=[{"KV": op} for op in ops], idempotent=read, sent=sent)
         payload = response.json() if response.text else {}
         if response.status_code == 200:
             return [r["KV"] for r in payload.get("Results") or []], []
@@ -839,6 +846,9 @@ class Watcher:
         self._folder = ""
         self._index = 0
         self._waking = False
+        self._prewoken = False
+        self._pausing = False
+        """The thread is in its START_PAUSE: an entry added meanwhile needs no wake-up."""
         self._again = False
         self._next_check = 0.0
         self._fast = 0
@@ -918,18 +928,32 @@ class Watcher:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="tenure-consul-watcher")
                 self._thread.start()
-            self._cond.notify_all()
+            if not self._pausing:  # else it reads the entries when its pause ends
+                self._cond.notify_all()
         return entry
+
+    def prewake(self) -> None:
+        """Wakes the idle thread ahead of a :meth:`guard` that may follow: called once a
+        lock request is sent, so that the wake-up overlaps the agent's work and the
+        guard, added during the thread's START_PAUSE, wakes nothing on the winner's
+        path. Without a guard after it, it costs one wake-up of the thread."""
+        with self._cond:
+            if self._entries or self._pausing or self._thread is None or self._stop.is_set():
+                return
+            self._prewoken = True
+            self._cond.notify_all()
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 woken = False
-                while not self._stop.is_set() and not self._entries:
+                while not self._stop.is_set() and not self._entries and not self._prewoken:
                     woken = True
                     self._cond.wait()
                 if self._stop.is_set():
                     return
+                woken, self._prewoken = woken or self._prewoken, False
+                self._pausing = woken
             if woken:
                 # Most often the guard of a campaign that just won, still on its way back
                 # to its caller: this thread's first query (a connection, ~0.1 ms of
@@ -937,6 +961,8 @@ class Watcher:
                 # measured). Nothing is missed meanwhile: the query goes out from the
                 # index that armed the entry.
                 self._stop.wait(START_PAUSE)
+                with self._cond:
+                    self._pausing = False
                 continue
             with self._cond:
                 if not self._entries or self._stop.is_set():
