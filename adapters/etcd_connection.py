@@ -74,6 +74,10 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.http2.max_pings_without_data", 0),
+    # No BDP probing: it sizes flow-control windows for bulk transfers, and etcd's
+    # messages are small; on each keepalive answer it sent a PING for etcd to answer
+    # (idle bench, 4 interleaved pairs: client 2.78 -> 2.16, store 1.50 -> 1.22 s/min).
+    ("grpc.http2.bdp_probe", 0),
 ]
 MEMBER_FAILURES = {
     grpc.StatusCode.UNAVAILABLE,
