@@ -672,31 +672,42 @@ class Quorum(Generic[S]):
                       keys: list[Any], args: list[Any]) -> list[Any | StoreUnavailable]:
         end = time.monotonic() + 2 * self.timeout + 0.5
         sent: list[tuple[Instance[S], StoreUnavailable | None]] = []
-        for inst in instances:
-            conn = inst.lane.conn
-            try:
-                conn.send_command("EVALSHA", pick(inst.scripts).sha, len(keys), *keys, *args)
-            except CLIENT_ERRORS as exc:
-                conn.disconnect()
-                sent.append((inst, _failure(inst, exc)))
-                continue
-            inst.lane.requests += 1
-            sent.append((inst, None))
         results: list[Any | StoreUnavailable] = []
-        for inst, failed in sent:
-            if failed is not None:
-                results.append(failed)
-                continue
-            conn = inst.lane.conn
-            try:
-                results.append(conn.read_response(timeout=max(0.001, end - time.monotonic())))
-            except redis.exceptions.NoScriptError:  # read whole: the lane stays usable
-                results.append(self._attempt(lambda i: pick(i.scripts)(keys, args), inst))
-            except redis.ResponseError as exc:
-                results.append(_failure(inst, exc))
-            except CLIENT_ERRORS as exc:
-                conn.disconnect()
-                results.append(_failure(inst, exc))
+        try:
+            for inst in instances:
+                conn = inst.lane.conn
+                sent.append((inst, None))  # before the send: a send cut short counts too
+                try:
+                    conn.send_command("EVALSHA", pick(inst.scripts).sha, len(keys), *keys,
+                                      *args)
+                except CLIENT_ERRORS as exc:
+                    conn.disconnect()
+                    sent[-1] = (inst, _failure(inst, exc))
+                    continue
+                inst.lane.requests += 1
+            for inst, failed in sent:
+                if failed is not None:
+                    results.append(failed)
+                    continue
+                conn = inst.lane.conn
+                try:
+                    results.append(conn.read_response(
+                        timeout=max(0.001, end - time.monotonic())))
+                except redis.exceptions.NoScriptError:  # read whole: the lane stays usable
+                    results.append(self._attempt(lambda i: pick(i.scripts)(keys, args), inst))
+                except redis.ResponseError as exc:
+                    results.append(_failure(inst, exc))
+                except CLIENT_ERRORS as exc:
+                    conn.disconnect()
+                    results.append(_failure(inst, exc))
+        except BaseException:
+            # Anything else (KeyboardInterrupt, SystemExit from a signal handler in this
+            # thread) leaves replies unread on the lanes not read yet: disconnect them, so
+            # that no later script reads one of these replies as its own.
+            for inst, _ in sent[len(results):]:
+                with contextlib.suppress(*CLIENT_ERRORS):
+                    inst.lane.conn.disconnect()
+            raise
         return results
 
     def _run_pooled(self, pick: Callable[[S], Any], keys: list[Any], args: list[Any]
