@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from renewal_kit import Renewals
 
 import tenure
 from tenure.adapters.consul import ConsulStore
@@ -26,30 +27,6 @@ pytestmark = [pytest.mark.consul]
 TTL = 2.0
 """Consul is sent TTL/2: the session's lifetime is 1 s."""
 WAITER_RENEWALS = 5
-
-
-class Renewals:
-    """Times of the successful renewals of one client's session (taken as each returns
-    to the keeper, so never before the keeper's own send time of that renewal)."""
-
-    def __init__(self, client: tenure.Client, enough: int = 0) -> None:
-        store = client.store
-        assert isinstance(store, ConsulStore)
-        self.done: list[float] = []
-        self.enough = threading.Event()
-        renew = store.renew_session
-
-        def counted(held: frozenset[object]) -> None:
-            sent = time.monotonic()
-            renew(held)  # type: ignore[arg-type]
-            self.done.append(sent)
-            if enough and len(self.done) >= enough:
-                self.enough.set()
-
-        store.renew_session = counted  # type: ignore[method-assign,assignment]
-
-    def gaps(self) -> list[float]:
-        return [b - a for a, b in zip(self.done, self.done[1:], strict=False)]
 
 
 def test_a_waiting_session_is_renewed_less_often_than_a_leading_one(

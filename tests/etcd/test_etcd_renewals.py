@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from renewal_kit import Renewals
 
 import tenure
 from tenure.adapters.etcd import EtcdStore
@@ -27,31 +28,15 @@ TTL = 2.0
 WAITER_RENEWALS = 4
 
 
-class Renewals:
-    """Send times of the successful renewals of one client's session (taken before the
-    store's renew_session, so never after the keeper's own send time of that renewal)
-    and the keepalives the store sent."""
+class Keepalives(Renewals):
+    """:class:`Renewals` of an etcd client, and the keepalives its store sent since."""
 
     def __init__(self, client: tenure.Client, enough: int = 0) -> None:
         store = client.store
         assert isinstance(store, EtcdStore)
         self.store = store
-        self.done: list[float] = []
-        self.enough = threading.Event()
         self.keepalives_before = store.keepalives
-        renew = store.renew_session
-
-        def counted(held: frozenset[object]) -> None:
-            sent = time.monotonic()
-            renew(held)  # type: ignore[arg-type]
-            self.done.append(sent)
-            if enough and len(self.done) >= enough:
-                self.enough.set()
-
-        store.renew_session = counted  # type: ignore[method-assign,assignment]
-
-    def gaps(self) -> list[float]:
-        return [b - a for a, b in zip(self.done, self.done[1:], strict=False)]
+        super().__init__(client, enough)
 
 
 def test_a_waiting_lease_is_kept_alive_less_often_than_a_leading_one(
@@ -63,7 +48,7 @@ def test_a_waiting_lease_is_kept_alive_less_often_than_a_leading_one(
     with tenure.connect(etcd_cluster.url, ttl=TTL) as holder, \
             tenure.connect(etcd_cluster.url, ttl=TTL) as waiter:
         lead = holder.election(name).campaign(timeout=30)
-        leading, waiting = Renewals(holder), Renewals(waiter, enough=WAITER_RENEWALS)
+        leading, waiting = Keepalives(holder), Keepalives(waiter, enough=WAITER_RENEWALS)
         won: list[tenure.Leadership] = []
         campaign = threading.Thread(
             target=lambda: won.append(waiter.election(name).campaign(timeout=60)))
