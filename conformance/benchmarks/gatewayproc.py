@@ -12,6 +12,7 @@ import tempfile
 from types import TracebackType
 
 from tenure.childproc import signal_group, spawn_guarded
+from tenure.conformance.benchmarks.peers.gateway import read_answer
 from tenure.conformance.lab.cluster import free_port, wait_until
 
 
@@ -102,7 +103,7 @@ def leader_queries(gateway_url: str, election: str, seconds: float, callers: int
             buffered = b""
             while time.monotonic() < stop:
                 sock.sendall(request)
-                status, buffered = _read_answer(sock, buffered)
+                status, _, buffered = read_answer(sock, buffered)
                 if status == 200:
                     counts[slot] += 1
                 elif len(errors) < 3:
@@ -119,26 +120,3 @@ def leader_queries(gateway_url: str, election: str, seconds: float, callers: int
         raise RuntimeError(f"no leader query was answered 200 ({', '.join(errors)})")
     return sum(counts) / elapsed
 
-
-def _read_answer(sock: socket.socket, buffered: bytes) -> tuple[int, bytes]:
-    """Reads one HTTP/1.1 answer with a Content-Length body; returns its status and
-    what was read past it."""
-    while b"\r\n\r\n" not in buffered:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("the gateway closed the connection")
-        buffered += chunk
-    head, _, rest = buffered.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("the gateway closed the connection")
-        rest += chunk
-    return status, rest[length:]
