@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import re
-import select
 import socket
 import threading
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from psycopg.conninfo import make_conninfo
 from tenure.config import BackendURL, parse_backend_url
 from tenure.errors import ConfigError, StoreUnavailable
 from tenure.options import Options
+from tenure.readiness import wait_readable
 from tenure.store import EventSignal
 
 log = logging.getLogger("tenure.postgres")
@@ -497,7 +497,7 @@ class Listener:
                     self.cond.notify_all()
             for note in conn.notifies(timeout=0):
                 self._fire(note.channel)
-            readable, _, _ = select.select([conn.fileno(), self._wake_r], [], [], 1.0)
+            readable, _ = wait_readable([conn.fileno(), self._wake_r], 1.0)
             if self._wake_r in readable:
                 os.read(self._wake_r, 4096)
 

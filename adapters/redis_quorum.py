@@ -28,7 +28,6 @@ import contextlib
 import logging
 import math
 import os
-import select
 import socket
 import threading
 import time
@@ -46,6 +45,7 @@ from redis.retry import Retry
 from tenure.config import BackendURL
 from tenure.errors import ConfigError, StoreUnavailable
 from tenure.options import Options
+from tenure.readiness import wait_readable
 from tenure.store import Signal
 
 log = logging.getLogger("tenure.adapters.redis")
@@ -491,28 +491,27 @@ class DirectReader:
 
     def _ready(self, live: list[tuple[int, Any]], timeout: float) -> list[tuple[int, Any]]:
         """The subscriptions of ``live`` whose sockets can be read within ``timeout``:
-        select() on the sockets themselves -- cheaper than a client read with a timeout,
+        one poll() on the sockets themselves -- cheaper than a client read with a timeout,
         and one call covers every instance (redis-py reads one connection at a time).
         Call only after draining them (redis-py may hold parsed-ahead bytes)."""
-        socks: dict[Any, tuple[int, Any]] = {}
+        fds: dict[int, tuple[int, Any]] = {}
         for i, p in live:
             sock = getattr(p.connection, "_sock", None)  # redis-py keeps it private
-            if sock is None:
+            fd = -1 if sock is None else sock.fileno()
+            if fd < 0:
                 self._broken(i, p)
             else:
-                socks[sock] = (i, p)
-        if not socks:
+                fds[fd] = (i, p)
+        if not fds:
             return []
-        try:
-            ready, _, _ = select.select([*socks, self._poke_r], [], [], max(0.0, timeout))
-        except (OSError, ValueError):  # a socket closed under us: subscribe again
-            for i, p in socks.values():
-                self._broken(i, p)
-            return []
+        ready, invalid = wait_readable([*fds, self._poke_r], timeout)
+        for fd in invalid:  # a socket closed under us: subscribe again
+            if fd in fds:
+                self._broken(*fds[fd])
         if self._poke_r in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(self._poke_r, 4096)
-        return [socks[sock] for sock in ready if sock in socks]
+        return [fds[fd] for fd in ready if fd in fds and fd not in invalid]
 
     def _drain(self, subs: list[tuple[int, Any]], readable: bool = False) -> bool:
         """Every message already received on ``subs``, rung; True if there was any.

@@ -8,6 +8,7 @@ test < 2 s."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -201,3 +202,42 @@ def test_closing_the_reader_while_a_thread_reads_wakes_it_without_reconnecting(
         assert not [c for c in pubsubs if getattr(c, "_sock", None) is not None]
     finally:
         inst.close()
+
+
+def test_a_subscription_on_a_descriptor_above_1024_is_read_not_dropped(
+    redis_cluster: Cluster,
+) -> None:
+    # select() refuses descriptors >= FD_SETSIZE (1024); a process holding hundreds of
+    # candidates' connections gets there, and the reader then dropped and re-made its
+    # subscriptions at every read, each re-made one waking every waiter of the feed.
+    with open("/dev/null", "rb") as null:
+        fillers = [os.dup(null.fileno())]
+        while fillers[-1] < 1100:
+            fillers.append(os.dup(null.fileno()))
+    inst = instance(redis_cluster)
+    bell, stop = quorum.Bell(), threading.Event()
+    channel = f"test:highfd:{time.monotonic_ns()}"
+    reader = quorum.DirectReader(bell, "wake", quorum.Feed(channel, direct=True), [inst],
+                                 stop)
+    admin = redis.Redis(host=inst.client.connection_pool.connection_kwargs["host"],
+                        port=inst.client.connection_pool.connection_kwargs["port"])
+    try:
+        reader.start(ThreadPoolExecutor(1), 5)
+        subscribed = reader._subs[0]
+        assert subscribed is not None
+        assert subscribed.connection._sock.fileno() >= 1024
+        with bell.cond:
+            reader.catch_up()
+            signal = quorum.BellSignal(bell, "wake", "topic", 1, reader)
+        admin.publish(channel, "topic 7")
+        assert signal.wait(5), "the message on a high descriptor did not fire the signal"
+        assert reader._subs[0] is subscribed, "the subscription was dropped and re-made"
+        assert bell.counts.get(("wake", quorum.Bell.ALL)) == 1  # its first subscription only
+        assert bell.notes[("wake", "topic")] == 7
+    finally:
+        stop.set()
+        reader.close()
+        inst.close()
+        admin.close()
+        for fd in fillers:
+            os.close(fd)
