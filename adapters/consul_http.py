@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import re
-import select
 import socket
 import ssl
 import threading
@@ -48,6 +47,7 @@ from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode
 
 from tenure.errors import ConfigError, StoreUnavailable
+from tenure.readiness import readable
 from tenure.store import Signal
 
 log = logging.getLogger("tenure.consul")
@@ -206,10 +206,7 @@ class Line:
         sock = self._sock
         if sock is None:
             return True
-        try:
-            return bool(select.select([sock], [], [], 0)[0])
-        except (OSError, ValueError):
-            return True
+        return readable(sock.fileno(), 0.0)
 
     def _open(self, timeout: float) -> None:
         self.drop()
@@ -667,7 +664,7 @@ class KeyWatch(Signal):
                     continue  # interrupted while sending: checked above
                 sock = self._sock
                 until = min(end, self._answer_by)
-                if sock is None or not select.select([sock], [], [], max(0.0, until - now))[0]:
+                if sock is None or not readable(sock.fileno(), until - now):
                     if time.monotonic() >= self._answer_by:
                         raise TimeoutError("no answer to the blocking query")
                     if time.monotonic() >= end:

@@ -16,11 +16,11 @@ import ctypes.util
 import errno
 import logging
 import os
-import select
 import threading
 from pathlib import Path
 
 from tenure.errors import TenureError
+from tenure.readiness import wait_readable
 from tenure.store import Signal
 
 log = logging.getLogger(__name__)
@@ -173,10 +173,10 @@ class BellBoard:
         try:
             watched = [self._wake_r, poke] if fd < 0 else [fd, self._wake_r, poke]
             slice_ = timeout if fd >= 0 else min(timeout, FALLBACK_SLICE)
-            ready, _, _ = select.select(watched, [], [], max(slice_, 0.0))
+            ready, invalid = wait_readable(watched, slice_)
             if poke in ready:
                 _drain(poke)
-            if fd < 0 or self._wake_r in ready or poke in ready:
+            if fd < 0 or invalid or self._wake_r in ready or poke in ready:
                 return True
             if not ready:
                 return False

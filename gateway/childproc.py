@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tenure import deadline_keeper, guard_exec
+from tenure.readiness import readable
 
 KEEPER_START_TIMEOUT = 10.0
 """Seconds :meth:`DeadlineKeeper.start` waits for the keeper's ``ready``."""
@@ -241,9 +241,7 @@ class DeadlineKeeper:
             while b"\n" not in self._buffer:
                 if self._reports is None:
                     return None
-                ready, _, _ = select.select([self._reports], [], [],
-                                            max(0.0, end - time.monotonic()))
-                if not ready:
+                if not readable(self._reports, end - time.monotonic()):
                     return None
                 data = os.read(self._reports, 4096)
                 if not data:

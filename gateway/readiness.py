@@ -41,3 +41,10 @@ def wait_readable(fds: Iterable[int], timeout: float) -> tuple[list[int], list[i
         elif mask & _READABLE:
             ready.append(fd)
     return ready, invalid
+
+
+def readable(fd: int, timeout: float) -> bool:
+    """True once ``fd`` can be read within ``timeout`` seconds -- or is not open, since a
+    read then fails at once and tells the caller more than a wait would."""
+    ready, invalid = wait_readable([fd], timeout)
+    return bool(ready or invalid)

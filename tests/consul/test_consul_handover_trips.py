@@ -19,6 +19,7 @@ entries ahead than a transaction takes are read, not checked.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -288,3 +289,47 @@ def test_a_waiter_is_placed_by_its_enqueue_alone(consul_cluster: Cluster) -> Non
         step.signal.close()
         assert isinstance(waiter.try_lead(ticket), Won) and sent == ["txn", "txn"], sent
         waiter.withdraw(ticket)
+
+
+@pytest.fixture
+def high_descriptors() -> Iterator[None]:
+    """Every descriptor below 1100 taken, so the clients' sockets land above FD_SETSIZE
+    (1024), where select() refuses them."""
+    with open("/dev/null", "rb") as null:
+        fillers = [os.dup(null.fileno())]
+        while fillers[-1] < 1100:
+            fillers.append(os.dup(null.fileno()))
+    try:
+        yield
+    finally:
+        for fd in fillers:
+            os.close(fd)
+
+
+def test_sockets_above_descriptor_1024_keep_one_request_each_side_and_their_connections(
+    consul_cluster: Cluster, high_descriptors: None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With select(), a kept-alive connection above 1024 looked dropped (ValueError).
+    opened: list[int] = []
+    original = Line._open
+
+    def counted(self: Line, timeout: float) -> None:
+        original(self, timeout)
+        assert self._sock is not None
+        opened.append(self._sock.fileno())
+
+    monkeypatch.setattr(Line, "_open", counted)
+    main = threading.current_thread()
+
+    def check(leader: Requests, successor: Requests, done: Handover) -> None:
+        detail = (f"leader sent {leader.by(main, done.start, done.resigned)}, successor "
+                  f"{successor.by(done.thread, done.start, done.end)}, steps {done.steps}")
+        assert leader.by(main, done.start, done.resigned) == ["txn"], detail
+        assert done.steps == ["Won"], detail
+        assert successor.by(done.thread, done.start, done.end) == ["txn"], detail
+
+    handovers(consul_cluster.url, TTL, f"trips/highfd/{time.monotonic_ns()}", Requests, check)
+    assert opened and max(opened) >= 1024
+    # Each client opens its lines once (7 in all here); with select() a kept-alive line
+    # looked dropped before each request and was opened again (17).
+    assert len(opened) <= 10, f"{len(opened)} connections opened: kept ones are not reused"
