@@ -275,7 +275,7 @@ class Bell:
 
 
 CLOSE_WAIT = 1.0
-"""Longest a closing direct feed waits for its reader to leave select() (woken at once)."""
+"""Longest a closing direct feed waits for its reader to leave its poll() (woken at once)."""
 
 RESUBSCRIBE_FIRST = 0.05
 RESUBSCRIBE_MAX = 0.5
@@ -291,7 +291,7 @@ class BellSignal(Signal):
     """Fires once the bell rang for ``topic`` of ``feed`` from ``needed`` instances --
     or from fewer, PARTIAL_GRACE after the first of them -- or for all of the feed, from
     any, after it was armed. :meth:`interrupt` (any thread) makes it fire at once, also
-    while its thread is the direct feed's reader (the reader's select() also waits on a
+    while its thread is the direct feed's reader (the reader's poll() also waits on a
     pipe the interrupt writes to), so the core needs no cancel poll."""
 
     interruptible = True
@@ -361,12 +361,12 @@ class DirectReader:
         self._subs: list[Any] = [None] * len(instances)  # redis PubSub, None: broken
         self._unread = [False] * len(instances)
         """Instances whose client may hold received bytes not yet parsed (after the
-        subscription's confirmation): drained before the next select()."""
+        subscription's confirmation): drained before the next poll()."""
         self._fixing: set[int] = set()
         self._reading: object | None = None
         """The signal whose thread is the reader (None: nobody reads)."""
         self._closed = False
-        # Written by poke() to end the reader's select() (an interrupted signal). Level-
+        # Written by poke() to end the reader's poll() (an interrupted signal). Level-
         # triggered: drained by the reader that sees it.
         self._poke_r, self._poke_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._pipe_open = True
@@ -475,14 +475,14 @@ class DirectReader:
     def catch_up(self) -> None:
         """With the bell's lock held: rings what already arrived while nobody read (a
         late instance's copy of a wake already acted on), so that a signal armed next
-        does not fire on it. One select() with no wait; nothing if a reader is busy."""
+        does not fire on it. One poll() with no wait; nothing if a reader is busy."""
         if self._reading is None and not self._closed:
             self._read(0.0)
 
     def _read(self, timeout: float) -> None:
         live = [(i, p) for i, p in enumerate(self._subs) if p is not None]
         # A drain reads until the client has no whole message left, so afterwards only
-        # the socket can hold more: select() first (a drain per idle wake-up would cost
+        # the socket can hold more: poll() first (a drain per idle wake-up would cost
         # a full client read each time).
         unread = [(i, p) for i, p in live if self._unread[i]]
         if unread and self._drain(unread):
@@ -515,7 +515,7 @@ class DirectReader:
 
     def _drain(self, subs: list[tuple[int, Any]], readable: bool = False) -> bool:
         """Every message already received on ``subs``, rung; True if there was any.
-        ``readable``: select() saw each of their sockets readable."""
+        ``readable``: poll() saw each of their sockets readable."""
         got = False
         for index, pubsub in subs:
             if self._subs[index] is not pubsub or \
@@ -526,7 +526,7 @@ class DirectReader:
                 self._broken(index, pubsub)
                 continue
             try:
-                # Known to hold a reply (select() saw the socket readable, or the parser
+                # Known to hold a reply (poll() saw the socket readable, or the parser
                 # has one): read it at once; unsure: get_message, which probes first.
                 known = readable
                 while (message := _read_message(pubsub) if known
@@ -537,7 +537,7 @@ class DirectReader:
                         self._bell.ring(self._feed, topic, note, source=index)
                     buffered = _buffered(pubsub)
                     if buffered is False:
-                        break  # the rest, if any, is in the socket: select() sees it
+                        break  # the rest, if any, is in the socket: poll() sees it
                     known = buffered is True
             except CLIENT_ERRORS as exc:
                 # (AttributeError: redis-py's parser, when the connection is closed by
@@ -800,7 +800,7 @@ class Quorum(Generic[S]):
                     # A late instance's copy of a wake already acted on must not fire
                     # the new signal. One instance sends no copies: a message not read
                     # yet is news the caller's next read sees anyway, and fires this
-                    # signal at most once more (one extra step), so no select() here.
+                    # signal at most once more (one extra step), so no poll() here.
                     reader.catch_up()
                 return BellSignal(self._bell, feed, topic, needed, reader)
         self._listen(feed)
@@ -892,7 +892,7 @@ def _buffered(pubsub: Any) -> bool | None:
 
 def _read_message(pubsub: Any) -> dict[str, Any] | None:
     """``pubsub.get_message(timeout=0)`` for a subscription known to hold a reply (its
-    socket select()ed readable, or its parser has one): the same read (a part of a reply
+    socket polled readable, or its parser has one): the same read (a part of a reply
     times out the same way) without the probes of the socket get_message makes first
     (~90 us of CPU per wake-up on the handover path)."""
     response = pubsub.connection.read_response(disconnect_on_error=False,
