@@ -307,12 +307,15 @@ def _watch(
     campaigner: threading.Thread | None, ttl: float,
 ) -> LeaderInfo | None:
     """Follows the election after the release until ``to`` leads (returned), this
-    candidate leads again, another candidate took over for good (the marker consumed
-    by it), or ``end``. A winner seen while the marker is unconsumed may be one that
-    steps aside: it is looked at again shortly (the store signals no marker write).
-    Between looks it sleeps on the store's signal until that fires, its ``retry_at``
-    or ``end``: ``never`` is an AnyOf of a Flag, so an interruptible signal is not
-    woken every WAIT_SLICE to check it."""
+    candidate leads again (its re-campaign ``campaigner`` returned, or the marker
+    consumed by it), another candidate took over for good (the marker consumed by
+    it), or ``end``. A winner seen while the marker is unconsumed may be one that
+    steps aside -- this candidate's own re-campaign too: where the store keeps no
+    arrival order (Kubernetes) it can take the election before the successor and then
+    step aside for it -- so it is looked at again shortly (the store signals no marker
+    write). Between looks it sleeps on the store's signal until that fires, its
+    ``retry_at`` or ``end``: ``never`` is an AnyOf of a Flag, so an interruptible
+    signal is not woken every WAIT_SLICE to check it."""
     key = marker_key(lead.election)
     never = AnyOf(Flag())
     while time.monotonic() < end:
@@ -324,17 +327,24 @@ def _watch(
             continue
         with step.signal:
             if leader is not None and leader.token > lead.token:
-                if leader.candidate_id == lead.candidate_id and campaigner is not None:
-                    campaigner.join(max(0.0, end - time.monotonic()) + ttl)
-                    return None
+                if (leader.candidate_id == lead.candidate_id and campaigner is not None
+                        and not campaigner.is_alive()):
+                    return None  # the re-campaign returned: it leads again (or gave up)
                 # Some stores list the first live entry as leader before it stepped
-                # (SQLite): only the marker, consumed by the taker, says who took over.
+                # (SQLite), and a winner may still step aside (this candidate's own
+                # re-campaign included): only the marker, consumed by the taker, says
+                # who took over.
                 try:
                     marker = Marker.decode(store.read(key))
                 except TenureError:
                     marker = None
                 if marker is not None and marker.id == marker_id and marker.done:
-                    return leader if marker.taken_by == to else None
+                    if marker.taken_by == to:
+                        return leader
+                    if campaigner is not None and marker.taken_by == lead.candidate_id:
+                        # Its re-campaign took over: let it return its leadership.
+                        campaigner.join(max(0.0, end - time.monotonic()) + ttl)
+                    return None
                 step = Wait(step.signal, time.monotonic() + 0.05)
             wait_for(step, end, never)
     return None

@@ -1,8 +1,10 @@
 """Planned handoff to a named successor (``Leadership.handoff``) on every backend: the
 named waiter -- not the first in line -- leads next with a larger token and no other
-waiter is reported won in between; an absent successor is refused by name (the leader
-keeps leading or resigns as asked); a successor SIGKILLed after the release is passed
-over (the old leader leads again with ``keep``, a waiter leads with ``resign``)."""
+waiter is reported won in between (also when, with no arrival order, the old leader's
+own re-campaign takes the election first and steps aside); an absent successor is
+refused by name (the leader keeps leading or resigns as asked); a successor SIGKILLed
+after the release is passed over (the old leader leads again with ``keep``, a waiter
+leads with ``resign``)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import tenure
+from tenure import events as tenure_events
 from tenure.conformance.suite.backends import Target
 from tenure.conformance.suite.harness import CandidateProcess
 from tenure.leadership import State
@@ -115,6 +118,60 @@ def test_handoff_lands_on_the_named_waiter_with_a_larger_token(target: Target) -
                        target.profile.failover_bound + 10, "a waiter leads after the successor")
             winners = [w for w in (first, second) if w.won]
             assert len(winners) == 1 and winners[0].won[0][0] > named.won[0][0]
+
+
+def test_handoff_lands_on_the_successor_after_the_old_leader_steps_aside(
+    target: Target,
+) -> None:
+    """Where the store keeps no arrival order (Kubernetes), the old leader's own
+    re-campaign (``keep``) can take the election before the successor and step aside
+    for it: the handoff still waits for the successor and lands on it. (It used to take
+    the old leader's id with a larger token for "leads again" and wait for that
+    re-campaign, which only stepped aside, until the timeout: "did not take over ...;
+    the leader is 'named'".) Deterministic: the successor, a separate process, is
+    frozen until the handoff's own look at the election has shown the old leader
+    leading with a larger token; nobody else waits."""
+    ttl = ttl_of(target)
+    name = target.election("handoff-own-step-aside")
+    command = [sys.executable, str(CANDIDATE), target.url, name, str(ttl), "named"]
+    with connect(target, "leader") as client:
+        if client.store.limits.arrival_order:
+            pytest.skip("arrival order: the re-campaign queues behind the successor")
+        lead = client.election(name).campaign(timeout=30)
+        named = CandidateProcess(command, "named")
+        asides: list[str] = []
+        unsubscribe = tenure_events.subscribe(
+            lambda e: asides.append(e.fields["candidate_id"])
+            if e.kind == "handoff_step_aside" and e.fields.get("election") == name else None)
+        try:
+            eventually(lambda: "named" in ids(target, name, client), 30, "named enqueued")
+            named.pause()  # only the old leader's re-campaign can take the election
+            store = client.store
+            observe_step = store.observe_step
+            seen = threading.Event()
+
+            def observe(election: str) -> tuple[tenure.LeaderInfo | None, object]:
+                leader, step = observe_step(election)
+                if (leader is not None and leader.candidate_id == "leader"
+                        and leader.token > lead.token and not seen.is_set()):
+                    seen.set()
+                    named.resume()
+                return leader, step
+
+            store.observe_step = observe  # type: ignore[assignment,method-assign]
+            result = lead.handoff(to="named", timeout=target.profile.failover_bound + 10)
+            assert seen.is_set(), "the handoff never saw the old leader's re-campaign lead"
+            assert "leader" in asides, asides
+            assert result.ok, result.message
+            elected = named.wait_for("elected", timeout=30)
+            assert result.leader is not None
+            assert elected["token"] == result.leader.token > lead.token
+            assert result.leadership is None and lead.state is State.RESIGNED
+            assert client.election(name).leader().candidate_id == "named"  # type: ignore[union-attr]
+        finally:
+            unsubscribe()
+            named.resume()
+            named.kill()
 
 
 @pytest.mark.parametrize("on_failure", ["keep", "resign"])
