@@ -14,7 +14,9 @@ travels through the store like everything else, with nothing but the store inter
 * A leader that accepts requests observes that side election (one watch, one thread,
   only while it leads), and runs :func:`tenure.handoff.hand_off` for each new request,
   tagging the marker with the request id -- a refused request is answered by a
-  consumed marker that says why.
+  consumed marker that says why. A request the marker already answers is not served
+  again (the leadership that won again after a failed handoff, or the successor, sees
+  it still pending until the requester has read the answer).
 * The requester follows the marker key: acknowledged (the id appears), then done
   (``taken_by``). The store signals no marker write, so it re-reads the key every
   ``POLL`` seconds -- only while a request is pending, an operator's action.
@@ -136,6 +138,18 @@ class HandoffListener:
                         exc)
             return
         if self.lead.ended.is_set():
+            return
+        try:
+            answered = Marker.decode(self._election.client.store.read(
+                marker_key(self.lead.election)))
+        except TenureError as exc:
+            log.warning("handoff request in %s not served: %s", self.lead.election, exc)
+            return
+        if answered is not None and answered.request == request:
+            # Already answered, by an earlier leadership of this election (this one won
+            # it again after a failed handoff, or took over in it): the requester keeps
+            # the request pending until it has read that answer, and a second answer
+            # could overwrite the first before it does.
             return
         try:
             outcome = hand_off(self.lead, self._election, to, timeout, mode, request,
