@@ -27,7 +27,10 @@ default ``tenure:``):
   queue. Nobody else is woken. The counter is a hint for the woken one's proposal.
 
 Scripts look up session keys by names read inside the script; that is fine on
-standalone instances (the backend does not support Redis Cluster). :class:`Scripts`
+standalone instances (the backend does not support Redis Cluster). Arguments to
+``redis.call`` are passed as strings, not Lua numbers, where the script has them: Redis
+7.0 turns each Lua number argument into text with ``snprintf("%.17g")``, ~0.2 us apiece
+(docs/performance.md, the ACQUIRE trace). :class:`Scripts`
 registers them on one instance's client; STATE's reply is parsed by :class:`State`.
 """
 
@@ -51,10 +54,11 @@ local function scan(q, r, p, from, ref, member, later, skip)
   local off = 0
   while true do
     local batch
+    local at = off == 0 and '0' or string.format('%d', off)  -- text: see the docstring
     if later then
-      batch = redis.call('ZRANGEBYSCORE', q, from, '+inf', 'WITHSCORES', 'LIMIT', off, 16)
+      batch = redis.call('ZRANGEBYSCORE', q, from, '+inf', 'WITHSCORES', 'LIMIT', at, '16')
     else
-      batch = redis.call('ZREVRANGEBYSCORE', q, from, '-inf', 'WITHSCORES', 'LIMIT', off, 16)
+      batch = redis.call('ZREVRANGEBYSCORE', q, from, '-inf', 'WITHSCORES', 'LIMIT', at, '16')
     end
     local removed = 0
     for i = 1, #batch, 2 do
@@ -101,7 +105,7 @@ local function observe(k, p, ticket, order_arg)
     local order = tonumber(order_arg)
     local score = redis.call('ZSCORE', k[4], ticket)
     if score and tonumber(score) ~= order then
-      redis.call('ZADD', k[4], 'XX', order, ticket)
+      redis.call('ZADD', k[4], 'XX', order_arg, ticket)
     end
     local found = scan(k[4], k[5], p, order_arg, order, ticket, false, h[2])
     if found then ahead = found[3] end
@@ -157,14 +161,17 @@ local function take(k, a)
     return state(0)
   end
   if ahead ~= -2 and a[11] ~= '1' then return state(3) end
-  local proposal = tonumber(a[3])
-  if proposal == 0 then proposal = counter + 1 end
+  local proposal, token = tonumber(a[3]), a[3]  -- token: its text (see the docstring)
+  if proposal == 0 then
+    proposal = counter + 1
+    token = string.format('%d', proposal)
+  end
   if counter >= proposal then return state(2) end
   redis.call('PEXPIRE', k[3], a[7])
-  redis.call('SET', k[2], proposal)
+  redis.call('SET', k[2], token)
   -- every field of the leader hash is written here (no DEL first: PROCLAIM only
   -- rewrites value and vseq)
-  redis.call('HSET', k[1], 'sid', a[1], 'ticket', a[2], 'token', proposal,
+  redis.call('HSET', k[1], 'sid', a[1], 'ticket', a[2], 'token', token,
              'cid', a[4], 'value', a[5], 'vseq', a[6])
   redis.call('PUBLISH', a[9], 'acquired')
   if k[6] then
