@@ -313,23 +313,29 @@ def _watch(
     steps aside -- this candidate's own re-campaign too: where the store keeps no
     arrival order (Kubernetes) it can take the election before the successor and then
     step aside for it -- so it is looked at again shortly (the store signals no marker
-    write). Between looks it sleeps on the store's signal until that fires, its
-    ``retry_at`` or ``end``: ``never`` is an AnyOf of a Flag, so an interruptible
-    signal is not woken every WAIT_SLICE to check it."""
+    write). Once that re-campaign was seen leading, the watch lasts up to ``ttl``
+    past ``end``: its own clock counts the timeout from its first win after the release,
+    so with a successor that stays listed but never takes over it consumes the marker
+    and leads again only after ``end`` (the caller cancels it once this returns).
+    Between looks it sleeps on the store's signal until that fires, its ``retry_at``
+    or the end: ``never`` is an AnyOf of a Flag, so an interruptible signal is not
+    woken every WAIT_SLICE to check it."""
     key = marker_key(lead.election)
     never = AnyOf(Flag())
-    while time.monotonic() < end:
+    until = end
+    while time.monotonic() < until:
         try:
             leader, step = store.observe_step(lead.election)
         except TenureError as exc:
             log.warning("handoff in %s: store unavailable (retrying): %s", lead.election, exc)
-            never.wait(min(0.2, max(0.0, end - time.monotonic())))
+            never.wait(min(0.2, max(0.0, until - time.monotonic())))
             continue
         with step.signal:
             if leader is not None and leader.token > lead.token:
-                if (leader.candidate_id == lead.candidate_id and campaigner is not None
-                        and not campaigner.is_alive()):
-                    return None  # the re-campaign returned: it leads again (or gave up)
+                if leader.candidate_id == lead.candidate_id and campaigner is not None:
+                    if not campaigner.is_alive():
+                        return None  # the re-campaign returned: it leads again (or gave up)
+                    until = end + ttl
                 # Some stores list the first live entry as leader before it stepped
                 # (SQLite), and a winner may still step aside (this candidate's own
                 # re-campaign included): only the marker, consumed by the taker, says
@@ -346,7 +352,7 @@ def _watch(
                         campaigner.join(max(0.0, end - time.monotonic()) + ttl)
                     return None
                 step = Wait(step.signal, time.monotonic() + 0.05)
-            wait_for(step, end, never)
+            wait_for(step, until, never)
     return None
 
 

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -172,6 +172,52 @@ def test_handoff_lands_on_the_successor_after_the_old_leader_steps_aside(
             unsubscribe()
             named.resume()
             named.kill()
+
+
+def test_keep_leads_again_when_a_listed_successor_never_steps(target: Target) -> None:
+    """Where the store keeps no arrival order (Kubernetes), a successor that stays a
+    live contender (its session renews) but whose campaign never steps is passed over
+    with ``keep``: the old leader's re-campaign, which takes the election and steps
+    aside until its own clock counted the timeout -- from its first win, after the
+    release, so after the handoff's end -- leads again. (22b6f05 cancelled it at the
+    end: "this candidate does not lead; the leader is nobody".) The successor is an
+    in-process client whose try_lead blocks until the test ends."""
+    name = target.election("handoff-wedged")
+    with connect(target, "leader") as client, connect(target, "wedged") as wedged:
+        if client.store.limits.arrival_order:
+            pytest.skip("arrival order: a successor first in line holds everyone back")
+        lead = client.election(name).campaign(timeout=30)
+        release = threading.Event()
+        try_lead = wedged.store.try_lead
+
+        def never_steps(ticket: object) -> object:
+            release.wait()
+            return try_lead(ticket)  # type: ignore[arg-type]
+
+        wedged.store.try_lead = never_steps  # type: ignore[assignment,method-assign]
+        cancel = threading.Event()
+        waiting = threading.Thread(target=_campaign_quietly, args=(wedged, name, cancel),
+                                   daemon=True)
+        waiting.start()
+        try:
+            eventually(lambda: "wedged" in ids(target, name, client), 30, "wedged enqueued")
+            result = lead.handoff(to="wedged", timeout=3, on_failure="keep")
+            assert not result.ok and result.released, result.message
+            assert "wedged" in ids(target, name, client), "the successor was not listed"
+            kept = result.leadership
+            assert kept is not None, result.message
+            assert kept.token > lead.token and kept.state is State.HELD
+            kept.resign()
+        finally:
+            cancel.set()
+            release.set()
+            waiting.join(30)
+
+
+def _campaign_quietly(client: tenure.Client, name: str, cancel: threading.Event) -> None:
+    """A campaign in ``name`` until ``cancel`` (its end, however it ends, is ignored)."""
+    with suppress(tenure.TenureError):
+        client.election(name).campaign(cancel=cancel).resign()
 
 
 @pytest.mark.parametrize("on_failure", ["keep", "resign"])
