@@ -933,12 +933,19 @@ class Watcher:
         """Wakes the idle thread ahead of a :meth:`guard` that may follow: called once a
         lock request is sent, so that the wake-up overlaps the agent's work and the
         guard, added during the thread's START_PAUSE, wakes nothing on the winner's
-        path. Without a guard after it, it costs one wake-up of the thread."""
+        path. Without a guard after it, it costs one wake-up of the thread.
+
+        Sent while the thread is already in a pause (an earlier campaign's, less than
+        START_PAUSE ago: back-to-back campaigns), it is remembered: if that pause ends
+        before the guard comes, with nothing to watch, the thread pauses again instead
+        of going idle -- else the guard's ``notify`` would wake it on the winner's way
+        back, the GIL contention the pause is there to avoid."""
         with self._cond:
-            if self._entries or self._pausing or self._thread is None or self._stop.is_set():
+            if self._entries or self._thread is None or self._stop.is_set():
                 return
             self._prewoken = True
-            self._cond.notify_all()
+            if not self._pausing:  # else the pause's end sees ``_prewoken``
+                self._cond.notify_all()
 
     def _run(self) -> None:
         while True:
@@ -949,7 +956,10 @@ class Watcher:
                     self._cond.wait()
                 if self._stop.is_set():
                     return
-                woken, self._prewoken = woken or self._prewoken, False
+                # prewoken with nothing watched yet: a guard may follow (pause again,
+                # also right after a pause); with an entry already there, no pause
+                woken = woken or (self._prewoken and not self._entries)
+                self._prewoken = False
                 self._pausing = woken
             if woken:
                 # Most often the guard of a campaign that just won, still on its way back
