@@ -14,15 +14,18 @@ import select
 from collections.abc import Iterable
 
 _READABLE = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+_LONGEST = (2**31 - 1) / 1000
 
 
 def wait_readable(fds: Iterable[int], timeout: float) -> tuple[list[int], list[int]]:
-    """Waits up to ``timeout`` seconds (0: not at all) for any of ``fds`` to be readable
-    and returns ``(ready, invalid)``: the descriptors that can be read (a descriptor that
-    hung up or failed counts as readable: the read reports it), and those that are not
-    open (negative, or closed under the caller). Promises nothing about how many bytes
-    a ready descriptor holds, and may return before ``timeout`` with nothing ready only
-    when a descriptor is invalid."""
+    """Waits up to ``timeout`` seconds (0: not at all; ``math.inf``: no bound) for any of
+    ``fds`` to be readable and returns ``(ready, invalid)``: the descriptors that can be
+    read (a descriptor that hung up or failed counts as readable: the read reports it),
+    and those that are not open (negative, or closed under the caller). Promises nothing
+    about how many bytes a ready descriptor holds (on a TLS socket, possibly only
+    records that carry no application data), and returns before ``timeout`` with
+    nothing ready only when a descriptor is invalid -- a caller that loops must then
+    stop waiting on it."""
     poller = select.poll()
     invalid: list[int] = []
     for fd in fds:
@@ -32,8 +35,10 @@ def wait_readable(fds: Iterable[int], timeout: float) -> tuple[list[int], list[i
             poller.register(fd, select.POLLIN | select.POLLPRI)
     if invalid:
         timeout = 0.0
-    # poll() counts whole milliseconds: round up, or a short wait would spin.
-    events = poller.poll(math.ceil(max(0.0, timeout) * 1000))
+    # poll() counts whole milliseconds: round up, or a short wait would spin. It takes
+    # at most 2**31 - 1 of them (~24.8 days); longer (or infinite) waits have no bound.
+    millis = math.ceil(max(0.0, timeout) * 1000) if timeout < _LONGEST else None
+    events = poller.poll(millis)
     ready: list[int] = []
     for fd, mask in events:
         if mask & select.POLLNVAL:

@@ -3,6 +3,7 @@ descriptor is reported invalid instead of raising, hung-up sockets count as read
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections.abc import Iterator
@@ -57,3 +58,12 @@ def test_closed_descriptors_are_reported_not_raised() -> None:
     finally:
         os.close(keep_r)
         os.close(keep_w)
+
+
+def test_a_wait_longer_than_poll_can_count_is_a_wait_without_bound(
+    high_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    sock, peer = high_pair
+    peer.send(b"x")  # ready at once: the point is that the timeout does not raise
+    for timeout in (math.inf, 30 * 86400.0):
+        assert wait_readable([sock.fileno()], timeout) == ([sock.fileno()], [])
