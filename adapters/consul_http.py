@@ -185,6 +185,8 @@ class Line:
         self._host = f"Host: {host}:{port}\r\n"
         self._sock: socket.socket | None = None
         self._reader: BinaryIO | None = None
+        self._early = b""
+        """Answer bytes :meth:`answer_started` read ahead of :meth:`read_index`."""
 
     def exchange(self, method: str, target: str, body: bytes | None, timeout: float,
                  idempotent: bool, sent: Callable[[], None] | None = None) -> Answer:
@@ -268,6 +270,26 @@ class Line:
         assert self._reader is not None
         return read_head(self._reader)
 
+    def answer_started(self) -> bool:
+        """Whether a socket found readable holds the answer's first bytes. Over TLS it
+        may hold only records without application data -- TLS 1.3 session tickets,
+        which a server sends after the handshake, before any answer -- and a blocking
+        read would then wait for the answer itself (a blocking query: up to its wait,
+        far past the socket timeout). Those records are consumed and False returned;
+        plain TCP: always True."""
+        sock = self._sock
+        if not isinstance(sock, ssl.SSLSocket) or self._early or sock.pending():
+            return True
+        timeout = sock.gettimeout()
+        sock.setblocking(False)
+        try:
+            self._early = sock.recv(_LINE)
+        except ssl.SSLWantReadError:
+            return False
+        finally:
+            sock.settimeout(timeout)
+        return True  # (b"": the end, which read_index reports)
+
     def read_index(self) -> tuple[int, int]:
         """The status and ``X-Consul-Index`` of the answer to :meth:`send`, read from the
         socket itself (one ``recv`` while the head fits; no other field is parsed): a
@@ -275,7 +297,7 @@ class Line:
         (the buffered reader is bypassed); the body is left unread."""
         sock = self._sock
         assert sock is not None
-        data = b""
+        data, self._early = self._early, b""
         while (end := data.find(b"\r\n\r\n")) < 0:
             if len(data) > _LINE:
                 raise http.client.LineTooLong("answer head")
@@ -293,6 +315,7 @@ class Line:
     def drop(self) -> None:
         """Closes the connection (the next exchange opens a new one)."""
         sock, reader, self._sock, self._reader = self._sock, self._reader, None, None
+        self._early = b""
         if reader is not None:
             reader.close()
         if sock is not None:
@@ -664,7 +687,8 @@ class KeyWatch(Signal):
                     continue  # interrupted while sending: checked above
                 sock = self._sock
                 until = min(end, self._answer_by)
-                if sock is None or not readable(sock.fileno(), until - now):
+                if sock is None or not readable(sock.fileno(), until - now) \
+                        or not line.answer_started():
                     if time.monotonic() >= self._answer_by:
                         raise TimeoutError("no answer to the blocking query")
                     if time.monotonic() >= end:

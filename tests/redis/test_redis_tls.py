@@ -3,34 +3,17 @@ the CA, cert and key options reach the connection; without a client cert it is r
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tls_kit import make_certificates
 
 import tenure
 from tenure.conformance.lab.cluster import eventually, find_binary, free_port
 from tenure.conformance.lab.processes import spawn
 
 pytestmark = [pytest.mark.redis]
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def make_certificates(directory: Path) -> None:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate."""
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-            "/CN=tenure-test-ca", "-keyout", "ca.key", "-out", "ca.pem", cwd=directory)
-    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    for name in ("server", "client"):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-                "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=directory)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", "1", "-extfile", "san.ext",
-                "-out", f"{name}.pem", cwd=directory)
 
 
 @pytest.fixture
