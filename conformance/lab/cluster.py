@@ -17,18 +17,17 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from tenure.conformance.lab import ports
 from tenure.conformance.lab.processes import StoreProcess, spawn
 from tenure.conformance.lab.proxy import Proxy, ProxyGroup
 
-HOST = "127.0.0.1"
+HOST = ports.HOST
 T = TypeVar("T")
 
 
@@ -39,22 +38,12 @@ class LabError(RuntimeError):
 
 # -- small helpers -------------------------------------------------------------------
 
-_ports_lock = threading.Lock()
-_ports_given: set[int] = set()
-
-
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago and that this process has not
-    handed out before (the store binds it shortly after)."""
-    for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind((HOST, 0))
-            port: int = sock.getsockname()[1]
-        with _ports_lock:
-            if port not in _ports_given:
-                _ports_given.add(port)
-                return port
-    raise LabError("no free TCP port found on 127.0.0.1")
+    """A TCP port for a lab server (see :mod:`tenure.conformance.lab.ports`)."""
+    try:
+        return ports.free_port()
+    except ports.NoFreePort as exc:
+        raise LabError(str(exc)) from None
 
 
 def find_binary(name: str, env_var: str) -> str:

@@ -17,15 +17,14 @@ outgoing connection (the peers' own, the proxies', kazoo's, a four-letter probe)
 the server then fails with ``Address already in use`` until that connection closes
 (a CI run saw "Leader failed to initialize any of the following sockets" for minutes,
 and every ensemble test after it timed out). So these ports are drawn, at random, from
-below that range (:func:`stable_port`), where the kernel never picks source ports.
+below that range (:func:`~tenure.conformance.lab.ports.free_port`), where the kernel
+never picks ports by itself.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import socket
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,51 +37,6 @@ log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender
 log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout
 log4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} [myid:%X{myid}] %-5p %c{1}: %m%n
 """
-
-
-STABLE_PORTS_LOW = 20000
-"""The lowest port :func:`stable_port` draws (above the ports services usually take)."""
-
-_stable_given: set[int] = set()
-_draw = random.SystemRandom()  # not the seedable global one: processes must differ
-_stable_lock = threading.Lock()
-
-
-def ephemeral_range() -> tuple[int, int]:
-    """The kernel's range of ephemeral (automatic source) ports; Linux's default if
-    it cannot be read."""
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def stable_port() -> int:
-    """A TCP port on 127.0.0.1 below the ephemeral range, free a moment ago and not
-    handed out before by this process: no outgoing connection can take it before the
-    server binds it, however late that is. Drawn at random so that lab clusters of
-    other processes on the host are unlikely to draw it too (they may: a bind error
-    then names the port in the server's log)."""
-    low = STABLE_PORTS_LOW
-    high = ephemeral_range()[0] - 1
-    if high - low < 1000:  # a host whose ephemeral range starts low: take what is free
-        return free_port()
-    for _ in range(200):
-        port = _draw.randint(low, high)
-        with _stable_lock:
-            if port in _stable_given:
-                continue
-        with socket.socket() as sock:
-            try:
-                sock.bind((HOST, port))
-            except OSError:
-                continue
-        with _stable_lock:
-            if port not in _stable_given:
-                _stable_given.add(port)
-                return port
-    raise LabError(f"no free TCP port found on {HOST} between {low} and {high}")
 
 
 def four_letter(address: tuple[str, int], command: str, timeout: float = 2.0) -> str:
@@ -104,9 +58,9 @@ class ZooKeeperNode(Node):
     def __init__(self, cluster: Cluster, index: int) -> None:
         super().__init__(cluster, index)
         if not cluster.client_ports:  # fixed client ports are the caller's to choose
-            self.client_port = stable_port()
-        self.quorum_port = stable_port()
-        self.election_port = stable_port()
+            self.client_port = free_port()
+        self.quorum_port = free_port()
+        self.election_port = free_port()
         self.conf_dir = self.dir / "conf"
 
     @property

@@ -9,7 +9,9 @@ import pytest
 from pyetcd.exceptions import Etcd3Exception
 
 from tenure.conformance.lab.cluster import Cluster, eventually
+from tenure.conformance.lab.etcd import EtcdNode
 from tenure.conformance.lab.fixtures import LabFactory
+from tenure.conformance.lab.ports import ephemeral_range
 
 pytestmark = [pytest.mark.lab, pytest.mark.etcd]
 
@@ -50,6 +52,17 @@ def test_three_members_replicate_writes(etcd3: Cluster) -> None:
 
 
 @pytest.mark.slow
+def test_member_ports_are_below_the_ephemeral_range(etcd3: Cluster) -> None:
+    """A member binds its client and peer ports a moment after they are chosen, and
+    the peer proxies bind port 0 meanwhile: one of them once took a member's client
+    port ("bind: address already in use") and the cluster did not start."""
+    low, _ = ephemeral_range()
+    for node in etcd3.nodes:
+        assert isinstance(node, EtcdNode)
+        chosen = (node.client_port, node.peer_port)
+        assert max(chosen) < low, f"{node.name}: ports {chosen} (ephemeral from {low})"
+
+
 def test_killed_member_leaves_a_serving_cluster_and_rejoins_on_restart(etcd3: Cluster) -> None:
     victim, survivor = etcd3.nodes[0], etcd3.nodes[1]
     victim.kill()

@@ -11,7 +11,8 @@ from kazoo.client import KazooClient, KazooState
 
 from tenure.conformance.lab.cluster import Cluster, eventually, wait_until
 from tenure.conformance.lab.fixtures import LabFactory
-from tenure.conformance.lab.zookeeper import ZooKeeperNode, ephemeral_range
+from tenure.conformance.lab.ports import ephemeral_range
+from tenure.conformance.lab.zookeeper import ZooKeeperNode
 
 pytestmark = [pytest.mark.lab, pytest.mark.zookeeper]
 
