@@ -35,6 +35,9 @@ class Profile:
     needs_cluster: bool = True
     max_ttl: float = float("inf")
     """Largest TTL the lab's store grants (ZooKeeper: 20 x tickTime = 4 s)."""
+    arrival_order: bool = True
+    """The adapter's ``StoreLimits.arrival_order`` (tests that need a store without one
+    run only there, and check that the adapter agrees)."""
 
     @property
     def failover_bound(self) -> float:
@@ -52,13 +55,18 @@ PROFILES: dict[str, Profile] = {
     # tests/postgres), so the 3-node store-fault tests do not apply.
     "postgres": Profile("postgres", ttl=1.0, needs_cluster=False),
     # One kube-apiserver over one etcd (tests/kubernetes restarts both); whole-second TTLs.
-    "kubernetes": Profile("kubernetes", ttl=2.0, needs_cluster=False),
+    "kubernetes": Profile("kubernetes", ttl=2.0, needs_cluster=False, arrival_order=False),
 }
 
 
 def implemented() -> list[str]:
     """Backends whose adapter module exists, in a fixed order."""
     return [name for name in PROFILES if (ADAPTERS_DIR / f"{name}.py").exists()]
+
+
+def unordered() -> list[str]:
+    """Implemented backends whose stores keep no arrival order (Kubernetes)."""
+    return [name for name in implemented() if not PROFILES[name].arrival_order]
 
 
 def clustered() -> list[str]:

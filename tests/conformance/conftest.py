@@ -1,7 +1,8 @@
 """Parametrizes the conformance tests over every implemented backend.
 
 A test asking for ``target`` runs once per backend (SQLite and every store whose adapter
-exists, on a shared 1-node lab cluster); ``cluster_target`` runs on a fresh 3-node cluster
+exists, on a shared 1-node lab cluster); ``unordered_target`` likewise, on the backends
+whose stores keep no arrival order only; ``cluster_target`` runs on a fresh 3-node cluster
 of each clustered backend (destructive tests). Each run carries the backend's marker.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tenure.conformance.lab.fixtures import LabFactory, SharedClusters, attach_cluster
-from tenure.conformance.suite.backends import PROFILES, Target, clustered, implemented
+from tenure.conformance.suite.backends import PROFILES, Target, clustered, implemented, unordered
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -21,6 +22,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize(
             "backend_name",
             [pytest.param(b, marks=getattr(pytest.mark, b), id=b) for b in implemented()],
+        )
+    if "unordered_target" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "unordered_backend",
+            [pytest.param(b, marks=getattr(pytest.mark, b), id=b) for b in unordered()],
         )
     if "cluster_target" in metafunc.fixturenames:
         metafunc.parametrize(
@@ -32,6 +38,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def target(
+    backend_name: str, request: pytest.FixtureRequest, lab_clusters: SharedClusters,
+    tmp_path: Path,
+) -> Target:
+    return _target(backend_name, request, lab_clusters, tmp_path)
+
+
+@pytest.fixture
+def unordered_target(
+    unordered_backend: str, request: pytest.FixtureRequest, lab_clusters: SharedClusters,
+    tmp_path: Path,
+) -> Target:
+    return _target(unordered_backend, request, lab_clusters, tmp_path)
+
+
+def _target(
     backend_name: str, request: pytest.FixtureRequest, lab_clusters: SharedClusters,
     tmp_path: Path,
 ) -> Target:

@@ -121,7 +121,7 @@ def test_handoff_lands_on_the_named_waiter_with_a_larger_token(target: Target) -
 
 
 def test_handoff_lands_on_the_successor_after_the_old_leader_steps_aside(
-    target: Target,
+    unordered_target: Target,
 ) -> None:
     """Where the store keeps no arrival order (Kubernetes), the old leader's own
     re-campaign (``keep``) can take the election before the successor and step aside
@@ -131,12 +131,12 @@ def test_handoff_lands_on_the_successor_after_the_old_leader_steps_aside(
     the leader is 'named'".) Deterministic: the successor, a separate process, is
     frozen until the handoff's own look at the election has shown the old leader
     leading with a larger token; nobody else waits."""
+    target = unordered_target
     ttl = ttl_of(target)
     name = target.election("handoff-own-step-aside")
     command = [sys.executable, str(CANDIDATE), target.url, name, str(ttl), "named"]
     with connect(target, "leader") as client:
-        if client.store.limits.arrival_order:
-            pytest.skip("arrival order: the re-campaign queues behind the successor")
+        assert not client.store.limits.arrival_order, "the profile says no arrival order"
         lead = client.election(name).campaign(timeout=30)
         named = CandidateProcess(command, "named")
         asides: list[str] = []
@@ -174,7 +174,7 @@ def test_handoff_lands_on_the_successor_after_the_old_leader_steps_aside(
             named.kill()
 
 
-def test_keep_leads_again_when_a_listed_successor_never_steps(target: Target) -> None:
+def test_keep_leads_again_when_a_listed_successor_never_steps(unordered_target: Target) -> None:
     """Where the store keeps no arrival order (Kubernetes), a successor that stays a
     live contender (its session renews) but whose campaign never steps is passed over
     with ``keep``: the old leader's re-campaign, which takes the election and steps
@@ -182,10 +182,10 @@ def test_keep_leads_again_when_a_listed_successor_never_steps(target: Target) ->
     release, so after the handoff's end -- leads again. (22b6f05 cancelled it at the
     end: "this candidate does not lead; the leader is nobody".) The successor is an
     in-process client whose try_lead blocks until the test ends."""
+    target = unordered_target
     name = target.election("handoff-wedged")
     with connect(target, "leader") as client, connect(target, "wedged") as wedged:
-        if client.store.limits.arrival_order:
-            pytest.skip("arrival order: a successor first in line holds everyone back")
+        assert not client.store.limits.arrival_order, "the profile says no arrival order"
         lead = client.election(name).campaign(timeout=30)
         release = threading.Event()
         try_lead = wedged.store.try_lead
