@@ -96,6 +96,8 @@ class Marker:
     keep: bool
     done: bool = False
     taken_by: str = ""
+    taken_token: int = 0
+    """The token the taker leads with (0 in markers of tenure before it was recorded)."""
     request: str = ""
     refused: str = ""
 
@@ -158,7 +160,7 @@ class HandoffGate:
                 return False
             if marker.keep and marker.by != me and marker.by in live:
                 return False
-        self._consume(store, ticket, key, marker)
+        self._consume(store, ticket, key, marker, token)
         return True
 
     def _expired(self, marker: Marker) -> bool:
@@ -167,8 +169,10 @@ class HandoffGate:
             first = self._first_seen.setdefault(marker.id, now)
         return now - first >= marker.timeout
 
-    def _consume(self, store: Store[Any], ticket: Ticket, key: str, marker: Marker) -> None:
-        done = Marker(**{**marker.__dict__, "done": True, "taken_by": ticket.candidate_id})
+    def _consume(self, store: Store[Any], ticket: Ticket, key: str, marker: Marker,
+                 token: int) -> None:
+        done = Marker(**{**marker.__dict__, "done": True, "taken_by": ticket.candidate_id,
+                         "taken_token": token})
         try:
             store.guarded_write(ticket, key, done.encode())
         except NotLeader as exc:
@@ -176,6 +180,19 @@ class HandoffGate:
             raise SessionExpired(f"the entry lost its lead while taking over: {exc}") from None
         with self._lock:
             self._first_seen.pop(marker.id, None)
+
+
+def taker(store: Store[Any], election: str, marker: Marker) -> LeaderInfo:
+    """The leader that consumed ``marker`` (``marker.done``): as the store lists it now
+    if that is still the taker with the token it took, else built from the marker
+    (value empty). A leader listing read before the marker is not enough: SQLite and
+    PostgreSQL list the first live entry, which may be a waiter in the middle of
+    stepping aside while the successor behind it takes over."""
+    current = store.leader(election)
+    if (current is not None and current.candidate_id == marker.taken_by
+            and marker.taken_token in (0, current.token)):
+        return current
+    return LeaderInfo(election, marker.taken_by, b"", marker.taken_token)
 
 
 @dataclass
@@ -346,7 +363,7 @@ def _watch(
                     marker = None
                 if marker is not None and marker.id == marker_id and marker.done:
                     if marker.taken_by == to:
-                        return leader
+                        return taker(store, lead.election, marker)
                     if campaigner is not None and marker.taken_by == lead.candidate_id:
                         # Its re-campaign took over: let it return its leadership.
                         campaigner.join(max(0.0, end - time.monotonic()) + ttl)

@@ -47,6 +47,7 @@ from tenure.handoff import (
     hand_off,
     marker_key,
     side_name,
+    taker,
 )
 
 if TYPE_CHECKING:
@@ -226,7 +227,7 @@ def _follow(
                 acked_by = now
                 end = now + timeout + client.ttl * 2
             if marker.done:
-                current = client.election(election).leader()
+                current = taker(store, election, marker)
                 ok = marker.taken_by == to
                 message = (f"handed off election {election!r} to {to!r}" if ok else
                            f"candidate {to!r} did not take over election {election!r} "

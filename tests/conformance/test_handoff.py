@@ -21,6 +21,7 @@ import tenure
 from tenure import events as tenure_events
 from tenure.conformance.suite.backends import Target
 from tenure.conformance.suite.harness import CandidateProcess
+from tenure.handoff import Marker, marker_key
 from tenure.leadership import State
 
 pytestmark = pytest.mark.conformance
@@ -111,6 +112,9 @@ def test_handoff_lands_on_the_named_waiter_with_a_larger_token(target: Target) -
             assert not first.done.is_set() and not second.done.is_set(), (
                 "another waiter was reported won during the handoff")
             assert client.election(name).leader().candidate_id == "named"  # type: ignore[union-attr]
+            taken = Marker.decode(client.store.read(marker_key(name)))
+            assert taken is not None and taken.done, taken
+            assert (taken.taken_by, taken.taken_token) == ("named", named.won[0][0]), taken
             # The marker is consumed: the next ordinary handover is not held up.
             assert named.lead is not None
             named.lead.resign()
