@@ -185,10 +185,15 @@ class HandoffGate:
 def taker(store: Store[Any], election: str, marker: Marker) -> LeaderInfo:
     """The leader that consumed ``marker`` (``marker.done``): as the store lists it now
     if that is still the taker with the token it took, else built from the marker
-    (value empty). A leader listing read before the marker is not enough: SQLite and
-    PostgreSQL list the first live entry, which may be a waiter in the middle of
-    stepping aside while the successor behind it takes over."""
-    current = store.leader(election)
+    (value empty) -- also when the store cannot be asked: the marker already says who
+    took over, so a handoff that succeeded is not reported as a store error. A leader
+    listing read before the marker is not enough: SQLite and PostgreSQL list the first
+    live entry, which may be a waiter in the middle of stepping aside while the
+    successor behind it takes over."""
+    try:
+        current = store.leader(election)
+    except TenureError:
+        current = None
     if (current is not None and current.candidate_id == marker.taken_by
             and marker.taken_token in (0, current.token)):
         return current

@@ -14,6 +14,7 @@ import pytest
 
 import tenure
 from tenure.conformance.lab.cluster import wait_until
+from tenure.errors import StoreUnavailable
 from tenure.handoff import Marker, marker_key, taker
 from tenure.store import LeaderInfo
 
@@ -58,4 +59,34 @@ def test_a_handoff_records_the_token_its_successor_leads_with(tmp_path: Path) ->
         marker = Marker.decode(client.store.read(marker_key("e")))
         assert marker is not None and (marker.taken_by, marker.taken_token) == (
             "next", won[0].token)
+        won[0].resign()
+
+
+def test_a_store_error_reading_the_taker_is_no_error_of_a_handoff_that_succeeded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once the consumed marker names the successor, the handoff succeeded: a store
+    that cannot list the leader a moment later (``taker``'s read) is no reason to raise
+    from ``handoff`` -- which never raises for the handoff itself, and would leave the
+    caller believing it failed. The marker says who took over, with which token."""
+    url = f"sqlite://{tmp_path}/s.db"
+    with tenure.connect(url, ttl=2, candidate_id="leader") as client, \
+            tenure.connect(url, ttl=2, candidate_id="next") as successor:
+        lead = client.election("e").campaign(timeout=10)
+        won: list[tenure.Leadership] = []
+        waiting = threading.Thread(
+            target=lambda: won.append(successor.election("e").campaign(timeout=30)))
+        waiting.start()
+        wait_until(lambda: "next" in [c.candidate_id for c in
+                                      client.election("e").contenders()], 10, "next enqueued")
+
+        def unavailable(election: str) -> LeaderInfo | None:
+            raise StoreUnavailable(f"cannot list the leader of {election!r} (test)")
+
+        monkeypatch.setattr(client.store, "leader", unavailable)
+        result = lead.handoff(to="next", timeout=20)
+        waiting.join(30)
+        assert won, "the successor did not take over"
+        assert result.ok, result.message
+        assert result.leader == LeaderInfo("e", "next", b"", won[0].token)
         won[0].resign()
