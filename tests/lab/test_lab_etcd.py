@@ -51,7 +51,6 @@ def test_three_members_replicate_writes(etcd3: Cluster) -> None:
         assert read(node.client_address, "replicated") == b"yes"
 
 
-@pytest.mark.slow
 def test_member_ports_are_below_the_ephemeral_range(etcd3: Cluster) -> None:
     """A member binds its client and peer ports a moment after they are chosen, and
     the peer proxies bind port 0 meanwhile: one of them once took a member's client
@@ -63,6 +62,7 @@ def test_member_ports_are_below_the_ephemeral_range(etcd3: Cluster) -> None:
         assert max(chosen) < low, f"{node.name}: ports {chosen} (ephemeral from {low})"
 
 
+@pytest.mark.slow
 def test_killed_member_leaves_a_serving_cluster_and_rejoins_on_restart(etcd3: Cluster) -> None:
     victim, survivor = etcd3.nodes[0], etcd3.nodes[1]
     victim.kill()
