@@ -133,15 +133,80 @@ def store_for(backend: str, url: str | None, workdir: Path) -> Iterator[StoreUnd
 
 def run_store(store: StoreUnderTest, sizes: Sizes, progress: Progress,
               only: tuple[str, ...] = MEASUREMENTS, tools: tuple[str, ...] = ()) -> list[Row]:
-    """Every measurement of every system on ``store``, after a store warm-up."""
+    """Every measurement of every system on ``store``, after a store warm-up. The
+    handover samples of all systems are taken first, in blocks the systems take turns
+    at (:func:`interleaved_handovers`); every other measurement runs system by system."""
     rows: list[Row] = []
     systems = [s for s in systems_for(store.backend, store.url)
                if not tools or s.tool in tools]
     if systems and ("handover" in only or "campaign" in only):
         _warm_up(store, systems[0], sizes, progress)
+    taken: dict[str, list[float] | BaseException] = {}
+    if "handover" in only:
+        # Gateways only for this phase: an idle ``tenure serve`` must not run (and renew
+        # a session) during another system's idle measurement.
+        with contextlib.ExitStack() as stack:
+            gateways = {s.label: _gateway(s, store, stack) for s in systems}
+            taken = interleaved_handovers(systems, store, sizes, gateways, progress)
     for system in systems:
-        rows.extend(run_system(system, store, sizes, progress, only))
+        rows.extend(run_system(system, store, sizes, progress, only, taken.get(system.label)))
     return rows
+
+
+def _gateway(system: System, store: StoreUnderTest,
+             stack: contextlib.ExitStack) -> Gateway | str | None:
+    """The ``tenure serve`` process ``system`` runs through (closed with ``stack``), the
+    reason it did not start, or None (the system needs none)."""
+    if not system.needs_gateway or store.backend == "bully":
+        return None
+    try:
+        gateway = Gateway(store.url, system.ttl)
+    except Exception as exc:
+        return f"tenure serve did not start: {exc}"
+    stack.callback(gateway.close)
+    return gateway
+
+
+HANDOVER_BLOCKS = 5
+"""Blocks each system's resign-handover samples are taken in (see
+:func:`interleaved_handovers`)."""
+
+
+def interleaved_handovers(
+    systems: list[System], store: StoreUnderTest, sizes: Sizes,
+    gateways: dict[str, Gateway | str | None], progress: Progress,
+) -> dict[str, list[float] | BaseException]:
+    """Each system's ``sizes.handovers`` resign-handover samples (or the error that ended
+    them), taken in :data:`HANDOVER_BLOCKS` blocks: every system measures one block in
+    turn, and who goes first rotates from block to block. Side by side in time, so a
+    shared machine's slow minute is spread over every system instead of charged to the
+    one measured then. Each block is a fresh pair of processes with its own unreported
+    warm-up handovers. Systems that cannot hand over, or whose gateway did not start,
+    are left out (their row says why)."""
+    able = [s for s in systems
+            if not s.why_not("handover") and not isinstance(gateways[s.label], str)]
+    blocks = min(HANDOVER_BLOCKS, sizes.handovers)
+    sizes_of = [sizes.handovers // blocks + (1 if b < sizes.handovers % blocks else 0)
+                for b in range(blocks)]
+    taken: dict[str, list[float] | BaseException] = {s.label: [] for s in able}
+    for block, count in enumerate(sizes_of):
+        turn = block % len(able) if able else 0
+        for system in able[turn:] + able[:turn]:
+            so_far = taken[system.label]
+            if isinstance(so_far, BaseException):
+                continue
+            gateway = gateways[system.label]
+            url = gateway.url if isinstance(gateway, Gateway) else system.url
+            try:
+                so_far.extend(handover.measure(
+                    system.tool, url, f"bench/handover/{uuid.uuid4().hex[:8]}", system.ttl,
+                    count, fixed_order=store.backend == "bully"))
+            except Exception as exc:
+                taken[system.label] = exc
+    if able:
+        progress(f"{store.backend:9} handover: {sizes.handovers} samples per system in "
+                 f"{blocks} interleaved blocks ({', '.join(s.label for s in able)})")
+    return taken
 
 
 def _warm_up(store: StoreUnderTest, system: System, sizes: Sizes, progress: Progress) -> None:
@@ -166,14 +231,17 @@ STORE_WARMUP = 100
 
 
 def run_system(system: System, store: StoreUnderTest, sizes: Sizes, progress: Progress,
-               only: tuple[str, ...]) -> list[Row]:
-    """The measurements of one system; a gateway is started for it if it needs one."""
+               only: tuple[str, ...],
+               handovers: list[float] | BaseException | None = None) -> list[Row]:
+    """The measurements of one system; a gateway is started for it if it needs one.
+    ``handovers``: its resign-handover samples already taken (or the error that ended
+    them), else they are taken here."""
     rows: list[Row] = []
-    gateway: Gateway | None = None
+    running: Gateway | None = None
     gateway_error = ""
     if system.needs_gateway and store.backend != "bully":
         try:
-            gateway = Gateway(store.url, system.ttl)
+            running = Gateway(store.url, system.ttl)
         except Exception as exc:
             gateway_error = f"tenure serve did not start: {exc}"
     learnt = ""  # a tool that said it cannot: the rest of its measurements are skipped
@@ -189,10 +257,16 @@ def run_system(system: System, store: StoreUnderTest, sizes: Sizes, progress: Pr
                 rows.append(row)
                 progress(f"{store.backend:9} {system.label:24} {measurement:12} n/a: {reason}")
                 continue
-            url = gateway.url if gateway is not None else system.url
+            url = running.url if running is not None else system.url
             started = time.monotonic()
             try:
-                _measure(row, measurement, system, url, store, sizes, gateway)
+                if measurement == "handover" and handovers is not None:
+                    if isinstance(handovers, BaseException):
+                        raise handovers
+                    row.samples = list(handovers)
+                    row.extra["blocks"] = min(HANDOVER_BLOCKS, sizes.handovers)
+                else:
+                    _measure(row, measurement, system, url, store, sizes, running)
             except Exception as exc:
                 row.status = "failed"
                 row.reason = _reason(exc)
@@ -205,11 +279,11 @@ def run_system(system: System, store: StoreUnderTest, sizes: Sizes, progress: Pr
                 progress(idle.line(row.store, row.system, row.extra))
             else:
                 progress(_line(row, time.monotonic() - started))
-        if gateway is not None:
-            rows.append(_leader_queries(system, store, gateway, progress))
+        if running is not None:
+            rows.append(_leader_queries(system, store, running, progress))
     finally:
-        if gateway is not None:
-            gateway.close()
+        if running is not None:
+            running.close()
     return rows
 
 
