@@ -254,7 +254,7 @@ class Line:
         return Answer(status, data.decode("utf-8", "replace"), fields)
 
     def open(self, timeout: float) -> socket.socket:
-        """Connects (Unreachable if it cannot); the socket, for a ``select``."""
+        """Connects (Unreachable if it cannot); the socket, for a ``poll``."""
         self._open(timeout)
         assert self._sock is not None
         return self._sock
@@ -614,7 +614,7 @@ class KeyWatch(Signal):
     every BLOCK_WAIT s while the index stays; a failed query fires after ERROR_PAUSE.
 
     No helper thread: the query is sent, and its answer read, by the thread that
-    :meth:`wait` s (it waits on the socket with ``select``), so a change wakes the
+    :meth:`wait` s (it waits on the socket with ``poll``), so a change wakes the
     campaign itself -- no hand-off between threads on the handover path, and no thread
     per waiting candidate. Between waits the answer just stays in the socket (the
     index makes a later read miss nothing). :meth:`interrupt` (any thread) and
@@ -753,7 +753,7 @@ class KeyWatch(Signal):
         sock = self._sock
         if sock is not None:
             self._shut_down = True
-            with contextlib.suppress(OSError):  # wakes the select; SSLSocket's would drop TLS
+            with contextlib.suppress(OSError):  # wakes the poll; SSLSocket's would drop TLS
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def interrupt(self) -> None:

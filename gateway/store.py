@@ -128,7 +128,7 @@ class StoreLimits:
     granularity the store accepts (etcd: whole seconds), or None for any value.
     ``partition_safe`` is False when a network partition can produce two leaders
     (a single Redis instance); ``warning`` then says why. ``arrival_order`` is False
-    where waiters are not served first come, first served (Redis).
+    where waiters are not served first come, first served (Kubernetes).
     """
 
     min_ttl: float
