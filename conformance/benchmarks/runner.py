@@ -134,22 +134,28 @@ def store_for(backend: str, url: str | None, workdir: Path) -> Iterator[StoreUnd
 def run_store(store: StoreUnderTest, sizes: Sizes, progress: Progress,
               only: tuple[str, ...] = MEASUREMENTS, tools: tuple[str, ...] = ()) -> list[Row]:
     """Every measurement of every system on ``store``, after a store warm-up. The
-    handover samples of all systems are taken first, in blocks the systems take turns
-    at (:func:`interleaved_handovers`); every other measurement runs system by system."""
+    handover and campaign samples of all systems are taken first, in blocks the systems
+    take turns at (:func:`interleaved`); every other measurement runs system by system."""
     rows: list[Row] = []
     systems = [s for s in systems_for(store.backend, store.url)
                if not tools or s.tool in tools]
     if systems and ("handover" in only or "campaign" in only):
         _warm_up(store, systems[0], sizes, progress)
-    taken: dict[str, list[float] | BaseException] = {}
-    if "handover" in only:
+    taken: dict[str, dict[str, list[float] | BaseException]] = {}
+    side_by_side = [m for m in SIDE_BY_SIDE if m in only]
+    if side_by_side:
         # Gateways only for this phase: an idle ``tenure serve`` must not run (and renew
         # a session) during another system's idle measurement.
         with contextlib.ExitStack() as stack:
             gateways = {s.label: _gateway(s, store, stack) for s in systems}
-            taken = interleaved_handovers(systems, store, sizes, gateways, progress)
+            for measurement in side_by_side:
+                count = sizes.handovers if measurement == "handover" else sizes.campaigns
+                for label, samples in interleaved(measurement, count, systems, store,
+                                                  gateways, progress).items():
+                    taken.setdefault(label, {})[measurement] = samples
     for system in systems:
-        rows.extend(run_system(system, store, sizes, progress, only, taken.get(system.label)))
+        rows.extend(run_system(system, store, sizes, progress, only,
+                               taken.get(system.label, {})))
     return rows
 
 
@@ -167,29 +173,42 @@ def _gateway(system: System, store: StoreUnderTest,
     return gateway
 
 
-HANDOVER_BLOCKS = 5
-"""Blocks each system's resign-handover samples are taken in (see
-:func:`interleaved_handovers`)."""
+BLOCKS = 5
+"""Blocks each system's resign-handover and campaign samples are taken in (see
+:func:`interleaved`)."""
+
+SIDE_BY_SIDE = ("handover", "campaign")
+"""The latency measurements taken side by side (:func:`interleaved`): the issue's
+ratios and the gateway's overhead are differences between systems' rows of these, so
+no system may be measured in a better minute than another."""
 
 
-def interleaved_handovers(
-    systems: list[System], store: StoreUnderTest, sizes: Sizes,
+def _sample(measurement: str, system: System, url: str, store: StoreUnderTest,
+            count: int) -> list[float]:
+    election = f"bench/{measurement}/{uuid.uuid4().hex[:8]}"
+    if measurement == "handover":
+        return handover.measure(system.tool, url, election, system.ttl, count,
+                                fixed_order=store.backend == "bully")
+    return handover.uncontended(system.tool, url, election, system.ttl, count)
+
+
+def interleaved(
+    measurement: str, count: int, systems: list[System], store: StoreUnderTest,
     gateways: dict[str, Gateway | str | None], progress: Progress,
 ) -> dict[str, list[float] | BaseException]:
-    """Each system's ``sizes.handovers`` resign-handover samples (or the error that ended
-    them), taken in :data:`HANDOVER_BLOCKS` blocks: every system measures one block in
-    turn, and who goes first rotates from block to block. Side by side in time, so a
-    shared machine's slow minute is spread over every system instead of charged to the
-    one measured then. Each block is a fresh pair of processes with its own unreported
-    warm-up handovers. Systems that cannot hand over, or whose gateway did not start,
-    are left out (their row says why)."""
+    """Each system's ``count`` samples of ``measurement`` (one of :data:`SIDE_BY_SIDE`),
+    or the error that ended them, taken in :data:`BLOCKS` blocks: every system measures
+    one block in turn, and who goes first rotates from block to block. Side by side in
+    time, so a shared machine's slow minute is spread over every system instead of
+    charged to the one measured then. Each block is a fresh set of worker processes
+    with its own unreported warm-up. Systems that cannot take the measurement, or whose
+    gateway did not start, are left out (their row says why)."""
     able = [s for s in systems
-            if not s.why_not("handover") and not isinstance(gateways[s.label], str)]
-    blocks = min(HANDOVER_BLOCKS, sizes.handovers)
-    sizes_of = [sizes.handovers // blocks + (1 if b < sizes.handovers % blocks else 0)
-                for b in range(blocks)]
+            if not s.why_not(measurement) and not isinstance(gateways[s.label], str)]
+    blocks = min(BLOCKS, count)
+    sizes_of = [count // blocks + (1 if b < count % blocks else 0) for b in range(blocks)]
     taken: dict[str, list[float] | BaseException] = {s.label: [] for s in able}
-    for block, count in enumerate(sizes_of):
+    for block, size in enumerate(sizes_of):
         turn = block % len(able) if able else 0
         for system in able[turn:] + able[:turn]:
             so_far = taken[system.label]
@@ -198,13 +217,11 @@ def interleaved_handovers(
             gateway = gateways[system.label]
             url = gateway.url if isinstance(gateway, Gateway) else system.url
             try:
-                so_far.extend(handover.measure(
-                    system.tool, url, f"bench/handover/{uuid.uuid4().hex[:8]}", system.ttl,
-                    count, fixed_order=store.backend == "bully"))
+                so_far.extend(_sample(measurement, system, url, store, size))
             except Exception as exc:
                 taken[system.label] = exc
     if able:
-        progress(f"{store.backend:9} handover: {sizes.handovers} samples per system in "
+        progress(f"{store.backend:9} {measurement}: {count} samples per system in "
                  f"{blocks} interleaved blocks ({', '.join(s.label for s in able)})")
     return taken
 
@@ -232,10 +249,10 @@ STORE_WARMUP = 100
 
 def run_system(system: System, store: StoreUnderTest, sizes: Sizes, progress: Progress,
                only: tuple[str, ...],
-               handovers: list[float] | BaseException | None = None) -> list[Row]:
+               taken: dict[str, list[float] | BaseException] | None = None) -> list[Row]:
     """The measurements of one system; a gateway is started for it if it needs one.
-    ``handovers``: its resign-handover samples already taken (or the error that ended
-    them), else they are taken here."""
+    ``taken``: measurement -> its samples already taken side by side (or the error that
+    ended them); the others are taken here."""
     rows: list[Row] = []
     running: Gateway | None = None
     gateway_error = ""
@@ -260,11 +277,12 @@ def run_system(system: System, store: StoreUnderTest, sizes: Sizes, progress: Pr
             url = running.url if running is not None else system.url
             started = time.monotonic()
             try:
-                if measurement == "handover" and handovers is not None:
-                    if isinstance(handovers, BaseException):
-                        raise handovers
-                    row.samples = list(handovers)
-                    row.extra["blocks"] = min(HANDOVER_BLOCKS, sizes.handovers)
+                already = (taken or {}).get(measurement)
+                if already is not None:
+                    if isinstance(already, BaseException):
+                        raise already
+                    row.samples = list(already)
+                    row.extra["blocks"] = min(BLOCKS, len(already))
                 else:
                     _measure(row, measurement, system, url, store, sizes, running)
             except Exception as exc:
