@@ -107,7 +107,9 @@ def require_existing(url: BackendURL) -> None:
     directory, database or bell file. For read-only callers (``tenure leader``,
     ``observe``, ``contenders``, ``migrate``), which should not make a store appear
     where none was; :class:`SQLiteStore` itself creates a missing store, as a
-    campaigning client expects."""
+    campaigning client expects. A URL with options SQLite does not take is refused
+    first (ConfigError naming them), as connecting would."""
+    Options("sqlite", url, {})
     path = Path(url.path).expanduser().absolute()
     fix = "check the path (the store is created by the first candidate that campaigns)"
     if not path.is_file():
