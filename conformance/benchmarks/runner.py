@@ -141,7 +141,8 @@ def run_store(store: StoreUnderTest, sizes: Sizes, progress: Progress,
                if not tools or s.tool in tools]
     if systems and ("handover" in only or "campaign" in only):
         _warm_up(store, systems[0], sizes, progress)
-    taken: dict[str, dict[str, list[float] | BaseException]] = {}
+    taken: dict[str, dict[str, Taken]] = {s.label: {} for s in systems}
+    spent: dict[str, dict[str, float]] = {s.label: {} for s in systems}
     side_by_side = [m for m in SIDE_BY_SIDE if m in only]
     if side_by_side:
         # Gateways only for this phase: an idle ``tenure serve`` must not run (and renew
@@ -150,13 +151,24 @@ def run_store(store: StoreUnderTest, sizes: Sizes, progress: Progress,
             gateways = {s.label: _gateway(s, store, stack) for s in systems}
             for measurement in side_by_side:
                 count = sizes.handovers if measurement == "handover" else sizes.campaigns
+                seconds: dict[str, float] = {}
                 for label, samples in interleaved(measurement, count, systems, store,
-                                                  gateways, progress).items():
-                    taken.setdefault(label, {})[measurement] = samples
+                                                  gateways, progress, seconds).items():
+                    taken[label][measurement] = samples
+                for label, gateway in gateways.items():
+                    if isinstance(gateway, str):  # its row says so (not measured alone)
+                        taken[label][measurement] = gateway
+                    if label in seconds:
+                        spent[label][measurement] = seconds[label]
     for system in systems:
         rows.extend(run_system(system, store, sizes, progress, only,
-                               taken.get(system.label, {})))
+                               taken[system.label], spent[system.label]))
     return rows
+
+
+Taken = list[float] | BaseException | str
+"""A side-by-side measurement of one system (:func:`run_store`): its samples, the error
+that ended them, or why it was not taken (its gateway did not start)."""
 
 
 def _gateway(system: System, store: StoreUnderTest,
@@ -195,6 +207,7 @@ def _sample(measurement: str, system: System, url: str, store: StoreUnderTest,
 def interleaved(
     measurement: str, count: int, systems: list[System], store: StoreUnderTest,
     gateways: dict[str, Gateway | str | None], progress: Progress,
+    spent: dict[str, float] | None = None,
 ) -> dict[str, list[float] | BaseException]:
     """Each system's ``count`` samples of ``measurement`` (one of :data:`SIDE_BY_SIDE`),
     or the error that ended them, taken in :data:`BLOCKS` blocks: every system measures
@@ -202,7 +215,8 @@ def interleaved(
     time, so a shared machine's slow minute is spread over every system instead of
     charged to the one measured then. Each block is a fresh set of worker processes
     with its own unreported warm-up. Systems that cannot take the measurement, or whose
-    gateway did not start, are left out (their row says why)."""
+    gateway did not start, are left out (their row says why). ``spent``, if given, gets
+    the seconds each system spent in its blocks."""
     able = [s for s in systems
             if not s.why_not(measurement) and not isinstance(gateways[s.label], str)]
     blocks = min(BLOCKS, count)
@@ -216,10 +230,14 @@ def interleaved(
                 continue
             gateway = gateways[system.label]
             url = gateway.url if isinstance(gateway, Gateway) else system.url
+            started = time.monotonic()
             try:
                 so_far.extend(_sample(measurement, system, url, store, size))
             except Exception as exc:
                 taken[system.label] = exc
+            if spent is not None:
+                spent[system.label] = (spent.get(system.label, 0.0)
+                                       + time.monotonic() - started)
     if able:
         progress(f"{store.backend:9} {measurement}: {count} samples per system in "
                  f"{blocks} interleaved blocks ({', '.join(s.label for s in able)})")
@@ -249,10 +267,15 @@ STORE_WARMUP = 100
 
 def run_system(system: System, store: StoreUnderTest, sizes: Sizes, progress: Progress,
                only: tuple[str, ...],
-               taken: dict[str, list[float] | BaseException] | None = None) -> list[Row]:
+               taken: dict[str, Taken] | None = None,
+               spent: dict[str, float] | None = None) -> list[Row]:
     """The measurements of one system; a gateway is started for it if it needs one.
-    ``taken``: measurement -> its samples already taken side by side (or the error that
-    ended them); the others are taken here."""
+    ``taken``: measurement -> its samples already taken side by side, the error that
+    ended them, or why they were not taken (:data:`Taken`); the others are taken here
+    (``spent``: measurement -> seconds its side-by-side blocks took, for the progress
+    line)."""
+    taken = taken or {}
+    spent = spent or {}
     rows: list[Row] = []
     running: Gateway | None = None
     gateway_error = ""
@@ -266,7 +289,11 @@ def run_system(system: System, store: StoreUnderTest, sizes: Sizes, progress: Pr
         for measurement in only:
             row = Row(store.backend, system.label, measurement, "ok", ttl=system.ttl,
                       unsafe=system.unsafe, baseline=system.baseline)
-            reason = system.why_not(measurement) or gateway_error or learnt
+            already = taken.get(measurement)
+            # this gateway's error is not the reason for samples taken through another
+            reason = system.why_not(measurement) or (
+                already if isinstance(already, str) else
+                gateway_error if already is None else "") or learnt
             if measurement == "idle":
                 reason = reason or idle.why_not(store.backend) or ""
             if reason:
@@ -277,10 +304,11 @@ def run_system(system: System, store: StoreUnderTest, sizes: Sizes, progress: Pr
             url = running.url if running is not None else system.url
             started = time.monotonic()
             try:
-                already = (taken or {}).get(measurement)
                 if already is not None:
+                    started -= spent.get(measurement, 0.0)
                     if isinstance(already, BaseException):
                         raise already
+                    assert not isinstance(already, str)
                     row.samples = list(already)
                     row.extra["blocks"] = min(BLOCKS, len(already))
                 else:
