@@ -137,10 +137,11 @@ def run_store(store: StoreUnderTest, sizes: Sizes, progress: Progress,
     handover and campaign samples of all systems are taken first, in blocks the systems
     take turns at (:func:`interleaved`); every other measurement runs system by system."""
     rows: list[Row] = []
-    systems = [s for s in systems_for(store.backend, store.url)
-               if not tools or s.tool in tools]
+    every = systems_for(store.backend, store.url)
+    systems = [s for s in every if not tools or s.tool in tools]
     if systems and ("handover" in only or "campaign" in only):
-        _warm_up(store, systems[0], sizes, progress)
+        # tenure's library (always first): a gateway system has no URL of its own here
+        _warm_up(store, every[0], sizes, progress)
     taken: dict[str, dict[str, Taken]] = {s.label: {} for s in systems}
     spent: dict[str, dict[str, float]] = {s.label: {} for s in systems}
     side_by_side = [m for m in SIDE_BY_SIDE if m in only]

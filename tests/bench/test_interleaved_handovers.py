@@ -157,3 +157,17 @@ def test_progress_lines_give_the_time_the_side_by_side_samples_took(
     for line in handover_lines:
         seconds = float(line.rsplit("(", 1)[1].split(" s)")[0])
         assert seconds >= 0.1, line
+
+
+def test_a_gateway_only_run_warms_the_store_up_with_the_library(tmp_path: Path) -> None:
+    """``--tools tenure-serve`` alone: the store warm-up runs through tenure's library
+    (the gateway system has no URL of its own before its gateway starts; the warm-up
+    used to fail with it and say so)."""
+    store = runner.StoreUnderTest("sqlite", f"sqlite://{tmp_path}/bench.db")
+    lines: list[str] = []
+    rows = runner.run_store(store, runner.Sizes(handovers=2), lines.append,
+                            only=("handover",), tools=("tenure-serve",))
+    assert any("warm-up: " in line and "(tenure)" in line for line in lines), lines
+    assert not any("warm-up failed" in line for line in lines), lines
+    assert [(r.system, r.status, len(r.samples)) for r in rows
+            if r.measurement == "handover"] == [("tenure via serve", "ok", 2)], rows
