@@ -151,16 +151,13 @@ def run_store(store: StoreUnderTest, sizes: Sizes, progress: Progress,
         with contextlib.ExitStack() as stack:
             gateways = {s.label: _gateway(s, store, stack) for s in systems}
             for measurement in side_by_side:
-                count = sizes.handovers if measurement == "handover" else sizes.campaigns
                 seconds: dict[str, float] = {}
-                for label, samples in interleaved(measurement, count, systems, store,
-                                                  gateways, progress, seconds).items():
-                    taken[label][measurement] = samples
-                for label, gateway in gateways.items():
-                    if isinstance(gateway, str):  # its row says so (not measured alone)
-                        taken[label][measurement] = gateway
-                    if label in seconds:
-                        spent[label][measurement] = seconds[label]
+                for label, result in interleaved(measurement, _count(sizes, measurement),
+                                                 systems, store, gateways, progress,
+                                                 seconds).items():
+                    taken[label][measurement] = result
+                for label, took in seconds.items():
+                    spent[label][measurement] = took
     for system in systems:
         rows.extend(run_system(system, store, sizes, progress, only,
                                taken[system.label], spent[system.label]))
@@ -196,8 +193,14 @@ ratios and the gateway's overhead are differences between systems' rows of these
 no system may be measured in a better minute than another."""
 
 
+def _count(sizes: Sizes, measurement: str) -> int:
+    """How many samples a :data:`SIDE_BY_SIDE` measurement takes."""
+    return sizes.handovers if measurement == "handover" else sizes.campaigns
+
+
 def _sample(measurement: str, system: System, url: str, store: StoreUnderTest,
             count: int) -> list[float]:
+    """``count`` samples of a :data:`SIDE_BY_SIDE` measurement, in one set of workers."""
     election = f"bench/{measurement}/{uuid.uuid4().hex[:8]}"
     if measurement == "handover":
         return handover.measure(system.tool, url, election, system.ttl, count,
@@ -209,25 +212,30 @@ def interleaved(
     measurement: str, count: int, systems: list[System], store: StoreUnderTest,
     gateways: dict[str, Gateway | str | None], progress: Progress,
     spent: dict[str, float] | None = None,
-) -> dict[str, list[float] | BaseException]:
+) -> dict[str, Taken]:
     """Each system's ``count`` samples of ``measurement`` (one of :data:`SIDE_BY_SIDE`),
-    or the error that ended them, taken in :data:`BLOCKS` blocks: every system measures
-    one block in turn, and who goes first rotates from block to block. Side by side in
-    time, so a shared machine's slow minute is spread over every system instead of
-    charged to the one measured then. Each block is a fresh set of worker processes
-    with its own unreported warm-up. Systems that cannot take the measurement, or whose
-    gateway did not start, are left out (their row says why). ``spent``, if given, gets
-    the seconds each system spent in its blocks."""
+    or the error that ended them, or why it was not measured (its gateway did not
+    start: the reason string, so its row says so instead of measuring it alone).
+
+    Taken in :data:`BLOCKS` blocks: every system measures one block in turn, and who
+    goes first rotates from block to block. Side by side in time, so a shared machine's
+    slow minute is spread over every system instead of charged to the one measured
+    then. Each block is a fresh set of worker processes with its own unreported
+    warm-up. Systems that cannot take the measurement, or whose gateway did not start,
+    take no turn. ``spent``, if given, gets the seconds each system spent in its
+    blocks."""
     able = [s for s in systems
             if not s.why_not(measurement) and not isinstance(gateways[s.label], str)]
     blocks = min(BLOCKS, count)
     sizes_of = [count // blocks + (1 if b < count % blocks else 0) for b in range(blocks)]
-    taken: dict[str, list[float] | BaseException] = {s.label: [] for s in able}
+    taken: dict[str, Taken] = {label: reason for label, reason in gateways.items()
+                               if isinstance(reason, str)}
+    taken.update({s.label: [] for s in able})
     for block, size in enumerate(sizes_of):
         turn = block % len(able) if able else 0
         for system in able[turn:] + able[:turn]:
             so_far = taken[system.label]
-            if isinstance(so_far, BaseException):
+            if not isinstance(so_far, list):  # an error ended its blocks
                 continue
             gateway = gateways[system.label]
             url = gateway.url if isinstance(gateway, Gateway) else system.url
@@ -414,12 +422,8 @@ def _measure(row: Row, measurement: str, system: System, url: str, store: StoreU
              sizes: Sizes, gateway: Gateway | None = None) -> None:
     election = f"bench/{measurement}/{uuid.uuid4().hex[:8]}"
     limit = system.ttl * system.expiry_factor * 3 + 5
-    if measurement == "handover":
-        row.samples = handover.measure(system.tool, url, election, system.ttl,
-                                       sizes.handovers, fixed_order=store.backend == "bully")
-    elif measurement == "campaign":
-        row.samples = handover.uncontended(system.tool, url, election, system.ttl,
-                                           sizes.campaigns)
+    if measurement in SIDE_BY_SIDE:
+        row.samples = _sample(measurement, system, url, store, _count(sizes, measurement))
     elif measurement == "failover":
         row.samples = failover.measure(system.tool, url, election, system.ttl, sizes.kills,
                                        expiry_factor=system.expiry_factor)

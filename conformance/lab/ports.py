@@ -56,29 +56,35 @@ def free_port() -> int:
         return _kernel_port()
     for _ in range(200):
         port = _draw.randint(LOWEST, high)
-        with _lock:
-            if port in _given:
-                continue
-        with socket.socket() as sock:
-            try:
-                sock.bind((HOST, port))
-            except OSError:
-                continue
-        with _lock:
-            if port not in _given:
-                _given.add(port)
-                return port
+        if _bound(port) and _claim(port):
+            return port
     raise NoFreePort(f"no free TCP port found on {HOST} between {LOWEST} and {high}")
 
 
 def _kernel_port() -> int:
     """A port the kernel picks (a host whose ephemeral range leaves no room below)."""
     for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind((HOST, 0))
-            port: int = sock.getsockname()[1]
-        with _lock:
-            if port not in _given:
-                _given.add(port)
-                return port
+        port = _bound(0)
+        if port and _claim(port):
+            return port
     raise NoFreePort(f"no free TCP port found on {HOST}")
+
+
+def _bound(port: int) -> int:
+    """The port a socket bound to ``port`` on :data:`HOST` got (0: it was taken)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return 0
+        got: int = sock.getsockname()[1]
+        return got
+
+
+def _claim(port: int) -> bool:
+    """Marks ``port`` handed out; False if this process already had."""
+    with _lock:
+        if port in _given:
+            return False
+        _given.add(port)
+        return True

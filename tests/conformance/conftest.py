@@ -18,15 +18,11 @@ from tenure.conformance.suite.backends import PROFILES, Target, clustered, imple
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "target" in metafunc.fixturenames:
+    if "target" in metafunc.fixturenames:  # also through unordered_target
+        backends = unordered() if "unordered_target" in metafunc.fixturenames else implemented()
         metafunc.parametrize(
             "backend_name",
-            [pytest.param(b, marks=getattr(pytest.mark, b), id=b) for b in implemented()],
-        )
-    if "unordered_target" in metafunc.fixturenames:
-        metafunc.parametrize(
-            "unordered_backend",
-            [pytest.param(b, marks=getattr(pytest.mark, b), id=b) for b in unordered()],
+            [pytest.param(b, marks=getattr(pytest.mark, b), id=b) for b in backends],
         )
     if "cluster_target" in metafunc.fixturenames:
         metafunc.parametrize(
@@ -38,21 +34,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def target(
-    backend_name: str, request: pytest.FixtureRequest, lab_clusters: SharedClusters,
-    tmp_path: Path,
-) -> Target:
-    return _target(backend_name, request, lab_clusters, tmp_path)
-
-
-@pytest.fixture
-def unordered_target(
-    unordered_backend: str, request: pytest.FixtureRequest, lab_clusters: SharedClusters,
-    tmp_path: Path,
-) -> Target:
-    return _target(unordered_backend, request, lab_clusters, tmp_path)
-
-
-def _target(
     backend_name: str, request: pytest.FixtureRequest, lab_clusters: SharedClusters,
     tmp_path: Path,
 ) -> Target:
@@ -68,3 +49,9 @@ def _target(
 def cluster_target(cluster_backend: str, lab: LabFactory, tmp_path: Path) -> Iterator[Target]:
     cluster = lab.start(cluster_backend, nodes=3)
     yield Target(PROFILES[cluster_backend], cluster.url, cluster, tmp_path)
+
+
+@pytest.fixture
+def unordered_target(target: Target) -> Target:
+    """:func:`target`, parametrized over the stores without arrival order only."""
+    return target

@@ -45,12 +45,7 @@ def test_a_handoff_records_the_token_its_successor_leads_with(tmp_path: Path) ->
     with tenure.connect(url, ttl=2, candidate_id="leader") as client, \
             tenure.connect(url, ttl=2, candidate_id="next") as successor:
         lead = client.election("e").campaign(timeout=10)
-        won: list[tenure.Leadership] = []
-        waiting = threading.Thread(
-            target=lambda: won.append(successor.election("e").campaign(timeout=30)))
-        waiting.start()
-        wait_until(lambda: "next" in [c.candidate_id for c in
-                                      client.election("e").contenders()], 10, "next enqueued")
+        won, waiting = _queue_successor(client, successor)
         result = lead.handoff(to="next", timeout=20)
         waiting.join(30)
         assert result.ok, result.message
@@ -73,12 +68,7 @@ def test_a_store_error_reading_the_taker_is_no_error_of_a_handoff_that_succeeded
     with tenure.connect(url, ttl=2, candidate_id="leader") as client, \
             tenure.connect(url, ttl=2, candidate_id="next") as successor:
         lead = client.election("e").campaign(timeout=10)
-        won: list[tenure.Leadership] = []
-        waiting = threading.Thread(
-            target=lambda: won.append(successor.election("e").campaign(timeout=30)))
-        waiting.start()
-        wait_until(lambda: "next" in [c.candidate_id for c in
-                                      client.election("e").contenders()], 10, "next enqueued")
+        won, waiting = _queue_successor(client, successor)
 
         def unavailable(election: str) -> LeaderInfo | None:
             raise StoreUnavailable(f"cannot list the leader of {election!r} (test)")
@@ -90,3 +80,16 @@ def test_a_store_error_reading_the_taker_is_no_error_of_a_handoff_that_succeeded
         assert result.ok, result.message
         assert result.leader == LeaderInfo("e", "next", b"", won[0].token)
         won[0].resign()
+
+
+def _queue_successor(client: tenure.Client, successor: tenure.Client,
+                     ) -> tuple[list[tenure.Leadership], threading.Thread]:
+    """``successor`` campaigning in "e" in a thread, listed as a contender; the list
+    gets its leadership once it wins."""
+    won: list[tenure.Leadership] = []
+    waiting = threading.Thread(
+        target=lambda: won.append(successor.election("e").campaign(timeout=30)))
+    waiting.start()
+    wait_until(lambda: "next" in [c.candidate_id for c in
+                                  client.election("e").contenders()], 10, "next enqueued")
+    return won, waiting
