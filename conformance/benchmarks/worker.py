@@ -9,6 +9,8 @@ Reads one command per line: ``campaign`` (blocks until elected), ``resign``,
 clock for every process of the host): ``ready`` (connected), ``campaigning`` (about to
 campaign), ``elected`` (campaign returned), ``resigned`` (resign returned), ``lost``
 (the tool reported a loss), ``counters``, ``error`` (with the exception), ``exit``.
+With ``--wire-trace``, ``elected`` and ``resigned`` also carry ``taps``: the socket
+calls since the last such event (:mod:`.wiretap`), collected after ``t`` was taken.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 import traceback
 from typing import Any
 
+from tenure.conformance.benchmarks import wiretap
 from tenure.conformance.benchmarks.peers import make_contender
 from tenure.conformance.suite import register_reference_backends
 
@@ -35,6 +38,14 @@ def emit(kind: str, **fields: Any) -> None:
         sys.stdout.flush()
 
 
+def taps(traced: bool) -> dict[str, Any]:
+    """With ``traced``: ``t`` now and the socket calls recorded so far (drained)."""
+    if not traced:
+        return {}
+    t = time.monotonic()
+    return {"t": t, "taps": wiretap.drain()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tenure.conformance.benchmarks.worker")
     parser.add_argument("--tool", required=True)
@@ -42,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--election", required=True)
     parser.add_argument("--ttl", type=float, required=True)
     parser.add_argument("--id", required=True)
+    parser.add_argument("--wire-trace", action="store_true",
+                        help="record every socket call (tenure.conformance.benchmarks.wiretap)")
     args = parser.parse_args(argv)
+    if args.wire_trace:
+        wiretap.install()
     register_reference_backends()  # --url may be bully:// (tenure bench --lab bully)
 
     def on_lost(reason: str, deadline: float | None) -> None:
@@ -61,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             if command == "campaign":
                 emit("campaigning")
                 fields = contender.campaign()
-                emit("elected", **fields)
+                emit("elected", **fields, **taps(args.wire_trace))
             elif command == "resign":
                 contender.resign()
-                emit("resigned")
+                emit("resigned", **taps(args.wire_trace))
             elif command == "counters":
                 emit("counters", **contender.counters())
             elif command == "exit":

@@ -95,8 +95,10 @@ class Worker(EventProcess):
 class Workers:
     """Workers of one election of one tool; all killed on exit."""
 
-    def __init__(self, tool: str, url: str, election: str, ttl: float) -> None:
+    def __init__(self, tool: str, url: str, election: str, ttl: float,
+                 wire_trace: bool = False) -> None:
         self.tool = tool
+        self.wire_trace = wire_trace
         self.url = url
         self.election = election
         self.ttl = ttl
@@ -111,6 +113,8 @@ class Workers:
                    "--tool", self.tool, "--url", self.url.replace("{me}", str(index)),
                    "--election", self.election, "--ttl", repr(self.ttl),
                    "--id", f"{name}-{time.monotonic_ns()}"]
+        if self.wire_trace:
+            command.append("--wire-trace")
         worker = Worker(command, name)
         self.members.append(worker)
         if ready:
