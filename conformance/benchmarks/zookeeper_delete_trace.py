@@ -1,0 +1,130 @@
+"""What the leader's own-node watch costs a ZooKeeper handover: its ``delete``, traced.
+
+A tenure leader keeps a data watch on its own node (its deletion by anyone else is a
+loss: :mod:`tenure.adapters.zookeeper_watches`); kazoo's ``Election`` holder keeps
+none. So when a tenure leader resigns, its ``delete`` fires two watches on the server
+-- its own and its successor's on the predecessor -- where kazoo's fires one. This
+measures, on one ZooKeeper server (a lab server it starts, or ``--hosts``), with two
+kazoo clients (a leader and a waiter session), node by node:
+
+* ``delete``'s round trip at the leader (``time.perf_counter_ns`` around the call);
+* the delete sent -> the waiter's watch callback running (its wake);
+
+with and without a watch of the leader's own session on the node, ``n`` nodes of each,
+the two variants interleaved in a shuffled order.
+
+What this is not: a whole handover (``handover_trace``), nor a server's own time.
+
+    python -m tenure.conformance.benchmarks.zookeeper_delete_trace [-n 300] [--hosts h:p]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+
+from kazoo.client import KazooClient
+from kazoo.protocol.states import WatchedEvent
+
+PARENT = "/tenure-trace/deletes"
+OWN = "the leader watches its own node (tenure)"
+NONE = "no watch of the leader's (kazoo Election)"
+
+
+@dataclass
+class Row:
+    """One variant's medians (microseconds)."""
+
+    name: str
+    delete_median: float
+    wake_median: float
+    deletes: int
+
+
+def _one(leader: KazooClient, waiter: KazooClient, own: bool) -> tuple[int, int]:
+    path = leader.create(f"{PARENT}/n-", b"", ephemeral=True, sequence=True)
+    woken = threading.Event()
+    at = [0]
+
+    def wake(event: WatchedEvent) -> None:
+        at[0] = time.perf_counter_ns()
+        woken.set()
+
+    waiter.exists(path, watch=wake)
+    if own:
+        leader.exists(path, watch=lambda event: None)
+    sent = time.perf_counter_ns()
+    leader.delete(path)
+    answered = time.perf_counter_ns()
+    if not woken.wait(10):
+        raise RuntimeError(f"the waiter's watch on {path} did not fire within 10 s")
+    return answered - sent, at[0] - sent
+
+
+def trace(leader: KazooClient, waiter: KazooClient, n: int = 300,
+          warmup: int = 30) -> list[Row]:
+    """``n`` deletes of each variant after ``warmup`` each, interleaved, shuffled."""
+    leader.ensure_path(PARENT)
+    order = [own for own in (True, False) for _ in range(n + warmup)]
+    random.Random(1).shuffle(order)
+    found: dict[bool, list[tuple[int, int]]] = {True: [], False: []}
+    seen = {True: 0, False: 0}
+    for own in order:
+        sample = _one(leader, waiter, own)
+        seen[own] += 1
+        if seen[own] > warmup:
+            found[own].append(sample)
+    return [Row(OWN if own else NONE,
+                statistics.median(d for d, _ in found[own]) / 1000,
+                statistics.median(w for _, w in found[own]) / 1000, len(found[own]))
+            for own in (False, True)]
+
+
+def table(rows: list[Row]) -> str:
+    """A markdown table of the two variants."""
+    lines = ["| leader's delete | delete round trip median us | delete sent -> waiter "
+             "woken median us |", "|---|---:|---:|"]
+    lines += [f"| {r.name} | {r.delete_median:.0f} | {r.wake_median:.0f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=300, help="deletes per variant")
+    parser.add_argument("--hosts", help="a ZooKeeper server host:port (default: a lab one)")
+    args = parser.parse_args(argv)
+    if args.n < 10:
+        parser.error(f"-n {args.n}: give at least 10 deletes per variant")
+    from tenure.conformance.lab.zookeeper import ZooKeeperCluster
+
+    cluster = None
+    hosts = args.hosts
+    if hosts is None:
+        cluster = ZooKeeperCluster(nodes=1)
+        cluster.start()
+        hosts = cluster.nodes[0].client_address
+    clients = [KazooClient(hosts=hosts, timeout=10) for _ in range(2)]
+    try:
+        for client in clients:
+            client.start(timeout=30)
+        load = os.getloadavg()[0]
+        rows = trace(clients[0], clients[1], n=args.n)
+        print(f"ZooKeeper {hosts}, {args.n} deletes per variant, load {load:.2f} -> "
+              f"{os.getloadavg()[0]:.2f}")
+        print(table(rows))
+    finally:
+        for client in clients:
+            client.stop()
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
