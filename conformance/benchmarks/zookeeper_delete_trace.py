@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from kazoo.client import KazooClient
 from kazoo.protocol.states import WatchedEvent
 
+from tenure.conformance.benchmarks import zookeeper_read_trace as read_trace
+
 PARENT = "/tenure-trace/deletes"
 OWN = "the leader watches its own node (tenure)"
 NONE = "no watch of the leader's (kazoo Election)"
@@ -100,29 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n < 10:
         parser.error(f"-n {args.n}: give at least 10 deletes per variant")
-    from tenure.conformance.lab.zookeeper import ZooKeeperCluster
-
-    cluster = None
-    hosts = args.hosts
-    if hosts is None:
-        cluster = ZooKeeperCluster(nodes=1)
-        cluster.start()
-        hosts = cluster.nodes[0].client_address
-    clients = [KazooClient(hosts=hosts, timeout=10) for _ in range(2)]
-    try:
-        for client in clients:
-            client.start(timeout=30)
+    with read_trace.sessions(args.hosts, 2) as (hosts, (leader, waiter)):
         load = os.getloadavg()[0]
-        rows = trace(clients[0], clients[1], n=args.n)
+        rows = trace(leader, waiter, n=args.n)
         print(f"ZooKeeper {hosts}, {args.n} deletes per variant, load {load:.2f} -> "
               f"{os.getloadavg()[0]:.2f}")
         print(table(rows))
-    finally:
-        for client in clients:
-            client.stop()
-            client.close()
-        if cluster is not None:
-            cluster.close()
     return 0
 
 

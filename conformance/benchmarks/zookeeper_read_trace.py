@@ -31,10 +31,12 @@ of one run, not runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,6 +158,30 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def sessions(hosts: str | None, count: int) -> Iterator[tuple[str, list[KazooClient]]]:
+    """``count`` started kazoo sessions to ``hosts`` (None: a 1-node lab server, started
+    here and stopped on exit) and the ``host:port`` they use; all closed on exit."""
+    from tenure.conformance.lab.zookeeper import ZooKeeperCluster
+
+    cluster = None
+    if hosts is None:
+        cluster = ZooKeeperCluster(nodes=1)
+        cluster.start()
+        hosts = cluster.nodes[0].client_address
+    clients = [KazooClient(hosts=hosts, timeout=10) for _ in range(count)]
+    try:
+        for client in clients:
+            client.start(timeout=30)
+        yield hosts, clients
+    finally:
+        for client in clients:
+            client.stop()
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=2000, help="timed calls per variant")
@@ -163,29 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n < 10:
         parser.error(f"-n {args.n}: give at least 10 calls per variant")
-    import os
-
-    from tenure.conformance.lab.zookeeper import ZooKeeperCluster
-
-    cluster = None
-    hosts = args.hosts
-    if hosts is None:
-        cluster = ZooKeeperCluster(nodes=1)
-        cluster.start()
-        hosts = cluster.nodes[0].client_address
-    zk = KazooClient(hosts=hosts, timeout=10)
-    try:
-        zk.start(timeout=30)
+    with sessions(args.hosts, 1) as (hosts, (zk,)):
         load = os.getloadavg()[0]
         rows = trace(zk, n=args.n)
         print(f"ZooKeeper {hosts}, {args.n} calls per variant, load {load:.2f} -> "
               f"{os.getloadavg()[0]:.2f}")
         print(table(rows))
-    finally:
-        zk.stop()
-        zk.close()
-        if cluster is not None:
-            cluster.close()
     return 0
 
 
