@@ -54,6 +54,9 @@ BEST_PEER = {"etcd": "etcd-lock", "zookeeper": "kazoo", "consul": "consul-guide"
 PHASES = ("release", "answer -> resigned", "release -> wake", "resigned -> wake",
           "wake -> ask", "ask", "answer -> elected", "handover")
 WARMUP = 10
+EXPERIMENTS = {"tenure-unwatched": "tenure"}
+"""Tools only this trace runs (never ``tenure bench``), each at the URL and TTL of the
+system named: see :mod:`.peers.tenure_unwatched`."""
 
 
 class TraceError(RuntimeError):
@@ -180,6 +183,8 @@ def trace(store: str, url: str, tools: list[str], count: int, blocks: int = 5,
     """Per tool, ``count`` handovers' phases in seconds, the tools taking turns in
     ``blocks`` blocks after ``warmup`` unreported handovers each."""
     systems = {s.tool: s for s in systems_for(store, url)}
+    systems.update({tool: systems[base] for tool, base in EXPERIMENTS.items()
+                    if base in systems and store == "zookeeper"})
     unknown = [t for t in tools if t not in systems]
     if unknown:
         raise TraceError(f"tools {unknown} do not run on {store}; choose from "

@@ -23,6 +23,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "python-redis-lock": ("python_redis_lock", "PythonRedisLockContender"),
     "consul-guide": ("consul_guide", "ConsulGuideContender"),
     "etcd-lock": ("etcd_lock", "EtcdLockContender"),
+    "tenure-unwatched": ("tenure_unwatched", "UnwatchedTenureContender"),  # an experiment
 }
 
 #: The Python modules each tool needs (checked by :func:`unavailable`).
@@ -35,6 +36,7 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "python-redis-lock": ("redis_lock",),
     "consul-guide": (),
     "etcd-lock": ("pyetcd",),
+    "tenure-unwatched": ("kazoo",),
 }
 
 #: Modules that are not in tenure's ``bench`` extra: the package that brings each.
