@@ -11,6 +11,7 @@ from tenure.adapters.zookeeper import ZooKeeperStore
 from tenure.conformance.benchmarks.peers import Unsupported, make_contender
 from tenure.conformance.lab.fixtures import LabFactory
 
+
 def _own_watches(tool: str, url: str) -> tuple[str, bool]:
     contender = make_contender(tool, url, f"unwatched-{tool}", 2.0, tool, lambda r, d: None)
     try:
