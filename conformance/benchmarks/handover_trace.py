@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -147,20 +148,31 @@ class Pair:
     leader: Worker
     waiter: Worker
     samples: list[dict[str, float]] = field(default_factory=list)
+    unparsed: int = 0
+    """Handovers whose socket calls did not show the steps (left out)."""
 
-    def handover(self, hold: float) -> dict[str, float]:
+    def handover(self, hold: float) -> dict[str, float] | None:
+        """One handover's phases; None (counted in ``unparsed``) if its socket calls
+        did not show them."""
         time.sleep(hold)  # the leader's term, not a synchronisation
         asked = time.monotonic()
         self.leader.send("resign")
         resigned = self.leader.next("resigned")
         elected = self.waiter.next("elected")
-        found = phases(messages(resigned["taps"], self.store),
-                       messages(elected["taps"], self.store), asked, resigned["t"],
-                       elected["t"])
         self.leader.send("campaign")
         self.leader.next("campaigning")
         self.leader, self.waiter = self.waiter, self.leader
-        return found
+        try:
+            return phases(messages(resigned["taps"], self.store),
+                          messages(elected["taps"], self.store), asked, resigned["t"],
+                          elected["t"])
+        except TraceError:
+            # e.g. the successor had not parked on a watch yet: its wake was the
+            # answer of its first read. Left out and counted, never taken apart wrongly.
+            self.unparsed += 1
+            if self.unparsed > max(10, len(self.samples)):
+                raise
+            return None
 
 
 def open_pair(store: str, tool: str, url: str, election: str, ttl: float) -> Pair:
@@ -199,11 +211,18 @@ def trace(store: str, url: str, tools: list[str], count: int, blocks: int = 5,
         for block in range(blocks):
             order = pairs if block % 2 == 0 else pairs[::-1]
             for pair in order:
-                for _ in range(min(per_block, count - len(pair.samples))):
-                    pair.samples.append(pair.handover(hold))
+                goal = min(len(pair.samples) + per_block, count)
+                while len(pair.samples) < goal:
+                    found = pair.handover(hold)
+                    if found is not None:
+                        pair.samples.append(found)
     finally:
         for pair in pairs:
             pair.workers.close()
+    for pair in pairs:
+        if pair.unparsed:
+            print(f"{pair.tool}: {pair.unparsed} handovers left out (their socket calls did "
+                  "not show the steps)", file=sys.stderr)
     return {pair.tool: pair.samples for pair in pairs}
 
 
