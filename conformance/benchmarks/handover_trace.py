@@ -55,9 +55,9 @@ BEST_PEER = {"etcd": "etcd-lock", "zookeeper": "kazoo", "consul": "consul-guide"
 PHASES = ("release", "answer -> resigned", "release -> wake", "resigned -> wake",
           "wake -> ask", "ask", "answer -> elected", "handover")
 WARMUP = 10
-EXPERIMENTS = {"tenure-unwatched": "tenure"}
-"""Tools only this trace runs (never ``tenure bench``), each at the URL and TTL of the
-system named: see :mod:`.peers.tenure_unwatched`."""
+EXPERIMENTS = {"tenure-unwatched": ("tenure", "zookeeper")}
+"""Tools only this trace runs (never ``tenure bench``): tool -> (the system whose URL and
+TTL it takes, the one store it runs on); see :mod:`.peers.tenure_unwatched`."""
 
 
 class TraceError(RuntimeError):
@@ -195,8 +195,8 @@ def trace(store: str, url: str, tools: list[str], count: int, blocks: int = 5,
     """Per tool, ``count`` handovers' phases in seconds, the tools taking turns in
     ``blocks`` blocks after ``warmup`` unreported handovers each."""
     systems = {s.tool: s for s in systems_for(store, url)}
-    systems.update({tool: systems[base] for tool, base in EXPERIMENTS.items()
-                    if base in systems and store == "zookeeper"})
+    systems.update({tool: systems[base] for tool, (base, on) in EXPERIMENTS.items()
+                    if on == store})
     unknown = [t for t in tools if t not in systems]
     if unknown:
         raise TraceError(f"tools {unknown} do not run on {store}; choose from "

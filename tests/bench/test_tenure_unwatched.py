@@ -33,6 +33,7 @@ def test_only_the_experiment_leads_without_its_own_node_watch(lab: LabFactory) -
     assert _own_watches("tenure-unwatched", url)[1] is False
 
 
+@pytest.mark.sqlite
 def test_it_refuses_other_stores(tmp_path: object) -> None:
     with pytest.raises(Unsupported, match="ZooKeeper experiment"):
         make_contender("tenure-unwatched", f"sqlite:///{tmp_path}/x.db", "e", 2.0, "a",

@@ -13,7 +13,6 @@ system of ``tenure bench``, never offered to users.
 from __future__ import annotations
 
 from tenure.adapters.zookeeper import ZooKeeperStore
-from tenure.adapters.zookeeper_watches import Watches
 from tenure.conformance.benchmarks.peers.base import LostCallback, Unsupported
 from tenure.conformance.benchmarks.peers.tenure_native import TenureContender
 
@@ -32,5 +31,4 @@ class UnwatchedTenureContender(TenureContender):
         if not isinstance(store, ZooKeeperStore):
             self.client.close()
             raise Unsupported("tenure-unwatched is a ZooKeeper experiment")
-        watches: Watches = store._watches
-        watches.needs_arming = _never  # type: ignore[method-assign]
+        store._watches.needs_arming = _never  # type: ignore[method-assign]
