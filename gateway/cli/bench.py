@@ -82,6 +82,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--handovers", type=positive_int, help="resign handovers (default 50)")
     parser.add_argument("--kills", type=positive_int, help="crash failovers (default 10)")
     parser.add_argument("--detections", type=positive_int, help="cuts and pauses (default 3)")
+    parser.add_argument("--campaigns", type=positive_int,
+                        help="uncontended campaigns per system (default 100)")
     parser.add_argument("--scale-elections", type=_sizes, metavar="N,N,...",
                         help="elections per client for scale (a) (default 1,100,1000)")
     parser.add_argument("--scale-waiters", type=_sizes, metavar="N,N,...",
@@ -122,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
 
     sizes = runner.Sizes.quick() if args.quick else runner.Sizes()
     overrides = {"handovers": args.handovers, "kills": args.kills,
-                 "detections": args.detections, "scale_elections": args.scale_elections,
+                 "detections": args.detections, "campaigns": args.campaigns,
+                 "scale_elections": args.scale_elections,
                  "scale_waiters": args.scale_waiters, "idle_window": args.idle_window,
                  "idle_followers": args.idle_followers}
     sizes = runner.Sizes(**{**sizes.__dict__,

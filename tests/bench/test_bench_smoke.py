@@ -24,7 +24,7 @@ def test_quick_bench_on_sqlite_prints_the_table_and_writes_json_and_plot(
     page.write_text("# Notes\n\nkept\n\n<!-- tenure bench: begin -->\nold\n"
                     "<!-- tenure bench: end -->\n\nalso kept\n")
     result = subprocess.run(
-        [sys.executable, "-m", "tenure.cli.main", "bench", "--quick",
+        [sys.executable, "-m", "tenure.cli.main", "bench", "--quick", "--campaigns", "7",
          "--json", str(out), "--plot", str(plot), "--markdown", str(page)],
         capture_output=True, text=True, timeout=170, check=False,
     )
@@ -37,6 +37,9 @@ def test_quick_bench_on_sqlite_prints_the_table_and_writes_json_and_plot(
     handover = next(r for r in report["rows"]
                     if r["system"] == "tenure" and r["measurement"] == "handover")
     assert handover["status"] == "ok" and len(handover["samples"]) == 8
+    campaigns = [r for r in report["rows"] if r["measurement"] == "campaign"]
+    assert {r["system"]: len(r["samples"]) for r in campaigns} == {
+        "tenure": 7, "tenure via serve": 7}  # --campaigns over --quick's 5
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = page.read_text()
     assert "kept" in text and "also kept" in text and "old" not in text
