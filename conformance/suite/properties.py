@@ -205,11 +205,14 @@ def _all_saw(seen: list[list[tenure.LeaderInfo | None]], token: int) -> Callable
     return lambda: all(bool(s) and s[-1] is not None and s[-1].token == token for s in seen)
 
 
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+def _wait(condition: Callable[[], bool], timeout: float, what: str,
+          story: Callable[[], str] = lambda: "") -> None:
     end = time.monotonic() + timeout
     ready = threading.Event()
     while not condition():
-        require(time.monotonic() < end, f"timed out waiting for {what}")
+        if time.monotonic() >= end:
+            told = story()
+            require(False, f"timed out waiting for {what}" + (f"; {told}" if told else ""))
         ready.wait(0.01)
 
 
@@ -253,7 +256,10 @@ def l3_node_kill(target: Target) -> Outcome:
     ttl = target.profile.ttl
     recoveries = []
     with CandidateGroup(target.url, target.election("node-kill"), target.workdir) as group:
-        members = [group.spawn(ttl=ttl) for _ in range(3)]
+        # A leader may lose its lease while the store elects a new node leader (with a
+        # 1 s TTL that is expected, PITFALLS): each member campaigns again after a loss,
+        # so two kills cannot use up the three members.
+        members = [group.spawn(ttl=ttl, rounds=10**6) for _ in range(3)]
         # Any of them may win first: processes started together reach the store in
         # no fixed order (and Redis serves waiters in no order at all).
         _wait(lambda: any(m.has("elected") for m in members), 60, "a first leader")
@@ -263,12 +269,35 @@ def l3_node_kill(target: Target) -> Outcome:
             bound = 3 * target.profile.failover_bound + 30
             since = killed_at + ttl
             _wait(lambda: _acting_after(members, since), bound,  # noqa: B023
-                  f"a leader acting after node {index} was killed")
+                  f"a leader acting after node {index} was killed (at "
+                  f"t={killed_at:.2f})", lambda: _story(members))
             recoveries.append(time.monotonic() - killed_at)
             cluster.nodes[index].restart()
             cluster.wait_serving()
         report = checked(group)
     return Outcome("L3 node kill", {"leader_acting_after": max(recoveries)}, report)
+
+
+ACTING_KINDS = ("valid", "guarded", "fenced")
+
+
+def _story(members: list[CandidateProcess]) -> str:
+    """What each member reported, runs of "valid"/"guarded" events folded into one, and
+    the end of its stderr: a failure message that says who held, lost and why."""
+    told = []
+    for member in members:
+        steps: list[str] = []
+        for event in list(member.events):
+            kind = event["kind"]
+            if kind in ACTING_KINDS and steps and steps[-1].startswith("acting"):
+                steps[-1] = f"{steps[-1].split('..')[0]}..{event['t']:.2f}"
+                continue
+            step = "acting" if kind in ACTING_KINDS else kind
+            reason = f"({event['reason']})" if "reason" in event else ""
+            steps.append(f"{step}@{event['t']:.2f}{reason}")
+        told.append(f"{member.name}: {' '.join(steps[-12:])}; stderr: "
+                    f"{member.stderr(5).strip()[-400:] or '-'}")
+    return " | ".join(told)
 
 
 def _acting_after(members: list[CandidateProcess], moment: float) -> bool:
