@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from kazoo.client import KazooClient, KazooState
@@ -81,6 +81,10 @@ class Watches:
         self._bells: dict[str, _Bell] = {}
         self.leading: dict[str, ZooKeeperTicket] = {}
         """Our leading nodes by path."""
+        self._dropped: dict[ZooKeeperTicket, bool] = {}
+        """Tickets taken out of :attr:`leading` by a loss (-> reported by report_gone
+        yet): what :meth:`report_gone` looks at, so a renewal costs O(losses), not
+        O(held)."""
         self._own: dict[str, tuple[ZooKeeperTicket, Watch]] = {}  # see _own_watch
         self._armed: dict[str, int] = {}  # node -> the epoch its own watch was sent in
         self._gone: set[str] = set()  # nodes whose own watch saw them deleted
@@ -165,6 +169,7 @@ class Watches:
         The caller forgets it if it does not lead after all."""
         with self.lock:
             self.leading[ticket.key] = ticket
+            self._dropped.pop(ticket, None)
 
     def needs_arming(self, ticket: ZooKeeperTicket) -> bool:
         """True unless ``ticket``'s own watch was sent on the current connection."""
@@ -234,6 +239,8 @@ class Watches:
             if self.leading.get(ticket.key) is not ticket:
                 return  # withdrawn by us, or already reported
             del self.leading[ticket.key]
+            if loss:  # else it is not leading after all, or withdrawn: never held
+                self._dropped.setdefault(ticket, False)
         if loss:
             self._report_loss(ticket, loss)
 
@@ -241,17 +248,25 @@ class Watches:
         """Silently forgets the leading nodes of every other session (None: all)."""
         with self.lock:
             for key in [k for k, t in self.leading.items() if t.owner != session]:
-                del self.leading[key]
+                self._dropped.setdefault(self.leading.pop(key), False)
             for key in [k for k, (t, _) in self._own.items() if t.owner != session]:
                 del self._own[key]
                 self._armed.pop(key, None)
                 self._gone.discard(key)
 
-    def report_gone(self, held: Iterable[ZooKeeperTicket]) -> None:
+    def report_gone(self, held: Collection[ZooKeeperTicket]) -> None:
         """Reports each of ``held`` no longer leading here (its node seen gone, perhaps
-        before the core marked it won, when the first report was not applied)."""
+        before the core marked it won, when the first report was not applied). Looks
+        only at the tickets a loss took out of :attr:`leading` (every removal but a
+        withdrawal or a step that did not lead), not at every held one."""
         with self.lock:
-            gone = [t for t in held if self.leading.get(t.key) is not t and not t.withdrawn]
+            gone = []
+            for ticket, reported in list(self._dropped.items()):
+                if ticket.withdrawn or (reported and ticket not in held):
+                    del self._dropped[ticket]  # done with (or the core dropped it)
+                elif ticket in held and self.leading.get(ticket.key) is not ticket:
+                    gone.append(ticket)
+                    self._dropped[ticket] = True
         self._report(gone, "its ZooKeeper node was deleted")
 
     def _report(self, tickets: Iterable[ZooKeeperTicket], reason: str) -> None:
@@ -265,6 +280,8 @@ class Watches:
             bells = list(self._bells.values())
             leading = list(self.leading.values())
             if state == KazooState.LOST:
+                for ticket in leading:
+                    self._dropped.setdefault(ticket, False)
                 self.leading.clear()
         for bell in bells:  # every waiter and observer steps again, so reads again
             bell.ring()

@@ -189,6 +189,39 @@ def test_report_gone_catches_a_held_ticket_no_longer_leading_and_retain_drops_si
     assert [t for t, _, _ in reports.settled()] == [old]
 
 
+class Uniterable(frozenset[ZooKeeperTicket]):
+    """A held set that may be asked about a ticket, never walked."""
+
+    def __iter__(self) -> Any:
+        raise AssertionError("report_gone walked every held ticket")
+
+
+def test_report_gone_looks_at_losses_only_and_catches_one_before_it_was_held() -> None:
+    watches, zk, reports = setup()
+    crowd = [ticket(f"/e/c-{i}") for i in range(1000)]
+    for mine in crowd:
+        zk.nodes.add(mine.key)
+        lead(watches, zk, mine)
+    watches.report_gone(Uniterable(crowd))  # every one still leading: nothing to walk
+    early = crowd[0]
+    # Its node is seen deleted before the core marked it won: that report is dropped
+    # by the core; the renewal after it is held reports it again, while it stays held.
+    zk.watches[early.key][0](event(EventType.DELETED, early.key))
+    assert [t for t, _, _ in reports.settled()] == [early]
+    watches.report_gone(Uniterable(crowd[1:]))  # not held yet: kept, not reported
+    watches.report_gone(Uniterable(crowd))
+    watches.report_gone(Uniterable(crowd))
+    assert [t for t, _, _ in reports.settled()] == [early, early, early]
+    watches.report_gone(Uniterable(crowd[1:]))  # the core applied it: forgotten
+    watches.report_gone(Uniterable(crowd))
+    assert len(reports.settled()) == 3
+    withdrawn = crowd[1]
+    zk.watches[withdrawn.key][0](event(EventType.DELETED, withdrawn.key))
+    withdrawn.withdrawn = True
+    watches.report_gone(Uniterable(crowd))
+    assert [t for t, _, _ in reports.settled()][3:] == [withdrawn]  # the watch's own
+
+
 def test_the_own_watch_is_armed_once_per_connection() -> None:
     watches, zk, _ = setup()
     mine = ticket()
