@@ -12,7 +12,7 @@ seconds apart, three ways in turn, ``rounds`` times:
   connection (``http.client``).
 
 and reports CPU per keepalive: this process's (``getrusage``: every thread, gRPC's C
-core included) and the etcd server's (``/proc/<pid>/stat`` utime + stime), on a lab
+core included) and the etcd server's (:func:`.idle.tree_cpu`, from ``/proc``), on a lab
 etcd it starts (1 node). What it is not: a whole idle row (``tenure bench --only
 idle``), which also has watches and several processes.
 
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from tenure.adapters.etcd import EtcdStore
 from tenure.config import parse_backend_url
+from tenure.conformance.benchmarks.idle import tree_cpu
 
 WAYS = ("idle", "grpc", "http")
 WARMUP = 20
@@ -49,12 +50,6 @@ class Sample:
 def _own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _server_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Gateway:
@@ -76,12 +71,12 @@ class Gateway:
 
 
 def _timed(pid: int, n: int, gap: float, one: Callable[[], None] | None) -> tuple[float, float]:
-    client, server = _own_cpu(), _server_cpu(pid)
+    client, server = _own_cpu(), tree_cpu([pid])
     for _ in range(n):
         if one is not None:
             one()
         time.sleep(gap)
-    return (_own_cpu() - client) * 1000 / n, (_server_cpu(pid) - server) * 1000 / n
+    return (_own_cpu() - client) * 1000 / n, (tree_cpu([pid]) - server) * 1000 / n
 
 
 def _grpc_round(url: str, pid: int, n: int, gap: float) -> Sample:

@@ -212,7 +212,7 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str,
     while not condition():
         if time.monotonic() >= end:
             told = story()
-            require(False, f"timed out waiting for {what}" + (f"; {told}" if told else ""))
+            raise PropertyFailed(f"timed out waiting for {what}" + (f"; {told}" if told else ""))
         ready.wait(0.01)
 
 
